@@ -1,0 +1,20 @@
+// Registers the addon's exports; each binding file adds its own functions.
+#include <napi.h>
+
+#include "binding.h"
+
+namespace {
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  lgrpo::register_tensor_bindings(env, exports);
+  lgrpo::register_token_logprobs(env, exports);
+  lgrpo::register_linear_token_logprobs(env, exports);
+  lgrpo::register_group_advantages(env, exports);
+  lgrpo::register_lambda_weights(env, exports);
+  lgrpo::register_grpo_loss(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(lgrpo_native, init)

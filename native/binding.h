@@ -1,0 +1,53 @@
+// Helpers shared by the per-operation bindings in native/bindings/: exception
+// translation and option reading. A binding unpacks and checks its arguments,
+// allocates outputs on the inputs' device and calls the CPU or CUDA twin.
+#pragma once
+
+#include <napi.h>
+
+#include <new>
+#include <string>
+
+#include "common.h"
+#include "tensor.h"
+
+namespace lgrpo {
+
+// Wraps a binding so that no C++ exception escapes into Node: lgrpo::Error becomes
+// a TypeError, RangeError or Error; anything else becomes an Error with its message.
+template <Napi::Value (*Impl)(const Napi::CallbackInfo&)>
+Napi::Value guarded(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    return Impl(info);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const Error& e) {
+    if (e.kind == Error::Type) throw Napi::TypeError::New(env, e.what());
+    if (e.kind == Error::Range) throw Napi::RangeError::New(env, e.what());
+    throw Napi::Error::New(env, e.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(env, "lgrpo-native: out of memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("lgrpo-native: ") + e.what());
+  } catch (...) {
+    throw Napi::Error::New(env, "lgrpo-native: unknown native error");
+  }
+}
+
+Napi::Object options_arg(const Napi::CallbackInfo& info, size_t index);
+double number_option(const Napi::Object& opts, const char* key, double fallback);
+bool bool_option(const Napi::Object& opts, const char* key, bool fallback);
+std::string string_option(const Napi::Object& opts, const char* key, const std::string& fallback);
+bool has_option(const Napi::Object& opts, const char* key);
+TensorRef tensor_arg(const Napi::CallbackInfo& info, size_t index, const char* name);
+
+// Registration hooks, one per binding file.
+void register_tensor_bindings(Napi::Env env, Napi::Object exports);
+void register_token_logprobs(Napi::Env env, Napi::Object exports);
+void register_linear_token_logprobs(Napi::Env env, Napi::Object exports);
+void register_group_advantages(Napi::Env env, Napi::Object exports);
+void register_lambda_weights(Napi::Env env, Napi::Object exports);
+void register_grpo_loss(Napi::Env env, Napi::Object exports);
+
+}  // namespace lgrpo

@@ -1,0 +1,5 @@
+// PLACEHOLDER: replaced by the real binding.
+#include "../binding.h"
+namespace lgrpo {
+void register_token_logprobs(Napi::Env, Napi::Object) {}
+}

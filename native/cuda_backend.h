@@ -1,0 +1,32 @@
+// The CUDA runtime seen from the host side: device discovery and memory. Implemented
+// in kernels/cuda_backend.cu when built with CUDA, and by cuda_backend_absent.cc
+// (reporting no devices) otherwise, so the binding never needs an #ifdef.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace lgrpo {
+
+struct CudaDeviceInfo {
+  int index;
+  std::string name;
+  int sm_major, sm_minor;
+  size_t total_memory;
+};
+
+bool cuda_compiled();
+// Devices usable now; empty when no driver or GPU is present (never throws).
+std::vector<CudaDeviceInfo> cuda_devices();
+void* cuda_alloc(size_t bytes, int device);
+void cuda_free(void* ptr, int device) noexcept;
+void cuda_copy_to_device(void* dst, const void* src, size_t bytes, int device);
+void cuda_copy_to_host(void* dst, const void* src, size_t bytes, int device);
+void cuda_copy_device_to_device(void* dst, const void* src, size_t bytes, int device);
+void cuda_memset_zero(void* dst, size_t bytes, int device);
+void cuda_set_device(int device);
+// Waits for the device and turns any pending CUDA error into an lgrpo::Error.
+void cuda_synchronize(int device);
+
+}  // namespace lgrpo

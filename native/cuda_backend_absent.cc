@@ -1,0 +1,40 @@
+// Built only when CUDA is not compiled in: every query says "no GPU" and every
+// allocation request explains how to get a CUDA build.
+#include "common.h"
+#include "cuda_backend.h"
+#include "ops/grpo_loss.h"
+#include "ops/group_advantages.h"
+#include "ops/lambda_weights.h"
+#include "ops/linear_token_logprobs.h"
+#include "ops/token_logprobs.h"
+
+namespace lgrpo {
+namespace {
+[[noreturn]] void no_cuda() {
+  throw Error(
+      "lgrpo-native was built without CUDA; rebuild with nvcc on PATH (npm run build:addon) "
+      "or use device 'cpu'");
+}
+}  // namespace
+
+bool cuda_compiled() { return false; }
+std::vector<CudaDeviceInfo> cuda_devices() { return {}; }
+void* cuda_alloc(size_t, int) { no_cuda(); }
+void cuda_free(void*, int) noexcept {}
+void cuda_copy_to_device(void*, const void*, size_t, int) { no_cuda(); }
+void cuda_copy_to_host(void*, const void*, size_t, int) { no_cuda(); }
+void cuda_copy_device_to_device(void*, const void*, size_t, int) { no_cuda(); }
+void cuda_memset_zero(void*, size_t, int) { no_cuda(); }
+void cuda_set_device(int) { no_cuda(); }
+void cuda_synchronize(int) { no_cuda(); }
+
+void token_logprobs_forward_cuda(const TokenLogprobsForwardArgs&) { no_cuda(); }
+void token_logprobs_backward_cuda(const TokenLogprobsBackwardArgs&) { no_cuda(); }
+void linear_token_logprobs_forward_cuda(const LinearTokenLogprobsForwardArgs&) { no_cuda(); }
+void linear_token_logprobs_backward_cuda(const LinearTokenLogprobsBackwardArgs&) { no_cuda(); }
+void group_advantages_cuda(const GroupAdvantagesArgs&) { no_cuda(); }
+void lambda_weights_cuda(const LambdaWeightsArgs&) { no_cuda(); }
+void grpo_token_pass_cuda(const GrpoTokenPassArgs&) { no_cuda(); }
+void mask_lengths_cuda(const void*, DType, int64_t, int64_t, float*) { no_cuda(); }
+
+}  // namespace lgrpo

@@ -1,0 +1,44 @@
+// Fused-linear token log-prob: logits = hidden · weightᵀ computed tile by tile and
+// folded into per-row running (max, sum, Σe^x·x, target logit), so the rows×vocab
+// logits never exist in memory (spec §1, fused-linear form). Peak extra memory is
+// O(rows + tile). CPU twin: linear_token_logprobs.cc; CUDA twin:
+// kernels/linear_token_logprobs.cu.
+#pragma once
+
+#include "../common.h"
+
+namespace lgrpo {
+
+struct LinearTokenLogprobsForwardArgs {
+  const void* hidden;     // [rows, dim]
+  const void* weight;     // [vocab, dim], same dtype as hidden
+  DType dtype;            // f32 | bf16 | f16
+  int64_t rows, dim, vocab;
+  const int32_t* targets; // [rows]
+  float temperature;
+  float* logprobs;        // [rows] out
+  float* entropy;         // [rows] out or nullptr
+  float* lse;             // [rows] out
+};
+
+struct LinearTokenLogprobsBackwardArgs {
+  const void* hidden;
+  const void* weight;
+  DType dtype;
+  int64_t rows, dim, vocab;
+  const int32_t* targets;
+  const float* lse;            // [rows]
+  const float* grad_logprobs;  // [rows]
+  const float* grad_entropy;   // [rows] or nullptr
+  const float* entropy;        // [rows]; required when grad_entropy is set
+  float temperature;
+  float* grad_hidden;          // [rows, dim] out (f32), overwritten
+  float* grad_weight;          // [vocab, dim] out (f32), overwritten
+};
+
+void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a);
+void linear_token_logprobs_backward_cpu(const LinearTokenLogprobsBackwardArgs& a);
+void linear_token_logprobs_forward_cuda(const LinearTokenLogprobsForwardArgs& a);
+void linear_token_logprobs_backward_cuda(const LinearTokenLogprobsBackwardArgs& a);
+
+}  // namespace lgrpo

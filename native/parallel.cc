@@ -1,0 +1,139 @@
+#include "parallel.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace lgrpo {
+namespace {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) { resize(threads); }
+  ~ThreadPool() { stop_workers(); }
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void resize(int threads) {
+    stop_workers();
+    stopping_ = false;
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  }
+
+  // Runs task(i) for i in [0, count) with count <= size(); slot 0 runs on the caller.
+  void run(int count, const std::function<void(int)>& task) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      task_ = &task;
+      task_count_ = count;
+      pending_ = count - 1;
+      ++generation_;
+    }
+    wake_.notify_all();
+    task(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    task_ = nullptr;
+  }
+
+ private:
+  void worker_loop(int slot) {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int)>* task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+        if (slot >= task_count_) continue;
+        task = task_;
+      }
+      (*task)(slot);
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  void stop_workers() {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int)>* task_ = nullptr;
+  int task_count_ = 0;
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+};
+
+int default_threads() {
+  if (const char* env = std::getenv("LGRPO_NUM_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+ThreadPool& pool() {
+  static ThreadPool instance(default_threads());
+  return instance;
+}
+
+std::mutex& run_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+
+void set_num_threads(int n) {
+  std::lock_guard<std::mutex> lock(run_mutex());
+  pool().resize(std::max(1, n));
+}
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  int64_t ranges = std::min<int64_t>(num_threads(), (n + grain - 1) / grain);
+  if (ranges <= 1) {
+    body(0, n);
+    return;
+  }
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto task = [&](int slot) {
+    int64_t begin = n * slot / ranges, end = n * (slot + 1) / ranges;
+    try {
+      body(begin, end);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!first_error) first_error = std::current_exception();
+    }
+  };
+  // Nested or concurrent calls run inline rather than deadlock on the shared pool.
+  std::unique_lock<std::mutex> lock(run_mutex(), std::try_to_lock);
+  if (!lock.owns_lock()) {
+    body(0, n);
+    return;
+  }
+  pool().run(static_cast<int>(ranges), task);
+  if (first_error) std::rethrow_exception(first_error);
+}
+
+}  // namespace lgrpo

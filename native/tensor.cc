@@ -1,0 +1,306 @@
+#include "tensor.h"
+
+#include <cstdlib>
+#include <mutex>
+#include <unordered_map>
+
+#include "cuda_backend.h"
+
+namespace lgrpo {
+namespace {
+
+constexpr size_t kAlignment = 64;
+
+// Finalize hint for native blocks. A block may be released early (dispose) and later
+// finalized by the GC: `released` makes the second visit a no-op, and because the hint
+// is per block, a new allocation at a reused address is never confused with it.
+struct NativeBlock {
+  void* data;
+  size_t bytes;
+  Device device;
+  bool released = false;
+};
+
+std::mutex registry_mutex;
+std::unordered_map<void*, NativeBlock*> cpu_registry;  // live CPU blocks by data pointer
+int64_t live_blocks = 0;
+int external_state = -1;  // -1 unknown, 0 forbidden, 1 allowed
+
+void free_block_storage(NativeBlock* block) {
+  if (block->released) return;
+  block->released = true;
+  if (block->device.is_cuda()) {
+    cuda_free(block->data, block->device.index);
+  } else {
+    std::free(block->data);
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    cpu_registry.erase(block->data);
+  }
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  --live_blocks;
+}
+
+void finalize_block(napi_env env, void*, void* hint) {
+  auto* block = static_cast<NativeBlock*>(hint);
+  if (!block->released && !block->device.is_cuda() && env != nullptr) {
+    int64_t adjusted;
+    napi_adjust_external_memory(env, -static_cast<int64_t>(block->bytes), &adjusted);
+  }
+  free_block_storage(block);
+  delete block;
+}
+
+Napi::Value typed_array_for(Napi::Env env, Napi::ArrayBuffer buffer, DType dtype, int64_t numel) {
+  size_t n = static_cast<size_t>(numel);
+  switch (dtype) {
+    case DType::F32: return Napi::Float32Array::New(env, n, buffer, 0);
+    case DType::BF16: case DType::F16: return Napi::Uint16Array::New(env, n, buffer, 0);
+    case DType::I32: return Napi::Int32Array::New(env, n, buffer, 0);
+    case DType::U8: return Napi::Uint8Array::New(env, n, buffer, 0);
+  }
+  throw Error("unknown dtype", Error::Type);
+}
+
+Napi::Array shape_array(Napi::Env env, const std::vector<int64_t>& shape) {
+  Napi::Array a = Napi::Array::New(env, shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
+  return a;
+}
+
+Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
+  if (external_state != 0) {
+    size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+    void* data = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
+    if (!data) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes", Error::Range);
+    auto* block = new NativeBlock{data, bytes, Device{}};
+    napi_value value;
+    napi_status status = napi_create_external_arraybuffer(env, data, bytes, finalize_block, block, &value);
+    if (status == napi_ok) {
+      external_state = 1;
+      {
+        std::lock_guard<std::mutex> lock(registry_mutex);
+        cpu_registry[data] = block;
+        ++live_blocks;
+      }
+      int64_t adjusted;
+      napi_adjust_external_memory(env, static_cast<int64_t>(bytes), &adjusted);
+      *data_out = data;
+      return Napi::ArrayBuffer(env, value);
+    }
+    std::free(data);
+    delete block;
+    if (status != napi_no_external_buffers_allowed) throw Napi::Error::New(env, "could not create an ArrayBuffer");
+    // The runtime (e.g. Electron's sandbox) forbids external memory: let V8 own it.
+    external_state = 0;
+  }
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, bytes);
+  *data_out = buffer.Data();
+  return buffer;
+}
+
+}  // namespace
+
+int64_t TensorRef::numel() const {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+DType parse_dtype(const std::string& s, const char* arg) {
+  if (s == "f32") return DType::F32;
+  if (s == "bf16") return DType::BF16;
+  if (s == "f16") return DType::F16;
+  if (s == "i32") return DType::I32;
+  if (s == "u8") return DType::U8;
+  throw Error(std::string(arg) + ": unknown dtype '" + s + "' (expected f32, bf16, f16, i32 or u8)", Error::Type);
+}
+
+Device parse_device(const std::string& s, const char* arg) {
+  if (s == "cpu") return Device{};
+  if (s == "cuda") return Device{DeviceKind::Cuda, 0};
+  if (s.rfind("cuda:", 0) == 0 && s.size() > 5 && s.size() < 9) {
+    int index = 0;
+    for (size_t i = 5; i < s.size(); ++i) {
+      if (s[i] < '0' || s[i] > '9') throw Error(std::string(arg) + ": bad device '" + s + "' (expected 'cpu' or 'cuda:N')", Error::Type);
+      index = index * 10 + (s[i] - '0');
+    }
+    return Device{DeviceKind::Cuda, index};
+  }
+  throw Error(std::string(arg) + ": bad device '" + s + "' (expected 'cpu' or 'cuda:N')", Error::Type);
+}
+
+std::string device_name(const Device& d) {
+  return d.is_cuda() ? "cuda:" + std::to_string(d.index) : "cpu";
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+TensorRef unpack_tensor(const Napi::Value& v, const char* arg) {
+  if (!v.IsObject()) throw Error(std::string(arg) + ": expected a tensor object", Error::Type);
+  Napi::Object o = v.As<Napi::Object>();
+  TensorRef t;
+  Napi::Value dtype = o.Get("dtype"), shape = o.Get("shape"), device = o.Get("device");
+  if (!dtype.IsString() || !shape.IsArray() || !device.IsString())
+    throw Error(std::string(arg) + ": expected a tensor {dtype, shape, device, data|handle}", Error::Type);
+  t.dtype = parse_dtype(dtype.As<Napi::String>(), arg);
+  t.device = parse_device(device.As<Napi::String>(), arg);
+  Napi::Array dims = shape.As<Napi::Array>();
+  for (uint32_t i = 0; i < dims.Length(); ++i) {
+    Napi::Value d = dims.Get(i);
+    if (!d.IsNumber()) throw Error(std::string(arg) + ": shape entries must be numbers", Error::Type);
+    double x = d.As<Napi::Number>().DoubleValue();
+    if (!(x >= 0) || x != static_cast<double>(static_cast<int64_t>(x)) || x > 9.0e15)
+      throw Error(std::string(arg) + ": shape entries must be non-negative integers", Error::Range);
+    t.shape.push_back(static_cast<int64_t>(x));
+  }
+  if (t.device.is_cuda()) {
+    Napi::Value handle = o.Get("handle");
+    if (!handle.IsExternal()) throw Error(std::string(arg) + ": a CUDA tensor needs its native handle", Error::Type);
+    auto* block = handle.As<Napi::External<NativeBlock>>().Data();
+    if (block->released) throw Error(std::string(arg) + ": tensor was disposed", Error::Type);
+    if (block->bytes < t.bytes())
+      throw Error(std::string(arg) + ": shape " + shape_string(t.shape) + " exceeds its storage", Error::Range);
+    t.data = block->data;
+    return t;
+  }
+  Napi::Value data = o.Get("data");
+  if (!data.IsTypedArray()) throw Error(std::string(arg) + ": a CPU tensor needs a TypedArray in .data", Error::Type);
+  Napi::TypedArray array = data.As<Napi::TypedArray>();
+  napi_typedarray_type expected = napi_float32_array;
+  switch (t.dtype) {
+    case DType::F32: expected = napi_float32_array; break;
+    case DType::BF16: case DType::F16: expected = napi_uint16_array; break;
+    case DType::I32: expected = napi_int32_array; break;
+    case DType::U8: expected = napi_uint8_array; break;
+  }
+  if (array.TypedArrayType() != expected)
+    throw Error(std::string(arg) + ": data does not match dtype " + dtype_name(t.dtype), Error::Type);
+  if (array.ElementLength() != static_cast<size_t>(t.numel()))
+    throw Error(std::string(arg) + ": data holds " + std::to_string(array.ElementLength()) + " elements but shape " +
+                    shape_string(t.shape) + " needs " + std::to_string(t.numel()), Error::Range);
+  napi_value ab;
+  void* base = nullptr;
+  size_t length = 0, offset = 0;
+  napi_typedarray_type type;
+  napi_get_typedarray_info(o.Env(), array, &type, &length, &base, &ab, &offset);
+  t.data = base;  // already points at the first element (napi adds the byte offset)
+  return t;
+}
+
+Napi::Object allocate_tensor(Napi::Env env, const std::vector<int64_t>& shape, DType dtype, const Device& device,
+                             void** data_out) {
+  TensorRef probe;
+  probe.shape = shape;
+  probe.dtype = dtype;
+  size_t bytes = probe.bytes();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dtype", dtype_name(dtype));
+  o.Set("shape", shape_array(env, shape));
+  o.Set("device", device_name(device));
+  if (device.is_cuda()) {
+    void* data = cuda_alloc(bytes == 0 ? 1 : bytes, device.index);
+    try {
+      cuda_memset_zero(data, bytes, device.index);
+    } catch (...) {
+      cuda_free(data, device.index);
+      throw;
+    }
+    auto* block = new NativeBlock{data, bytes, device};
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex);
+      ++live_blocks;
+    }
+    o.Set("handle", Napi::External<NativeBlock>::New(env, block, [](Napi::Env e, NativeBlock* b) { finalize_block(e, nullptr, b); }));
+    *data_out = data;
+    return o;
+  }
+  void* data = nullptr;
+  Napi::ArrayBuffer buffer = new_cpu_buffer(env, bytes, &data);
+  o.Set("data", typed_array_for(env, buffer, dtype, probe.numel()));
+  *data_out = data;
+  return o;
+}
+
+void release_tensor(Napi::Env env, const Napi::Object& tensor) {
+  Napi::Value handle = tensor.Get("handle");
+  if (handle.IsExternal()) {
+    free_block_storage(handle.As<Napi::External<NativeBlock>>().Data());
+    return;
+  }
+  Napi::Value data = tensor.Get("data");
+  if (!data.IsTypedArray()) return;
+  Napi::ArrayBuffer buffer = data.As<Napi::TypedArray>().ArrayBuffer();
+  void* base = buffer.Data();
+  NativeBlock* block = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    auto it = cpu_registry.find(base);
+    if (it != cpu_registry.end()) block = it->second;
+  }
+  if (!block) return;  // memory owned by JS (Tensor.from) or V8: nothing native to free
+  napi_detach_arraybuffer(env, buffer);
+  int64_t adjusted;
+  napi_adjust_external_memory(env, -static_cast<int64_t>(block->bytes), &adjusted);
+  free_block_storage(block);
+}
+
+Napi::Object copy_tensor_to(Napi::Env env, const TensorRef& src, const Device& device) {
+  void* dst = nullptr;
+  Napi::Object out = allocate_tensor(env, src.shape, src.dtype, device, &dst);
+  size_t bytes = src.bytes();
+  if (bytes == 0) return out;
+  if (!src.device.is_cuda() && !device.is_cuda()) {
+    std::memcpy(dst, src.data, bytes);
+  } else if (!src.device.is_cuda()) {
+    cuda_copy_to_device(dst, src.data, bytes, device.index);
+  } else if (!device.is_cuda()) {
+    cuda_copy_to_host(dst, src.data, bytes, src.device.index);
+  } else if (src.device.index == device.index) {
+    cuda_copy_device_to_device(dst, src.data, bytes, device.index);
+  } else {
+    std::vector<unsigned char> staging(bytes);
+    cuda_copy_to_host(staging.data(), src.data, bytes, src.device.index);
+    cuda_copy_to_device(dst, staging.data(), bytes, device.index);
+  }
+  return out;
+}
+
+bool external_buffers_allowed() { return external_state != 0; }
+
+int64_t live_native_blocks() {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  return live_blocks;
+}
+
+void expect_dtype(const TensorRef& t, std::initializer_list<DType> allowed, const char* arg) {
+  std::string names;
+  for (DType d : allowed) {
+    if (d == t.dtype) return;
+    names += (names.empty() ? "" : " or ") + std::string(dtype_name(d));
+  }
+  throw Error(std::string(arg) + ": expected dtype " + names + ", got " + dtype_name(t.dtype), Error::Type);
+}
+
+void expect_rank(const TensorRef& t, size_t rank, const char* arg) {
+  if (t.shape.size() != rank)
+    throw Error(std::string(arg) + ": expected " + std::to_string(rank) + " dimensions, got shape " + shape_string(t.shape),
+                Error::Range);
+}
+
+void expect_shape(const TensorRef& t, std::initializer_list<int64_t> shape, const char* arg) {
+  std::vector<int64_t> want(shape);
+  if (t.shape != want)
+    throw Error(std::string(arg) + ": expected shape " + shape_string(want) + ", got " + shape_string(t.shape), Error::Range);
+}
+
+void expect_same_device(const TensorRef& a, const TensorRef& b, const char* arg_b) {
+  if (a.device != b.device)
+    throw Error(std::string(arg_b) + ": is on " + device_name(b.device) + " but the other inputs are on " + device_name(a.device),
+                Error::Type);
+}
+
+}  // namespace lgrpo

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// Builds the native addon at install time. cmake-js is the primary build (it adds the
+// CUDA twins when nvcc is found); machines without CMake fall back to node-gyp, which
+// builds the CPU-only addon. Nothing is downloaded: cmake-js takes Node-API headers
+// from the node-api-headers package, node-gyp from the local Node installation.
+//
+//   LGRPO_BUILD=cmake|gyp   force one build system
+//   LGRPO_CUDA=0            cmake-js build without CUDA even when nvcc exists
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+const forced = process.env.LGRPO_BUILD;
+
+function run(command, args) {
+  console.log(`lgrpo-native: ${command} ${args.join(' ')}`);
+  const result = spawnSync(command, args, { cwd: root, stdio: 'inherit' });
+  return result.status === 0;
+}
+
+function hasCmake() {
+  const result = spawnSync('cmake', ['--version'], { stdio: 'ignore' });
+  return result.status === 0;
+}
+
+function buildWithCmake() {
+  const cli = require.resolve('cmake-js/bin/cmake-js');
+  const args = [cli, 'compile', '--out', 'build-cmake'];
+  if (process.env.CMAKE_CUDA_ARCHITECTURES) args.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.CMAKE_CUDA_ARCHITECTURES}`);
+  return run(process.execPath, args);
+}
+
+function buildWithGyp() {
+  const cli = require.resolve('node-gyp/bin/node-gyp.js');
+  return run(process.execPath, [cli, 'rebuild']);
+}
+
+let ok;
+if (forced === 'gyp') ok = buildWithGyp();
+else if (forced === 'cmake') ok = buildWithCmake();
+else if (hasCmake()) ok = buildWithCmake() || (console.warn('lgrpo-native: cmake-js failed, trying node-gyp'), buildWithGyp());
+else ok = buildWithGyp();
+if (!ok) {
+  console.error('lgrpo-native: building the native addon failed. Install a C++17 compiler and CMake (or Python for node-gyp).');
+  process.exit(1);
+}

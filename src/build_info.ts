@@ -1,0 +1,47 @@
+import { createRequire } from 'node:module';
+import { loadAddon, type CudaDeviceInfo } from './native.js';
+
+const require = createRequire(import.meta.url);
+
+export interface BuildInfo {
+  version: string;
+  /** CUDA twins compiled into the addon */
+  cuda: boolean;
+  /** devices usable now (empty without a GPU or driver) */
+  cudaDevices: CudaDeviceInfo[];
+  /** vector instruction set of the CPU twins */
+  simd: string;
+  /** CPU threads the kernels use (LGRPO_NUM_THREADS overrides) */
+  threads: number;
+  /** CPU tensors share memory with native code both ways (always true here) */
+  zeroCopy: boolean;
+  /** false where the runtime forbids external ArrayBuffers: native outputs then live in
+   * V8-owned memory, still written in place, but freed by the GC after dispose() */
+  externalBuffers: boolean;
+  /** which build was loaded: the addon's path */
+  addonPath: string;
+}
+
+export function buildInfo(): BuildInfo {
+  const { addon, path } = loadAddon();
+  const native = addon.buildInfo();
+  const pkg = findPackageJson();
+  return { version: pkg.version, ...native, zeroCopy: true, addonPath: path };
+}
+
+function findPackageJson(): { version: string } {
+  for (const candidate of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = require(candidate) as { name?: string; version: string };
+      if (pkg.name === 'lgrpo-native') return pkg;
+    } catch {
+      // try the next layout (src/ when run from dist/src)
+    }
+  }
+  return { version: 'unknown' };
+}
+
+/** Sets the number of CPU threads the kernels use. */
+export function setNumThreads(n: number): void {
+  loadAddon().addon.setNumThreads(n);
+}

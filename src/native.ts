@@ -1,0 +1,79 @@
+// Loads the compiled addon. Builds live side by side: cmake-js writes build-cmake/,
+// node-gyp writes build/. LGRPO_ADDON=cmake|gyp|<path> picks one; otherwise the
+// cmake-js build (which may include CUDA) is preferred.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const require = createRequire(import.meta.url);
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) || !existsSync(join(dir, 'native'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('lgrpo-native: cannot find the package root');
+    dir = parent;
+  }
+  return dir;
+}
+
+function candidatePaths(root: string): string[] {
+  const cmake = join(root, 'build-cmake', 'Release', 'lgrpo_native.node');
+  const gyp = join(root, 'build', 'Release', 'lgrpo_native.node');
+  const choice = process.env.LGRPO_ADDON;
+  if (choice === 'cmake') return [cmake];
+  if (choice === 'gyp') return [gyp];
+  if (choice) return [resolve(choice)];
+  return [cmake, gyp];
+}
+
+/** Raw native tensor object as it crosses the Node-API boundary. */
+export interface NativeTensor {
+  dtype: string;
+  shape: number[];
+  device: string;
+  data?: ArrayBufferView;
+  handle?: object;
+}
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export interface NativeAddon {
+  empty(shape: number[], dtype: string, device: string): NativeTensor;
+  release(tensor: NativeTensor): void;
+  toDevice(tensor: NativeTensor, device: string): NativeTensor;
+  buildInfo(): { cuda: boolean; cudaDevices: CudaDeviceInfo[]; simd: string; threads: number; externalBuffers: boolean };
+  setNumThreads(n: number): void;
+  liveNativeBlocks(): number;
+  [kernel: string]: any;
+}
+
+export interface CudaDeviceInfo {
+  index: number;
+  name: string;
+  computeCapability: string;
+  totalMemory: number;
+}
+
+let cached: { addon: NativeAddon; path: string } | undefined;
+
+export function loadAddon(): { addon: NativeAddon; path: string } {
+  if (cached) return cached;
+  const root = packageRoot();
+  const tried: string[] = [];
+  for (const path of candidatePaths(root)) {
+    if (!existsSync(path)) {
+      tried.push(`${path} (missing)`);
+      continue;
+    }
+    cached = { addon: require(path) as NativeAddon, path };
+    return cached;
+  }
+  throw new Error(
+    `lgrpo-native: the native addon is not built. Run \`npm run build:addon\` in ${root}.\nLooked for:\n  ${tried.join('\n  ')}`,
+  );
+}
+
+export function addon(): NativeAddon {
+  return loadAddon().addon;
+}

@@ -1,0 +1,145 @@
+// Argument checks shared by the operation wrappers. Every message names the argument
+// and says what was expected, so a caller can fix the call without reading our code.
+import type { DType, TypedArray } from '../dtype.js';
+import { arrayTypeFor, dtypeOfArray } from '../dtype.js';
+import type { NativeTensor } from '../native.js';
+import { Tensor } from '../tensor.js';
+
+export type TensorLike = Tensor | TypedArray;
+
+export function isTensor(value: unknown): value is Tensor {
+  return value instanceof Tensor;
+}
+
+/** Outputs come back as Tensors when the leading input was a Tensor, else as TypedArrays. */
+export type Out<L, A extends TypedArray = Float32Array> = L extends Tensor ? Tensor : A;
+
+/** `null` marks a dimension inferred from the data length (at most one per shape). */
+export type ShapeSpec = readonly (number | null)[];
+
+function describe(shape: ShapeSpec): string {
+  return `[${shape.map((d) => (d === null ? '?' : d)).join(', ')}]`;
+}
+
+/**
+ * Resolves a tensor argument to a Tensor with the expected dtype and shape. A plain
+ * TypedArray is wrapped without copying, its one free dimension inferred from its length.
+ * `float16` names the format of a plain Uint16Array ('bf16' or 'f16').
+ */
+export function tensorArg(
+  value: unknown,
+  name: string,
+  dtypes: readonly DType[],
+  shape: ShapeSpec,
+  float16?: 'bf16' | 'f16',
+): Tensor {
+  let tensor: Tensor;
+  if (value instanceof Tensor) {
+    tensor = value;
+    tensor.assertAlive(name);
+  } else if (ArrayBuffer.isView(value) && !(value instanceof DataView)) {
+    const array = value as TypedArray;
+    const dtype = dtypeOfArray(array) ?? (array instanceof Uint16Array ? float16 : undefined);
+    if (!dtype) {
+      const hint = array instanceof Uint16Array ? ' (a Uint16Array needs {dtype: "bf16" | "f16"})' : '';
+      throw new TypeError(`${name}: expected ${dtypes.map(arrayTypeFor).join(' or ')}, got ${array.constructor.name}${hint}`);
+    }
+    const known = shape.reduce<number>((a, d) => a * (d ?? 1), 1);
+    const free = shape.filter((d) => d === null).length;
+    let dims: number[];
+    if (free === 0 && array.length === known) dims = shape as number[];
+    else if (free === 1 && known > 0 && array.length % known === 0) dims = shape.map((d) => (d === null ? array.length / known : d));
+    else if (free === 1 && known === 0 && array.length === 0) dims = shape.map((d) => (d === null ? 0 : d));
+    else throw new RangeError(`${name}: length ${array.length} does not fit shape ${describe(shape)}`);
+    tensor = Tensor.from(array, dims, dtype);
+  } else {
+    throw new TypeError(`${name}: expected a Tensor or a TypedArray, got ${value === null ? 'null' : typeof value}`);
+  }
+  if (!dtypes.includes(tensor.dtype))
+    throw new TypeError(`${name}: expected dtype ${dtypes.join(' or ')}, got ${tensor.dtype}`);
+  const matches =
+    tensor.shape.length === shape.length && tensor.shape.every((d, i) => shape[i] === null || shape[i] === d);
+  if (!matches) throw new RangeError(`${name}: expected shape ${describe(shape)}, got [${tensor.shape.join(', ')}]`);
+  return tensor;
+}
+
+export function sameDevice(named: Record<string, Tensor | undefined>): void {
+  let first: [string, Tensor] | undefined;
+  for (const [name, t] of Object.entries(named)) {
+    if (!t) continue;
+    if (!first) first = [name, t];
+    else if (t.device !== first[1].device)
+      throw new TypeError(`${name}: is on ${t.device} but ${first[0]} is on ${first[1].device}; move them to one device`);
+  }
+}
+
+export function optionsArg<T extends object>(opts: T | undefined, name = 'options'): Partial<T> {
+  if (opts === undefined || opts === null) return {};
+  if (typeof opts !== 'object') throw new TypeError(`${name}: expected an object`);
+  return opts;
+}
+
+export interface NumberRule {
+  min?: number;
+  max?: number;
+  /** min is exclusive */
+  above?: number;
+  integer?: boolean;
+}
+
+export function numberOption(value: unknown, name: string, fallback: number, rule: NumberRule = {}): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`${name}: expected a finite number, got ${String(value)}`);
+  if (rule.integer && !Number.isInteger(value)) throw new RangeError(`${name}: expected an integer, got ${value}`);
+  if (rule.min !== undefined && value < rule.min) throw new RangeError(`${name}: expected >= ${rule.min}, got ${value}`);
+  if (rule.above !== undefined && value <= rule.above) throw new RangeError(`${name}: expected > ${rule.above}, got ${value}`);
+  if (rule.max !== undefined && value > rule.max) throw new RangeError(`${name}: expected <= ${rule.max}, got ${value}`);
+  return value;
+}
+
+export function enumOption<T extends string>(value: unknown, name: string, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !allowed.includes(value as T))
+    throw new TypeError(`${name}: expected one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
+  return value as T;
+}
+
+export function boolOption(value: unknown, name: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new TypeError(`${name}: expected a boolean, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** Checks integer ids of a CPU tensor lie in [0, limit); CUDA kernels check on device. */
+export function checkIdRange(ids: Tensor, name: string, limit: number, what: string): void {
+  if (ids.isCuda) return;
+  const data = ids.cpuData(name) as Int32Array;
+  for (let i = 0; i < data.length; i++)
+    if (data[i] < 0 || data[i] >= limit)
+      throw new RangeError(`${name}: ${what} ${data[i]} at index ${i} is outside [0, ${limit})`);
+}
+
+/** Largest id + 1 of a CPU id tensor (0 when empty); negative ids are an error. */
+export function countGroups(ids: Tensor, name: string): number {
+  const data = ids.cpuData(name) as Int32Array;
+  let max = -1;
+  for (let i = 0; i < data.length; i++) {
+    if (data[i] < 0) throw new RangeError(`${name}: group id ${data[i]} at index ${i} is negative`);
+    if (data[i] > max) max = data[i];
+  }
+  return max + 1;
+}
+
+/** Rejects NaN and ±Inf in a small CPU float tensor (large ones are checked natively, fused). */
+export function checkFinite(t: Tensor, name: string): void {
+  if (t.isCuda || t.dtype !== 'f32') return;
+  const data = t.cpuData(name) as Float32Array;
+  for (let i = 0; i < data.length; i++)
+    if (!Number.isFinite(data[i])) throw new RangeError(`${name}: element ${i} is ${data[i]}; inputs must be finite`);
+}
+
+/** Returns a native output as a Tensor or as its TypedArray, matching the caller's input kind. */
+export function output<A extends TypedArray = Float32Array>(native: NativeTensor, asTensor: boolean): Tensor | A {
+  const t = Tensor.fromNative(native);
+  return asTensor ? t : (t.data as A);
+}

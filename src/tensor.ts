@@ -1,0 +1,130 @@
+// Tensor: a shape, a dtype and a device over memory that native code reads and
+// writes in place. CPU tensors expose that memory as a TypedArray (`data`), never a
+// copy; CUDA tensors are opaque handles that move with `.to('cpu')`.
+import { addon, type NativeTensor } from './native.js';
+import { arrayTypeFor, dtypeOfArray, toFloat32Array, type DType, type TypedArray } from './dtype.js';
+
+export type Device = 'cpu' | `cuda:${number}`;
+
+const DEVICE_PATTERN = /^(cpu|cuda:\d{1,3})$/;
+
+export function parseDevice(device: string, argument = 'device'): Device {
+  if (device === 'cuda') return 'cuda:0';
+  if (typeof device !== 'string' || !DEVICE_PATTERN.test(device))
+    throw new TypeError(`${argument}: expected 'cpu' or 'cuda:N', got ${JSON.stringify(device)}`);
+  return device as Device;
+}
+
+export function checkShape(shape: readonly number[], argument = 'shape'): number[] {
+  if (!Array.isArray(shape)) throw new TypeError(`${argument}: expected an array of dimensions`);
+  for (const d of shape)
+    if (!Number.isSafeInteger(d) || d < 0)
+      throw new RangeError(`${argument}: dimensions must be non-negative integers, got [${shape.join(', ')}]`);
+  return [...shape];
+}
+
+function product(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export class Tensor implements NativeTensor {
+  readonly dtype: DType;
+  readonly shape: number[];
+  readonly device: Device;
+  /** CPU memory (absent on CUDA tensors). bf16 and f16 are raw bits in a Uint16Array. */
+  data?: TypedArray;
+  /** Native handle of device memory (CUDA tensors only). */
+  handle?: object;
+  #disposed = false;
+  #ownsNative: boolean;
+
+  private constructor(native: NativeTensor, ownsNative: boolean) {
+    this.dtype = native.dtype as DType;
+    this.shape = [...native.shape];
+    this.device = native.device as Device;
+    this.data = native.data as TypedArray | undefined;
+    this.handle = native.handle;
+    this.#ownsNative = ownsNative;
+  }
+
+  /** Wraps memory that native code allocated; the tensor owns it. */
+  static fromNative(native: NativeTensor): Tensor {
+    return new Tensor(native, true);
+  }
+
+  /**
+   * Wraps a TypedArray without copying. The tensor keeps the array alive; the memory
+   * stays the caller's (dispose() only drops the reference). Uint16Array needs an
+   * explicit dtype ('bf16' or 'f16').
+   */
+  static from(array: TypedArray, shape?: readonly number[], dtype?: DType): Tensor {
+    if (!ArrayBuffer.isView(array)) throw new TypeError('array: expected a TypedArray');
+    const inferred = dtypeOfArray(array);
+    const resolved = dtype ?? inferred;
+    if (!resolved)
+      throw new TypeError('dtype: a Uint16Array holds bf16 or f16 bits; pass the dtype explicitly');
+    if (array.constructor.name !== arrayTypeFor(resolved))
+      throw new TypeError(`array: dtype ${resolved} needs a ${arrayTypeFor(resolved)}, got a ${array.constructor.name}`);
+    const dims = shape === undefined ? [array.length] : checkShape(shape);
+    if (product(dims) !== array.length)
+      throw new RangeError(`shape: [${dims.join(', ')}] needs ${product(dims)} elements but the array has ${array.length}`);
+    return new Tensor({ dtype: resolved, shape: dims, device: 'cpu', data: array }, false);
+  }
+
+  /** A zero-filled tensor in native memory. */
+  static zeros(shape: readonly number[], dtype: DType = 'f32', device: Device | 'cuda' = 'cpu'): Tensor {
+    const dims = checkShape(shape);
+    const dev = parseDevice(device);
+    return Tensor.fromNative(addon().empty(dims, dtype, dev));
+  }
+
+  get numel(): number {
+    return product(this.shape);
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  get isCuda(): boolean {
+    return this.device !== 'cpu';
+  }
+
+  /** Copies to `device` (a new tensor); the copy of a CPU tensor to 'cpu' is a plain copy. */
+  to(device: Device | 'cuda'): Tensor {
+    this.assertAlive('tensor');
+    return Tensor.fromNative(addon().toDevice(this, parseDevice(device)));
+  }
+
+  /** The values as a Float32Array (CPU only; converts bf16/f16/i32/u8). */
+  toFloat32(): Float32Array {
+    const data = this.cpuData('tensor');
+    if (this.dtype === 'bf16' || this.dtype === 'f16') return toFloat32Array(data as Uint16Array, this.dtype);
+    return Float32Array.from(data as ArrayLike<number>);
+  }
+
+  /** The CPU TypedArray, or an error telling the caller to move the tensor first. */
+  cpuData(argument: string): TypedArray {
+    this.assertAlive(argument);
+    if (!this.data) throw new TypeError(`${argument}: tensor is on ${this.device}; call .to('cpu') first`);
+    return this.data;
+  }
+
+  assertAlive(argument: string): void {
+    if (this.#disposed) throw new TypeError(`${argument}: tensor was disposed`);
+  }
+
+  /** Frees native memory now. Safe to call twice. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (this.#ownsNative) addon().release(this);
+    this.data = undefined;
+    this.handle = undefined;
+  }
+}
+
+/** Wraps a native result object as a Tensor owning its memory. */
+export function adopt(native: NativeTensor): Tensor {
+  return Tensor.fromNative(native);
+}
