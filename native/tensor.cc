@@ -18,6 +18,7 @@ struct NativeBlock {
   void* data;
   size_t bytes;
   Device device;
+  void* raw = nullptr;  // what malloc returned (CPU), data rounded up to kAlignment
   bool released = false;
 };
 
@@ -32,9 +33,11 @@ void free_block_storage(NativeBlock* block) {
   if (block->device.is_cuda()) {
     cuda_free(block->data, block->device.index);
   } else {
-    std::free(block->data);
-    std::lock_guard<std::mutex> lock(registry_mutex);
-    cpu_registry.erase(block->data);
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex);
+      cpu_registry.erase(block->data);
+    }
+    std::free(block->raw);
   }
   std::lock_guard<std::mutex> lock(registry_mutex);
   --live_blocks;
@@ -69,10 +72,13 @@ Napi::Array shape_array(Napi::Env env, const std::vector<int64_t>& shape) {
 
 Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
   if (external_state != 0) {
-    size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-    void* data = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
-    if (!data) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes", Error::Range);
-    auto* block = new NativeBlock{data, bytes, Device{}};
+    // malloc with manual alignment rather than aligned_alloc: glibc's memalign asks for
+    // extra slack, so the hole a freed block leaves never fits the next same-sized request
+    // and the heap grows without bound under allocate/free cycles.
+    void* raw = std::malloc(bytes + kAlignment);
+    if (!raw) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes", Error::Range);
+    void* data = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(raw) + kAlignment - 1) & ~(uintptr_t)(kAlignment - 1));
+    auto* block = new NativeBlock{data, bytes, Device{}, raw};
     napi_value value;
     napi_status status = napi_create_external_arraybuffer(env, data, bytes, finalize_block, block, &value);
     if (status == napi_ok) {
@@ -87,7 +93,7 @@ Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
       *data_out = data;
       return Napi::ArrayBuffer(env, value);
     }
-    std::free(data);
+    std::free(raw);
     delete block;
     if (status != napi_no_external_buffers_allowed) throw Napi::Error::New(env, "could not create an ArrayBuffer");
     // The runtime (e.g. Electron's sandbox) forbids external memory: let V8 own it.

@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { Tensor, buildInfo, f32ToBf16, groupAdvantages } from '../src/index.js';
+import { addon } from '../src/native.js';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+async function collectGarbage(): Promise<void> {
+  for (let i = 0; i < 6; i++) {
+    gc();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+describe('Tensor', () => {
+  it('wraps a TypedArray without copying, both ways', () => {
+    const array = new Float32Array([1, 2, 3, 4, 5, 6]);
+    const t = Tensor.from(array, [2, 3]);
+    assert.equal(t.data, array);
+    array[4] = 42;
+    assert.equal(t.data![4], 42);
+    // Native code reads the caller's memory in place: change it, and the kernel sees it.
+    const rewards = Tensor.from(new Float32Array([0, 1]));
+    const first = groupAdvantages(rewards, new Int32Array([0, 0]), { mode: 'mean' });
+    rewards.data![1] = 3;
+    const second = groupAdvantages(rewards, new Int32Array([0, 0]), { mode: 'mean' });
+    assert.deepEqual(Array.from(first.advantages.toFloat32()), [-0.5, 0.5]);
+    assert.deepEqual(Array.from(second.advantages.toFloat32()), [-1.5, 1.5]);
+  });
+
+  it('exposes native outputs as TypedArrays over native memory that kernels read back in place', () => {
+    const t = Tensor.zeros([4]);
+    assert.ok(t.data instanceof Float32Array);
+    assert.deepEqual(Array.from(t.data!), [0, 0, 0, 0]);
+    t.data!.set([1, 2, 3, 7]);
+    const out = groupAdvantages(t, new Int32Array([0, 0, 0, 0]), { mode: 'mean' });
+    assert.deepEqual(Array.from(out.advantages.toFloat32()), [-2.25, -1.25, -0.25, 3.75]);
+  });
+
+  it('infers dtypes, needs one for Uint16Array, and checks shapes', () => {
+    assert.equal(Tensor.from(new Int32Array(3)).dtype, 'i32');
+    assert.equal(Tensor.from(new Uint8Array(3)).dtype, 'u8');
+    assert.equal(Tensor.from(new Uint16Array(3), [3], 'bf16').dtype, 'bf16');
+    assert.throws(() => Tensor.from(new Uint16Array(3)), /dtype: a Uint16Array holds bf16 or f16 bits/);
+    assert.throws(() => Tensor.from(new Float32Array(3), [2, 2]), /shape: \[2, 2\] needs 4 elements but the array has 3/);
+    assert.throws(() => Tensor.from(new Float32Array(3), [3], 'i32'), /array: dtype i32 needs a Int32Array/);
+    assert.throws(() => Tensor.zeros([2, -1]), /shape: dimensions must be non-negative integers/);
+    assert.throws(() => Tensor.zeros([2], 'f32', 'gpu' as never), /device: expected 'cpu' or 'cuda:N'/);
+  });
+
+  it('converts 16-bit floats to f32 and copies between devices', () => {
+    const bits = Uint16Array.from([1.5, -2, 0.1].map(f32ToBf16));
+    const t = Tensor.from(bits, [3], 'bf16');
+    const values = t.toFloat32();
+    assert.deepEqual(Array.from(values.slice(0, 2)), [1.5, -2]);
+    assert.ok(Math.abs(values[2] - 0.1) < 1e-3);
+    const copy = t.to('cpu');
+    assert.notEqual(copy.data, t.data);
+    assert.deepEqual(Array.from(copy.data!), Array.from(bits));
+  });
+
+  it('frees native memory on dispose and refuses to use a disposed tensor', () => {
+    const before = addon().liveNativeBlocks();
+    const t = Tensor.zeros([1024]);
+    assert.equal(addon().liveNativeBlocks(), before + 1);
+    t.dispose();
+    t.dispose();
+    assert.equal(addon().liveNativeBlocks(), before);
+    assert.equal(t.disposed, true);
+    assert.throws(() => groupAdvantages(t, new Int32Array(1024)), /rewards: tensor was disposed/);
+    assert.throws(() => t.toFloat32(), /tensor was disposed/);
+  });
+
+  it('survives 10^4 create/dispose cycles without memory growth', () => {
+    const blocks = addon().liveNativeBlocks();
+    const cycle = () => {
+      const t = Tensor.zeros([256 * 1024]);  // 1 MiB
+      t.data![7] = 1;
+      t.dispose();
+    };
+    for (let i = 0; i < 500; i++) cycle();  // warm up allocator and heap
+    gc();
+    const rssBefore = process.memoryUsage().rss;
+    for (let i = 0; i < 10_000; i++) cycle();
+    gc();
+    const growth = process.memoryUsage().rss - rssBefore;
+    assert.equal(addon().liveNativeBlocks(), blocks);
+    // 10^4 MiB went through the allocator; a leak of even 1% would show as 100 MiB.
+    assert.ok(growth < 32 * 1024 * 1024, `RSS grew by ${(growth / 2 ** 20).toFixed(1)} MiB`);
+  });
+
+  it('frees forgotten tensors when they are garbage collected', async () => {
+    await collectGarbage();
+    const before = addon().liveNativeBlocks();
+    (() => {
+      for (let i = 0; i < 100; i++) Tensor.zeros([1000]);
+    })();
+    assert.equal(addon().liveNativeBlocks(), before + 100);
+    await collectGarbage();
+    assert.ok(addon().liveNativeBlocks() <= before + 5, `${addon().liveNativeBlocks() - before} blocks still alive`);
+  });
+
+  it('reports the build', () => {
+    const info = buildInfo();
+    assert.match(info.version, /^\d+\.\d+\.\d+/);
+    assert.equal(typeof info.cuda, 'boolean');
+    assert.ok(Array.isArray(info.cudaDevices));
+    assert.ok(info.threads >= 1);
+    assert.equal(info.zeroCopy, true);
+    assert.equal(typeof info.simd, 'string');
+  });
+
+  it('explains that CUDA is unavailable instead of crashing', { skip: buildInfo().cudaDevices.length > 0 }, () => {
+    assert.throws(() => Tensor.zeros([4], 'f32', 'cuda:0'), (e: Error) => /cuda/i.test(e.message) && !/undefined/.test(e.message));
+    assert.throws(() => Tensor.from(new Float32Array(4)).to('cuda:0'), /cuda/i);
+  });
+});
