@@ -2,25 +2,7 @@
   "targets": [
     {
       "target_name": "lgrpo_native",
-      "sources": [
-        "native/addon.cc",
-        "native/binding.cc",
-        "native/cuda_backend_absent.cc",
-        "native/parallel.cc",
-        "native/simd.cc",
-        "native/tensor.cc",
-        "native/bindings/tensor_bindings.cc",
-        "native/bindings/token_logprobs.cc",
-        "native/bindings/linear_token_logprobs.cc",
-        "native/bindings/group_advantages.cc",
-        "native/bindings/lambda_weights.cc",
-        "native/bindings/grpo_loss.cc",
-        "native/ops/token_logprobs.cc",
-        "native/ops/linear_token_logprobs.cc",
-        "native/ops/group_advantages.cc",
-        "native/ops/lambda_weights.cc",
-        "native/ops/grpo_loss.cc"
-      ],
+      "sources": ["<!@(node scripts/native-sources.mjs)"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

@@ -12,6 +12,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   lgrpo::register_group_advantages(env, exports);
   lgrpo::register_lambda_weights(env, exports);
   lgrpo::register_grpo_loss(env, exports);
+  lgrpo::register_all_bindings(env, exports);
   return exports;
 }
 

@@ -1,6 +1,21 @@
 #include "binding.h"
 
+#include <vector>
+
 namespace lgrpo {
+
+namespace {
+std::vector<RegisterFn>& registry() {
+  static std::vector<RegisterFn> functions;  // constructed on first use: safe from static-init order
+  return functions;
+}
+}  // namespace
+
+BindingRegistrar::BindingRegistrar(RegisterFn fn) { registry().push_back(fn); }
+
+void register_all_bindings(Napi::Env env, Napi::Object exports) {
+  for (RegisterFn fn : registry()) fn(env, exports);
+}
 
 Napi::Object options_arg(const Napi::CallbackInfo& info, size_t index) {
   if (info.Length() <= index || info[index].IsUndefined() || info[index].IsNull()) return Napi::Object::New(info.Env());

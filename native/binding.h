@@ -42,7 +42,15 @@ std::string string_option(const Napi::Object& opts, const char* key, const std::
 bool has_option(const Napi::Object& opts, const char* key);
 TensorRef tensor_arg(const Napi::CallbackInfo& info, size_t index, const char* name);
 
-// Registration hooks, one per binding file.
+// Each binding file registers its exports with a static BindingRegistrar, so adding an
+// operation never touches addon.cc:  static BindingRegistrar registrar(register_my_op);
+using RegisterFn = void (*)(Napi::Env, Napi::Object);
+struct BindingRegistrar {
+  explicit BindingRegistrar(RegisterFn fn);
+};
+void register_all_bindings(Napi::Env env, Napi::Object exports);
+
+// Registration hooks of the first operations (called explicitly by addon.cc).
 void register_tensor_bindings(Napi::Env env, Napi::Object exports);
 void register_token_logprobs(Napi::Env env, Napi::Object exports);
 void register_linear_token_logprobs(Napi::Env env, Napi::Object exports);

@@ -7,6 +7,7 @@
 //   LGRPO_BUILD=cmake|gyp   force one build system
 //   LGRPO_CUDA=0            cmake-js build without CUDA even when nvcc exists
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,9 +34,19 @@ function buildWithCmake() {
   return run(process.execPath, args);
 }
 
+// node-gyp downloads Node's headers unless told where they are: use npm's nodedir when
+// set, else the headers installed beside this Node binary (<prefix>/include/node).
+function localNodeDir() {
+  if (process.env.npm_config_nodedir) return process.env.npm_config_nodedir;
+  const prefix = dirname(dirname(process.execPath));
+  return existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? prefix : undefined;
+}
+
 function buildWithGyp() {
   const cli = require.resolve('node-gyp/bin/node-gyp.js');
-  return run(process.execPath, [cli, 'rebuild']);
+  const nodedir = localNodeDir();
+  if (!nodedir) console.warn('lgrpo-native: no local Node headers found; node-gyp may try to download them');
+  return run(process.execPath, [cli, 'rebuild', '--jobs', 'max', ...(nodedir ? [`--nodedir=${nodedir}`] : [])]);
 }
 
 let ok;
