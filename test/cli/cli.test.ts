@@ -1,0 +1,109 @@
+// The command line end to end: spawns the compiled bin as a user would. Checks the
+// shape of `info --json` and `bench --quick --json` and that every reported number is
+// finite and positive; never how fast anything is.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+import { ON_GPU, TEST_DEVICE } from '../helpers.js';
+
+// dist*/test/cli/cli.test.js → dist*/src/cli/main.js, whichever dist folder this runs from.
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function assertPositive(value: unknown, label: string): void {
+  assert.equal(typeof value, 'number', `${label}: expected a number, got ${JSON.stringify(value)}`);
+  assert.ok(Number.isFinite(value as number) && (value as number) > 0, `${label}: expected finite and > 0, got ${value}`);
+}
+
+test('info --json describes the build', () => {
+  const r = cli('info', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const info = JSON.parse(r.stdout);
+  assert.equal(typeof info.version, 'string');
+  assert.equal(typeof info.cuda, 'boolean');
+  assert.ok(Array.isArray(info.cudaDevices));
+  assert.equal(typeof info.simd, 'string');
+  assert.ok(Number.isInteger(info.threads) && info.threads >= 1, `threads ${info.threads}`);
+  assert.equal(typeof info.addonPath, 'string');
+});
+
+test('info prints text by default', () => {
+  const r = cli('info');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^lgrpo-native \d+\.\d+\.\d+/);
+  assert.match(r.stdout, /simd:/);
+});
+
+test('unknown commands and options are errors', () => {
+  const unknownCommand = cli('frobnicate');
+  assert.equal(unknownCommand.status, 1);
+  assert.match(unknownCommand.stderr, /Unknown argument: frobnicate/);
+  const unknownOption = cli('info', '--frobnicate');
+  assert.equal(unknownOption.status, 1);
+  assert.match(unknownOption.stderr, /Unknown argument/);
+  const noCommand = cli();
+  assert.equal(noCommand.status, 1);
+  const badKernel = cli('bench', '--only', 'noSuchKernel');
+  assert.equal(badKernel.status, 1);
+  assert.match(badKernel.stderr, /only: unknown kernel 'noSuchKernel'/);
+});
+
+test('--help lists the commands', () => {
+  const r = cli('--help');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /bench/);
+  assert.match(r.stdout, /info/);
+});
+
+test('bench --quick --json reports every kernel with finite positive numbers', () => {
+  const args = ['bench', '--quick', '--json'];
+  if (ON_GPU) args.push('--device', TEST_DEVICE);
+  const r = cli(...args);
+  const report = JSON.parse(r.stdout);
+  assert.deepEqual(report.errors, [], `kernels failed:\n${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(report.schema, 'lgrpo-native-bench/1');
+  assert.equal(report.quick, true);
+  assert.equal(typeof report.machine.cpu, 'string');
+  assertPositive(report.machine.logicalCpus, 'machine.logicalCpus');
+  for (const key of ['readGBs', 'readGBsOneThread', 'copyGBs', 'copyGBsOneThread', 'bufferBytes'])
+    assertPositive(report.ceiling[key], `ceiling.${key}`);
+
+  const kernels = new Set(report.results.map((x: { kernel: string }) => x.kernel));
+  assert.deepEqual([...kernels].sort(), ['groupAdvantages', 'grpoLoss', 'lambdaWeights', 'linearTokenLogprobs', 'tokenLogprobs']);
+  for (const res of report.results) {
+    const label = `${res.kernel} ${res.variant}`;
+    for (const key of ['medianMs', 'minMs', 'runs']) assertPositive(res[key], `${label}.${key}`);
+    assert.ok(res.minMs <= res.medianMs, `${label}: min ${res.minMs} > median ${res.medianMs}`);
+    if (res.kernel === 'linearTokenLogprobs') {
+      assertPositive(res.flops, `${label}.flops`);
+      assertPositive(res.gflopPerS, `${label}.gflopPerS`);
+      if (!ON_GPU) {
+        assert.equal(typeof res.peakRssGrowth.bytes, 'number', `${label}.peakRssGrowth`);
+        assert.ok(res.peakRssGrowth.bytes >= 0, `${label}.peakRssGrowth.bytes`);
+      }
+    }
+    if (res.kernel === 'tokenLogprobs' || res.kernel === 'grpoLoss') {
+      for (const key of ['bytes', 'gbPerS']) assertPositive(res[key], `${label}.${key}`);
+      if (!ON_GPU) assertPositive(res.pctOfCeiling, `${label}.pctOfCeiling`);
+    }
+    assert.ok(res.naive, `${label}: no naive comparison`);
+    for (const key of ['medianMs', 'speedup', 'rowsTimed', 'totalRows']) assertPositive(res.naive[key], `${label}.naive.${key}`);
+    // Kernel and naive computed the same thing (loose: bf16 and f32 summation order differ).
+    assert.ok(Number.isFinite(res.naive.maxAbsDiff) && res.naive.maxAbsDiff < 0.05, `${label}: kernel and naive differ by ${res.naive.maxAbsDiff}`);
+  }
+});
+
+test('bench --only runs just the named kernels', () => {
+  const args = ['bench', '--quick', '--json', '--only', 'lambdaWeights,groupAdvantages'];
+  if (ON_GPU) args.push('--device', TEST_DEVICE);
+  const r = cli(...args);
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.deepEqual(report.results.map((x: { kernel: string }) => x.kernel), ['groupAdvantages', 'lambdaWeights']);
+});
