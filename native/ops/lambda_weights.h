@@ -1,6 +1,7 @@
 // λ-GRPO per-response weights from standardised lengths within each group (spec §4):
 // f_i = G_g · softmax_g(h_i^λ), with ∂f_i/∂λ alongside. CPU twin: lambda_weights.cc;
-// CUDA twin: kernels/lambda_weights.cu.
+// CUDA twin: kernels/lambda_weights.cu. grpoLoss calls the CPU twin on host copies of
+// the lengths (B is small), whatever the device of the token tensors.
 #pragma once
 
 #include "../common.h"
@@ -8,16 +9,20 @@
 namespace lgrpo {
 
 struct LambdaWeightsArgs {
-  const float* lengths;     // [rows] response lengths |o_i| (>= 0)
+  const void* lengths;      // [rows] response lengths |o_i|, finite and >= 0
+  DType lengths_dtype;      // F32 or I32
   const int32_t* group_ids; // [rows], each in [0, groups)
   int64_t rows;
   int32_t groups;
-  float lambda;
-  float r;                  // slope of h = max(1 + r z, 1e-6)
+  double lambda;            // double: λ is a learned scalar, keep every bit the caller gave
+  double r;                 // slope of h = max(1 + r z, 1e-6)
   float* weights;           // [rows] out: f_i
   float* d_weights_d_lambda;// [rows] out: ∂f_i/∂λ
 };
 
+// Both twins throw lgrpo::Error (Range) naming `lengths` or `groupIds` for a negative or
+// non-finite length or an id outside [0, groups), and naming `lambda` when h^λ
+// overflows (|λ| far outside any useful range).
 void lambda_weights_cpu(const LambdaWeightsArgs& a);
 void lambda_weights_cuda(const LambdaWeightsArgs& a);
 

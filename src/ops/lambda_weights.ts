@@ -1,0 +1,59 @@
+// lambdaWeights: λ-GRPO per-response weights from lengths within each group (spec §4).
+// Native twins: native/ops/lambda_weights.cc (CPU), kernels/lambda_weights.cu (CUDA).
+import { addon } from '../native.js';
+import {
+  checkFinite, checkIdRange, countGroups, isTensor, numberOption, optionsArg, output, sameDevice, tensorArg,
+  type Out, type TensorLike,
+} from './validate.js';
+
+export interface LambdaWeightsOptions {
+  /** the learnable exponent λ (0 gives every weight 1, i.e. DAPO) */
+  lambda: number;
+  /** slope of h = max(1 + r·z, 1e-6) on the standardised length z; default 1/9 */
+  r?: number;
+  /** number of groups; default largest group id + 1 (required for CUDA inputs) */
+  groups?: number;
+}
+
+export interface LambdaWeightsResult<T> {
+  /** f_i = G_g · softmax_{j∈g}(h_j^λ)_i; the weights of each group sum to its size */
+  weights: Out<T>;
+  /** ∂f_i/∂λ, for ∂L/∂λ = (1/N) Σ_i S_i ∂f_i/∂λ */
+  dWeightsDLambda: Out<T>;
+}
+
+/**
+ * Per-response λ-GRPO weights. Within each group g the lengths are standardised with the
+ * group's mean and population std (z = (|o| − μ)/max(σ, 1e-8)), mapped to
+ * q = max(1 + r z, 1e-6)^λ, and turned into f = G_g · softmax_g(q). Rows of a group need
+ * not be adjacent; groups of one (or of equal lengths) get weight 1.
+ */
+export function lambdaWeights<T extends TensorLike>(
+  lengths: T,
+  groupIds: TensorLike,
+  options: LambdaWeightsOptions,
+): LambdaWeightsResult<T> {
+  const opts = optionsArg(options);
+  const len = tensorArg(lengths, 'lengths', ['i32', 'f32'], [null]);
+  const ids = tensorArg(groupIds, 'groupIds', ['i32'], [len.shape[0]]);
+  sameDevice({ lengths: len, groupIds: ids });
+  if (opts.lambda === undefined) throw new TypeError('lambda: required (a finite number; 0 gives all weights 1)');
+  const lambda = numberOption(opts.lambda, 'lambda', 0);
+  const r = numberOption(opts.r, 'r', 1 / 9, { min: 0 });
+  if (len.isCuda && opts.groups === undefined)
+    throw new TypeError('groups: required when lengths are on a CUDA device (pass the number of groups)');
+  const groups = opts.groups === undefined ? countGroups(ids, 'groupIds') : numberOption(opts.groups, 'groups', 0, { min: 0, integer: true });
+  checkIdRange(ids, 'groupIds', groups, 'group id');
+  if (!len.isCuda) {
+    checkFinite(len, 'lengths');
+    const data = len.cpuData('lengths');
+    for (let i = 0; i < data.length; i++)
+      if (data[i] < 0) throw new RangeError(`lengths: element ${i} is ${data[i]}; lengths must be >= 0`);
+  }
+  const native = addon().lambdaWeights(len, ids, { lambda, r, groups });
+  const asTensor = isTensor(lengths);
+  return {
+    weights: output(native.weights, asTensor),
+    dWeightsDLambda: output(native.dWeightsDLambda, asTensor),
+  } as LambdaWeightsResult<T>;
+}
