@@ -21,7 +21,9 @@ class ThreadPool {
   void resize(int threads) {
     stop_workers();
     stopping_ = false;
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    // New workers must not mistake the last finished job for a new one.
+    uint64_t current = generation_;
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, current] { worker_loop(i, current); });
   }
 
   // Runs task(i) for i in [0, count) with count <= size(); slot 0 runs on the caller.
@@ -41,8 +43,7 @@ class ThreadPool {
   }
 
  private:
-  void worker_loop(int slot) {
-    uint64_t seen = 0;
+  void worker_loop(int slot, uint64_t seen) {
     for (;;) {
       const std::function<void(int)>* task;
       {

@@ -1,0 +1,354 @@
+// CPU twin of attention. Readable structure first:
+//   forward   per position t and kv head: the group's query heads attend keys 0..t
+//             (attend_rows): scores, softmax, weighted sum of v.
+//   backward  per (row b, kv head): recompute each query row's probabilities from lse,
+//             then dq (owned by the row), dk and dv (owned by this (b, kv head) item, so
+//             no two threads ever add into the same gradient and the sum order is fixed).
+//   decode    attend_rows against the cache, the same routine as the forward.
+// Fast second: q·k dot products four keys at a time (independent FMA chains, one shared
+// q load), weighted sums four rows at a time, key blocks shared by all query heads of a
+// group while they sit in L1; forward work items pair early and late query blocks so
+// they cost the same under the causal mask.
+//
+// Determinism and decode == forward rest on two properties of the helpers below:
+//   - a key's score has the same bits whichever group of four it is computed in
+//     (each lane's arithmetic depends only on its own key), and
+//   - weighted sums add their terms in key order with one fused multiply-add per term,
+//     whether four rows or one are handled per step.
+// So every output row has one value, whatever the blocking, the thread count or the
+// path (prefill or decode) that computed it.
+#include "attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "../parallel.h"
+#include "../simd.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LGRPO_NOINLINE __attribute__((noinline))
+#else
+#define LGRPO_NOINLINE
+#endif
+
+namespace lgrpo {
+namespace {
+
+// Keys per block in the group loops: a block of k (or v) rows stays in L1 while every
+// query head of the group uses it.
+constexpr int64_t kKeyBlock = 16;
+// Query positions per forward work unit; units are paired (i, last − i) so that every
+// work item costs the same under the causal mask.
+constexpr int64_t kQueryBlock = 16;
+
+#if LGRPO_AVX2
+// q·k0 .. q·k3 in the four lanes of the result.
+inline __m128 dot4(const float* q, const float* k0, const float* k1, const float* k2, const float* k3, int64_t hd) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= hd; i += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + i);
+    a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+    a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
+    a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
+    a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
+  }
+  // Same reduction tree for every lane: ((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)).
+  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+  if (i < hd) {
+    alignas(16) float tail[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (; i < hd; ++i) {
+      tail[0] = std::fma(q[i], k0[i], tail[0]);
+      tail[1] = std::fma(q[i], k1[i], tail[1]);
+      tail[2] = std::fma(q[i], k2[i], tail[2]);
+      tail[3] = std::fma(q[i], k3[i], tail[3]);
+    }
+    r = _mm_add_ps(r, _mm_load_ps(tail));
+  }
+  return r;
+}
+#endif
+
+// out[j] = scale · (x·rows_j) for j < n, rows_j at rows + j·stride.
+void dots_row(const float* x, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale, float* out) {
+#if LGRPO_AVX2
+  const __m128 sv = _mm_set1_ps(scale);
+  for (int64_t j = 0; j < n; j += 4) {
+    // A short last group repeats its first key; the extra lanes are discarded.
+    const float* k0 = rows + j * stride;
+    const float* k1 = j + 1 < n ? k0 + stride : k0;
+    const float* k2 = j + 2 < n ? k0 + 2 * stride : k0;
+    const float* k3 = j + 3 < n ? k0 + 3 * stride : k0;
+    alignas(16) float d[4];
+    _mm_store_ps(d, _mm_mul_ps(dot4(x, k0, k1, k2, k3, hd), sv));
+    for (int64_t m = 0; m < 4 && j + m < n; ++m) out[j + m] = d[m];
+  }
+#else
+  for (int64_t j = 0; j < n; ++j) {
+    const float* r = rows + j * stride;
+    float s = 0.0f;
+    for (int64_t i = 0; i < hd; ++i) s = std::fma(x[i], r[i], s);
+    out[j] = s * scale;
+  }
+#endif
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  float s = 0.0f;
+#if LGRPO_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  s = hsum_avx2(acc);
+#endif
+  for (; i < n; ++i) s = std::fma(a[i], b[i], s);
+  return s;
+}
+
+// y += w·x
+inline void axpy(float* y, float w, const float* x, int64_t n) {
+  int64_t i = 0;
+#if LGRPO_AVX2
+  const __m256 wv = _mm256_set1_ps(w);
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+  for (; i < n; ++i) y[i] = std::fma(w, x[i], y[i]);
+}
+
+// acc += Σ_j w[j]·rows_j, one fused multiply-add per term in j order for every element.
+void accumulate_rows(float* acc, const float* w, const float* rows, int64_t stride, int64_t n, int64_t hd) {
+  int64_t j = 0;
+#if LGRPO_AVX2
+  for (; j + 4 <= n; j += 4) {
+    const float* x0 = rows + j * stride;
+    const float *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride;
+    const __m256 w0 = _mm256_set1_ps(w[j]), w1 = _mm256_set1_ps(w[j + 1]);
+    const __m256 w2 = _mm256_set1_ps(w[j + 2]), w3 = _mm256_set1_ps(w[j + 3]);
+    int64_t i = 0;
+    for (; i + 8 <= hd; i += 8) {
+      __m256 o = _mm256_loadu_ps(acc + i);
+      o = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), o);
+      o = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + i), o);
+      o = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x2 + i), o);
+      o = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x3 + i), o);
+      _mm256_storeu_ps(acc + i, o);
+    }
+    for (; i < hd; ++i) {
+      float o = acc[i];
+      o = std::fma(w[j], x0[i], o);
+      o = std::fma(w[j + 1], x1[i], o);
+      o = std::fma(w[j + 2], x2[i], o);
+      o = std::fma(w[j + 3], x3[i], o);
+      acc[i] = o;
+    }
+  }
+#endif
+  for (; j < n; ++j) axpy(acc, w[j], rows + j * stride, hd);
+}
+
+// x[j] ← e^(x[j] − shift) for j < n; returns Σ_j x[j].
+float exp_shifted(float* x, int64_t n, float shift) {
+  int64_t j = 0;
+  float sum = 0.0f;
+#if LGRPO_AVX2
+  const __m256 sh = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + j), sh));
+    _mm256_storeu_ps(x + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  sum = hsum_avx2(acc);
+#endif
+  for (; j < n; ++j) {
+    x[j] = std::exp(x[j] - shift);
+    sum += x[j];
+  }
+  return sum;
+}
+
+bool all_finite(const float* x, int64_t n) {
+  float probe = 0.0f;  // x − x is 0 for finite x and NaN for NaN or ±Inf
+  for (int64_t i = 0; i < n; ++i) probe += x[i] - x[i];
+  return probe == 0.0f;
+}
+
+// The G query rows of one kv head at one position (q: G rows of hd floats, contiguous, as
+// the heads of a group sit side by side) against keys/values 0..n-1 (token stride
+// `stride`): writes out (G rows, contiguous) and lse[g·lse_stride], NaN where a score is
+// not finite. Loops run key blocks outside and queries inside, so each block of k and v
+// rows is fetched once for the whole group (grouped-query attention's saving).
+// Each query's result is exactly what a lone query would get: scores are per-lane and
+// sums run in key order. Not inlined, so forward and decode run the same instructions.
+LGRPO_NOINLINE void attend_rows(const float* q, int64_t G, const float* k, const float* v, int64_t stride, int64_t n,
+                                int64_t hd, float scale, float* scores, float* out, float* lse, int64_t lse_stride) {
+  std::fill(out, out + G * hd, 0.0f);
+  if (n == 0) {
+    for (int64_t g = 0; g < G; ++g) lse[g * lse_stride] = 0.0f;
+    return;
+  }
+  for (int64_t j = 0; j < n; j += kKeyBlock) {
+    const int64_t m = std::min(kKeyBlock, n - j);
+    for (int64_t g = 0; g < G; ++g) dots_row(q + g * hd, k + j * stride, stride, m, hd, scale, scores + g * n + j);
+  }
+  float inv_small[64];
+  std::vector<float> inv_large(G > 64 ? static_cast<size_t>(G) : 0);
+  float* inv = G > 64 ? inv_large.data() : inv_small;
+  for (int64_t g = 0; g < G; ++g) {
+    float* s = scores + g * n;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[j]);
+    const bool finite = all_finite(s, n);
+    const float sum = exp_shifted(s, n, mx);
+    inv[g] = 1.0f / sum;
+    lse[g * lse_stride] = finite ? mx + std::log(sum) : NAN;
+  }
+  for (int64_t j = 0; j < n; j += kKeyBlock) {
+    const int64_t m = std::min(kKeyBlock, n - j);
+    for (int64_t g = 0; g < G; ++g) accumulate_rows(out + g * hd, scores + g * n + j, v + j * stride, stride, m, hd);
+  }
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t i = 0; i < hd; ++i) out[g * hd + i] *= inv[g];
+}
+
+void check_lengths(const int32_t* lengths, int64_t batch, int64_t limit, const char* limit_name) {
+  for (int64_t b = 0; b < batch; ++b)
+    if (lengths[b] < 0 || lengths[b] > limit)
+      throw Error("lengths: length " + std::to_string(lengths[b]) + " of row " + std::to_string(b) + " is outside [0, " +
+                      std::to_string(limit) + "] (" + limit_name + ")",
+                  Error::Range);
+}
+
+void keep_first(std::mutex& m, int64_t& first, int64_t mine) {
+  if (mine < 0) return;
+  std::lock_guard<std::mutex> lock(m);
+  if (first < 0 || mine < first) first = mine;
+}
+
+}  // namespace
+
+int64_t attention_forward_cpu(const AttentionForwardArgs& a) {
+  check_lengths(a.lengths, a.batch, a.seq, "the sequence length");
+  const int64_t B = a.batch, T = a.seq, Hq = a.q_heads, Hkv = a.kv_heads, hd = a.head_dim;
+  const int64_t G = Hq / Hkv, kv_stride = Hkv * hd;
+  const int64_t blocks = (T + kQueryBlock - 1) / kQueryBlock, pairs = (blocks + 1) / 2;
+  int64_t first_bad = -1;
+  std::mutex bad_mutex;
+  parallel_for(Hkv * B * pairs, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> scores(static_cast<size_t>(G * std::max<int64_t>(T, 1)));
+    int64_t mine = -1;
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t pair = item % pairs, b = (item / pairs) % B, kvh = item / pairs / B, len = a.lengths[b];
+      const float* kb = a.k + (b * T * Hkv + kvh) * hd;
+      const float* vb = a.v + (b * T * Hkv + kvh) * hd;
+      float* lse = a.lse + (b * Hq + kvh * G) * T;  // [G rows of T], stride T between heads
+      for (int64_t blk : {pair, blocks - 1 - pair}) {
+        for (int64_t t = blk * kQueryBlock; t < std::min(T, (blk + 1) * kQueryBlock); ++t) {
+          const int64_t off = ((b * T + t) * Hq + kvh * G) * hd;  // the group's G heads, contiguous
+          if (t >= len) {
+            std::fill(a.out + off, a.out + off + G * hd, 0.0f);
+            for (int64_t g = 0; g < G; ++g) lse[g * T + t] = 0.0f;
+            continue;
+          }
+          attend_rows(a.q + off, G, kb, vb, kv_stride, t + 1, hd, a.scale, scores.data(), a.out + off, lse + t, T);
+          for (int64_t g = 0; g < G; ++g) {
+            const int64_t row = (b * Hq + kvh * G + g) * T + t;
+            if (!(std::isfinite(lse[g * T + t]) && all_finite(a.out + off + g * hd, hd)) && (mine < 0 || row < mine))
+              mine = row;
+          }
+        }
+        if (blocks - 1 - pair == pair) break;  // the middle block of an odd count is its own pair
+      }
+    }
+    keep_first(bad_mutex, first_bad, mine);
+  });
+  return first_bad;
+}
+
+// With p = softmax(s), s = scale·q·k, o = Σ p_j v_j and upstream dO:
+//   dv_j += p_j·dO,  dp_j = dO·v_j,  ds_j = p_j·(dp_j − dO·o),
+//   dq = scale·Σ_j ds_j k_j,  dk_j += scale·ds_j·q.
+// Work items are (row b, kv head): an item owns its dk and dv rows outright, so sums
+// into them run in one fixed order (position t, then head g) on one thread.
+void attention_backward_cpu(const AttentionBackwardArgs& a) {
+  check_lengths(a.lengths, a.batch, a.seq, "the sequence length");
+  const int64_t B = a.batch, T = a.seq, Hq = a.q_heads, Hkv = a.kv_heads, hd = a.head_dim;
+  const int64_t G = Hq / Hkv, kv_stride = Hkv * hd;
+  parallel_for(Hkv * B, 1, [&](int64_t i0, int64_t i1) {
+    const size_t scratch = static_cast<size_t>(G * std::max<int64_t>(T, 1));
+    std::vector<float> p(scratch), ds(scratch), w(static_cast<size_t>(G));
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t b = item % B, kvh = item / B, len = a.lengths[b];
+      const float* kb = a.k + (b * T * Hkv + kvh) * hd;
+      const float* vb = a.v + (b * T * Hkv + kvh) * hd;
+      float* dkb = a.dk + (b * T * Hkv + kvh) * hd;
+      float* dvb = a.dv + (b * T * Hkv + kvh) * hd;
+      for (int64_t t = 0; t < T; ++t) {
+        std::fill(dkb + t * kv_stride, dkb + t * kv_stride + hd, 0.0f);
+        std::fill(dvb + t * kv_stride, dvb + t * kv_stride + hd, 0.0f);
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = ((b * T + t) * Hq + kvh * G) * hd, n = t + 1;  // the group's G heads
+        float* dq = a.dq + off;
+        std::fill(dq, dq + G * hd, 0.0f);
+        if (t >= len) continue;
+        const float *q = a.q + off, *o = a.out + off, *dout = a.dout + off;
+        const float* lse = a.lse + (b * Hq + kvh * G) * T + t;
+        for (int64_t j = 0; j < n; j += kKeyBlock) {
+          const int64_t m = std::min(kKeyBlock, n - j);
+          for (int64_t g = 0; g < G; ++g) {
+            dots_row(q + g * hd, kb + j * kv_stride, kv_stride, m, hd, a.scale, p.data() + g * n + j);
+            dots_row(dout + g * hd, vb + j * kv_stride, kv_stride, m, hd, 1.0f, ds.data() + g * n + j);
+          }
+        }
+        for (int64_t g = 0; g < G; ++g) {
+          float *pg = p.data() + g * n, *dsg = ds.data() + g * n;
+          exp_shifted(pg, n, lse[g * T]);
+          const float d_o = dot(dout + g * hd, o + g * hd, hd);
+          for (int64_t j = 0; j < n; ++j) dsg[j] = pg[j] * (dsg[j] - d_o);
+        }
+        for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
+          const int64_t m = std::min(kKeyBlock, n - j0);
+          for (int64_t g = 0; g < G; ++g)
+            accumulate_rows(dq + g * hd, ds.data() + g * n + j0, kb + j0 * kv_stride, kv_stride, m, hd);
+          for (int64_t j = j0; j < j0 + m; ++j) {
+            for (int64_t g = 0; g < G; ++g) w[g] = a.scale * ds[g * n + j];
+            accumulate_rows(dkb + j * kv_stride, w.data(), q, hd, G, hd);
+            for (int64_t g = 0; g < G; ++g) w[g] = p[g * n + j];
+            accumulate_rows(dvb + j * kv_stride, w.data(), dout, hd, G, hd);
+          }
+        }
+        for (int64_t i = 0; i < G * hd; ++i) dq[i] *= a.scale;
+      }
+    }
+  });
+}
+
+int64_t attention_decode_cpu(const AttentionDecodeArgs& a) {
+  check_lengths(a.lengths, a.batch, a.max_seq, "the cache size");
+  const int64_t B = a.batch, T = a.max_seq, Hq = a.q_heads, Hkv = a.kv_heads, hd = a.head_dim;
+  const int64_t G = Hq / Hkv, kv_stride = Hkv * hd;
+  int64_t first_bad = -1;
+  std::mutex bad_mutex;
+  parallel_for(Hkv * B, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> scores(static_cast<size_t>(G * std::max<int64_t>(T, 1))), lse(static_cast<size_t>(G));
+    int64_t mine = -1;
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t b = item % B, kvh = item / B;
+      const int64_t off = (b * Hq + kvh * G) * hd;
+      attend_rows(a.q + off, G, a.k_cache + (b * T * Hkv + kvh) * hd, a.v_cache + (b * T * Hkv + kvh) * hd, kv_stride,
+                  a.lengths[b], hd, a.scale, scores.data(), a.out + off, lse.data(), 1);
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t row = b * Hq + kvh * G + g;
+        if (!(std::isfinite(lse[g]) && all_finite(a.out + off + g * hd, hd)) && (mine < 0 || row < mine)) mine = row;
+      }
+    }
+    keep_first(bad_mutex, first_bad, mine);
+  });
+  return first_bad;
+}
+
+}  // namespace lgrpo

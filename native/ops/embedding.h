@@ -1,0 +1,28 @@
+// Token embedding: out[i] = table[ids[i]] for a [vocab, dim] table; the backward
+// scatter-adds the output gradient rows into dtable.
+// Engine leaf op: f32 only, CPU twin in embedding.cc (forward and backward together).
+#pragma once
+
+#include "../common.h"
+
+namespace lgrpo {
+
+struct EmbeddingForwardArgs {
+  const float* table;    // [vocab, dim]
+  const int32_t* ids;    // [n], each in [0, vocab)
+  int64_t n, vocab, dim;
+  float* out;            // [n, dim] out
+};
+
+struct EmbeddingBackwardArgs {
+  const int32_t* ids;    // [n], each in [0, vocab)
+  const float* dout;     // [n, dim]
+  int64_t n, vocab, dim;
+  float* dtable;         // [vocab, dim], ACCUMULATED (+=): a tied LM head adds into the same buffer
+};
+
+// Both check every id first and throw lgrpo::Error (Range) naming `ids` before writing anything.
+void embedding_forward_cpu(const EmbeddingForwardArgs& a);
+void embedding_backward_cpu(const EmbeddingBackwardArgs& a);
+
+}  // namespace lgrpo

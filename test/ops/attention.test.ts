@@ -1,0 +1,211 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Tensor } from '../../src/index.js';
+import { addon } from '../../src/native.js';
+import { attentionBackward, attentionDecode, attentionForward } from '../../src/ops/attention.js';
+import { attentionBackwardReference, attentionReference, type AttentionDims } from '../reference/attention.js';
+import { ON_GPU, assertClose, rng, type Rng } from '../helpers.js';
+import { hashInChild, here } from './thread_determinism.js';
+
+interface Case extends AttentionDims {
+  lengths: number[];
+}
+
+/** Lengths include 0 and T, in shuffled order; every Hq/Hkv pairing and hd even but not 2^k. */
+function cases(r: Rng): Case[] {
+  const out: Case[] = [];
+  for (const [Hq, Hkv] of [[2, 1], [4, 2], [3, 3]])
+    for (const hd of [6, 10]) out.push({ B: 3, T: 7, Hq, Hkv, hd, lengths: r.shuffle([7, 0, 4]) });
+  // Sizes that exercise the vector paths: 4-key groups with tails, 8-wide exp chunks, hd with a tail.
+  out.push({ B: 2, T: 33, Hq: 4, Hkv: 2, hd: 64, lengths: [33, 20] });
+  out.push({ B: 2, T: 9, Hq: 2, Hkv: 1, hd: 70, lengths: [1, 9] });
+  return out;
+}
+
+const idx = (d: AttentionDims, b: number, t: number, h: number, H: number) => ((b * d.T + t) * H + h) * d.hd;
+
+/** Random q, k, v, with NaN written into every padded position to prove padding is never read. */
+function inputs(r: Rng, c: Case) {
+  const q = r.normals(c.B * c.T * c.Hq * c.hd), k = r.normals(c.B * c.T * c.Hkv * c.hd), v = r.normals(c.B * c.T * c.Hkv * c.hd);
+  const dout = r.normals(q.length);
+  const qRef = q.slice(), kRef = k.slice(), vRef = v.slice(), doutRef = dout.slice();
+  for (let b = 0; b < c.B; b++)
+    for (let t = c.lengths[b]; t < c.T; t++) {
+      for (let h = 0; h < c.Hq; h++) {
+        q.fill(NaN, idx(c, b, t, h, c.Hq), idx(c, b, t, h, c.Hq) + c.hd);
+        dout.fill(NaN, idx(c, b, t, h, c.Hq), idx(c, b, t, h, c.Hq) + c.hd);
+      }
+      for (let h = 0; h < c.Hkv; h++) {
+        k.fill(NaN, idx(c, b, t, h, c.Hkv), idx(c, b, t, h, c.Hkv) + c.hd);
+        v.fill(NaN, idx(c, b, t, h, c.Hkv), idx(c, b, t, h, c.Hkv) + c.hd);
+      }
+    }
+  // The references never read padding either; they get finite copies so a bug there cannot hide.
+  return {
+    q: Tensor.from(q, [c.B, c.T, c.Hq, c.hd]),
+    k: Tensor.from(k, [c.B, c.T, c.Hkv, c.hd]),
+    v: Tensor.from(v, [c.B, c.T, c.Hkv, c.hd]),
+    dout: Tensor.from(dout, [c.B, c.T, c.Hq, c.hd]),
+    lengths: Int32Array.from(c.lengths),
+    ref: { q: qRef, k: kRef, v: vRef, dout: doutRef },
+  };
+}
+
+const label = (c: Case) => `B=${c.B} T=${c.T} Hq=${c.Hq} Hkv=${c.Hkv} hd=${c.hd} lengths=[${c.lengths}]`;
+
+describe('attention (engine leaf, CPU)', () => {
+  it('forward matches the float64 reference; padded rows are 0 and padding is never read', () => {
+    const r = rng('attention');
+    for (const c of cases(r)) {
+      const x = inputs(r, c);
+      const scale = 1 / Math.sqrt(c.hd);
+      const { out, lse } = attentionForward(x.q, x.k, x.v, x.lengths);
+      const ref = attentionReference(x.ref.q, x.ref.k, x.ref.v, c.lengths, c, scale);
+      assert.deepEqual(out.shape, [c.B, c.T, c.Hq, c.hd]);
+      assert.deepEqual(lse.shape, [c.B, c.Hq, c.T]);
+      // Padded rows are exactly 0 in both (the reference leaves them 0).
+      assertClose(out.data as Float32Array, ref.out, { atol: 5e-6, rtol: 1e-5 }, `out ${label(c)}`);
+      assertClose(lse.data as Float32Array, ref.lse, { atol: 5e-6, rtol: 1e-5 }, `lse ${label(c)}`);
+    }
+  });
+
+  it('honours a custom scale', () => {
+    const r = rng('attention scale');
+    const c: Case = { B: 2, T: 5, Hq: 4, Hkv: 2, hd: 6, lengths: [5, 3] };
+    const x = inputs(r, c);
+    const { out } = attentionForward(x.q, x.k, x.v, x.lengths, { scale: 0.9 });
+    assertClose(out.data as Float32Array, attentionReference(x.ref.q, x.ref.k, x.ref.v, c.lengths, c, 0.9).out, { atol: 5e-6, rtol: 1e-5 }, 'out');
+  });
+
+  it('the reference gradients agree with central finite differences (float64)', () => {
+    const r = rng('attention fd');
+    for (const [Hq, Hkv] of [[2, 1], [4, 2], [3, 3]]) {
+      const d: AttentionDims = { B: 2, T: 4, Hq, Hkv, hd: 6 };
+      const lengths = [4, 3], scale = 1 / Math.sqrt(d.hd);
+      const q = Float64Array.from(r.normals(d.B * d.T * Hq * d.hd)), k = Float64Array.from(r.normals(d.B * d.T * Hkv * d.hd));
+      const v = Float64Array.from(r.normals(k.length)), R = Float64Array.from(r.normals(q.length));
+      const loss = () => attentionReference(q, k, v, lengths, d, scale).out.reduce((a, o, i) => a + o * R[i], 0);
+      const grads = attentionBackwardReference(q, k, v, lengths, R, d, scale);
+      for (const [name, x, g] of [['dq', q, grads.dq], ['dk', k, grads.dk], ['dv', v, grads.dv]] as const) {
+        for (let c = 0; c < 12; c++) {
+          const i = r.int(0, x.length), keep = x[i], h = 1e-5;
+          x[i] = keep + h;
+          const up = loss();
+          x[i] = keep - h;
+          const down = loss();
+          x[i] = keep;
+          assertClose((up - down) / (2 * h), g[i], { atol: 1e-8, rtol: 1e-6 }, `${name}[${i}] Hq=${Hq} Hkv=${Hkv}`);
+        }
+      }
+    }
+  });
+
+  it('backward matches the float64 reference; padded dout is ignored and padding gets zero gradient', () => {
+    const r = rng('attention backward');
+    for (const c of cases(r)) {
+      const x = inputs(r, c);
+      const scale = 1 / Math.sqrt(c.hd);
+      const { out, lse } = attentionForward(x.q, x.k, x.v, x.lengths);
+      const g = attentionBackward(x.q, x.k, x.v, x.lengths, out, lse, x.dout);
+      const ref = attentionBackwardReference(x.ref.q, x.ref.k, x.ref.v, c.lengths, x.ref.dout, c, scale);
+      assert.deepEqual(g.dk.shape, [c.B, c.T, c.Hkv, c.hd]);
+      const tol = { atol: 2e-5, rtol: 1e-4 };
+      assertClose(g.dq.data as Float32Array, ref.dq, tol, `dq ${label(c)}`);
+      assertClose(g.dk.data as Float32Array, ref.dk, tol, `dk ${label(c)}`);
+      assertClose(g.dv.data as Float32Array, ref.dv, tol, `dv ${label(c)}`);
+    }
+  });
+
+  it('decode step by step over a KV cache gives exactly the forward rows (same bits)', () => {
+    const r = rng('attention decode');
+    for (const c of [
+      { B: 3, T: 13, Hq: 4, Hkv: 2, hd: 64, lengths: [13, 6, 0] },
+      { B: 2, T: 11, Hq: 3, Hkv: 3, hd: 10, lengths: [2, 11] },
+      { B: 2, T: 9, Hq: 2, Hkv: 1, hd: 6, lengths: [9, 9] },
+    ] as Case[]) {
+      const x = inputs(r, c);
+      const { out } = attentionForward(x.q, x.k, x.v, x.lengths);
+      // A cache larger than the sequence, NaN beyond what each row has written.
+      const S = c.T + 3;
+      const kc = new Float32Array(c.B * S * c.Hkv * c.hd).fill(NaN), vc = kc.slice();
+      const qData = x.q.data as Float32Array, kData = x.k.data as Float32Array, vData = x.v.data as Float32Array;
+      const rowQ = c.Hq * c.hd, rowKv = c.Hkv * c.hd;
+      for (let t = 0; t < c.T; t++) {
+        // Step t: each live row appends its token t to the cache and attends tokens 0..t.
+        const q = new Float32Array(c.B * rowQ).fill(NaN);
+        const lengths = new Int32Array(c.B);
+        for (let b = 0; b < c.B; b++) {
+          if (t >= c.lengths[b]) continue;  // finished row: length 0, output 0
+          q.set(qData.subarray((b * c.T + t) * rowQ, (b * c.T + t + 1) * rowQ), b * rowQ);
+          kc.set(kData.subarray((b * c.T + t) * rowKv, (b * c.T + t + 1) * rowKv), (b * S + t) * rowKv);
+          vc.set(vData.subarray((b * c.T + t) * rowKv, (b * c.T + t + 1) * rowKv), (b * S + t) * rowKv);
+          lengths[b] = t + 1;
+        }
+        for (let b = 0; b < c.B; b++) if (lengths[b] === 0) q.fill(0, b * rowQ, (b + 1) * rowQ);
+        const step = attentionDecode(Tensor.from(q, [c.B, c.Hq, c.hd]), Tensor.from(kc, [c.B, S, c.Hkv, c.hd]), Tensor.from(vc, [c.B, S, c.Hkv, c.hd]), lengths);
+        assert.deepEqual(step.shape, [c.B, c.Hq, c.hd]);
+        for (let b = 0; b < c.B; b++) {
+          const want = (out.data as Float32Array).subarray((b * c.T + t) * rowQ, (b * c.T + t + 1) * rowQ);
+          const got = (step.data as Float32Array).subarray(b * rowQ, (b + 1) * rowQ);
+          assert.deepEqual(got, want, `row ${b}, step ${t}, ${label(c)}`);
+        }
+      }
+    }
+  });
+
+  it('is deterministic: identical bits twice, and for 1, 2 or 3 threads', () => {
+    const r = rng('attention determinism');
+    const seed = r.int(1, 2 ** 31);
+    const snippet = `
+      const { attentionForward, attentionBackward, attentionDecode } = await import(${JSON.stringify(here('../../src/ops/attention.js'))});
+      const { Tensor } = await import(${JSON.stringify(here('../../src/index.js'))});
+      const r = new Rng(${seed});
+      const B = 3, T = 29, Hq = 4, Hkv = 2, hd = 10;
+      const q = Tensor.from(r.normals(B * T * Hq * hd), [B, T, Hq, hd]);
+      const k = Tensor.from(r.normals(B * T * Hkv * hd), [B, T, Hkv, hd]), v = Tensor.from(r.normals(B * T * Hkv * hd), [B, T, Hkv, hd]);
+      const lengths = Int32Array.from([29, 17, 3]);
+      const f = attentionForward(q, k, v, lengths);
+      const g = attentionBackward(q, k, v, lengths, f.out, f.lse, Tensor.from(r.normals(B * T * Hq * hd), [B, T, Hq, hd]));
+      const d = attentionDecode(Tensor.from(r.normals(B * Hq * hd), [B, Hq, hd]), k, v, lengths);
+      done([f.out.data, f.lse.data, g.dq.data, g.dk.data, g.dv.data, d.data]);`;
+    const hashes = [1, 2, 3, 2].map((threads) => hashInChild(threads, snippet));
+    assert.equal(hashes[3], hashes[1], 'twice with 2 threads');
+    assert.equal(hashes[1], hashes[0], '2 threads vs 1');
+    assert.equal(hashes[2], hashes[0], '3 threads vs 1');
+  });
+
+  it('rejects bad input with errors naming the argument', () => {
+    const t = (shape: number[]) => Tensor.from(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+    const q = t([2, 3, 4, 6]), k = t([2, 3, 2, 6]), v = t([2, 3, 2, 6]);
+    const len = Int32Array.from([3, 1]);
+    assert.throws(() => attentionForward(q.data as never, k, v, len), /q: expected a Tensor/);
+    assert.throws(() => attentionForward(t([2, 3, 6]), k, v, len), /q: expected shape \[batch, seq, heads, headDim\]/);
+    assert.throws(() => attentionForward(q, t([2, 3, 3, 6]), t([2, 3, 3, 6]), len), /k: kv heads \(3\) must be >= 1 and divide the query heads \(4\)/);
+    assert.throws(() => attentionForward(q, t([2, 4, 2, 6]), v, len), /k: expected shape \[2, 3, kvHeads, 6\]/);
+    assert.throws(() => attentionForward(q, k, t([2, 3, 1, 6]), len), /v: expected shape \[2, 3, 2, 6\]/);
+    assert.throws(() => attentionForward(q, k, v, Int32Array.from([4, 1])), /lengths: length 4 of row 0 is outside \[0, 3\]/);
+    assert.throws(() => attentionForward(q, k, v, Int32Array.from([3, -1])), /lengths: length -1 of row 1/);
+    assert.throws(() => attentionForward(q, k, v, Int32Array.from([3])), /lengths: length 1 does not fit shape \[2\]/);
+    assert.throws(() => attentionForward(q, k, v, len, { scale: 0 }), /scale: expected > 0/);
+    const bad = t([2, 3, 4, 6]);
+    (bad.data as Float32Array)[5] = NaN;  // row 0, t 0: a live position
+    assert.throws(() => attentionForward(bad, k, v, len), /q, k, v: a non-finite value reached attention at row 0, head 0, position 0/);
+    const { out, lse } = attentionForward(q, k, v, len);
+    assert.throws(() => attentionBackward(q, k, v, len, out, t([2, 3, 4]), out), /lse: expected shape \[2, 4, 3\]/);
+    assert.throws(() => attentionBackward(q, k, v, len, out, lse, t([2, 3, 4, 5])), /dout: expected shape \[2, 3, 4, 6\]/);
+    assert.throws(() => attentionDecode(t([2, 4, 6]), t([2, 5, 2, 6]), t([2, 5, 2, 6]), Int32Array.from([6, 0])), /lengths: length 6 of row 0 is outside \[0, 5\] \(the cache size\)/);
+    assert.throws(() => attentionDecode(t([2, 4, 6]), t([2, 5, 3, 6]), t([2, 5, 3, 6]), Int32Array.from([1, 0])), /kCache: kv heads \(3\)/);
+    assert.throws(() => attentionDecode(t([2, 4, 6]), t([3, 5, 2, 6]), t([3, 5, 2, 6]), Int32Array.from([1, 0])), /kCache: expected shape \[2, maxSeq, kvHeads, 6\]/);
+    // The raw addon re-checks lengths itself: an unchecked length would read past the buffers.
+    assert.throws(() => addon().attentionForward(q, k, v, Tensor.from(Int32Array.from([9, 0])), {}), /lengths: length 9 of row 0/);
+    assert.throws(() => addon().attentionDecode(t([2, 4, 6]), t([2, 5, 2, 6]), t([2, 5, 2, 6]), Tensor.from(Int32Array.from([0, 7])), {}), /lengths: length 7 of row 1/);
+  });
+
+  if (ON_GPU) {
+    it('says clearly that CUDA tensors are not supported yet', () => {
+      const q = Tensor.from(new Float32Array(24), [1, 2, 2, 6]).to('cuda:0');
+      const k = Tensor.from(new Float32Array(12), [1, 2, 1, 6]).to('cuda:0');
+      assert.throws(() => attentionForward(q, k, k, Tensor.from(Int32Array.from([2])).to('cuda:0')), /not yet available on CUDA/);
+    });
+  }
+});
