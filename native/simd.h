@@ -69,3 +69,53 @@ inline __m256 load8_f16(const uint16_t* p) {
 #endif
 
 }  // namespace lgrpo
+
+// Narrowing stores, the inverse of load8_bf16 / load8_f16: round to nearest even,
+// NaN stays NaN, exactly as f32_to_bf16 / f32_to_f16 in common.h do one value at a time.
+#if LGRPO_AVX2
+namespace lgrpo {
+inline void store8_bf16(uint16_t* p, __m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  // Rounding could carry a NaN's low payload into Inf: force the quiet bit as f32_to_bf16 does.
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+  rounded = _mm256_blendv_epi8(rounded, quiet, nan);
+  // Every lane is < 2^16 now, so the saturating pack is exact.
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+inline void store8_f16(uint16_t* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+}  // namespace lgrpo
+#endif
+
+// e^d for d ≤ 0, the only case a softmax against its running max needs, cheaper than
+// exp_avx2: no overflow clamp, no underflow mask, and 2^n is added straight into the
+// exponent bits. Inputs below −86 return e^−86 ≈ 4.5e-38 instead of 0 (harmless in a
+// sum that holds a term equal to 1). Relative error < 2e-7 on [−86, 0]; d > 0 is not
+// supported (returns garbage past d ≈ 88), NaN gives garbage that the caller must catch.
+#if LGRPO_AVX2
+namespace lgrpo {
+inline __m256 exp_nonpositive_avx2(__m256 d) {
+  d = _mm256_max_ps(d, _mm256_set1_ps(-86.0f));  // keeps n ≥ −124, so 2^n·p stays a normal float
+  // n = round(d·log2 e) by the 1.5·2^23 trick: t's low mantissa bits then hold n itself.
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 t = _mm256_fmadd_ps(d, _mm256_set1_ps(1.44269504088896341f), magic);
+  const __m256 n = _mm256_sub_ps(t, magic);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), d);  // ln 2 in two parts: n·hi is exact
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  // e^r = 1 + r + r²·Q(r) on [−ln2/2, ln2/2]; Q fitted for minimal relative error (3.8e-9 in exact arithmetic).
+  __m256 q = _mm256_set1_ps(1.381461275741458e-3f);
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(8.368710055947304e-3f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(4.166838899254799e-2f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.666652113199234e-1f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(4.999999403953552e-1f));
+  const __m256 p = _mm256_fmadd_ps(q, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i two_n = _mm256_slli_epi32(_mm256_castps_si256(t), 23);  // n << 23 (the magic's bits shift out)
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), two_n));
+}
+}  // namespace lgrpo
+#endif
