@@ -1,6 +1,7 @@
 #include "parallel.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -10,6 +11,17 @@
 
 namespace lgrpo {
 namespace {
+
+// Kernels on a training step's small tensors take tens of microseconds, about what a
+// sleeping thread needs to wake up. So threads spin briefly (~50 µs) for the next job or
+// for the last worker before they block on a condition variable.
+constexpr int kSpinIterations = 4000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 
 class ThreadPool {
  public:
@@ -22,7 +34,7 @@ class ThreadPool {
     stop_workers();
     stopping_ = false;
     // New workers must not mistake the last finished job for a new one.
-    uint64_t current = generation_;
+    uint64_t current = generation_.load();
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, current] { worker_loop(i, current); });
   }
 
@@ -32,31 +44,37 @@ class ThreadPool {
       std::unique_lock<std::mutex> lock(mutex_);
       task_ = &task;
       task_count_ = count;
-      pending_ = count - 1;
-      ++generation_;
+      pending_.store(count - 1);
+      generation_.fetch_add(1);
     }
     wake_.notify_all();
     task(0);
+    for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) cpu_relax();
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    done_.wait(lock, [this] { return pending_.load() == 0; });
     task_ = nullptr;
   }
 
  private:
   void worker_loop(int slot, uint64_t seen) {
     for (;;) {
+      for (int i = 0; i < kSpinIterations && generation_.load(std::memory_order_acquire) == seen && !stopping_.load(); ++i)
+        cpu_relax();
       const std::function<void(int)>* task;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        wake_.wait(lock, [&] { return stopping_.load() || generation_.load() != seen; });
         if (stopping_) return;
-        seen = generation_;
+        seen = generation_.load();
         if (slot >= task_count_) continue;
         task = task_;
       }
       (*task)(slot);
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        // Taking the lock orders this notify after the caller's predicate check.
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_.notify_one();
+      }
     }
   }
 
@@ -75,9 +93,9 @@ class ThreadPool {
   std::condition_variable wake_, done_;
   const std::function<void(int)>* task_ = nullptr;
   int task_count_ = 0;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stopping_{false};
 };
 
 int default_threads() {

@@ -1,6 +1,8 @@
 #include "tensor.h"
 
+#include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 
@@ -22,6 +24,60 @@ struct NativeBlock {
   bool released = false;
 };
 
+// Recently released large CPU blocks, kept mapped for reuse by the next allocation of
+// the same size class: a fresh block costs a page fault per 4 KiB on first touch, which
+// for the small per-step outputs of the loss kernels (a few hundred KiB) takes longer
+// than the kernel itself. Bounded by LGRPO_HOST_CACHE_MB (default 256; 0 disables).
+class HostBlockCache {
+ public:
+  static constexpr size_t kMinBytes = 64 * 1024;
+  static constexpr size_t kPage = 4096;
+
+  static size_t size_class(size_t bytes) { return (bytes + kPage - 1) / kPage * kPage; }
+
+  void* take(size_t size_class_bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = blocks_.find(size_class_bytes);
+    if (it == blocks_.end()) return nullptr;
+    void* raw = it->second;
+    blocks_.erase(it);
+    cached_ -= size_class_bytes;
+    return raw;
+  }
+
+  // Keeps the block if there is room, else frees it.
+  void give(void* raw, size_t size_class_bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (size_class_bytes >= kMinBytes && cached_ + size_class_bytes <= limit()) {
+        blocks_.emplace(size_class_bytes, raw);
+        cached_ += size_class_bytes;
+        return;
+      }
+    }
+    std::free(raw);
+  }
+
+ private:
+  size_t limit() {
+    if (limit_ == SIZE_MAX) {
+      const char* env = std::getenv("LGRPO_HOST_CACHE_MB");
+      limit_ = static_cast<size_t>(env ? std::atoll(env) : 256) << 20;
+    }
+    return limit_;
+  }
+
+  std::mutex mutex_;
+  std::multimap<size_t, void*> blocks_;
+  size_t cached_ = 0;
+  size_t limit_ = SIZE_MAX;
+};
+
+HostBlockCache& host_cache() {
+  static HostBlockCache* cache = new HostBlockCache();  // never destroyed: finalizers may run at exit
+  return *cache;
+}
+
 std::mutex registry_mutex;
 std::unordered_map<void*, NativeBlock*> cpu_registry;  // live CPU blocks by data pointer
 int64_t live_blocks = 0;
@@ -37,7 +93,7 @@ void free_block_storage(NativeBlock* block) {
       std::lock_guard<std::mutex> lock(registry_mutex);
       cpu_registry.erase(block->data);
     }
-    std::free(block->raw);
+    host_cache().give(block->raw, HostBlockCache::size_class(block->bytes));
   }
   std::lock_guard<std::mutex> lock(registry_mutex);
   --live_blocks;
@@ -75,7 +131,9 @@ Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
     // malloc with manual alignment rather than aligned_alloc: glibc's memalign asks for
     // extra slack, so the hole a freed block leaves never fits the next same-sized request
     // and the heap grows without bound under allocate/free cycles.
-    void* raw = std::malloc(bytes + kAlignment);
+    size_t size_class = HostBlockCache::size_class(bytes);
+    void* raw = size_class >= HostBlockCache::kMinBytes ? host_cache().take(size_class) : nullptr;
+    if (!raw) raw = std::malloc(size_class + kAlignment);
     if (!raw) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes", Error::Range);
     void* data = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(raw) + kAlignment - 1) & ~(uintptr_t)(kAlignment - 1));
     auto* block = new NativeBlock{data, bytes, Device{}, raw};
