@@ -1,5 +1,154 @@
-// PLACEHOLDER: replaced by the real binding.
+// linearTokenLogprobs(hidden [N,d], weight [V,d] (same dtype: f32|bf16|f16), targets i32[N],
+//                     {temperature, entropy})
+//   → {logprobs f32[N], entropy? f32[N], lse f32[N]}
+// linearTokenLogprobsBackward(hidden, weight, targets, lse f32[N], gradLogprobs f32[N],
+//                             {gradEntropy? f32[N], entropy? f32[N], temperature})
+//   → {gradHidden f32[N,d], gradWeight f32[V,d]}
+#include <cmath>
+
 #include "../binding.h"
+#include "../cuda_backend.h"
+#include "../ops/linear_token_logprobs.h"
+
 namespace lgrpo {
-void register_linear_token_logprobs(Napi::Env, Napi::Object) {}
+namespace {
+
+struct Operands {
+  TensorRef hidden, weight, targets;
+  int64_t rows, dim, vocab;
+};
+
+Operands operands(const Napi::CallbackInfo& info) {
+  Operands o{tensor_arg(info, 0, "hidden"), tensor_arg(info, 1, "weight"), tensor_arg(info, 2, "targets"), 0, 0, 0};
+  expect_dtype(o.hidden, {DType::F32, DType::BF16, DType::F16}, "hidden");
+  expect_rank(o.hidden, 2, "hidden");
+  if (o.weight.dtype != o.hidden.dtype)
+    throw Error(std::string("weight: dtype ") + dtype_name(o.weight.dtype) + " differs from hidden's " +
+                    dtype_name(o.hidden.dtype) + "; convert one of them",
+                Error::Type);
+  expect_rank(o.weight, 2, "weight");
+  expect_shape(o.weight, {o.weight.shape[0], o.hidden.shape[1]}, "weight");
+  expect_same_device(o.hidden, o.weight, "weight");
+  expect_dtype(o.targets, {DType::I32}, "targets");
+  expect_shape(o.targets, {o.hidden.shape[0]}, "targets");
+  expect_same_device(o.hidden, o.targets, "targets");
+  o.rows = o.hidden.shape[0];
+  o.dim = o.hidden.shape[1];
+  o.vocab = o.weight.shape[0];
+  if (!o.hidden.device.is_cuda()) {  // the CUDA twin checks on the device
+    const auto* ids = static_cast<const int32_t*>(o.targets.data);
+    for (int64_t n = 0; n < o.rows; ++n)
+      if (ids[n] < 0 || ids[n] >= o.vocab)
+        throw Error("targets: target " + std::to_string(ids[n]) + " at index " + std::to_string(n) +
+                        " is outside [0, " + std::to_string(o.vocab) + ")",
+                    Error::Range);
+  }
+  return o;
 }
+
+float temperature_option(const Napi::Object& opts) {
+  const float t = static_cast<float>(number_option(opts, "temperature", 1.0));
+  if (!(t > 0.0f) || !std::isfinite(t) || !std::isfinite(1.0f / t))
+    throw Error("temperature: expected a finite number > 0 whose inverse is a finite float32", Error::Range);
+  return t;
+}
+
+const float* row_vector(const TensorRef& t, const char* name, const Operands& o) {
+  expect_dtype(t, {DType::F32}, name);
+  expect_shape(t, {o.rows}, name);
+  expect_same_device(o.hidden, t, name);
+  return static_cast<const float*>(t.data);
+}
+
+Napi::Value linear_token_logprobs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Operands o = operands(info);
+  Napi::Object opts = options_arg(info, 3);
+
+  LinearTokenLogprobsForwardArgs a{};
+  a.hidden = o.hidden.data;
+  a.weight = o.weight.data;
+  a.dtype = o.hidden.dtype;
+  a.rows = o.rows;
+  a.dim = o.dim;
+  a.vocab = o.vocab;
+  a.targets = static_cast<const int32_t*>(o.targets.data);
+  a.temperature = temperature_option(opts);
+  if (o.rows > 0 && o.vocab == 0) throw Error("targets: weight has no rows, so no target can be valid", Error::Range);
+
+  const Device device = o.hidden.device;
+  void* data;
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("logprobs", allocate_tensor(env, {a.rows}, DType::F32, device, &data));
+  a.logprobs = static_cast<float*>(data);
+  if (bool_option(opts, "entropy", false)) {
+    out.Set("entropy", allocate_tensor(env, {a.rows}, DType::F32, device, &data));
+    a.entropy = static_cast<float*>(data);
+  }
+  out.Set("lse", allocate_tensor(env, {a.rows}, DType::F32, device, &data));
+  a.lse = static_cast<float*>(data);
+
+  if (device.is_cuda()) {
+    cuda_set_device(device.index);
+    linear_token_logprobs_forward_cuda(a);
+  } else {
+    linear_token_logprobs_forward_cpu(a);
+  }
+  return out;
+}
+
+Napi::Value linear_token_logprobs_backward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Operands o = operands(info);
+  const TensorRef lse = tensor_arg(info, 3, "lse");
+  const TensorRef grad_logprobs = tensor_arg(info, 4, "gradLogprobs");
+  Napi::Object opts = options_arg(info, 5);
+
+  LinearTokenLogprobsBackwardArgs a{};
+  a.hidden = o.hidden.data;
+  a.weight = o.weight.data;
+  a.dtype = o.hidden.dtype;
+  a.rows = o.rows;
+  a.dim = o.dim;
+  a.vocab = o.vocab;
+  a.targets = static_cast<const int32_t*>(o.targets.data);
+  a.lse = row_vector(lse, "lse", o);
+  a.grad_logprobs = row_vector(grad_logprobs, "gradLogprobs", o);
+  a.temperature = temperature_option(opts);
+  if (has_option(opts, "gradEntropy")) {
+    // ∂H/∂x needs Σ p x = lse − H, which only the forward's entropy output carries.
+    if (!has_option(opts, "entropy"))
+      throw Error("entropy: required with gradEntropy (pass the entropy output of linearTokenLogprobs(..., "
+                  "{entropy: true}))",
+                  Error::Type);
+    a.grad_entropy = row_vector(unpack_tensor(opts.Get("gradEntropy"), "gradEntropy"), "gradEntropy", o);
+    a.entropy = row_vector(unpack_tensor(opts.Get("entropy"), "entropy"), "entropy", o);
+  }
+  if (o.rows > 0 && o.vocab == 0) throw Error("targets: weight has no rows, so no target can be valid", Error::Range);
+
+  const Device device = o.hidden.device;
+  void* data;
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("gradHidden", allocate_tensor(env, {a.rows, a.dim}, DType::F32, device, &data));
+  a.grad_hidden = static_cast<float*>(data);
+  out.Set("gradWeight", allocate_tensor(env, {a.vocab, a.dim}, DType::F32, device, &data));
+  a.grad_weight = static_cast<float*>(data);
+
+  if (device.is_cuda()) {
+    cuda_set_device(device.index);
+    linear_token_logprobs_backward_cuda(a);
+  } else {
+    linear_token_logprobs_backward_cpu(a);
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_linear_token_logprobs(Napi::Env env, Napi::Object exports) {
+  exports.Set("linearTokenLogprobs", Napi::Function::New<guarded<linear_token_logprobs>>(env, "linearTokenLogprobs"));
+  exports.Set("linearTokenLogprobsBackward",
+              Napi::Function::New<guarded<linear_token_logprobs_backward>>(env, "linearTokenLogprobsBackward"));
+}
+
+}  // namespace lgrpo

@@ -1,1 +1,613 @@
-// PLACEHOLDER
+// CPU twin of linearTokenLogprobs (spec §1, fused-linear form). The logits
+// x[n, v] = (h_n · w_v) / τ are produced one tile at a time by a small GEMM and folded
+// into per-row running statistics at once, so no rows × vocab matrix ever exists.
+//
+// Shapes of the work (names used throughout):
+//   chunk  RC rows of hidden, held as Hᵀ packed in 16-row panels (the GEMM's B side)
+//   tile   VC vocabulary rows × the chunk's rows: ct[v * ldc + n] = w_v · h_n
+//   stats  per row: m (running max), s = Σ e^(x−m), u = Σ e^(x−m)(x−m).
+//          u is kept relative to m so that Σ p x = m + u/s and H = log s − u/s never
+//          subtract two large numbers.
+//
+// GEMM: a 6 × 16 register-blocked AVX2/FMA micro-kernel (12 accumulators, two loads of
+// B and six broadcasts of A per step of k), BLIS-style: a KC-deep B micro-panel stays
+// in L1 while the micro-kernel walks down the vocabulary tile, whose KC-wide slab
+// stays in L2. The A side (weight rows) is read in place when it is f32 and converted
+// per tile when it is bf16/f16; only the chunk of hidden is packed.
+//
+// Forward parallelism: work items are (row chunk, vocabulary shard) pairs. The number
+// of shards depends only on V, each item folds its shard's tiles in order, and shards
+// are merged in order, so the result is the same bits for any thread count.
+//
+// Backward: each thread owns a contiguous range of vocabulary tiles. It recomputes the
+// logit tile, turns it into dlogits in place, and accumulates
+//   gradWeight[tile] += dlogits · H_chunk        (rows disjoint between threads)
+//   gradHidden_t[chunk] += dlogitsᵀ · W_tile     (one partial per thread)
+// and the partials are summed in thread order afterwards. Same bits run after run
+// for a given thread count.
+//
+// Non-finite hidden/weight elements are caught as the operands are converted or
+// packed (Σ (x − x) is 0 for finite x and NaN otherwise), then located and reported
+// after the pass.
+#include "linear_token_logprobs.h"
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "../parallel.h"
+#include "../simd.h"
+
+namespace lgrpo {
+namespace {
+
+constexpr int MR = 6;          // micro-tile rows (vocabulary, or hidden rows in dH)
+constexpr int NR = 16;         // micro-tile columns: two AVX2 vectors
+constexpr int64_t KC = 256;    // depth of one micro-kernel pass: a B micro-panel is 16 KB
+constexpr int64_t VC = 192;    // vocabulary rows per tile (multiple of MR)
+constexpr int64_t RC = 256;    // hidden rows per chunk (multiple of NR)
+constexpr int64_t kMaxShards = 16;
+
+constexpr int kBadHidden = 1, kBadWeight = 2;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// 64-byte aligned f32 scratch, freed on scope exit (exceptions included).
+class Scratch {
+ public:
+  explicit Scratch(int64_t n)
+      : p_(static_cast<float*>(::operator new(static_cast<size_t>(std::max<int64_t>(n, 16)) * sizeof(float),
+                                              std::align_val_t{64}))) {}
+  ~Scratch() { ::operator delete(p_, std::align_val_t{64}); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* get() const { return p_; }
+
+ private:
+  float* p_;
+};
+
+// ---------------------------------------------------------------------------------
+// Micro-kernel: C[6×16] (+)= Σ_k A(i, k) · B(k, 0..15), B(k, j) = b[k·ldb + j].
+// A comes either as six row pointers with k contiguous (RowsA) or packed with the six
+// values of each k together (PackedA).
+
+struct RowsA {
+  const float* r[MR];
+  float at(int i, int64_t k) const { return r[i][k]; }
+};
+
+struct PackedA {
+  const float* p;
+  float at(int i, int64_t k) const { return p[k * MR + i]; }
+};
+
+#if LGRPO_AVX2
+template <class A>
+inline void micro_kernel(int64_t kc, const A& a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                         bool accumulate) {
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  if (accumulate) {
+    c00 = _mm256_loadu_ps(c + 0 * ldc); c01 = _mm256_loadu_ps(c + 0 * ldc + 8);
+    c10 = _mm256_loadu_ps(c + 1 * ldc); c11 = _mm256_loadu_ps(c + 1 * ldc + 8);
+    c20 = _mm256_loadu_ps(c + 2 * ldc); c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+    c30 = _mm256_loadu_ps(c + 3 * ldc); c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+    c40 = _mm256_loadu_ps(c + 4 * ldc); c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+    c50 = _mm256_loadu_ps(c + 5 * ldc); c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
+    __m256 x = _mm256_set1_ps(a.at(0, k));
+    c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+    x = _mm256_set1_ps(a.at(1, k));
+    c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+    x = _mm256_set1_ps(a.at(2, k));
+    c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+    x = _mm256_set1_ps(a.at(3, k));
+    c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+    x = _mm256_set1_ps(a.at(4, k));
+    c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+    x = _mm256_set1_ps(a.at(5, k));
+    c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+  }
+  _mm256_storeu_ps(c + 0 * ldc, c00); _mm256_storeu_ps(c + 0 * ldc + 8, c01);
+  _mm256_storeu_ps(c + 1 * ldc, c10); _mm256_storeu_ps(c + 1 * ldc + 8, c11);
+  _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+  _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+  _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+#else
+template <class A>
+inline void micro_kernel(int64_t kc, const A& a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                         bool accumulate) {
+  float acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = accumulate ? c[i * ldc + j] : 0.0f;
+  for (int64_t k = 0; k < kc; ++k)
+    for (int i = 0; i < MR; ++i) {
+      const float x = a.at(i, k);
+      for (int j = 0; j < NR; ++j) acc[i][j] += x * b[k * ldb + j];
+    }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
+}
+#endif
+
+// A micro-tile whose C block may be cut short (mr < 6 rows or nc < 16 columns): the
+// kernel then writes a local tile and only the valid part reaches C. The A rows and B
+// columns beyond the cut must still be readable (callers clamp or pad them).
+template <class A>
+inline void edge_tile(int64_t kc, const A& a, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t mr,
+                      int64_t nc, bool accumulate) {
+  if (mr == MR && nc == NR) {
+    micro_kernel(kc, a, b, ldb, c, ldc, accumulate);
+    return;
+  }
+  alignas(32) float t[MR * NR];
+  micro_kernel(kc, a, b, ldb, t, NR, false);
+  for (int64_t i = 0; i < mr; ++i)
+    for (int64_t j = 0; j < nc; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + t[i * NR + j] : t[i * NR + j];
+}
+
+// ---------------------------------------------------------------------------------
+// Conversions. Each returns Σ (x − x) over what it read: 0 when every element is finite.
+
+template <DType T>
+inline float element(const void* src, int64_t i) {
+  if constexpr (T == DType::F32) return static_cast<const float*>(src)[i];
+  else if constexpr (T == DType::BF16) return bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
+  else return f16_to_f32(static_cast<const uint16_t*>(src)[i]);
+}
+
+// dst[0..n) = src[offset .. offset + n) as f32.
+template <DType T>
+float convert_span(const void* src, int64_t offset, int64_t n, float* dst) {
+  int64_t i = 0;
+  float poison = 0.0f;
+#if LGRPO_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    __m256 x;
+    if constexpr (T == DType::F32) x = _mm256_loadu_ps(static_cast<const float*>(src) + offset + i);
+    else if constexpr (T == DType::BF16) x = load8_bf16(static_cast<const uint16_t*>(src) + offset + i);
+    else x = load8_f16(static_cast<const uint16_t*>(src) + offset + i);
+    _mm256_storeu_ps(dst + i, x);
+    acc = _mm256_add_ps(acc, _mm256_sub_ps(x, x));
+  }
+  poison = hsum_avx2(acc);
+#endif
+  for (; i < n; ++i) {
+    const float x = element<T>(src, offset + i);
+    dst[i] = x;
+    poison += x - x;
+  }
+  return poison;
+}
+
+// Scans without copying (f32 weight, which the forward reads in place).
+float poison_f32(const float* p, int64_t n) {
+  int64_t i = 0;
+  float poison = 0.0f;
+#if LGRPO_AVX2
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    const __m256 x = _mm256_loadu_ps(p + i), y = _mm256_loadu_ps(p + i + 8);
+    acc0 = _mm256_add_ps(acc0, _mm256_sub_ps(x, x));
+    acc1 = _mm256_add_ps(acc1, _mm256_sub_ps(y, y));
+  }
+  poison = hsum_avx2(_mm256_add_ps(acc0, acc1));
+#endif
+  for (; i < n; ++i) poison += p[i] - p[i];
+  return poison;
+}
+
+// Packs hidden rows [n0, n0 + nr) as Hᵀ in 16-row panels: hpack[(p·d + k)·16 + r] =
+// h[n0 + 16p + r][k], zero for rows past nr. With hnat, also writes the rows in natural
+// layout with stride dpad (columns d..dpad zero), the B operand of dW += dlogits · H.
+template <DType T>
+float pack_hidden(const void* hidden, int64_t d, int64_t n0, int64_t nr, float* hpack, float* row,
+                  float* hnat, int64_t dpad) {
+  const int64_t panels = ceil_div(nr, NR);
+  float poison = 0.0f;
+  for (int64_t p = 0; p < panels; ++p) {
+    float* panel = hpack + p * NR * d;
+    for (int r = 0; r < NR; ++r) {
+      const int64_t n = p * NR + r;
+      if (n < nr) {
+        poison += convert_span<T>(hidden, (n0 + n) * d, d, row);
+        for (int64_t k = 0; k < d; ++k) panel[k * NR + r] = row[k];
+        if (hnat) {
+          std::copy(row, row + d, hnat + n * dpad);
+          std::fill(hnat + n * dpad + d, hnat + (n + 1) * dpad, 0.0f);
+        }
+      } else {
+        for (int64_t k = 0; k < d; ++k) panel[k * NR + r] = 0.0f;
+      }
+    }
+  }
+  return poison;
+}
+
+// ct[v·ldc + n] = w_v · h_n for the tile's nv vocabulary rows (w_v = w + v·ws) and
+// `panels` 16-row panels of packed hidden. Rows of ct past nv (up to a multiple of 6)
+// hold copies of row nv − 1: the micro-kernel always computes six.
+void logits_tile(const float* w, int64_t ws, int64_t nv, const float* hpack, int64_t panels, int64_t d, float* ct,
+                 int64_t ldc) {
+  const int64_t depth = std::max<int64_t>(d, 1);  // d = 0 still runs once, writing zeros
+  for (int64_t pc = 0; pc < depth; pc += KC) {
+    const int64_t kc = std::min(KC, d - pc);
+    for (int64_t jr = 0; jr < panels; ++jr) {
+      const float* b = hpack + jr * NR * d + pc * NR;
+      for (int64_t ir = 0; ir < nv; ir += MR) {
+        RowsA a;
+        for (int i = 0; i < MR; ++i) a.r[i] = w + std::min<int64_t>(ir + i, nv - 1) * ws + pc;
+        micro_kernel(kc, a, b, NR, ct + ir * ldc + jr * NR, ldc, pc > 0);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Forward.
+
+// Running statistics of one chunk's rows over one shard (width = padded chunk rows).
+struct ChunkStats {
+  float *m, *s, *u;      // running
+  float *tm, *ts, *tu;   // this tile
+};
+
+// Divides a tile by τ in place, in its own pass: every later use then reads the same
+// rounded x (a fused multiply-subtract would otherwise see the unrounded product, and
+// V = 1 would not give logp = 0 exactly).
+void scale_tile(float* ct, int64_t ldc, int64_t nv, int64_t width, float inv_tau) {
+  if (inv_tau == 1.0f) return;
+  for (int64_t v = 0; v < nv; ++v)
+    for (int64_t n = 0; n < width; ++n) ct[v * ldc + n] *= inv_tau;
+}
+
+// Folds one scaled logit tile (nv vocabulary rows × width hidden rows) into the
+// running statistics. Columns past the chunk's rows hold zeros and are folded
+// harmlessly; the caller ignores them.
+template <bool kEntropy>
+void fold_tile(const float* ct, int64_t ldc, int64_t nv, int64_t width, const ChunkStats& st, bool first) {
+  int64_t n = 0;
+#if LGRPO_AVX2
+  for (n = 0; n + 8 <= width; n += 8) _mm256_storeu_ps(st.tm + n, _mm256_set1_ps(-INFINITY));
+  for (int64_t v = 0; v < nv; ++v)
+    for (n = 0; n + 8 <= width; n += 8)
+      _mm256_storeu_ps(st.tm + n, _mm256_max_ps(_mm256_loadu_ps(st.tm + n), _mm256_loadu_ps(ct + v * ldc + n)));
+  // The tile's sums are taken relative to the new running max.
+  for (n = 0; n + 8 <= width; n += 8) {
+    const __m256 tm = _mm256_loadu_ps(st.tm + n);
+    _mm256_storeu_ps(st.tm + n, first ? tm : _mm256_max_ps(tm, _mm256_loadu_ps(st.m + n)));
+    _mm256_storeu_ps(st.ts + n, _mm256_setzero_ps());
+    if (kEntropy) _mm256_storeu_ps(st.tu + n, _mm256_setzero_ps());
+  }
+  for (int64_t v = 0; v < nv; ++v)
+    for (n = 0; n + 8 <= width; n += 8) {
+      const __m256 z = _mm256_sub_ps(_mm256_loadu_ps(ct + v * ldc + n), _mm256_loadu_ps(st.tm + n));
+      const __m256 e = exp_avx2(z);
+      _mm256_storeu_ps(st.ts + n, _mm256_add_ps(_mm256_loadu_ps(st.ts + n), e));
+      if (kEntropy) _mm256_storeu_ps(st.tu + n, _mm256_fmadd_ps(e, z, _mm256_loadu_ps(st.tu + n)));
+    }
+  n = width - width % 8;  // width is a multiple of 16: nothing is left
+#endif
+  for (int64_t i = n; i < width; ++i) st.tm[i] = -INFINITY;
+  for (int64_t v = 0; v < nv; ++v)
+    for (int64_t i = n; i < width; ++i) st.tm[i] = std::max(st.tm[i], ct[v * ldc + i]);
+  for (int64_t i = n; i < width; ++i) {
+    if (!first) st.tm[i] = std::max(st.tm[i], st.m[i]);
+    st.ts[i] = 0.0f;
+    st.tu[i] = 0.0f;
+  }
+  for (int64_t v = 0; v < nv; ++v)
+    for (int64_t i = n; i < width; ++i) {
+      const float z = ct[v * ldc + i] - st.tm[i];
+      const float e = std::exp(z);
+      st.ts[i] += e;
+      if (kEntropy) st.tu[i] += e * z;
+    }
+  // Rescale the running sums to the new max and add the tile's.
+  for (int64_t i = 0; i < width; ++i) {
+    if (first) {
+      st.m[i] = st.tm[i];
+      st.s[i] = st.ts[i];
+      if (kEntropy) st.u[i] = st.tu[i];
+      continue;
+    }
+    const float shift = st.m[i] - st.tm[i];  // <= 0
+    const float r = std::exp(shift);
+    if (kEntropy) st.u[i] = r * (st.u[i] + st.s[i] * shift) + st.tu[i];
+    st.s[i] = st.s[i] * r + st.ts[i];
+    st.m[i] = st.tm[i];
+  }
+}
+
+struct ForwardPlan {
+  int64_t blocks, shards, chunks;
+  int64_t shard_begin(int64_t s) const { return blocks * s / shards; }
+};
+
+template <DType T, bool kEntropy>
+void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& plan, int64_t item_begin,
+                   int64_t item_end, float* m_all, float* s_all, float* u_all, float* target_logit,
+                   std::atomic<int>& bad) {
+  const int64_t N = a.rows, d = a.dim, V = a.vocab;
+  const float inv_tau = 1.0f / a.temperature;
+  Scratch hpack(RC * d), row(d), ct(VC * RC), wconv(T == DType::F32 ? 0 : VC * d), stats(6 * RC);
+  ChunkStats st{stats.get(), stats.get() + RC, stats.get() + 2 * RC, stats.get() + 3 * RC, stats.get() + 4 * RC,
+                stats.get() + 5 * RC};
+  for (int64_t item = item_begin; item < item_end; ++item) {
+    const int64_t chunk = item / plan.shards, shard = item % plan.shards;
+    const int64_t n0 = chunk * RC, nr = std::min(RC, N - n0);
+    const int64_t panels = ceil_div(nr, NR), ldc = panels * NR;
+    if (pack_hidden<T>(a.hidden, d, n0, nr, hpack.get(), row.get(), nullptr, 0) != 0.0f) bad |= kBadHidden;
+    const int64_t b0 = plan.shard_begin(shard), b1 = plan.shard_begin(shard + 1);
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t v0 = blk * VC, nv = std::min(VC, V - v0);
+      const float* w;
+      if constexpr (T == DType::F32) {
+        w = static_cast<const float*>(a.weight) + v0 * d;
+        if (chunk == 0 && poison_f32(w, nv * d) != 0.0f) bad |= kBadWeight;
+      } else {
+        if (convert_span<T>(a.weight, v0 * d, nv * d, wconv.get()) != 0.0f) bad |= kBadWeight;
+        w = wconv.get();
+      }
+      logits_tile(w, d, nv, hpack.get(), panels, d, ct.get(), ldc);
+      scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
+      fold_tile<kEntropy>(ct.get(), ldc, nv, ldc, st, blk == b0);
+      for (int64_t n = 0; n < nr; ++n) {
+        const int64_t y = a.targets[n0 + n];
+        if (y >= v0 && y < v0 + nv) target_logit[n0 + n] = ct.get()[(y - v0) * ldc + n];
+      }
+    }
+    float* m = m_all + shard * N + n0;
+    std::copy(st.m, st.m + nr, m);
+    std::copy(st.s, st.s + nr, s_all + shard * N + n0);
+    if (kEntropy) std::copy(st.u, st.u + nr, u_all + shard * N + n0);
+  }
+}
+
+// Index of the first non-finite element, or -1.
+int64_t first_non_finite(const void* data, DType t, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(load_float(data, t, static_cast<size_t>(i)))) return i;
+  return -1;
+}
+
+[[noreturn]] void throw_non_finite(const char* name, const void* data, DType t, int64_t cols, int64_t i) {
+  const float x = load_float(data, t, static_cast<size_t>(i));
+  throw Error(std::string(name) + ": element [" + std::to_string(i / cols) + ", " + std::to_string(i % cols) +
+                  "] is " + (std::isnan(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity") + "; inputs must be finite",
+              Error::Range);
+}
+
+void report_bad(int bad, const void* hidden, const void* weight, DType t, int64_t N, int64_t V, int64_t d) {
+  if (!bad) return;
+  int64_t i = first_non_finite(hidden, t, N * d);
+  if (i >= 0) throw_non_finite("hidden", hidden, t, d, i);
+  i = first_non_finite(weight, t, V * d);
+  if (i >= 0) throw_non_finite("weight", weight, t, d, i);
+  throw Error("hidden/weight: a non-finite element was seen but could not be located", Error::Range);
+}
+
+template <DType T>
+void forward_typed(const LinearTokenLogprobsForwardArgs& a) {
+  const int64_t N = a.rows, V = a.vocab;
+  ForwardPlan plan;
+  plan.blocks = ceil_div(V, VC);
+  plan.shards = std::min(plan.blocks, kMaxShards);
+  plan.chunks = ceil_div(N, RC);
+  const bool entropy = a.entropy != nullptr;
+  std::vector<float> m(plan.shards * N), s(plan.shards * N), u(entropy ? plan.shards * N : 0), target(N);
+  std::atomic<int> bad{0};
+  parallel_for(plan.chunks * plan.shards, 1, [&](int64_t begin, int64_t end) {
+    if (entropy) forward_items<T, true>(a, plan, begin, end, m.data(), s.data(), u.data(), target.data(), bad);
+    else forward_items<T, false>(a, plan, begin, end, m.data(), s.data(), nullptr, target.data(), bad);
+  });
+  report_bad(bad.load(), a.hidden, a.weight, a.dtype, N, V, a.dim);
+
+  // Shards merge in order, in double: O(N · shards), negligible.
+  parallel_for(N, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      double mm = m[n], ss = s[n], uu = entropy ? u[n] : 0.0;
+      for (int64_t sh = 1; sh < plan.shards; ++sh) {
+        const double mb = m[sh * N + n], sb = s[sh * N + n], ub = entropy ? u[sh * N + n] : 0.0;
+        const double mn = std::max(mm, mb), da = mm - mn, db = mb - mn;
+        const double ea = std::exp(da), eb = std::exp(db);
+        uu = ea * (uu + ss * da) + eb * (ub + sb * db);
+        ss = ss * ea + sb * eb;
+        mm = mn;
+      }
+      const double log_s = std::log(ss), lse = mm + log_s;
+      a.lse[n] = static_cast<float>(lse);
+      a.logprobs[n] = static_cast<float>(static_cast<double>(target[n]) - lse);
+      if (entropy) a.entropy[n] = static_cast<float>(log_s - uu / ss);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------
+// Backward.
+
+// Per-row inputs of one chunk, padded to RC rows with zeros (target −1) so the vector
+// loops run over whole padded widths.
+struct ChunkRows {
+  float *lse, *g, *e, *spx;
+  int32_t* y;
+};
+
+// ct (logits already divided by τ) → dlogits in place:
+//   ∂L/∂x_v = g(1[v=y] − p_v) − e p_v (x_v − Σ p x),  then / τ.
+template <bool kEntropy>
+void dlogits_tile(float* ct, int64_t ldc, int64_t nv, int64_t v0, const ChunkRows& r, float inv_tau) {
+  for (int64_t v = 0; v < nv; ++v) {
+    float* c = ct + v * ldc;
+    int64_t n = 0;
+#if LGRPO_AVX2
+    const __m256 scale = _mm256_set1_ps(inv_tau);
+    const __m256i vid = _mm256_set1_epi32(static_cast<int32_t>(v0 + v));
+    for (; n + 8 <= ldc; n += 8) {
+      const __m256 x = _mm256_loadu_ps(c + n);
+      const __m256 p = exp_avx2(_mm256_sub_ps(x, _mm256_loadu_ps(r.lse + n)));
+      const __m256 g = _mm256_loadu_ps(r.g + n);
+      __m256 coef = g;  // ∂/∂x = −p (g + e (x − Σpx)) + g·1[v=y]
+      if (kEntropy)
+        coef = _mm256_fmadd_ps(_mm256_loadu_ps(r.e + n), _mm256_sub_ps(x, _mm256_loadu_ps(r.spx + n)), coef);
+      const __m256 hit = _mm256_castsi256_ps(
+          _mm256_cmpeq_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.y + n)), vid));
+      const __m256 grad = _mm256_sub_ps(_mm256_and_ps(hit, g), _mm256_mul_ps(p, coef));
+      _mm256_storeu_ps(c + n, _mm256_mul_ps(grad, scale));
+    }
+#endif
+    for (; n < ldc; ++n) {
+      const float x = c[n];
+      const float p = std::exp(x - r.lse[n]);
+      float coef = r.g[n];
+      if (kEntropy) coef += r.e[n] * (x - r.spx[n]);
+      const float grad = (r.y[n] == v0 + v ? r.g[n] : 0.0f) - p * coef;
+      c[n] = grad * inv_tau;
+    }
+  }
+}
+
+template <DType T, bool kEntropy>
+void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin, int64_t blk_end, float* gh,
+                     std::atomic<int>& bad) {
+  const int64_t N = a.rows, d = a.dim, V = a.vocab;
+  const int64_t dpad = round_up(std::max<int64_t>(d, 1), NR);
+  const float inv_tau = 1.0f / a.temperature;
+  const int64_t v_begin = blk_begin * VC, v_end = std::min(V, blk_end * VC);
+  std::fill(gh, gh + N * d, 0.0f);
+  std::fill(a.grad_weight + v_begin * d, a.grad_weight + v_end * d, 0.0f);
+
+  Scratch hpack(RC * d), hnat(RC * dpad), row(d), ct(VC * RC), wnat(VC * dpad), dpack(round_up(RC, MR) * VC),
+      rows_f(4 * RC);
+  std::vector<int32_t> rows_y(RC);
+  const ChunkRows cr{rows_f.get(), rows_f.get() + RC, rows_f.get() + 2 * RC, rows_f.get() + 3 * RC, rows_y.data()};
+
+  for (int64_t n0 = 0; n0 < N; n0 += RC) {
+    const int64_t nr = std::min(RC, N - n0);
+    const int64_t panels = ceil_div(nr, NR), ldc = panels * NR;
+    if (pack_hidden<T>(a.hidden, d, n0, nr, hpack.get(), row.get(), hnat.get(), dpad) != 0.0f) bad |= kBadHidden;
+    for (int64_t n = 0; n < RC; ++n) {
+      const bool in = n < nr;
+      cr.lse[n] = in ? a.lse[n0 + n] : 0.0f;
+      cr.g[n] = in ? a.grad_logprobs[n0 + n] : 0.0f;
+      cr.e[n] = in && kEntropy ? a.grad_entropy[n0 + n] : 0.0f;
+      cr.spx[n] = in && kEntropy ? a.lse[n0 + n] - a.entropy[n0 + n] : 0.0f;
+      cr.y[n] = in ? a.targets[n0 + n] : -1;
+    }
+
+    for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
+      const int64_t v0 = blk * VC, nv = std::min(VC, V - v0);
+      float poison = 0.0f;
+      for (int64_t v = 0; v < nv; ++v) {
+        float* dst = wnat.get() + v * dpad;
+        poison += convert_span<T>(a.weight, (v0 + v) * d, d, dst);
+        std::fill(dst + d, dst + dpad, 0.0f);
+      }
+      if (poison != 0.0f) bad |= kBadWeight;
+
+      // Same GEMM, blocking and operands as the forward: the recomputed logits are
+      // bit-identical to the ones the forward's lse came from.
+      logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct.get(), ldc);
+      scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
+      dlogits_tile<kEntropy>(ct.get(), ldc, nv, v0, cr, inv_tau);
+      const float* D = ct.get();
+
+      // gradWeight[v0 + i] += Σ_n D[i][n] h_n
+      for (int64_t pc = 0; pc < nr; pc += KC) {
+        const int64_t kc = std::min(KC, nr - pc);
+        for (int64_t jr = 0; jr < d; jr += NR) {
+          const float* b = hnat.get() + pc * dpad + jr;
+          for (int64_t ir = 0; ir < nv; ir += MR) {
+            RowsA A;
+            for (int i = 0; i < MR; ++i) A.r[i] = D + std::min<int64_t>(ir + i, nv - 1) * ldc + pc;
+            edge_tile(kc, A, b, dpad, a.grad_weight + (v0 + ir) * d + jr, d, std::min<int64_t>(MR, nv - ir),
+                      std::min<int64_t>(NR, d - jr), true);
+          }
+        }
+      }
+
+      // gradHidden[n0 + i] += Σ_v D[v][i] w_v, with Dᵀ packed six rows at a time.
+      float* dp = dpack.get();
+      for (int64_t ir = 0; ir < nr; ir += MR)
+        for (int64_t v = 0; v < nv; ++v)
+          for (int i = 0; i < MR; ++i) *dp++ = ir + i < nr ? D[v * ldc + ir + i] : 0.0f;
+      for (int64_t jr = 0; jr < d; jr += NR) {
+        const float* b = wnat.get() + jr;
+        for (int64_t ir = 0; ir < nr; ir += MR) {
+          const PackedA A{dpack.get() + (ir / MR) * MR * nv};
+          edge_tile(nv, A, b, dpad, gh + (n0 + ir) * d + jr, d, std::min<int64_t>(MR, nr - ir),
+                    std::min<int64_t>(NR, d - jr), true);
+        }
+      }
+    }
+  }
+}
+
+template <DType T>
+void backward_typed(const LinearTokenLogprobsBackwardArgs& a) {
+  const int64_t N = a.rows, d = a.dim, V = a.vocab;
+  if (N == 0 || V == 0 || d == 0) {  // nothing flows: both gradients are zero
+    std::fill(a.grad_hidden, a.grad_hidden + N * d, 0.0f);
+    std::fill(a.grad_weight, a.grad_weight + V * d, 0.0f);
+    return;
+  }
+  const int64_t blocks = ceil_div(V, VC);
+  const int64_t workers = std::min<int64_t>(num_threads(), blocks);
+  // Worker 0 accumulates straight into gradHidden; the others into partials.
+  std::vector<std::unique_ptr<Scratch>> partial(workers);
+  for (int64_t w = 1; w < workers; ++w) partial[w] = std::make_unique<Scratch>(N * d);
+  std::atomic<int> bad{0};
+  const bool entropy = a.grad_entropy != nullptr;
+  parallel_for(workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      float* gh = w == 0 ? a.grad_hidden : partial[w]->get();
+      const int64_t b0 = blocks * w / workers, b1 = blocks * (w + 1) / workers;
+      if (entropy) backward_worker<T, true>(a, b0, b1, gh, bad);
+      else backward_worker<T, false>(a, b0, b1, gh, bad);
+    }
+  });
+  report_bad(bad.load(), a.hidden, a.weight, a.dtype, N, V, d);
+  if (workers > 1)
+    parallel_for(N * d, 1 << 14, [&](int64_t begin, int64_t end) {
+      for (int64_t w = 1; w < workers; ++w) {
+        const float* p = partial[w]->get();
+        for (int64_t i = begin; i < end; ++i) a.grad_hidden[i] += p[i];
+      }
+    });
+}
+
+}  // namespace
+
+void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a) {
+  if (a.rows == 0) return;
+  if (a.vocab == 0) throw Error("targets: the vocabulary is empty (weight has 0 rows)", Error::Range);
+  switch (a.dtype) {
+    case DType::F32: return forward_typed<DType::F32>(a);
+    case DType::BF16: return forward_typed<DType::BF16>(a);
+    case DType::F16: return forward_typed<DType::F16>(a);
+    default: throw Error("hidden: expected dtype f32, bf16 or f16", Error::Type);
+  }
+}
+
+void linear_token_logprobs_backward_cpu(const LinearTokenLogprobsBackwardArgs& a) {
+  if (a.rows > 0 && a.vocab == 0) throw Error("targets: the vocabulary is empty (weight has 0 rows)", Error::Range);
+  switch (a.dtype) {
+    case DType::F32: return backward_typed<DType::F32>(a);
+    case DType::BF16: return backward_typed<DType::BF16>(a);
+    case DType::F16: return backward_typed<DType::F16>(a);
+    default: throw Error("hidden: expected dtype f32, bf16 or f16", Error::Type);
+  }
+}
+
+}  // namespace lgrpo

@@ -1,0 +1,335 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import {
+  Tensor, buildInfo, fromFloat32Array, linearTokenLogprobs, linearTokenLogprobsBackward, toFloat32Array,
+} from '../../src/index.js';
+import { addon } from '../../src/native.js';
+import {
+  linearLossReference, linearTokenLogprobsBackwardReference, linearTokenLogprobsReference, type LinearProblem,
+} from '../reference/linear_token_logprobs.js';
+import { ON_GPU, Rng, TEST_DEVICE, assertClose, onDevice, rng, values } from '../helpers.js';
+
+type Half = 'bf16' | 'f16';
+
+interface Case extends LinearProblem {
+  hidden: Float32Array;
+  weight: Float32Array;
+  targets: Int32Array;
+}
+
+/** Random hidden ~ N(0, 1) and weight ~ N(0, scale²/d), so the logits are ~ N(0, scale²/τ²). */
+function randomCase(r: Rng, rows: number, vocab: number, dim: number, temperature = 1, scale = 2): Case {
+  return {
+    hidden: r.normals(rows * dim),
+    weight: r.normals(vocab * dim, scale / Math.sqrt(Math.max(dim, 1))),
+    targets: r.ints(rows, 0, vocab),
+    rows, vocab, dim, temperature,
+  };
+}
+
+/** The case's values rounded to a 16-bit format, and its bits. */
+function rounded(c: Case, dtype: Half): { c: Case; hiddenBits: Uint16Array; weightBits: Uint16Array } {
+  const hiddenBits = fromFloat32Array(c.hidden, dtype), weightBits = fromFloat32Array(c.weight, dtype);
+  return { c: { ...c, hidden: toFloat32Array(hiddenBits, dtype), weight: toFloat32Array(weightBits, dtype) }, hiddenBits, weightBits };
+}
+
+function inputs(c: Case, dtype?: Half) {
+  const hidden = dtype ? fromFloat32Array(c.hidden, dtype) : c.hidden;
+  const weight = dtype ? fromFloat32Array(c.weight, dtype) : c.weight;
+  return {
+    hidden: onDevice(hidden, [c.rows, c.dim], dtype),
+    weight: onDevice(weight, [c.vocab, c.dim], dtype),
+    targets: onDevice(c.targets),
+  };
+}
+
+function forward(c: Case, entropy: boolean, dtype?: Half) {
+  const x = inputs(c, dtype);
+  return linearTokenLogprobs(x.hidden, x.weight, x.targets, { temperature: c.temperature, entropy });
+}
+
+/** Kernel forward then backward, with upstream gradients drawn from r. */
+function forwardBackward(r: Rng, c: Case, withEntropy: boolean, dtype?: Half) {
+  const x = inputs(c, dtype);
+  const f = linearTokenLogprobs(x.hidden, x.weight, x.targets, { temperature: c.temperature, entropy: withEntropy });
+  const g = r.normals(c.rows), e = withEntropy ? r.normals(c.rows) : undefined;
+  const grads = linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, f.lse, onDevice(g), {
+    temperature: c.temperature,
+    ...(e ? { gradEntropy: onDevice(e), entropy: f.entropy } : {}),
+  });
+  return { g, e, gradHidden: values(grads.gradHidden), gradWeight: values(grads.gradWeight) };
+}
+
+function bits(a: Float32Array | Uint8Array | Int32Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+const INDEX_URL = new URL('../../src/index.js', import.meta.url).href;
+
+function toBase64(a: Float32Array | Int32Array): string {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+}
+
+function fromBase64(s: string): Float32Array {
+  const b = Buffer.from(s, 'base64');
+  const out = new Float32Array(b.length / 4);
+  new Uint8Array(out.buffer).set(b);
+  return out;
+}
+
+/**
+ * Forward and backward in a fresh process with LGRPO_NUM_THREADS=threads: the thread
+ * count is fixed when the addon loads, so another count needs another process.
+ */
+function inChildProcess(threads: number, c: Case, g: Float32Array, e: Float32Array) {
+  const script = `
+    import { readFileSync } from 'node:fs';
+    import { linearTokenLogprobs, linearTokenLogprobsBackward, buildInfo, Tensor } from ${JSON.stringify(INDEX_URL)};
+    const input = JSON.parse(readFileSync(0, 'utf8'));
+    const f32 = (s) => { const b = Buffer.from(s, 'base64'); const a = new Float32Array(b.length / 4); new Uint8Array(a.buffer).set(b); return a; };
+    const i32 = (s) => new Int32Array(f32(s).buffer);
+    const b64 = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+    if (buildInfo().threads !== input.threads) throw new Error('LGRPO_NUM_THREADS was not honoured');
+    const h = Tensor.from(f32(input.hidden), [input.rows, input.dim]), w = Tensor.from(f32(input.weight), [input.vocab, input.dim]);
+    const y = i32(input.targets), opts = { temperature: input.temperature };
+    const f = linearTokenLogprobs(h, w, y, { ...opts, entropy: true });
+    const b = linearTokenLogprobsBackward(h, w, y, f.lse.data, f32(input.g), { ...opts, gradEntropy: f32(input.e), entropy: f.entropy.data });
+    process.stdout.write(JSON.stringify({ logprobs: b64(f.logprobs.data), entropy: b64(f.entropy.data), lse: b64(f.lse.data),
+      gradHidden: b64(b.gradHidden.data), gradWeight: b64(b.gradWeight.data) }));`;
+  const input = JSON.stringify({
+    threads, rows: c.rows, dim: c.dim, vocab: c.vocab, temperature: c.temperature,
+    hidden: toBase64(c.hidden), weight: toBase64(c.weight), targets: toBase64(c.targets), g: toBase64(g), e: toBase64(e),
+  });
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    input, env: { ...process.env, LGRPO_NUM_THREADS: String(threads) }, encoding: 'utf8', maxBuffer: 1 << 28,
+  });
+  assert.equal(child.status, 0, `child process failed: ${child.stderr}`);
+  const out = JSON.parse(child.stdout) as Record<string, string>;
+  return {
+    logprobs: fromBase64(out.logprobs), entropy: fromBase64(out.entropy), lse: fromBase64(out.lse),
+    gradHidden: fromBase64(out.gradHidden), gradWeight: fromBase64(out.gradWeight),
+  };
+}
+
+/** Calls fn, expecting an error of `kind` whose message starts with `argument: `. */
+function throwsNaming(fn: () => unknown, kind: typeof TypeError | typeof RangeError, argument: string, detail?: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof kind, `expected ${kind.name}, got ${String(err)}`);
+    assert.ok(err.message.startsWith(`${argument}: `), `message should name ${argument}: ${err.message}`);
+    if (detail) assert.match(err.message, detail);
+    return true;
+  });
+}
+
+// [rows, vocab, dim]: V = 1, 7, 50257; d not a multiple of 8; N odd; N = 0; N across
+// the CPU twin's 256-row chunks; V across its 192-row tiles and 16 shards.
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1], [3, 7, 13], [5, 7, 37], [0, 7, 13], [3, 50257, 5], [17, 193, 8], [300, 401, 19], [33, 3203, 9],
+];
+
+describe(`linearTokenLogprobs on ${TEST_DEVICE}`, () => {
+  for (const [rows, vocab, dim] of SHAPES) {
+    for (const temperature of [1, 0.7]) {
+      it(`forward matches the float64 reference: N=${rows}, V=${vocab}, d=${dim}, τ=${temperature}`, () => {
+        const r = rng('linearTokenLogprobs');
+        const c = randomCase(r, rows, vocab, dim, temperature);
+        const ref = linearTokenLogprobsReference(c);
+        for (const entropy of [false, true]) {
+          const out = forward(c, entropy);
+          assertClose(values(out.logprobs), ref.logprobs, { atol: 3e-5, rtol: 2e-5 }, 'logprobs');
+          assertClose(values(out.lse), ref.lse, { atol: 3e-5, rtol: 2e-5 }, 'lse');
+          if (entropy) assertClose(values(out.entropy!), ref.entropy, { atol: 3e-5, rtol: 2e-5 }, 'entropy');
+          else assert.equal(out.entropy, undefined);
+        }
+      });
+    }
+  }
+
+  it('forward is exact where the answer is: V = 1 gives logp = 0 and H = 0', () => {
+    const r = rng('linearTokenLogprobs');
+    const c = randomCase(r, 9, 1, 11, 0.7);
+    const out = forward(c, true);
+    assert.deepEqual(Array.from(values(out.logprobs)), new Array(9).fill(0));
+    assert.deepEqual(Array.from(values(out.entropy!)), new Array(9).fill(0));
+  });
+
+  for (const [rows, vocab, dim] of [[3, 7, 13], [5, 50257, 3], [300, 401, 19], [33, 3203, 9], [1, 1, 4]] as const) {
+    for (const temperature of [1, 0.7]) {
+      it(`backward matches the float64 reference: N=${rows}, V=${vocab}, d=${dim}, τ=${temperature}`, () => {
+        const r = rng('linearTokenLogprobs');
+        const c = randomCase(r, rows, vocab, dim, temperature);
+        for (const withEntropy of [false, true]) {
+          const k = forwardBackward(r, c, withEntropy);
+          const ref = linearTokenLogprobsBackwardReference(c, k.g, k.e);
+          assertClose(k.gradHidden, ref.gradHidden, { atol: 3e-5, rtol: 1e-4 }, `gradHidden (entropy ${withEntropy})`);
+          assertClose(k.gradWeight, ref.gradWeight, { atol: 3e-5, rtol: 1e-4 }, `gradWeight (entropy ${withEntropy})`);
+        }
+      });
+    }
+  }
+
+  it('backward with no rows gives an empty gradHidden and a zero gradWeight', () => {
+    const c = randomCase(rng('linearTokenLogprobs'), 0, 7, 13);
+    const x = inputs(c);
+    const f = linearTokenLogprobs(x.hidden, x.weight, x.targets, { entropy: true });
+    const grads = linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, f.lse, onDevice(new Float32Array(0)), {
+      gradEntropy: onDevice(new Float32Array(0)), entropy: f.entropy,
+    });
+    assert.equal(values(grads.gradHidden).length, 0);
+    assert.deepEqual(Array.from(values(grads.gradWeight)), new Array(7 * 13).fill(0));
+  });
+
+  // The kernel's gradients against central differences of the float64 reference loss
+  // L = Σ g·logp + e·H: checks the backward formula itself, not just agreement of two
+  // implementations of it.
+  for (const withEntropy of [false, true]) {
+    it(`gradients agree with central finite differences of the reference loss (entropy term: ${withEntropy})`, () => {
+      const r = rng('linearTokenLogprobs');
+      const c = randomCase(r, 4, 23, 13, 0.7);
+      const k = forwardBackward(r, c, withEntropy);
+      const h = 1e-4;
+      const probe = (which: 'hidden' | 'weight', index: number, kernel: number) => {
+        const base = Float64Array.from(c[which]);
+        const at = (delta: number) => {
+          const moved = Float64Array.from(base);
+          moved[index] += delta;
+          return linearLossReference({ ...c, [which]: moved }, k.g, k.e);
+        };
+        const fd = (at(h) - at(-h)) / (2 * h);
+        assertClose(kernel, fd, { atol: 5e-5, rtol: 1e-3 }, `∂L/∂${which}[${index}]`);
+      };
+      for (let i = 0; i < 6; i++) {
+        const hi = r.int(0, c.rows * c.dim);
+        probe('hidden', hi, k.gradHidden[hi]);
+        const wi = r.int(0, c.vocab * c.dim);
+        probe('weight', wi, k.gradWeight[wi]);
+      }
+      // The target rows of weight always carry gradient: probe one of them too.
+      const wi = c.targets[0] * c.dim + r.int(0, c.dim);
+      probe('weight', wi, k.gradWeight[wi]);
+    });
+  }
+
+  for (const dtype of ['bf16', 'f16'] as const) {
+    it(`${dtype} inputs: forward and backward match the reference on the rounded values`, () => {
+      const r = rng('linearTokenLogprobs');
+      const { c } = rounded(randomCase(r, 37, 1001, 21, 0.7), dtype);
+      const ref = linearTokenLogprobsReference(c);
+      const out = forward(c, true, dtype);
+      assertClose(values(out.logprobs), ref.logprobs, { atol: 3e-5, rtol: 2e-5 }, 'logprobs');
+      assertClose(values(out.entropy!), ref.entropy, { atol: 3e-5, rtol: 2e-5 }, 'entropy');
+      const k = forwardBackward(r, c, true, dtype);
+      const g = linearTokenLogprobsBackwardReference(c, k.g, k.e);
+      assertClose(k.gradHidden, g.gradHidden, { atol: 3e-5, rtol: 1e-4 }, 'gradHidden');
+      assertClose(k.gradWeight, g.gradWeight, { atol: 3e-5, rtol: 1e-4 }, 'gradWeight');
+    });
+  }
+
+  it('gives the same bits on every run', () => {
+    const r = rng('linearTokenLogprobs');
+    const c = randomCase(r, 300, 3203, 37, 0.7);
+    const g = onDevice(r.normals(c.rows)), e = onDevice(r.normals(c.rows));
+    const x = inputs(c);
+    const run = () => {
+      const f = linearTokenLogprobs(x.hidden, x.weight, x.targets, { temperature: 0.7, entropy: true });
+      const b = linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, f.lse, g, { temperature: 0.7, gradEntropy: e, entropy: f.entropy });
+      return [f.logprobs, f.entropy!, f.lse, b.gradHidden, b.gradWeight].map((t) => bits(values(t)));
+    };
+    const first = run(), second = run();
+    for (let i = 0; i < first.length; i++) assert.ok(first[i].equals(second[i]), `output ${i} differs between runs`);
+  });
+
+  it('rejects non-finite hidden or weight, naming the argument', () => {
+    const c = randomCase(rng('linearTokenLogprobs'), 3, 50, 13);
+    for (const [which, bad] of [['hidden', NaN], ['weight', Infinity], ['weight', NaN], ['hidden', -Infinity]] as const) {
+      const broken = { ...c, [which]: Float32Array.from(c[which]) };
+      broken[which][1 * c.dim + 2] = bad;
+      const x = inputs(broken);
+      throwsNaming(() => linearTokenLogprobs(x.hidden, x.weight, x.targets), RangeError, which);
+      const lse = onDevice(new Float32Array(c.rows)), g = onDevice(new Float32Array(c.rows));
+      throwsNaming(() => linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, lse, g), RangeError, which);
+    }
+    const bf = inputs(c, 'bf16');
+    const weightBits = fromFloat32Array(c.weight, 'bf16');
+    weightBits[2 * c.dim + 5] = 0x7fc0;  // bf16 NaN
+    throwsNaming(() => linearTokenLogprobs(bf.hidden, onDevice(weightBits, [c.vocab, c.dim], 'bf16'), bf.targets), RangeError, 'weight');
+  });
+
+  it('rejects targets outside [0, V), naming targets', () => {
+    const c = randomCase(rng('linearTokenLogprobs'), 4, 7, 5);
+    for (const bad of [7, -1]) {
+      const x = inputs({ ...c, targets: Int32Array.from([0, bad, 3, 6]) });
+      throwsNaming(() => linearTokenLogprobs(x.hidden, x.weight, x.targets), RangeError, 'targets');
+      const z = onDevice(new Float32Array(4));
+      throwsNaming(() => linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, z, z), RangeError, 'targets');
+    }
+  });
+
+  it('rejects mismatched shapes and dtypes and a missing entropy, naming the argument', () => {
+    const c = randomCase(rng('linearTokenLogprobs'), 4, 7, 13);
+    const x = inputs(c);
+    const narrow = onDevice(c.weight.subarray(0, 7 * 12), [7, 12]);
+    throwsNaming(() => linearTokenLogprobs(x.hidden, narrow, x.targets), RangeError, 'weight', /\[\?, 13\].*\[7, 12\]/);
+    const half = onDevice(fromFloat32Array(c.weight, 'bf16'), [7, 13], 'bf16');
+    throwsNaming(() => linearTokenLogprobs(x.hidden, half, x.targets), TypeError, 'weight', /bf16.*f32/);
+    throwsNaming(() => linearTokenLogprobs(x.hidden, x.weight, onDevice(new Int32Array(3))), RangeError, 'hidden');
+    throwsNaming(() => linearTokenLogprobs(x.hidden, x.weight, x.targets, { temperature: 0 }), RangeError, 'temperature');
+    const f = linearTokenLogprobs(x.hidden, x.weight, x.targets, { entropy: true });
+    const g = onDevice(new Float32Array(4));
+    throwsNaming(() => linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, f.lse, g, { gradEntropy: g }), TypeError, 'entropy');
+    throwsNaming(() => linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, f.lse, onDevice(new Float32Array(3))), RangeError, 'gradLogprobs');
+  });
+
+  if (!ON_GPU) {
+    it('forward gives the same bits for any thread count; backward matches the reference on 1 and 3 threads', () => {
+      const r = rng('linearTokenLogprobs');
+      const c = randomCase(r, 270, 3203, 21, 0.7);
+      const g = r.normals(c.rows), e = r.normals(c.rows);
+      const here = forward(c, true);
+      const ref = linearTokenLogprobsBackwardReference(c, g, e);
+      for (const threads of [1, 3]) {
+        const other = inChildProcess(threads, c, g, e);
+        for (const key of ['logprobs', 'entropy', 'lse'] as const)
+          assert.ok(bits(values(here[key]!)).equals(bits(other[key])), `${key} differs between ${buildInfo().threads} threads and ${threads}`);
+        assertClose(other.gradHidden, ref.gradHidden, { atol: 3e-5, rtol: 1e-4 }, `gradHidden (${threads} threads)`);
+        assertClose(other.gradWeight, ref.gradWeight, { atol: 3e-5, rtol: 1e-4 }, `gradWeight (${threads} threads)`);
+      }
+    });
+
+    it('returns TypedArrays for TypedArray inputs, reading bf16 bits with {dtype}', () => {
+      const r = rng('linearTokenLogprobs');
+      const { c, hiddenBits, weightBits } = rounded(randomCase(r, 3, 7, 13), 'bf16');
+      const out = linearTokenLogprobs(hiddenBits, weightBits, c.targets, { dtype: 'bf16', entropy: true });
+      assert.ok(out.logprobs instanceof Float32Array && out.lse instanceof Float32Array);
+      assertClose(out.logprobs, linearTokenLogprobsReference(c).logprobs, { atol: 3e-5, rtol: 2e-5 }, 'logprobs');
+      const grads = linearTokenLogprobsBackward(hiddenBits, weightBits, c.targets, out.lse, new Float32Array(3).fill(1), { dtype: 'bf16' });
+      assert.ok(grads.gradHidden instanceof Float32Array && grads.gradHidden.length === 3 * 13);
+      assert.ok(grads.gradWeight instanceof Float32Array && grads.gradWeight.length === 7 * 13);
+      const wrapped = linearTokenLogprobs(Tensor.from(c.hidden, [3, 13]), c.weight, c.targets);
+      assert.ok(wrapped.logprobs instanceof Tensor);
+      throwsNaming(() => linearTokenLogprobs(hiddenBits, weightBits, c.targets), TypeError, 'hidden', /Uint16Array needs/);
+    });
+
+    it('reports the first non-finite element and checks small inputs in TypeScript', () => {
+      const c = randomCase(rng('linearTokenLogprobs'), 3, 50, 13);
+      const hidden = Float32Array.from(c.hidden);
+      hidden[1 * 13 + 2] = NaN;
+      throwsNaming(() => linearTokenLogprobs(hidden, c.weight, c.targets), RangeError, 'hidden', /element \[1, 2\] is NaN/);
+      const lse = new Float32Array(3);
+      lse[2] = Infinity;
+      throwsNaming(() => linearTokenLogprobsBackward(c.hidden, c.weight, c.targets, lse, new Float32Array(3)), RangeError, 'lse');
+    });
+
+    it('the raw addon rejects bad arguments without crashing', () => {
+      const c = randomCase(rng('linearTokenLogprobs'), 4, 7, 13);
+      const h = Tensor.from(c.hidden, [4, 13]), y = Tensor.from(c.targets);
+      const native = addon();
+      throwsNaming(() => native.linearTokenLogprobs(h, Tensor.from(c.weight.subarray(0, 7 * 12), [7, 12]), y), RangeError, 'weight');
+      throwsNaming(() => native.linearTokenLogprobs(h, Tensor.from(fromFloat32Array(c.weight, 'f16'), [7, 13], 'f16'), y), TypeError, 'weight');
+      throwsNaming(() => native.linearTokenLogprobs(h, Tensor.from(c.weight, [7, 13]), Tensor.from(Int32Array.from([0, 1, 2, 99]))), RangeError, 'targets');
+      throwsNaming(() => native.linearTokenLogprobsBackward(h, Tensor.from(c.weight, [7, 13]), y, Tensor.from(new Float32Array(4)),
+        Tensor.from(new Float32Array(4)), { gradEntropy: Tensor.from(new Float32Array(4)) }), TypeError, 'entropy');
+    });
+  }
+});
