@@ -1,0 +1,96 @@
+// gemm(a f32, b f32, c f32, {transA, transB, m, n, k, lda, ldb, ldc, alpha, beta}) → undefined
+//   C[m,n] = alpha·op(A)·op(B) + beta·C, in place. Tensors are flat storage here: the
+//   sizes and leading dimensions come from the options (src/ops/gemm.ts derives them).
+// measurePeakFlops(seconds?) → GFLOP/s of register-only FMAs on every pool thread.
+#include <cmath>
+#include <string>
+
+#include "../binding.h"
+#include "../ops/gemm.h"
+
+namespace lgrpo {
+namespace {
+
+int64_t size_option(const Napi::Object& opts, const char* key, int64_t fallback) {
+  double v = number_option(opts, key, static_cast<double>(fallback));
+  if (!(v >= 0 && v <= 9.0e15) || v != std::floor(v))
+    throw Error(std::string(key) + ": expected a non-negative integer", Error::Range);
+  return static_cast<int64_t>(v);
+}
+
+// Checks that a rows×cols matrix with leading dimension ld fits in t; returns the
+// number of elements it spans (0 for an empty matrix).
+int64_t check_matrix(const TensorRef& t, const char* arg, int64_t rows, int64_t cols, int64_t ld) {
+  expect_dtype(t, {DType::F32}, arg);
+  if (t.device.is_cuda()) throw Error(std::string(arg) + ": gemm is not yet available on CUDA tensors", Error::Type);
+  if (ld < cols)
+    throw Error(std::string(arg) + ": leading dimension " + std::to_string(ld) + " is smaller than its " +
+                    std::to_string(cols) + " columns", Error::Range);
+  if (rows == 0 || cols == 0) return 0;
+  // In double first: (rows - 1)·ld can overflow int64 for absurd options.
+  const double span_d = static_cast<double>(rows - 1) * static_cast<double>(ld) + static_cast<double>(cols);
+  const int64_t span = span_d > 9.0e15 ? INT64_MAX : (rows - 1) * ld + cols;
+  if (span > t.numel())
+    throw Error(std::string(arg) + ": a " + std::to_string(rows) + "×" + std::to_string(cols) + " matrix with leading dimension " +
+                    std::to_string(ld) + " needs " + std::to_string(span) + " elements, the tensor has " +
+                    std::to_string(t.numel()), Error::Range);
+  return span;
+}
+
+bool overlaps(const float* p, int64_t n, const float* q, int64_t m) {
+  return n > 0 && m > 0 && p < q + m && q < p + n;
+}
+
+Napi::Value gemm(const Napi::CallbackInfo& info) {
+  TensorRef a = tensor_arg(info, 0, "a");
+  TensorRef b = tensor_arg(info, 1, "b");
+  TensorRef c = tensor_arg(info, 2, "c");
+  Napi::Object opts = options_arg(info, 3);
+  GemmArgs g;
+  g.trans_a = bool_option(opts, "transA", false);
+  g.trans_b = bool_option(opts, "transB", false);
+  g.m = size_option(opts, "m", 0);
+  g.n = size_option(opts, "n", 0);
+  g.k = size_option(opts, "k", 0);
+  const int64_t a_rows = g.trans_a ? g.k : g.m, a_cols = g.trans_a ? g.m : g.k;
+  const int64_t b_rows = g.trans_b ? g.n : g.k, b_cols = g.trans_b ? g.k : g.n;
+  g.lda = size_option(opts, "lda", a_cols);
+  g.ldb = size_option(opts, "ldb", b_cols);
+  g.ldc = size_option(opts, "ldc", g.n);
+  const double alpha = number_option(opts, "alpha", 1.0), beta = number_option(opts, "beta", 0.0);
+  if (!std::isfinite(alpha)) throw Error("alpha: expected a finite number", Error::Range);
+  if (!std::isfinite(beta)) throw Error("beta: expected a finite number", Error::Range);
+  g.alpha = static_cast<float>(alpha);
+  g.beta = static_cast<float>(beta);
+  const int64_t a_span = check_matrix(a, "a", a_rows, a_cols, g.lda);
+  const int64_t b_span = check_matrix(b, "b", b_rows, b_cols, g.ldb);
+  const int64_t c_span = check_matrix(c, "c", g.m, g.n, g.ldc);
+  g.a = static_cast<const float*>(a.data);
+  g.b = static_cast<const float*>(b.data);
+  g.c = static_cast<float*>(c.data);
+  // C is written while A and B are still being read: shared memory would corrupt both.
+  if (overlaps(g.c, c_span, g.a, a_span)) throw Error("c: must not share memory with a", Error::Range);
+  if (overlaps(g.c, c_span, g.b, b_span)) throw Error("c: must not share memory with b", Error::Range);
+  gemm_f32(g);
+  return info.Env().Undefined();
+}
+
+Napi::Value measure_peak(const Napi::CallbackInfo& info) {
+  double seconds = 0.25;
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsNumber()) throw Error("seconds: expected a number", Error::Type);
+    seconds = info[0].As<Napi::Number>().DoubleValue();
+    if (!(seconds > 0 && seconds <= 10)) throw Error("seconds: expected a number in (0, 10]", Error::Range);
+  }
+  return Napi::Number::New(info.Env(), measure_peak_flops(seconds));
+}
+
+void register_gemm(Napi::Env env, Napi::Object exports) {
+  exports.Set("gemm", Napi::Function::New<guarded<gemm>>(env, "gemm"));
+  exports.Set("measurePeakFlops", Napi::Function::New<guarded<measure_peak>>(env, "measurePeakFlops"));
+}
+
+static BindingRegistrar registrar(register_gemm);
+
+}  // namespace
+}  // namespace lgrpo

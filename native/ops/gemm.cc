@@ -1,0 +1,426 @@
+// CPU GEMM, BLIS-style: op(A) and op(B) are copied ("packed") into contiguous slivers
+// that a register-blocked micro-kernel streams through. Loop nest, outside in:
+//   jc  columns of C in blocks of NC    (B block lives in L3)
+//   pc  K in blocks of KC              (one KC×NR sliver of B lives in L1)
+//   ic  rows of C in blocks of MC      (the packed MC×KC block of A lives in L2)
+//   jr  NR-wide slivers of B, packed just before their first use
+//   ir  MR-tall slivers of A -> micro-kernel: an MR×NR tile of C in 12 ymm registers
+// gemm_f32 hands each pool thread a disjoint rectangle of C and runs this nest on it,
+// so no two threads ever write the same element and no reduction crosses threads.
+//
+// A readable reference of what is computed (the tests compare against a float64 one):
+//   for i, j: acc = 0; for k: acc += op(A)[i][k]·op(B)[k][j]; C[i][j] = alpha·acc + beta·C[i][j]
+// with the one difference that acc is folded into C every KC steps of k.
+#include "gemm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "../parallel.h"
+#include "../simd.h"
+
+namespace lgrpo {
+namespace {
+
+constexpr int MR = 6;    // rows of the register tile
+constexpr int NR = 16;   // columns: two ymm vectors; 6×2 accumulators + 2 B + 1 A = 15 of 16 ymm
+constexpr int64_t KC = kGemmKC;
+constexpr int64_t MC = 144;   // MC×KC×4 B = 144 KiB of A: well inside a 1 MiB L2
+constexpr int64_t NC = 4080;  // KC×NC×4 B ≈ 4 MiB of B per thread: L3
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A grow-only 64-byte-aligned scratch block, one per thread and per role, so that
+// gemm_f32_serial can run on many threads at once without sharing packing space.
+class Scratch {
+ public:
+  ~Scratch() { std::free(data_); }
+  float* get(size_t floats) {
+    if (floats > capacity_) {
+      std::free(data_);
+      data_ = nullptr;
+      capacity_ = 0;
+      size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!data_) throw std::bad_alloc();
+      capacity_ = floats;
+    }
+    return data_;
+  }
+
+ private:
+  float* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+thread_local Scratch packed_a_scratch, packed_b_scratch;
+
+// ---------------------------------------------------------------------------------
+// Packing. Element (i, k) of op(A) and (k, j) of op(B), whatever the storage:
+inline const float* op_a_at(const GemmArgs& g, int64_t i, int64_t k) {
+  return g.trans_a ? g.a + k * g.lda + i : g.a + i * g.lda + k;
+}
+inline const float* op_b_at(const GemmArgs& g, int64_t k, int64_t j) {
+  return g.trans_b ? g.b + j * g.ldb + k : g.b + k * g.ldb + j;
+}
+
+// mc×kc of op(A) (`a` points at its (0,0)) into slivers of MR rows: sliver s holds
+// op(A)[s·MR + r][k] at dst[s·kc·MR + k·MR + r]; rows past mc are zero, so edge tiles
+// run the same kernel (zeros add nothing to the valid lanes).
+void pack_a(bool trans, const float* a, int64_t lda, int64_t mc, int64_t kc, float* dst) {
+  for (int64_t i0 = 0; i0 < mc; i0 += MR, dst += kc * MR) {
+    const int rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
+    if (rows < MR) std::memset(dst, 0, sizeof(float) * kc * MR);
+    if (trans) {  // stored [K, M]: each k gives MR adjacent values
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = a + k * lda + i0;
+        for (int r = 0; r < rows; ++r) dst[k * MR + r] = src[r];
+      }
+    } else {      // stored [M, K]: walk each row, scatter into its lane
+      for (int r = 0; r < rows; ++r) {
+        const float* src = a + (i0 + r) * lda;
+        for (int64_t k = 0; k < kc; ++k) dst[k * MR + r] = src[k];
+      }
+    }
+  }
+}
+
+#if LGRPO_AVX2
+// Transposes the 8×8 block at src (row stride ld) into dst (row stride NR).
+inline void transpose8x8_to_sliver(const float* src, int64_t ld, float* dst) {
+  __m256 r0 = _mm256_loadu_ps(src + 0 * ld), r1 = _mm256_loadu_ps(src + 1 * ld);
+  __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
+  __m256 r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld);
+  __m256 r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_store_ps(dst + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_store_ps(dst + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_store_ps(dst + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_store_ps(dst + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_store_ps(dst + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_store_ps(dst + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_store_ps(dst + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_store_ps(dst + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
+// kc×cols of op(B) (`b` points at its (0,0)), cols <= NR, into one sliver: op(B)[k][j]
+// at dst[k·NR + j], columns past cols zero. dst is 64-byte aligned.
+void pack_b_sliver(bool trans, const float* b, int64_t ldb, int64_t cols, int64_t kc, float* dst) {
+  if (!trans) {  // stored [K, N]: rows of op(B) are contiguous
+    if (cols == NR) {
+      for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * NR, b + k * ldb, sizeof(float) * NR);
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        std::memcpy(dst + k * NR, b + k * ldb, sizeof(float) * cols);
+        std::memset(dst + k * NR + cols, 0, sizeof(float) * (NR - cols));
+      }
+    }
+    return;
+  }
+  // Stored [N, K]: column j of op(B) is row j of storage, so this is a transpose.
+  int64_t k = 0;
+#if LGRPO_AVX2
+  if (cols == NR) {
+    for (; k + 8 <= kc; k += 8) {
+      transpose8x8_to_sliver(b + k, ldb, dst + k * NR);
+      transpose8x8_to_sliver(b + 8 * ldb + k, ldb, dst + k * NR + 8);
+    }
+  }
+#endif
+  if (k == kc) return;
+  for (int64_t kk = k; kk < kc; ++kk) std::memset(dst + kk * NR + cols, 0, sizeof(float) * (NR - cols));
+  for (int64_t j = 0; j < cols; ++j) {
+    const float* src = b + j * ldb;
+    for (int64_t kk = k; kk < kc; ++kk) dst[kk * NR + j] = src[kk];
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Micro-kernel: acc = Σ_k a_sliver[k]ᵀ·b_sliver[k] over kc steps (MR×NR), then
+// C = alpha·acc + beta·C, where beta == 0 means C is not read.
+
+#if LGRPO_AVX2
+inline __m256 update(__m256 acc, const float* c, __m256 alpha, __m256 beta, bool read_c) {
+  return read_c ? _mm256_fmadd_ps(alpha, acc, _mm256_mul_ps(beta, _mm256_loadu_ps(c))) : _mm256_mul_ps(alpha, acc);
+}
+
+void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, int64_t ldc,
+                  float alpha_s, float beta_s) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (int r = 0; r < MR; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR - 1), _MM_HINT_T0);
+  }
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    __m256 x = _mm256_broadcast_ss(a + 0);
+    c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+    x = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+    x = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+    x = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+    x = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+    x = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+    a += MR;
+    b += NR;
+  }
+  const __m256 alpha = _mm256_set1_ps(alpha_s), beta = _mm256_set1_ps(beta_s);
+  const bool read_c = beta_s != 0.0f;
+  const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  for (int r = 0; r < MR; ++r) {
+    float* row = c + r * ldc;
+    _mm256_storeu_ps(row, update(acc[r][0], row, alpha, beta, read_c));
+    _mm256_storeu_ps(row + 8, update(acc[r][1], row + 8, alpha, beta, read_c));
+  }
+}
+#else
+void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, int64_t ldc,
+                  float alpha, float beta) {
+  float acc[MR][NR] = {};
+  for (int64_t k = 0; k < kc; ++k, a += MR, b += NR)
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < NR; ++j) acc[r][j] += a[r] * b[j];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j)
+      c[r * ldc + j] = beta != 0.0f ? alpha * acc[r][j] + beta * c[r * ldc + j] : alpha * acc[r][j];
+}
+#endif
+
+// An edge tile (rows < MR or cols < NR) goes through a full-size scratch tile so it
+// takes exactly the arithmetic path of an interior one.
+void edge_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta,
+                 int rows, int cols) {
+  alignas(64) float tile[MR * NR] = {};
+  if (beta != 0.0f)
+    for (int r = 0; r < rows; ++r) std::memcpy(tile + r * NR, c + r * ldc, sizeof(float) * cols);
+  micro_kernel(kc, a, b, tile, NR, alpha, beta);
+  for (int r = 0; r < rows; ++r) std::memcpy(c + r * ldc, tile + r * NR, sizeof(float) * cols);
+}
+
+// C ← beta·C (beta == 0 writes zeros without reading, so NaN garbage is cleared too).
+void scale_c(float* c, int64_t ldc, int64_t m, int64_t n, float beta) {
+  if (beta == 1.0f) return;
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = c + i * ldc;
+    if (beta == 0.0f) std::memset(row, 0, sizeof(float) * n);
+    else for (int64_t j = 0; j < n; ++j) row[j] *= beta;
+  }
+}
+
+// Few rows and a transposed B (y = x·Wᵀ while decoding): the whole job is one read of
+// W, so walk W sliver by sliver, each over all of K, reading its 16 rows as 16 streams
+// instead of in K-block pieces far apart in time. op(A) is packed once, every K block.
+// Per element the arithmetic is the main path's exactly (same K blocks, same order).
+constexpr int64_t kSmallMMaxPackedA = int64_t(1) << 20;
+
+void gemm_small_m(const GemmArgs& g) {
+  const int64_t m = g.m, n = g.n, k = g.k;
+  const int64_t a_block = ceil_div(m, MR) * MR * KC;
+  float* pa = packed_a_scratch.get(static_cast<size_t>(a_block * ceil_div(k, KC)));
+  float* pb = packed_b_scratch.get(static_cast<size_t>(KC * NR));
+  for (int64_t pc = 0; pc < k; pc += KC)
+    pack_a(g.trans_a, op_a_at(g, 0, pc), g.lda, m, std::min(KC, k - pc), pa + pc / KC * a_block);
+  for (int64_t jr = 0; jr < n; jr += NR) {
+    const int cols = static_cast<int>(std::min<int64_t>(NR, n - jr));
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      const int64_t kc = std::min(KC, k - pc);
+      const float beta = pc == 0 ? g.beta : 1.0f;
+      pack_b_sliver(true, op_b_at(g, pc, jr), g.ldb, cols, kc, pb);
+      const float* pa_block = pa + pc / KC * a_block;
+      for (int64_t ir = 0; ir < m; ir += MR) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, m - ir));
+        float* tile = g.c + ir * g.ldc + jr;
+        if (rows == MR && cols == NR) micro_kernel(kc, pa_block + ir * kc, pb, tile, g.ldc, g.alpha, beta);
+        else edge_kernel(kc, pa_block + ir * kc, pb, tile, g.ldc, g.alpha, beta, rows, cols);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_f32_serial(const GemmArgs& g) {
+  const int64_t m = g.m, n = g.n, k = g.k;
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || g.alpha == 0.0f) {
+    scale_c(g.c, g.ldc, m, n, g.beta);
+    return;
+  }
+  if (g.trans_b && m <= MC && m * k <= kSmallMMaxPackedA) {
+    gemm_small_m(g);
+    return;
+  }
+  float* pa = packed_a_scratch.get(static_cast<size_t>(std::min(MC, ceil_div(m, MR) * MR) * KC));
+  float* pb = packed_b_scratch.get(static_cast<size_t>(KC * std::min(NC, ceil_div(n, NR) * NR)));
+  for (int64_t jc = 0; jc < n; jc += NC) {
+    const int64_t nc = std::min(NC, n - jc);
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      const int64_t kc = std::min(KC, k - pc);
+      const float beta = pc == 0 ? g.beta : 1.0f;  // later K blocks accumulate onto C
+      for (int64_t ic = 0; ic < m; ic += MC) {
+        const int64_t mc = std::min(MC, m - ic);
+        pack_a(g.trans_a, op_a_at(g, ic, pc), g.lda, mc, kc, pa);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+          float* sliver = pb + jr * kc;
+          // Packed on first use (ic == 0), so it is still in L1 for that pass.
+          if (ic == 0) pack_b_sliver(g.trans_b, op_b_at(g, pc, jc + jr), g.ldb, cols, kc, sliver);
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int rows = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+            float* tile = g.c + (ic + ir) * g.ldc + jc + jr;
+            const float* a_sliver = pa + ir * kc;
+            if (rows == MR && cols == NR) micro_kernel(kc, a_sliver, sliver, tile, g.ldc, g.alpha, beta);
+            else edge_kernel(kc, a_sliver, sliver, tile, g.ldc, g.alpha, beta, rows, cols);
+          }
+        }
+      }
+    }
+  }
+}
+
+void gemm_f32(const GemmArgs& g) {
+  if (g.m <= 0 || g.n <= 0) return;
+  const int64_t tiles_m = ceil_div(g.m, MR), tiles_n = ceil_div(g.n, NR);
+  // Below a few MFLOP per thread, waking the pool costs more than it saves.
+  const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) * static_cast<double>(g.k);
+  const int64_t max_threads = std::max<int64_t>(1, std::min<int64_t>(num_threads(), static_cast<int64_t>(flops / 4e6)));
+
+  // Pick the grid tm × tn of rectangles (tile-aligned) with the least per-thread cost,
+  // estimated in cycles: padded FMAs at 16 per cycle, plus one per packed element
+  // (A is packed once per NC block of columns, B once), plus a fixed wake-up cost.
+  int64_t best_tm = 1, best_tn = 1;
+  double best_cost = 1e300;
+  for (int64_t t = 1; t <= max_threads; ++t) {
+    for (int64_t tm = 1; tm <= t; ++tm) {
+      if (t % tm) continue;
+      const int64_t tn = t / tm;
+      if (tm > tiles_m || tn > tiles_n) continue;
+      const double mt = static_cast<double>(ceil_div(tiles_m, tm) * MR);
+      const double nt = static_cast<double>(ceil_div(tiles_n, tn) * NR);
+      const double kk = static_cast<double>(g.k);
+      const double cost = mt * nt * kk / 16.0 + kk * (nt + mt * std::ceil(nt / NC)) + (t > 1 ? 2e4 : 0.0);
+      if (cost < best_cost) { best_cost = cost; best_tm = tm; best_tn = tn; }
+    }
+  }
+  if (best_tm * best_tn == 1) {
+    gemm_f32_serial(g);
+    return;
+  }
+  const int64_t tm = best_tm, tn = best_tn;
+  parallel_for(tm * tn, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t ti = t / tn, tj = t % tn;
+      const int64_t i0 = std::min(g.m, tiles_m * ti / tm * MR), i1 = std::min(g.m, tiles_m * (ti + 1) / tm * MR);
+      const int64_t j0 = std::min(g.n, tiles_n * tj / tn * NR), j1 = std::min(g.n, tiles_n * (tj + 1) / tn * NR);
+      GemmArgs s = g;
+      s.m = i1 - i0;
+      s.n = j1 - j0;
+      s.a = g.trans_a ? g.a + i0 : g.a + i0 * g.lda;
+      s.b = g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
+      s.c = g.c + i0 * g.ldc + j0;
+      gemm_f32_serial(s);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------
+// FLOP ceiling: independent FMA chains on registers only. 12 chains of 8 lanes cover
+// the 4-cycle FMA latency on both FMA pipes (8 in flight needed) with room to spare.
+namespace {
+
+float fma_chains(int64_t iterations, float seed) {
+#if LGRPO_AVX2
+  // Distinct starting values: identical chains would be merged into one by the compiler.
+  const __m256 mul = _mm256_set1_ps(0.999f), add = _mm256_set1_ps(1e-3f);
+  const __m256 step = _mm256_set1_ps(seed * 0.0625f);
+  __m256 v0 = _mm256_set1_ps(seed);
+  __m256 v1 = _mm256_add_ps(v0, step), v2 = _mm256_add_ps(v1, step), v3 = _mm256_add_ps(v2, step);
+  __m256 v4 = _mm256_add_ps(v3, step), v5 = _mm256_add_ps(v4, step), v6 = _mm256_add_ps(v5, step);
+  __m256 v7 = _mm256_add_ps(v6, step), v8 = _mm256_add_ps(v7, step), v9 = _mm256_add_ps(v8, step);
+  __m256 v10 = _mm256_add_ps(v9, step), v11 = _mm256_add_ps(v10, step);
+  for (int64_t i = 0; i < iterations; ++i) {
+    // Each chain converges to add/(1-mul): no overflow, no subnormals, whatever the count.
+    v0 = _mm256_fmadd_ps(v0, mul, add); v1 = _mm256_fmadd_ps(v1, mul, add);
+    v2 = _mm256_fmadd_ps(v2, mul, add); v3 = _mm256_fmadd_ps(v3, mul, add);
+    v4 = _mm256_fmadd_ps(v4, mul, add); v5 = _mm256_fmadd_ps(v5, mul, add);
+    v6 = _mm256_fmadd_ps(v6, mul, add); v7 = _mm256_fmadd_ps(v7, mul, add);
+    v8 = _mm256_fmadd_ps(v8, mul, add); v9 = _mm256_fmadd_ps(v9, mul, add);
+    v10 = _mm256_fmadd_ps(v10, mul, add); v11 = _mm256_fmadd_ps(v11, mul, add);
+  }
+  __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(v0, v1), _mm256_add_ps(v2, v3)),
+                           _mm256_add_ps(_mm256_add_ps(v4, v5), _mm256_add_ps(v6, v7)));
+  s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(v8, v9), _mm256_add_ps(v10, v11)));
+  return hsum_avx2(s);
+#else
+  float v[12];
+  for (int c = 0; c < 12; ++c) v[c] = seed * (1.0f + 0.0625f * c);
+  for (int64_t i = 0; i < iterations; ++i)
+    for (float& x : v) x = x * 0.999f + 1e-3f;
+  float s = 0;
+  for (float x : v) s += x;
+  return s;
+#endif
+}
+
+constexpr double kFlopsPerIteration = 12.0 * (LGRPO_AVX2 ? 8 : 1) * 2.0;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+double measure_peak_flops(double seconds) {
+  seconds = std::max(0.01, std::min(seconds, 10.0));
+  // Calibrate the per-thread iteration count on one thread, then run every thread.
+  int64_t iterations = 1 << 16;
+  volatile float sink = 0;
+  for (;;) {
+    auto t0 = std::chrono::steady_clock::now();
+    sink = sink + fma_chains(iterations, 1.0f);
+    double dt = seconds_since(t0);
+    if (dt > 0.01 || iterations > (int64_t(1) << 40)) {
+      iterations = std::max<int64_t>(1, static_cast<int64_t>(iterations * (seconds / 3) / dt));
+      break;
+    }
+    iterations *= 4;
+  }
+  const int threads = num_threads();
+  std::vector<float> results(threads, 0.0f);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) results[t] = fma_chains(iterations, 1.0f + t);
+    });
+    double dt = seconds_since(t0);
+    best = std::max(best, threads * static_cast<double>(iterations) * kFlopsPerIteration / dt);
+  }
+  for (float r : results) sink = sink + r;
+  return best / 1e9;
+}
+
+}  // namespace lgrpo

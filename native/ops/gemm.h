@@ -1,0 +1,62 @@
+// Single-precision GEMM for the engine: C = alpha·op(A)·op(B) + beta·C, row-major with
+// leading dimensions, op ∈ {N, T}. The three products of a transformer linear layer:
+//   forward      y  = x·Wᵀ       A = x  [M,K] N,  B = W [N,K] T
+//   input grad   dX = dY·W       A = dY [M,K] N,  B = W [K,N] N
+//   weight grad  dW += dYᵀ·X     A = dY [K,M] T,  B = X [K,N] N, beta = 1
+//
+// Results are deterministic and independent of the thread count and of how C is
+// split: every element is accumulated by one FMA chain over k in increasing order,
+// restarted at fixed multiples of the K block (kGemmKC), whichever thread owns it.
+// beta = 0 never reads C (so C may hold garbage or NaN); alpha = 0 or K = 0 only
+// scales C by beta. NaN and Inf in A or B propagate as IEEE arithmetic says.
+// CPU only; the CUDA twin comes with the engine's CUDA leaves.
+#pragma once
+
+#include <cstdint>
+
+namespace lgrpo {
+
+struct GemmArgs {
+  bool trans_a = false;  // op(A) = Aᵀ: A is stored [K, M]
+  bool trans_b = false;  // op(B) = Bᵀ: B is stored [N, K]
+  int64_t m = 0, n = 0, k = 0;
+  float alpha = 1.0f;
+  const float* a = nullptr;
+  int64_t lda = 0;       // stride between stored rows of A (>= its stored cols)
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  float beta = 0.0f;
+  float* c = nullptr;    // [M, N], must not overlap A or B
+  int64_t ldc = 0;
+};
+
+// Blocking of K: the one blocking parameter the bits depend on (see above).
+constexpr int64_t kGemmKC = 256;
+
+// Splits C into disjoint rectangles over the thread pool (parallel_for). Inside an
+// already-parallel region the pool runs it inline on the calling thread.
+void gemm_f32(const GemmArgs& args);
+
+// The same computation on the calling thread only, for tiles of a larger job that the
+// caller already parallelises (packing buffers are thread-local). Bit-identical to
+// gemm_f32 on the same sub-block.
+void gemm_f32_serial(const GemmArgs& args);
+
+inline void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                     int64_t ldc) {
+  gemm_f32(GemmArgs{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc});
+}
+
+inline void gemm_f32_serial(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                            int64_t ldc) {
+  gemm_f32_serial(GemmArgs{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc});
+}
+
+// The FLOP ceiling this machine reaches with the instructions the GEMM uses (8-wide
+// f32 FMAs when built with AVX2, else scalar FMAs), measured on every pool thread with
+// a register-only loop for about `seconds`. GFLOP/s, best of three.
+double measure_peak_flops(double seconds = 0.25);
+
+}  // namespace lgrpo

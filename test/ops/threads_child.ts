@@ -1,0 +1,48 @@
+// Fixed-seed cases for the thread-count determinism tests of gemm and the optimiser
+// leaves. The tests run them in this process and in child processes started with
+// LGRPO_NUM_THREADS=1 and =3 (the pool size is fixed at start-up that way), and compare
+// SHA-256 digests of the output bits. Run directly, it prints the digests as JSON.
+import { createHash } from 'node:crypto';
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { adamwStep, gradSumSquares } from '../../src/ops/adamw.js';
+import { gemm } from '../../src/ops/gemm.js';
+import { Rng } from '../helpers.js';
+
+function digest(...arrays: (Float32Array | Float64Array)[]): string {
+  const h = createHash('sha256');
+  for (const a of arrays) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  return h.digest('hex');
+}
+
+function gemmCase(transA: boolean, transB: boolean): string {
+  const r = new Rng(1234 + (transA ? 2 : 0) + (transB ? 1 : 0));
+  // Big enough to be split across threads, several K/M blocks, ragged edges everywhere.
+  const m = 301, n = 283, k = 611;
+  const a = r.normals(m * k), b = r.normals(k * n), c = r.normals(m * n);
+  gemm({ data: a, rows: transA ? k : m, cols: transA ? m : k }, { data: b, rows: transB ? n : k, cols: transB ? k : n },
+    { data: c, rows: m, cols: n }, { transA, transB, alpha: 0.7, beta: 1 });
+  return digest(c);
+}
+
+function adamwCase(): string {
+  const r = new Rng(99);
+  const n = 300_001, p = r.normals(n), g = r.normals(n), m = r.normals(n), v = Float32Array.from(r.normals(n), (x) => x * x);
+  adamwStep(p, g, m, v, { lr: 1e-3, step: 5, weightDecay: 0.01 });
+  return digest(p, m, v);
+}
+
+function sumSquaresCase(): string {
+  return digest(new Float64Array([gradSumSquares(new Rng(7).normals(1_000_003))]));
+}
+
+export function threadCases(): Record<string, string> {
+  return {
+    'gemm NN': gemmCase(false, false), 'gemm NT': gemmCase(false, true),
+    'gemm TN': gemmCase(true, false), 'gemm TT': gemmCase(true, true),
+    adamw: adamwCase(), gradSumSquares: sumSquaresCase(),
+  };
+}
+
+if (process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url)))
+  console.log(JSON.stringify(threadCases()));
