@@ -113,6 +113,7 @@ export const gemmBench: KernelBench = {
       ctx.record({
         kernel: 'gemm', variant: r.name, size: r.shape, dims: { M: m, N: n, K: k }, device: 'cpu',
         medianMs: r.medianMs, minMs: r.minMs, runs: r.runs, flops: 2 * m * n * k, gflopPerS: r.gflops,
+        ceiling: 'flop', pctOfCeiling: 100 * r.fractionOfPeak,
         notes: [`${(100 * r.fractionOfPeak).toFixed(0)}% of the measured FMA ceiling (${r.peakGflops.toFixed(1)} GFLOP/s, register-only FMA chains on every kernel thread)`],
       });
     }

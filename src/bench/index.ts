@@ -11,7 +11,7 @@ import {
 
 // linearTokenLogprobs runs first: its peak-memory figure comes from the process's RSS
 // high-water mark, which the multi-GB logits of tokenLogprobs would otherwise mask.
-export const KERNELS = ['linearTokenLogprobs', 'tokenLogprobs', 'grpoLoss', 'groupAdvantages', 'lambdaWeights'] as const;
+export const KERNELS = ['linearTokenLogprobs', 'tokenLogprobs', 'grpoLoss', 'groupAdvantages', 'lambdaWeights', 'gemm'] as const;
 export type KernelName = (typeof KERNELS)[number];
 
 const loaders: Record<KernelName, () => Promise<KernelBench>> = {
@@ -20,6 +20,7 @@ const loaders: Record<KernelName, () => Promise<KernelBench>> = {
   grpoLoss: async () => (await import('./grpo_loss.js')).grpoLossBench,
   groupAdvantages: async () => (await import('./group_advantages.js')).groupAdvantagesBench,
   lambdaWeights: async () => (await import('./lambda_weights.js')).lambdaWeightsBench,
+  gemm: async () => (await import('./gemm.js')).gemmBench,
 };
 
 export interface BenchOptions {
@@ -56,13 +57,14 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
       const bytes = quick ? 64 * 1024 * 1024 : 256 * 1024 * 1024;
       log(`ceiling: measuring read and copy bandwidth over ${bytes >> 20} MB...`);
       ceiling = await measureCeiling(bytes, buildInfo().threads);
-      log(`ceiling: read ${ceiling.readGBs.toFixed(1)} GB/s, copy ${ceiling.copyGBs.toFixed(1)} GB/s (read+write)`);
+      log(`ceiling: read ${ceiling.readGBs.toFixed(1)} GB/s, copy ${ceiling.copyGBs.toFixed(1)} GB/s (read+write), FMA peak ${ceiling.gflops.toFixed(0)} GFLOP/s`);
     }
     return ceiling;
   };
-  // Percentages against host DRAM say nothing about a GPU kernel; there the GB/s stand alone.
+  // Percentages against host DRAM or host FMAs say nothing about a GPU kernel; there the
+  // rates stand alone.
   const finish = (r: BenchResult): BenchResult => {
-    if (!ceiling || r.bytes === undefined) return r;
+    if (!ceiling) return r;
     const done = withBandwidth(r, ceiling);
     if (device !== 'cpu') {
       delete done.pctOfCeiling;

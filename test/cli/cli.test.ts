@@ -75,7 +75,7 @@ test('bench --quick --json reports every kernel with finite positive numbers', (
     assertPositive(report.ceiling[key], `ceiling.${key}`);
 
   const kernels = new Set(report.results.map((x: { kernel: string }) => x.kernel));
-  assert.deepEqual([...kernels].sort(), ['groupAdvantages', 'grpoLoss', 'lambdaWeights', 'linearTokenLogprobs', 'tokenLogprobs']);
+  assert.deepEqual([...kernels].sort(), ['gemm', 'groupAdvantages', 'grpoLoss', 'lambdaWeights', 'linearTokenLogprobs', 'tokenLogprobs']);
   for (const res of report.results) {
     const label = `${res.kernel} ${res.variant}`;
     for (const key of ['medianMs', 'minMs', 'runs']) assertPositive(res[key], `${label}.${key}`);
