@@ -7,7 +7,8 @@
 // grad dX = dY·W, weight grad dW += dYᵀ·X; plus one decode step (8 rows), which is a read
 // of W and so bandwidth-bound, not FLOP-bound.
 import { gemm, measurePeakFlops } from '../ops/gemm.js';
-import { fillUniform, timeIt, type BenchContext, type KernelBench, type TimingOptions } from './harness.js';
+import { fillUniform, maxAbsDiff, timeIt, type BenchContext, type KernelBench, type NaiveComparison, type TimingOptions } from './harness.js';
+import { naiveGemm } from './naive.js';
 
 export interface GemmShape {
   name: string;
@@ -38,6 +39,8 @@ export interface GemmBenchRow {
   minMs: number;
   runs: number;
   gflops: number;
+  /** the naive TypeScript triple loop on the first rows, its time scaled to all rows */
+  naive: NaiveComparison;
   /** gflops / peakGflops */
   fractionOfPeak: number;
   peakGflops: number;
@@ -93,7 +96,12 @@ export function benchGemm(opts: GemmBenchOptions = {}): GemmBenchRow[] {
     const C = { data: c, rows: s.m, cols: s.n };
     const t = timeIt(() => gemm(A, B, C, { transA: s.transA, transB: s.transB, beta: s.beta ?? 0 }), timing);
     const gflops = (2 * s.m * s.n * s.k) / (t.medianMs / 1000) / 1e9;
-    rows.push({ name: s.name, shape, ...t, gflops });
+    const naiveRows = Math.min(s.m, opts.quick ? 4 : 8);
+    const naiveT = timeIt(() => naiveGemm(a, b, s.m, s.n, s.k, s.transA, s.transB, naiveRows), { warmup: 1, minRuns: 2, minSeconds: 0.2 });
+    const naiveMs = (naiveT.medianMs * s.m) / naiveRows;
+    const diff = maxAbsDiff(c.subarray(0, naiveRows * s.n), naiveGemm(a, b, s.m, s.n, s.k, s.transA, s.transB, naiveRows));
+    const naive = { medianMs: naiveMs, rowsTimed: naiveRows, totalRows: s.m, speedup: naiveMs / t.medianMs, maxAbsDiff: diff };
+    rows.push({ name: s.name, shape, ...t, gflops, naive });
   }
   const peak = Math.max(peakBefore, measure());
   return rows.map((r) => ({ ...r, fractionOfPeak: r.gflops / peak, peakGflops: peak }));
@@ -113,7 +121,7 @@ export const gemmBench: KernelBench = {
       ctx.record({
         kernel: 'gemm', variant: r.name, size: r.shape, dims: { M: m, N: n, K: k }, device: 'cpu',
         medianMs: r.medianMs, minMs: r.minMs, runs: r.runs, flops: 2 * m * n * k, gflopPerS: r.gflops,
-        ceiling: 'flop', pctOfCeiling: 100 * r.fractionOfPeak,
+        ceiling: 'flop', pctOfCeiling: 100 * r.fractionOfPeak, naive: r.naive,
         notes: [`${(100 * r.fractionOfPeak).toFixed(0)}% of the measured FMA ceiling (${r.peakGflops.toFixed(1)} GFLOP/s, register-only FMA chains on every kernel thread)`],
       });
     }

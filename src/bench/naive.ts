@@ -220,3 +220,17 @@ export function naiveGrpoLoss(x: NaiveLossInputs): { loss: number; gradLogprobs:
   }
   return { loss, gradLogprobs: grad, gradLambda };
 }
+
+/** The first `rows` rows of C = op(A)·op(B), row-major, three nested loops. */
+export function naiveGemm(
+  a: Float32Array, b: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, rows = m,
+): Float32Array {
+  const c = new Float32Array(rows * n);
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < n; j++) {
+      let sum = 0;
+      for (let p = 0; p < k; p++) sum += (transA ? a[p * m + i] : a[i * k + p]) * (transB ? b[j * k + p] : b[p * n + j]);
+      c[i * n + j] = sum;
+    }
+  return c;
+}
