@@ -10,3 +10,4 @@ export { linearTokenLogprobs, linearTokenLogprobsBackward, type LinearTokenLogpr
 export type { TensorLike } from './ops/validate.js';
 export { AdamW, NonFiniteGradError, defaultNoDecay, type AdamWOptions, type AdamWHyperparameters, type AdamWStepResult, type AdamWState, type AdamWMoments, type NamedBuffers, type ParamBuffer } from './engine/adamw.js';
 export { linearWarmup, type LrSchedule, type ScheduleKind, type WarmupOptions } from './engine/schedule.js';
+export * from './train/data.js';
