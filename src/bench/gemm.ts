@@ -99,6 +99,9 @@ export function benchGemm(opts: GemmBenchOptions = {}): GemmBenchRow[] {
     const naiveRows = Math.min(s.m, opts.quick ? 4 : 8);
     const naiveT = timeIt(() => naiveGemm(a, b, s.m, s.n, s.k, s.transA, s.transB, naiveRows), { warmup: 1, minRuns: 2, minSeconds: 0.2 });
     const naiveMs = (naiveT.medianMs * s.m) / naiveRows;
+    // Timing with beta = 1 accumulated into C run after run: compare one product from C = 0.
+    c.fill(0);
+    gemm(A, B, C, { transA: s.transA, transB: s.transB, beta: s.beta ?? 0 });
     const diff = maxAbsDiff(c.subarray(0, naiveRows * s.n), naiveGemm(a, b, s.m, s.n, s.k, s.transA, s.transB, naiveRows));
     const naive = { medianMs: naiveMs, rowsTimed: naiveRows, totalRows: s.m, speedup: naiveMs / t.medianMs, maxAbsDiff: diff };
     rows.push({ name: s.name, shape, ...t, gflops, naive });
