@@ -1,0 +1,411 @@
+// PolicyModel: the native policy engine as a JS object (src/engine/policy.ts wraps it).
+//
+//   new PolicyModel(config, parameters f32[P], gradients f32[P], {recompute})
+//   layout()                                   → [{name, shape, offset}] in buffer order
+//   forward(ids i32[B,T], lengths i32[B])      → Float32Array [B·T·D], a view of the model's
+//                                                hidden buffer (valid until the next forward)
+//   backward(gradHidden f32[B·T, D], {gradLmHead? f32[V, D]})   accumulates into gradients
+//   sequenceLogprobs(ids, lengths, promptLengths i32[B], {temperature}) → Float32Array
+//   generate(ids, lengths, {maxNewTokens, temperature, topP, topK, stopIds i32, seed})
+//                                              → {tokens: Int32Array[], logprobs: Float32Array[],
+//                                                 stopped: Uint8Array}
+//   setRecompute(bool), stats(), dispose()
+//
+// The parameter and gradient buffers stay the caller's: the model keeps references to the
+// tensor objects (so the memory lives as long as the model) and resolves them again on
+// every call, so a buffer released behind its back is an error, never a dangling pointer.
+#include <cmath>
+#include <memory>
+
+#include "../binding.h"
+#include "../parallel.h"
+#include "../engine/model.h"
+
+namespace lgrpo {
+namespace {
+
+template <typename F>
+Napi::Value translated(Napi::Env env, F&& body) {
+  try {
+    return body();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const Error& e) {
+    if (e.kind == Error::Type) throw Napi::TypeError::New(env, e.what());
+    if (e.kind == Error::Range) throw Napi::RangeError::New(env, e.what());
+    throw Napi::Error::New(env, e.what());
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(env, "lgrpo-native: out of memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("lgrpo-native: ") + e.what());
+  } catch (...) {
+    throw Napi::Error::New(env, "lgrpo-native: unknown native error");
+  }
+}
+
+int64_t integer_field(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Error(std::string("config.") + key + ": expected a number", Error::Type);
+  const double x = v.As<Napi::Number>().DoubleValue();
+  if (!(x >= 0) || x > 9.0e15 || x != static_cast<double>(static_cast<int64_t>(x)))
+    throw Error(std::string("config.") + key + ": expected a non-negative integer", Error::Range);
+  return static_cast<int64_t>(x);
+}
+
+double number_field(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Error(std::string("config.") + key + ": expected a number", Error::Type);
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+bool bool_field(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean()) throw Error(std::string("config.") + key + ": expected a boolean", Error::Type);
+  return v.As<Napi::Boolean>().Value();
+}
+
+ModelConfig parse_model_config(const Napi::Value& value) {
+  if (!value.IsObject()) throw Error("config: expected an object", Error::Type);
+  Napi::Object o = value.As<Napi::Object>();
+  ModelConfig c;
+  c.hidden = integer_field(o, "hiddenSize");
+  c.intermediate = integer_field(o, "intermediateSize");
+  c.layers = integer_field(o, "numHiddenLayers");
+  c.q_heads = integer_field(o, "numAttentionHeads");
+  c.kv_heads = integer_field(o, "numKeyValueHeads");
+  c.head_dim = integer_field(o, "headDim");
+  c.vocab = integer_field(o, "vocabSize");
+  c.max_positions = integer_field(o, "maxPositionEmbeddings");
+  c.rms_eps = number_field(o, "rmsNormEps");
+  c.rope_theta = number_field(o, "ropeTheta");
+  c.tie_embeddings = bool_field(o, "tieWordEmbeddings");
+  c.qkv_bias = bool_field(o, "qkvBias");
+  c.o_bias = bool_field(o, "oProjBias");
+  if (c.vocab > 2147483647) throw Error("config.vocabSize: exceeds the int32 token id range", Error::Range);
+  c.validate();
+  return c;
+}
+
+Napi::Array shape_array(Napi::Env env, const std::vector<int64_t>& shape) {
+  Napi::Array a = Napi::Array::New(env, shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) a.Set(static_cast<uint32_t>(i), static_cast<double>(shape[i]));
+  return a;
+}
+
+// ids i32 [B, T] and lengths i32 [B], on the CPU.
+struct BatchArgs {
+  const int32_t* ids;
+  const int32_t* lengths;
+  int64_t batch, seq;
+};
+
+BatchArgs batch_args(const Napi::CallbackInfo& info) {
+  TensorRef ids = tensor_arg(info, 0, "ids");
+  TensorRef lengths = tensor_arg(info, 1, "lengths");
+  expect_dtype(ids, {DType::I32}, "ids");
+  expect_rank(ids, 2, "ids");
+  expect_dtype(lengths, {DType::I32}, "lengths");
+  expect_shape(lengths, {ids.shape[0]}, "lengths");
+  if (ids.device.is_cuda() || lengths.device.is_cuda())
+    throw Error("ids: token ids and lengths are host data; pass CPU tensors", Error::Type);
+  return {static_cast<const int32_t*>(ids.data), static_cast<const int32_t*>(lengths.data), ids.shape[0],
+          ids.shape[1]};
+}
+
+class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "PolicyModel",
+                       {
+                           InstanceMethod("layout", &PolicyModel::Guard<&PolicyModel::Layout>),
+                           InstanceMethod("forward", &PolicyModel::Guard<&PolicyModel::Forward>),
+                           InstanceMethod("backward", &PolicyModel::Guard<&PolicyModel::Backward>),
+                           InstanceMethod("sequenceLogprobs", &PolicyModel::Guard<&PolicyModel::SequenceLogprobs>),
+                           InstanceMethod("generate", &PolicyModel::Guard<&PolicyModel::Generate>),
+                           InstanceMethod("setRecompute", &PolicyModel::Guard<&PolicyModel::SetRecompute>),
+                           InstanceMethod("stats", &PolicyModel::Guard<&PolicyModel::Stats>),
+                           InstanceMethod("dispose", &PolicyModel::Guard<&PolicyModel::Dispose>),
+                       });
+  }
+
+  explicit PolicyModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PolicyModel>(info) {
+    translated(info.Env(), [&]() -> Napi::Value {
+      const ModelConfig config = parse_model_config(info.Length() > 0 ? info[0] : info.Env().Undefined());
+      const Napi::Object opts = options_arg(info, 3);
+      count_ = parameter_count(config);
+      const TensorRef params = tensor_arg(info, 1, "parameters");
+      const TensorRef grads = tensor_arg(info, 2, "gradients");
+      check_buffer(params, "parameters");
+      check_buffer(grads, "gradients");
+      if (params.data == grads.data) throw Error("gradients: must not share memory with parameters", Error::Type);
+      model_ = std::make_unique<Model>(config, cpu_backend(), bool_option(opts, "recompute", false));
+      params_ = Napi::Persistent(info[1].As<Napi::Object>());
+      grads_ = Napi::Persistent(info[2].As<Napi::Object>());
+      return info.Env().Undefined();
+    });
+  }
+
+ private:
+  template <Napi::Value (PolicyModel::*Method)(const Napi::CallbackInfo&)>
+  Napi::Value Guard(const Napi::CallbackInfo& info) {
+    return translated(info.Env(), [&] { return (this->*Method)(info); });
+  }
+
+  void check_buffer(const TensorRef& t, const char* name) const {
+    if (t.device.is_cuda())
+      throw Error(std::string(name) + ": the CUDA engine backend is not available yet; use a CPU tensor",
+                  Error::Type);
+    expect_dtype(t, {DType::F32}, name);
+    if (t.numel() != count_)
+      throw Error(std::string(name) + ": holds " + std::to_string(t.numel()) + " values but the model has " +
+                      std::to_string(count_) + " parameters",
+                  Error::Range);
+  }
+
+  Model& model() {
+    if (!model_) throw Error("model: it was disposed", Error::Generic);
+    return *model_;
+  }
+
+  // The buffer behind a kept tensor object, checked again: it may have been released.
+  float* resolve(Napi::ObjectReference& ref, const char* name) {
+    Napi::Object o = ref.Value();
+    Napi::Value data = o.Get("data");
+    if (!data.IsTypedArray() || data.As<Napi::TypedArray>().ArrayBuffer().IsDetached())
+      throw Error(std::string(name) + ": the buffer was released (was the tensor disposed?)", Error::Generic);
+    const TensorRef t = unpack_tensor(o, name);
+    check_buffer(t, name);
+    return static_cast<float*>(t.data);
+  }
+
+  Napi::Value Layout(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto layout = parameter_layout(model().config());
+    Napi::Array out = Napi::Array::New(env, layout.size());
+    for (size_t i = 0; i < layout.size(); ++i) {
+      Napi::Object e = Napi::Object::New(env);
+      e.Set("name", layout[i].name);
+      e.Set("shape", shape_array(env, layout[i].shape));
+      e.Set("offset", static_cast<double>(layout[i].offset));
+      out.Set(static_cast<uint32_t>(i), e);
+    }
+    return out;
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Model& m = model();
+    const BatchArgs b = batch_args(info);
+    const float* params = resolve(params_, "parameters");
+    const int64_t D = m.config().hidden;
+    const size_t needed = static_cast<size_t>(b.batch * b.seq * D);
+    // The hidden output lives in one buffer reused across calls, regrown only when a
+    // larger batch comes (or if someone released it).
+    if (hidden_.IsEmpty() || hidden_.Value().IsDetached() || hidden_.Value().ByteLength() < needed * sizeof(float)) {
+      void* data = nullptr;
+      Napi::Object t = allocate_tensor(env, {static_cast<int64_t>(std::max<size_t>(needed, 1))}, DType::F32, Device{},
+                                       &data);
+      hidden_ = Napi::Persistent(t.Get("data").As<Napi::TypedArray>().ArrayBuffer());
+      ++hidden_allocations_;
+    }
+    Napi::ArrayBuffer buffer = hidden_.Value();
+    m.forward(params, b.ids, b.lengths, b.batch, b.seq, static_cast<float*>(buffer.Data()));
+    return Napi::Float32Array::New(env, needed, buffer, 0);
+  }
+
+  Napi::Value Backward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Model& m = model();
+    const int64_t D = m.config().hidden, V = m.config().vocab;
+    if (!m.has_activations())
+      throw Error("backward: no saved activations; call forward() first (generate and sequenceLogprobs do not save any)",
+                  Error::Generic);
+    const int64_t B = m.last_batch(), T = m.last_seq();
+    TensorRef grad = tensor_arg(info, 0, "gradHidden");
+    expect_dtype(grad, {DType::F32}, "gradHidden");
+    if (grad.device.is_cuda()) throw Error("gradHidden: the CUDA engine backend is not available yet", Error::Type);
+    expect_shape(grad, {B * T, D}, "gradHidden");
+    const Napi::Object opts = options_arg(info, 1);
+    const float* head_grad = nullptr;
+    if (has_option(opts, "gradLmHead")) {
+      TensorRef g = unpack_tensor(opts.Get("gradLmHead"), "gradLmHead");
+      expect_dtype(g, {DType::F32}, "gradLmHead");
+      if (g.device.is_cuda()) throw Error("gradLmHead: the CUDA engine backend is not available yet", Error::Type);
+      expect_shape(g, {V, D}, "gradLmHead");
+      head_grad = static_cast<const float*>(g.data);
+    }
+    const float* params = resolve(params_, "parameters");
+    float* grads = resolve(grads_, "gradients");
+    // A NaN here would silently poison every gradient; padded rows are ignored anyway.
+    const float* gh = static_cast<const float*>(grad.data);
+    const std::vector<int32_t>& lengths = last_lengths();
+    for (int64_t b = 0; b < B; ++b) {
+      const float* row = gh + b * T * D;
+      const int64_t n = static_cast<int64_t>(lengths[b]) * D;
+      float probe = 0.0f;  // x − x is 0 for finite x, NaN otherwise
+      for (int64_t i = 0; i < n; ++i) probe += row[i] - row[i];
+      if (probe != 0.0f)
+        throw Error("gradHidden: row " + std::to_string(b) + " holds a NaN or infinite value", Error::Range);
+    }
+    m.backward(params, grads, gh);
+    if (head_grad) m.add_lm_head_grad(grads, head_grad);
+    return env.Undefined();
+  }
+
+  Napi::Value SequenceLogprobs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Model& m = model();
+    const BatchArgs b = batch_args(info);
+    TensorRef prompt = tensor_arg(info, 2, "promptLengths");
+    expect_dtype(prompt, {DType::I32}, "promptLengths");
+    expect_shape(prompt, {b.batch}, "promptLengths");
+    if (prompt.device.is_cuda()) throw Error("promptLengths: pass a CPU tensor", Error::Type);
+    const Napi::Object opts = options_arg(info, 3);
+    const double temperature = number_option(opts, "temperature", 1.0);
+    const auto* p = static_cast<const int32_t*>(prompt.data);
+    int64_t total = 0;
+    for (int64_t r = 0; r < b.batch; ++r) {
+      if (p[r] < 1 || b.lengths[r] < p[r] || b.lengths[r] > b.seq)
+        throw Error("promptLengths: row " + std::to_string(r) + " needs 1 <= promptLength (" + std::to_string(p[r]) +
+                        ") <= length (" + std::to_string(b.lengths[r]) + ") <= " + std::to_string(b.seq),
+                    Error::Range);
+      total += b.lengths[r] - p[r];
+    }
+    const float* params = resolve(params_, "parameters");
+    Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(total));
+    m.sequence_logprobs(params, b.ids, b.lengths, p, b.batch, b.seq, temperature, out.Data());
+    return out;
+  }
+
+  Napi::Value Generate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Model& m = model();
+    const BatchArgs b = batch_args(info);
+    const Napi::Object opts = options_arg(info, 2);
+    GenerateOptions o;
+    const double max_new = number_option(opts, "maxNewTokens", -1);
+    if (!(max_new >= 0) || max_new > 2147483647.0 || max_new != static_cast<double>(static_cast<int64_t>(max_new)))
+      throw Error("maxNewTokens: expected a non-negative integer", Error::Range);
+    o.max_new_tokens = static_cast<int64_t>(max_new);
+    o.temperature = number_option(opts, "temperature", 1.0);
+    o.top_p = number_option(opts, "topP", 1.0);
+    const double top_k = number_option(opts, "topK", 0);
+    if (!(top_k >= 0) || top_k > 2147483647.0 || top_k != static_cast<double>(static_cast<int64_t>(top_k)))
+      throw Error("topK: expected a non-negative integer", Error::Range);
+    o.top_k = static_cast<int64_t>(top_k);
+    const double seed = number_option(opts, "seed", 0);
+    if (!(seed >= 0) || seed > 9007199254740991.0 || seed != static_cast<double>(static_cast<int64_t>(seed)))
+      throw Error("seed: expected an integer in [0, 2^53)", Error::Range);
+    o.seed = static_cast<uint64_t>(seed);
+    if (has_option(opts, "stopIds")) {
+      TensorRef stops = unpack_tensor(opts.Get("stopIds"), "stopIds");
+      expect_dtype(stops, {DType::I32}, "stopIds");
+      expect_rank(stops, 1, "stopIds");
+      if (stops.device.is_cuda()) throw Error("stopIds: pass a CPU tensor", Error::Type);
+      const auto* s = static_cast<const int32_t*>(stops.data);
+      o.stop_ids.assign(s, s + stops.shape[0]);
+    }
+    const float* params = resolve(params_, "parameters");
+    const GenerateOutput g = m.generate(params, b.ids, b.lengths, b.batch, b.seq, o);
+
+    Napi::Object out = Napi::Object::New(env);
+    Napi::Array tokens = Napi::Array::New(env, g.tokens.size());
+    Napi::Array logprobs = Napi::Array::New(env, g.logprobs.size());
+    for (size_t r = 0; r < g.tokens.size(); ++r) {
+      Napi::Int32Array t = Napi::Int32Array::New(env, g.tokens[r].size());
+      std::copy(g.tokens[r].begin(), g.tokens[r].end(), t.Data());
+      tokens.Set(static_cast<uint32_t>(r), t);
+      Napi::Float32Array l = Napi::Float32Array::New(env, g.logprobs[r].size());
+      std::copy(g.logprobs[r].begin(), g.logprobs[r].end(), l.Data());
+      logprobs.Set(static_cast<uint32_t>(r), l);
+    }
+    Napi::Uint8Array stopped = Napi::Uint8Array::New(env, g.stopped.size());
+    std::copy(g.stopped.begin(), g.stopped.end(), stopped.Data());
+    out.Set("tokens", tokens);
+    out.Set("logprobs", logprobs);
+    out.Set("stopped", stopped);
+    return out;
+  }
+
+  Napi::Value SetRecompute(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsBoolean()) throw Error("recompute: expected a boolean", Error::Type);
+    model().set_recompute(info[0].As<Napi::Boolean>().Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const ArenaStats s = model().stats();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("trainingBytes", static_cast<double>(s.training_bytes));
+    out.Set("trainingAllocations", static_cast<double>(s.training_allocations));
+    out.Set("inferenceBytes", static_cast<double>(s.inference_bytes));
+    out.Set("inferenceAllocations", static_cast<double>(s.inference_allocations));
+    out.Set("hiddenBytes", hidden_.IsEmpty() ? 0.0 : static_cast<double>(hidden_.Value().ByteLength()));
+    out.Set("hiddenAllocations", static_cast<double>(hidden_allocations_));
+    out.Set("recompute", model().recompute());
+    return out;
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model_.reset();
+    params_.Reset();
+    grads_.Reset();
+    hidden_.Reset();
+    return info.Env().Undefined();
+  }
+
+  const std::vector<int32_t>& last_lengths() const { return model_->last_lengths(); }
+
+  std::unique_ptr<Model> model_;
+  int64_t count_ = 0;
+  Napi::ObjectReference params_, grads_;
+  Napi::Reference<Napi::ArrayBuffer> hidden_;
+  int64_t hidden_allocations_ = 0;
+};
+
+// policyInitNormal(values f32[n], {seed, key, std}): values[i] ~ N(0, std²), a pure
+// function of (seed, key, i) through the engine's counter-based generator (Box–Muller on
+// pairs), so the same seed gives the same weights whatever the thread count.
+Napi::Value policy_init_normal(const Napi::CallbackInfo& info) {
+  TensorRef t = tensor_arg(info, 0, "values");
+  expect_dtype(t, {DType::F32}, "values");
+  if (t.device.is_cuda()) throw Error("values: pass a CPU tensor", Error::Type);
+  const Napi::Object opts = options_arg(info, 1);
+  auto integer = [&](const char* key) {
+    const double v = number_option(opts, key, 0);
+    if (!(v >= 0) || v > 9007199254740991.0 || v != static_cast<double>(static_cast<int64_t>(v)))
+      throw Error(std::string(key) + ": expected an integer in [0, 2^53)", Error::Range);
+    return static_cast<uint64_t>(v);
+  };
+  const uint64_t seed = integer("seed"), key = integer("key");
+  const double std_dev = number_option(opts, "std", 1.0);
+  if (!(std_dev >= 0) || !std::isfinite(std_dev)) throw Error("std: expected a finite number >= 0", Error::Range);
+  float* v = static_cast<float*>(t.data);
+  const int64_t n = t.numel(), pairs = (n + 1) / 2;
+  parallel_for(pairs, 4096, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      // Single-precision transcendentals: an initialisation needs no more, and they are
+      // several times cheaper than the double ones over hundreds of millions of values.
+      // 1 − u1 is in (0, 1] in double and stays > 0 as a float.
+      const float w = static_cast<float>(1.0 - counter_uniform(seed, key, 2 * static_cast<uint64_t>(p)));
+      const float u2 = static_cast<float>(counter_uniform(seed, key, 2 * static_cast<uint64_t>(p) + 1));
+      const float r = std::sqrt(-2.0f * std::log(w)) * static_cast<float>(std_dev);
+      const float angle = 6.28318530717958648f * u2;
+      v[2 * p] = r * std::cos(angle);
+      if (2 * p + 1 < n) v[2 * p + 1] = r * std::sin(angle);
+    }
+  });
+  return info.Env().Undefined();
+}
+
+void register_policy_model(Napi::Env env, Napi::Object exports) {
+  exports.Set("PolicyModel", PolicyModel::Define(env));
+  exports.Set("policyInitNormal", Napi::Function::New<guarded<policy_init_normal>>(env, "policyInitNormal"));
+}
+
+}  // namespace
+
+static BindingRegistrar registrar(register_policy_model);
+
+}  // namespace lgrpo

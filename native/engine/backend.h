@@ -1,0 +1,100 @@
+// The seam between the policy engine's orchestration (model.cc: layer sequence, arena
+// layout, decode loop) and the leaf operations it runs. The orchestration calls ONLY
+// through a Backend table and never touches activation memory itself, so a CUDA engine
+// is a second table (device memory, kernel launches) under the same orchestration.
+//
+// cpu_backend() fills the table from the *_cpu twins in native/ops/ plus the small engine
+// helpers of backend_cpu.cc (residual adds, bias sums, row gathers, the sampler). Every
+// entry is deterministic: same inputs → same bits, whatever the thread count.
+//
+// Pointers named "host" are ordinary host memory owned by the caller; every other
+// pointer is backend memory from alloc().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../ops/attention.h"
+#include "../ops/embedding.h"
+#include "../ops/gemm.h"
+#include "../ops/linear_token_logprobs.h"
+#include "../ops/rms_norm.h"
+#include "../ops/rope.h"
+#include "../ops/swiglu.h"
+
+namespace lgrpo {
+
+// Next-token sampling over rows of logits, one independent draw per row.
+//   temperature 0: greedy, the lowest index among the largest logits; its log-prob is
+//                  reported under the unscaled model distribution softmax(logits).
+//   temperature τ > 0: x = logits/τ; top_k > 0 keeps the k largest x (ties broken by the
+//                  lower index); top_p < 1 then keeps the smallest prefix of the survivors,
+//                  by decreasing probability, whose mass reaches top_p; a token is drawn
+//                  from the renormalised survivors and its log-prob under that same
+//                  distribution is reported.
+// The uniform variate of row r is a counter-based hash of (seed, row_keys[r], step), so a
+// row's draw never depends on the other rows, the batch layout or the thread count.
+struct SampleArgs {
+  const float* logits;        // [rows, vocab]
+  int64_t rows, vocab;
+  double temperature, top_p;
+  int64_t top_k;              // 0: no top-k
+  uint64_t seed;
+  const int64_t* row_keys;    // host [rows]: the identity of each row for the generator
+  int64_t step;
+  int32_t* tokens;            // host [rows] out
+  float* logprobs;            // host [rows] out
+};
+
+struct Backend {
+  const char* name;
+
+  // Memory. alloc returns 64-byte aligned memory (nullptr for 0 bytes is allowed).
+  void* (*alloc)(size_t bytes);
+  void (*free)(void* p);
+  void (*upload)(void* dst, const void* host_src, size_t bytes);
+  void (*download)(void* host_dst, const void* src, size_t bytes);
+  void (*copy)(void* dst, const void* src, size_t bytes);
+  void (*zero)(void* dst, size_t bytes);
+
+  // Leaf operations (argument structs in native/ops/*.h).
+  void (*gemm)(const GemmArgs&);
+  int64_t (*rms_norm_forward)(const RmsNormForwardArgs&);
+  void (*rms_norm_backward)(const RmsNormBackwardArgs&);
+  void (*rope_table)(double theta, int64_t head_dim, int64_t positions, float* cos_out, float* sin_out);
+  void (*rope_forward)(const RopeArgs&);
+  void (*rope_backward)(const RopeArgs&);
+  int64_t (*attention_forward)(const AttentionForwardArgs&);
+  void (*attention_backward)(const AttentionBackwardArgs&);
+  int64_t (*attention_decode)(const AttentionDecodeArgs&);
+  void (*swiglu_forward)(const SwigluForwardArgs&);
+  void (*swiglu_backward)(const SwigluBackwardArgs&);
+  void (*embedding_forward)(const EmbeddingForwardArgs&);
+  void (*embedding_backward)(const EmbeddingBackwardArgs&);
+  void (*linear_token_logprobs_forward)(const LinearTokenLogprobsForwardArgs&);
+
+  // Engine helpers.
+  // out = a + b, elementwise over n (out may alias a or b).
+  void (*add)(float* out, const float* a, const float* b, int64_t n);
+  // y[r, :] += bias for r < rows.
+  void (*add_bias)(float* y, const float* bias, int64_t rows, int64_t cols);
+  // dbias[c] += Σ_r dy[r, c], rows summed in increasing order (the bias gradient).
+  void (*bias_grad)(const float* dy, int64_t rows, int64_t cols, float* dbias);
+  // x[b, t, :] = 0 for t >= lengths[b] (host lengths), x laid out [batch, seq, cols].
+  void (*mask_padding)(float* x, int64_t batch, int64_t seq, int64_t cols, const int32_t* host_lengths);
+  // dst[i, :] = src[index[i], :] (host index, each in range).
+  void (*gather_rows)(const float* src, int64_t cols, const int64_t* host_index, int64_t n, float* dst);
+  // dst[index[i], :] = src[i, :] for index[i] >= 0 (host index; targets distinct).
+  void (*scatter_rows)(const float* src, int64_t cols, const int64_t* host_index, int64_t n, float* dst);
+  // Throws lgrpo::Error (Range) naming the first row whose logits are not finite.
+  void (*sample)(const SampleArgs&);
+};
+
+const Backend& cpu_backend();
+
+// The engine's counter-based generator: a uniform in [0, 1) with 53 random bits, a pure
+// function of (seed, key, counter), so draws never depend on order or threads. The
+// sampler uses key = row, counter = step; random initialisation key = tensor, counter = pair.
+double counter_uniform(uint64_t seed, uint64_t key, uint64_t counter);
+
+}  // namespace lgrpo

@@ -1,0 +1,745 @@
+// The policy engine's orchestration: arenas, the layer sequence (forward, explicit
+// per-layer backward, optional recomputation), sequence log-probs and the KV-cache decode
+// loop. Every numeric step goes through the Backend table; this file only decides what
+// runs on which buffers.
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace lgrpo {
+namespace {
+
+std::string range_message(const char* arg, const std::string& what) { return std::string(arg) + ": " + what; }
+
+[[noreturn]] void range_error(const char* arg, const std::string& what) {
+  throw Error(range_message(arg, what), Error::Range);
+}
+
+// Host-side checks of a padded batch: lengths in [min_len, seq], ids of real tokens in
+// [0, vocab). Padded ids are never read, so they may hold anything.
+void check_batch(const int32_t* ids, const int32_t* lengths, int64_t batch, int64_t seq, int64_t vocab,
+                 int64_t min_len) {
+  for (int64_t b = 0; b < batch; ++b) {
+    if (lengths[b] < min_len || lengths[b] > seq)
+      range_error("lengths", "length " + std::to_string(lengths[b]) + " of row " + std::to_string(b) +
+                                 " is outside [" + std::to_string(min_len) + ", " + std::to_string(seq) + "]");
+    for (int64_t t = 0; t < lengths[b]; ++t) {
+      const int32_t id = ids[b * seq + t];
+      if (id < 0 || id >= vocab)
+        range_error("ids", "token id " + std::to_string(id) + " at row " + std::to_string(b) + ", position " +
+                               std::to_string(t) + " is outside [0, " + std::to_string(vocab) + ")");
+    }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Configuration and parameter layout
+
+void ModelConfig::validate() const {
+  auto positive = [](int64_t v, const char* name) {
+    if (v <= 0) range_error(name, "expected a positive integer, got " + std::to_string(v));
+  };
+  positive(hidden, "hiddenSize");
+  positive(intermediate, "intermediateSize");
+  positive(layers, "numHiddenLayers");
+  positive(q_heads, "numAttentionHeads");
+  positive(kv_heads, "numKeyValueHeads");
+  positive(head_dim, "headDim");
+  positive(vocab, "vocabSize");
+  positive(max_positions, "maxPositionEmbeddings");
+  if (q_heads % kv_heads != 0)
+    range_error("numKeyValueHeads", std::to_string(kv_heads) + " does not divide numAttentionHeads=" +
+                                        std::to_string(q_heads));
+  if (head_dim % 2 != 0) range_error("headDim", "must be even for RoPE, got " + std::to_string(head_dim));
+  if (!(rms_eps > 0) || !std::isfinite(rms_eps)) range_error("rmsNormEps", "expected a positive finite number");
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta)) range_error("ropeTheta", "expected a positive finite number");
+  if (max_positions > (int64_t(1) << 30)) range_error("maxPositionEmbeddings", "is larger than 2^30");
+}
+
+std::vector<ParameterEntry> parameter_layout(const ModelConfig& c) {
+  std::vector<ParameterEntry> out;
+  int64_t offset = 0;
+  auto add = [&](std::string name, std::vector<int64_t> shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    out.push_back({std::move(name), std::move(shape), offset, n});
+    offset += n;
+  };
+  const int64_t D = c.hidden, I = c.intermediate, V = c.vocab, Q = c.q_width(), KV = c.kv_width();
+  add("model.embed_tokens.weight", {V, D});
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l);
+    add(p + ".input_layernorm.weight", {D});
+    add(p + ".self_attn.q_proj.weight", {Q, D});
+    if (c.qkv_bias) add(p + ".self_attn.q_proj.bias", {Q});
+    add(p + ".self_attn.k_proj.weight", {KV, D});
+    if (c.qkv_bias) add(p + ".self_attn.k_proj.bias", {KV});
+    add(p + ".self_attn.v_proj.weight", {KV, D});
+    if (c.qkv_bias) add(p + ".self_attn.v_proj.bias", {KV});
+    add(p + ".self_attn.o_proj.weight", {D, Q});
+    if (c.o_bias) add(p + ".self_attn.o_proj.bias", {D});
+    add(p + ".post_attention_layernorm.weight", {D});
+    add(p + ".mlp.gate_proj.weight", {I, D});
+    add(p + ".mlp.up_proj.weight", {I, D});
+    add(p + ".mlp.down_proj.weight", {D, I});
+  }
+  add("model.norm.weight", {D});
+  if (!c.tie_embeddings) add("lm_head.weight", {V, D});
+  return out;
+}
+
+int64_t parameter_count(const ModelConfig& c) {
+  const auto layout = parameter_layout(c);
+  return layout.back().offset + layout.back().numel;
+}
+
+// Offsets of one layer's tensors relative to the layer's first tensor, and the layer stride.
+namespace {
+struct LayerOffsets {
+  int64_t in_norm, wq, bq, wk, bk, wv, bv, wo, bo, post_norm, wg, wu, wd, stride;
+};
+LayerOffsets layer_offsets(const ModelConfig& c) {
+  const int64_t D = c.hidden, I = c.intermediate, Q = c.q_width(), KV = c.kv_width();
+  LayerOffsets o{};
+  int64_t at = 0;
+  auto take = [&](int64_t n) { const int64_t here = at; at += n; return here; };
+  o.in_norm = take(D);
+  o.wq = take(Q * D);
+  o.bq = c.qkv_bias ? take(Q) : -1;
+  o.wk = take(KV * D);
+  o.bk = c.qkv_bias ? take(KV) : -1;
+  o.wv = take(KV * D);
+  o.bv = c.qkv_bias ? take(KV) : -1;
+  o.wo = take(D * Q);
+  o.bo = c.o_bias ? take(D) : -1;
+  o.post_norm = take(D);
+  o.wg = take(I * D);
+  o.wu = take(I * D);
+  o.wd = take(D * I);
+  o.stride = at;
+  return o;
+}
+}  // namespace
+
+Model::LayerWeights Model::layer_weights(const float* params, int64_t l) const {
+  const LayerOffsets o = layer_offsets(cfg_);
+  const float* base = params + cfg_.vocab * cfg_.hidden + l * o.stride;
+  auto at = [&](int64_t off) { return off < 0 ? nullptr : base + off; };
+  return {at(o.in_norm), at(o.wq), at(o.bq), at(o.wk), at(o.bk), at(o.wv), at(o.bv),
+          at(o.wo),      at(o.bo), at(o.post_norm), at(o.wg), at(o.wu), at(o.wd)};
+}
+
+Model::LayerGrads Model::layer_grads(float* grads, int64_t l) const {
+  const LayerOffsets o = layer_offsets(cfg_);
+  float* base = grads + cfg_.vocab * cfg_.hidden + l * o.stride;
+  auto at = [&](int64_t off) { return off < 0 ? nullptr : base + off; };
+  return {at(o.in_norm), at(o.wq), at(o.bq), at(o.wk), at(o.bk), at(o.wv), at(o.bv),
+          at(o.wo),      at(o.bo), at(o.post_norm), at(o.wg), at(o.wu), at(o.wd)};
+}
+
+namespace {
+int64_t final_norm_offset(const ModelConfig& c) {
+  return c.vocab * c.hidden + c.layers * layer_offsets(c).stride;
+}
+}  // namespace
+
+int64_t Model::lm_head_offset() const {
+  return cfg_.tie_embeddings ? 0 : final_norm_offset(cfg_) + cfg_.hidden;
+}
+
+const float* Model::lm_head(const float* params) const { return params + lm_head_offset(); }
+
+// ---------------------------------------------------------------------------------------
+// Arenas
+
+// Carves an arena into 64-byte aligned pieces. Run once without a base to measure, then
+// again over the reserved block to hand out the pointers: both passes take the same
+// pieces in the same order, so one function describes the layout.
+class Model::Planner {
+ public:
+  explicit Planner(void* base) : base_(static_cast<char*>(base)) {}
+  template <typename T>
+  T* take(int64_t count) {
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(count, 0)) * sizeof(T);
+    T* p = base_ ? reinterpret_cast<T*>(base_ + offset_) : nullptr;
+    offset_ += (bytes + 63) / 64 * 64;
+    return p;
+  }
+  size_t size() const { return offset_; }
+
+ private:
+  char* base_;
+  size_t offset_ = 0;
+};
+
+Model::Model(const ModelConfig& config, const Backend& backend, bool recompute)
+    : cfg_(config), be_(backend), recompute_(recompute) {
+  cfg_.validate();
+}
+
+Model::~Model() {
+  release_arenas();
+  be_.free(rope_cos_);
+  be_.free(rope_sin_);
+}
+
+void Model::release_arenas() {
+  for (Arena* a : {&train_, &infer_}) {
+    be_.free(a->base);
+    a->base = nullptr;
+    a->capacity = 0;
+  }
+  has_activations_ = false;
+}
+
+void Model::set_recompute(bool on) {
+  if (on == recompute_) return;
+  recompute_ = on;
+  has_activations_ = false;  // the saved activations no longer match the layout
+}
+
+void Model::reserve(Arena& arena, size_t bytes) {
+  if (bytes <= arena.capacity) return;
+  be_.free(arena.base);
+  arena.base = nullptr;
+  arena.capacity = 0;
+  arena.base = be_.alloc(bytes);
+  arena.capacity = bytes;
+  ++arena.allocations;
+}
+
+void Model::plan_acts(Planner& p, LayerActs& a, int64_t rows) {
+  const int64_t D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
+  a.xn1 = p.take<float>(rows * D);
+  a.rstd1 = p.take<float>(rows);
+  a.q = p.take<float>(rows * Q);
+  a.k = p.take<float>(rows * KV);
+  a.v = p.take<float>(rows * KV);
+  a.att = p.take<float>(rows * Q);
+  a.lse = p.take<float>(rows * cfg_.q_heads);
+  a.res_mid = p.take<float>(rows * D);
+  a.rstd2 = p.take<float>(rows);
+  a.xn2 = p.take<float>(rows * D);
+  a.gate = p.take<float>(rows * I);
+  a.up = p.take<float>(rows * I);
+  a.h = p.take<float>(rows * I);
+}
+
+void Model::plan_training(Planner& p, int64_t batch, int64_t seq) {
+  const int64_t N = batch * seq, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
+  ids_ = p.take<int32_t>(N);
+  positions_ = p.take<int32_t>(N);
+  lengths_ = p.take<int32_t>(batch);
+  res_.assign(static_cast<size_t>(cfg_.layers + 1), nullptr);
+  for (auto& r : res_) r = p.take<float>(N * D);
+  rstd_final_ = p.take<float>(N);
+  acts_.assign(recompute_ ? 1 : static_cast<size_t>(cfg_.layers), LayerActs{});
+  for (auto& a : acts_) plan_acts(p, a, N);
+  tmp_ = p.take<float>(N * D);
+  d_res_ = p.take<float>(N * D);
+  d_xn_ = p.take<float>(N * D);
+  d_att_ = p.take<float>(N * Q);
+  dq_ = p.take<float>(N * Q);
+  dk_ = p.take<float>(N * KV);
+  dv_ = p.take<float>(N * KV);
+  d_h_ = p.take<float>(N * I);
+  d_up_ = p.take<float>(N * I);
+}
+
+void Model::plan_inference(Planner& p, int64_t batch, int64_t seq, int64_t cache_seq, int64_t logit_rows) {
+  const int64_t N = batch * seq, D = cfg_.hidden;
+  const int64_t cache = cfg_.layers * batch * cache_seq * cfg_.kv_width();
+  inf_.ids = p.take<int32_t>(N);
+  inf_.positions = p.take<int32_t>(N);
+  inf_.lengths = p.take<int32_t>(batch);
+  inf_.targets = p.take<int32_t>(N);
+  inf_.x = p.take<float>(N * D);
+  inf_.tmp = p.take<float>(N * D);
+  inf_.logprobs = p.take<float>(N);
+  inf_.lse = p.take<float>(N);
+  inf_.logits = p.take<float>(logit_rows * cfg_.vocab);
+  inf_.k_cache = p.take<float>(cache);
+  inf_.v_cache = p.take<float>(cache);
+  plan_acts(p, inf_.acts, N);
+}
+
+void Model::ensure_rope(int64_t positions) {
+  if (positions <= rope_positions_) return;
+  // Doubling keeps regrowth rare; never past max_positions, which callers enforce.
+  int64_t grown = std::max<int64_t>(64, rope_positions_);
+  while (grown < positions) grown *= 2;
+  grown = std::min(std::max(grown, positions), std::max(positions, cfg_.max_positions));
+  const int64_t half = cfg_.head_dim / 2;
+  float* c = static_cast<float*>(be_.alloc(static_cast<size_t>(grown * half) * sizeof(float)));
+  float* s = nullptr;
+  try {
+    s = static_cast<float*>(be_.alloc(static_cast<size_t>(grown * half) * sizeof(float)));
+  } catch (...) {
+    be_.free(c);
+    throw;
+  }
+  be_.rope_table(cfg_.rope_theta, cfg_.head_dim, grown, c, s);
+  be_.free(rope_cos_);
+  be_.free(rope_sin_);
+  rope_cos_ = c;
+  rope_sin_ = s;
+  rope_positions_ = grown;
+}
+
+ArenaStats Model::stats() const {
+  ArenaStats s;
+  s.training_bytes = static_cast<int64_t>(train_.capacity);
+  s.training_allocations = train_.allocations;
+  s.inference_bytes = static_cast<int64_t>(infer_.capacity);
+  s.inference_allocations = infer_.allocations;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------
+// Building blocks
+
+void Model::check_finite(int64_t bad_row, const char* where, int64_t layer) const {
+  if (bad_row < 0) return;
+  std::string at = layer >= 0 ? "layer " + std::to_string(layer) + " " + where : std::string(where);
+  throw Error("forward: non-finite activations at " + at + " (row " + std::to_string(bad_row) +
+                  "); are the parameters finite?",
+              Error::Range);
+}
+
+void Model::linear(const float* x, const float* w, const float* bias, int64_t rows, int64_t in, int64_t out, float* y) {
+  be_.gemm(GemmArgs{false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out});
+  if (bias) be_.add_bias(y, bias, rows, out);
+}
+
+// y = x·Wᵀ + b:  dx (=|+=) dy·W,  dW += dyᵀ·x,  db += Σ_rows dy.
+void Model::linear_backward(const float* dy, const float* x, const float* w, int64_t rows, int64_t in, int64_t out,
+                            float* dx, float beta_dx, float* dw, float* dbias) {
+  if (dx) be_.gemm(GemmArgs{false, false, rows, in, out, 1.0f, dy, out, w, in, beta_dx, dx, in});
+  be_.gemm(GemmArgs{true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in});
+  if (dbias) be_.bias_grad(dy, rows, out, dbias);
+}
+
+void Model::embed(const float* params, const int32_t* ids_dev, int64_t rows, float* x) {
+  be_.embedding_forward(EmbeddingForwardArgs{params, ids_dev, rows, cfg_.vocab, cfg_.hidden, x});
+}
+
+void Model::project_qkv(const LayerWeights& w, int64_t rows, LayerActs& a) {
+  const int64_t D = cfg_.hidden;
+  linear(a.xn1, w.wq, w.bq, rows, D, cfg_.q_width(), a.q);
+  linear(a.xn1, w.wk, w.bk, rows, D, cfg_.kv_width(), a.k);
+  linear(a.xn1, w.wv, w.bv, rows, D, cfg_.kv_width(), a.v);
+}
+
+void Model::attention_output(const LayerWeights& w, int64_t rows, const float* x_in, LayerActs& a, float* tmp) {
+  linear(a.att, w.wo, w.bo, rows, cfg_.q_width(), cfg_.hidden, tmp);
+  be_.add(a.res_mid, x_in, tmp, rows * cfg_.hidden);
+}
+
+void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a, float* tmp, float* x_out) {
+  const int64_t D = cfg_.hidden, I = cfg_.intermediate;
+  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{a.res_mid, w.post_norm, rows, D, static_cast<float>(cfg_.rms_eps),
+                                                       a.xn2, a.rstd2}),
+               "post_attention_layernorm", layer);
+  linear(a.xn2, w.wg, nullptr, rows, D, I, a.gate);
+  linear(a.xn2, w.wu, nullptr, rows, D, I, a.up);
+  if (I % 8 == 0) {
+    be_.swiglu_forward(SwigluForwardArgs{a.gate, a.up, rows * I, a.h});
+  } else {
+    // The elementwise ops vectorise blocks of 8 counted from the start of the whole array
+    // and finish a ragged end with scalar math of different rounding; when I is not a
+    // multiple of 8 a row's bits would then depend on how many rows come with it (decode
+    // vs prefill, batch vs single row). Row by row, every row takes the same path.
+    for (int64_t r = 0; r < rows; ++r)
+      be_.swiglu_forward(SwigluForwardArgs{a.gate + r * I, a.up + r * I, I, a.h + r * I});
+  }
+  if (!x_out) return;
+  linear(a.h, w.wd, nullptr, rows, I, D, tmp);
+  be_.add(x_out, a.res_mid, tmp, rows * D);
+}
+
+void Model::layer_forward(const LayerWeights& w, int64_t layer, int64_t batch, int64_t seq, const int32_t* lengths_dev,
+                          const int32_t* positions_dev, const float* x_in, LayerActs& a, float* tmp, float* x_out,
+                          const KvSink* kv) {
+  const int64_t N = batch * seq, D = cfg_.hidden;
+  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{x_in, w.in_norm, N, D, static_cast<float>(cfg_.rms_eps), a.xn1,
+                                                       a.rstd1}),
+               "input_layernorm", layer);
+  project_qkv(w, N, a);
+  be_.rope_forward(RopeArgs{a.q, a.k, positions_dev, N, cfg_.q_heads, cfg_.kv_heads, cfg_.head_dim, cfg_.rope_theta,
+                            rope_cos_, rope_sin_, rope_positions_});
+  if (kv) {
+    be_.scatter_rows(a.k, cfg_.kv_width(), kv->index, N, kv->k_cache);
+    be_.scatter_rows(a.v, cfg_.kv_width(), kv->index, N, kv->v_cache);
+  }
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
+  check_finite(be_.attention_forward(AttentionForwardArgs{a.q, a.k, a.v, lengths_dev, batch, seq, cfg_.q_heads,
+                                                          cfg_.kv_heads, cfg_.head_dim, scale, a.att, a.lse}),
+               "self_attn", layer);
+  attention_output(w, N, x_in, a, tmp);
+  mlp(w, layer, N, a, tmp, x_out);
+}
+
+void Model::layer_backward(const LayerWeights& w, const LayerGrads& g, int64_t layer, const float* x_in, LayerActs& a,
+                           float* d_res) {
+  const int64_t N = batch_ * seq_, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
+  // MLP: x_out = res_mid + (silu(xn2·Wgᵀ) ⊙ xn2·Wuᵀ)·Wdᵀ,  xn2 = rmsnorm(res_mid).
+  linear_backward(d_res, a.h, w.wd, N, I, D, d_h_, 0.0f, g.wd, nullptr);
+  be_.swiglu_backward(SwigluBackwardArgs{a.gate, a.up, d_h_, N * I, d_h_, d_up_});
+  linear_backward(d_h_, a.xn2, w.wg, N, D, I, d_xn_, 0.0f, g.wg, nullptr);
+  linear_backward(d_up_, a.xn2, w.wu, N, D, I, d_xn_, 1.0f, g.wu, nullptr);
+  be_.rms_norm_backward(RmsNormBackwardArgs{a.res_mid, w.post_norm, a.rstd2, d_xn_, N, D, d_xn_, g.post_norm});
+  be_.add(d_res, d_res, d_xn_, N * D);  // now ∂L/∂res_mid
+  // Attention: res_mid = x_in + attention(rope(xn1·Wqᵀ + bq), ...)·Woᵀ + bo,  xn1 = rmsnorm(x_in).
+  linear_backward(d_res, a.att, w.wo, N, Q, D, d_att_, 0.0f, g.wo, g.bo);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
+  be_.attention_backward(AttentionBackwardArgs{a.q, a.k, a.v, lengths_, batch_, seq_, cfg_.q_heads, cfg_.kv_heads,
+                                               cfg_.head_dim, scale, a.att, a.lse, d_att_, dq_, dk_, dv_});
+  be_.rope_backward(RopeArgs{dq_, dk_, positions_, N, cfg_.q_heads, cfg_.kv_heads, cfg_.head_dim, cfg_.rope_theta,
+                             rope_cos_, rope_sin_, rope_positions_});
+  linear_backward(dq_, a.xn1, w.wq, N, D, Q, d_xn_, 0.0f, g.wq, g.bq);
+  linear_backward(dk_, a.xn1, w.wk, N, D, KV, d_xn_, 1.0f, g.wk, g.bk);
+  linear_backward(dv_, a.xn1, w.wv, N, D, KV, d_xn_, 1.0f, g.wv, g.bv);
+  be_.rms_norm_backward(RmsNormBackwardArgs{x_in, w.in_norm, a.rstd1, d_xn_, N, D, d_xn_, g.in_norm});
+  be_.add(d_res, d_res, d_xn_, N * D);  // now ∂L/∂x_in
+  (void)layer;
+}
+
+// ---------------------------------------------------------------------------------------
+// Training: forward and backward
+
+void Model::forward(const float* params, const int32_t* ids, const int32_t* lengths, int64_t batch, int64_t seq,
+                    float* hidden_out) {
+  if (batch < 0 || seq < 0) range_error("ids", "batch and sequence sizes must be non-negative");
+  if (seq > cfg_.max_positions)
+    range_error("ids", "sequence length " + std::to_string(seq) + " exceeds maxPositionEmbeddings=" +
+                           std::to_string(cfg_.max_positions));
+  check_batch(ids, lengths, batch, seq, cfg_.vocab, 0);
+  has_activations_ = false;
+  const int64_t N = batch * seq, D = cfg_.hidden;
+
+  Planner measure(nullptr);
+  plan_training(measure, batch, seq);
+  reserve(train_, measure.size());
+  Planner assign(train_.base);
+  plan_training(assign, batch, seq);
+  ensure_rope(std::max<int64_t>(seq, 1));
+
+  // Padded ids become 0 so the embedding reads a valid row; those rows are zeroed below.
+  host_ids_.assign(static_cast<size_t>(N), 0);
+  host_positions_.resize(static_cast<size_t>(N));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq; ++t) {
+      host_positions_[b * seq + t] = static_cast<int32_t>(t);
+      if (t < lengths[b]) host_ids_[b * seq + t] = ids[b * seq + t];
+    }
+  host_lengths_.assign(lengths, lengths + batch);
+  be_.upload(ids_, host_ids_.data(), static_cast<size_t>(N) * sizeof(int32_t));
+  be_.upload(positions_, host_positions_.data(), static_cast<size_t>(N) * sizeof(int32_t));
+  be_.upload(lengths_, host_lengths_.data(), static_cast<size_t>(batch) * sizeof(int32_t));
+  batch_ = batch;
+  seq_ = seq;
+
+  embed(params, ids_, N, res_[0]);
+  be_.mask_padding(res_[0], batch, seq, D, host_lengths_.data());
+  for (int64_t l = 0; l < cfg_.layers; ++l) {
+    LayerActs& a = acts_[recompute_ ? 0 : l];
+    layer_forward(layer_weights(params, l), l, batch, seq, lengths_, positions_, res_[l], a, tmp_, res_[l + 1],
+                  nullptr);
+  }
+  const float* norm = params + final_norm_offset(cfg_);
+  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{res_[cfg_.layers], norm, N, D, static_cast<float>(cfg_.rms_eps),
+                                                       hidden_out, rstd_final_}),
+               "model.norm", -1);
+  be_.mask_padding(hidden_out, batch, seq, D, host_lengths_.data());
+  has_activations_ = true;
+}
+
+void Model::backward(const float* params, float* grads, const float* grad_hidden) {
+  if (!has_activations_)
+    throw Error("backward: no saved activations; call forward() first (generate and sequenceLogprobs do not save any)",
+                Error::Generic);
+  const int64_t N = batch_ * seq_, D = cfg_.hidden;
+  be_.copy(d_res_, grad_hidden, static_cast<size_t>(N * D) * sizeof(float));
+  be_.mask_padding(d_res_, batch_, seq_, D, host_lengths_.data());
+  const int64_t norm_at = final_norm_offset(cfg_);
+  be_.rms_norm_backward(RmsNormBackwardArgs{res_[cfg_.layers], params + norm_at, rstd_final_, d_res_, N, D, d_res_,
+                                            grads + norm_at});
+  for (int64_t l = cfg_.layers - 1; l >= 0; --l) {
+    const LayerWeights w = layer_weights(params, l);
+    LayerActs& a = acts_[recompute_ ? 0 : l];
+    if (recompute_) {
+      // Same inputs, same deterministic ops: the very bits the forward computed.
+      layer_forward(w, l, batch_, seq_, lengths_, positions_, res_[l], a, tmp_, nullptr, nullptr);
+    }
+    layer_backward(w, layer_grads(grads, l), l, res_[l], a, d_res_);
+  }
+  // Only real tokens scatter into the embedding gradient (their rows of d_res are the
+  // only nonzero ones, but skipping padding keeps even the signs of zeros untouched).
+  for (int64_t b = 0; b < batch_; ++b)
+    be_.embedding_backward(EmbeddingBackwardArgs{ids_ + b * seq_, d_res_ + b * seq_ * D, host_lengths_[b], cfg_.vocab,
+                                                 D, grads});
+}
+
+void Model::add_lm_head_grad(float* grads, const float* grad_weight) {
+  float* dst = grads + lm_head_offset();
+  be_.add(dst, dst, grad_weight, cfg_.vocab * cfg_.hidden);
+}
+
+// ---------------------------------------------------------------------------------------
+// Inference: sequence log-probs and generation
+
+void Model::inference_forward(const float* params, const int32_t* ids, const int32_t* lengths, int64_t batch,
+                              int64_t seq, int64_t cache_seq) {
+  const int64_t N = batch * seq, D = cfg_.hidden;
+  host_ids_.assign(static_cast<size_t>(N), 0);
+  host_positions_.resize(static_cast<size_t>(N));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq; ++t) {
+      host_positions_[b * seq + t] = static_cast<int32_t>(t);
+      if (t < lengths[b]) host_ids_[b * seq + t] = ids[b * seq + t];
+    }
+  be_.upload(inf_.ids, host_ids_.data(), static_cast<size_t>(N) * sizeof(int32_t));
+  be_.upload(inf_.positions, host_positions_.data(), static_cast<size_t>(N) * sizeof(int32_t));
+  be_.upload(inf_.lengths, lengths, static_cast<size_t>(batch) * sizeof(int32_t));
+  embed(params, inf_.ids, N, inf_.x);
+  be_.mask_padding(inf_.x, batch, seq, D, lengths);
+
+  std::vector<int64_t> index;
+  if (cache_seq > 0) {
+    index.assign(static_cast<size_t>(N), -1);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t t = 0; t < lengths[b]; ++t) index[b * seq + t] = b * cache_seq + t;
+  }
+  const int64_t layer_cache = batch * cache_seq * cfg_.kv_width();
+  for (int64_t l = 0; l < cfg_.layers; ++l) {
+    KvSink sink{inf_.k_cache + l * layer_cache, inf_.v_cache + l * layer_cache, index.data()};
+    layer_forward(layer_weights(params, l), l, batch, seq, inf_.lengths, inf_.positions, inf_.x, inf_.acts, inf_.tmp,
+                  inf_.x, cache_seq > 0 ? &sink : nullptr);
+  }
+}
+
+void Model::sequence_logprobs(const float* params, const int32_t* ids, const int32_t* lengths,
+                              const int32_t* prompt_lengths, int64_t batch, int64_t seq, double temperature,
+                              float* out) {
+  if (seq > cfg_.max_positions)
+    range_error("ids", "sequence length " + std::to_string(seq) + " exceeds maxPositionEmbeddings=" +
+                           std::to_string(cfg_.max_positions));
+  check_batch(ids, lengths, batch, seq, cfg_.vocab, 1);
+  if (!(temperature > 0) || !std::isfinite(temperature)) range_error("temperature", "expected a finite number > 0");
+  std::vector<int64_t> index;
+  std::vector<int32_t> targets;
+  for (int64_t b = 0; b < batch; ++b) {
+    if (prompt_lengths[b] < 1 || prompt_lengths[b] > lengths[b])
+      range_error("promptLengths", "prompt length " + std::to_string(prompt_lengths[b]) + " of row " +
+                                       std::to_string(b) + " is outside [1, " + std::to_string(lengths[b]) + "]");
+    // Token t+1 is predicted from the hidden state at t.
+    for (int64_t t = prompt_lengths[b] - 1; t + 1 < lengths[b]; ++t) {
+      index.push_back(b * seq + t);
+      targets.push_back(ids[b * seq + t + 1]);
+    }
+  }
+  const int64_t M = static_cast<int64_t>(index.size()), D = cfg_.hidden;
+  if (M == 0) return;
+
+  Planner measure(nullptr);
+  plan_inference(measure, batch, seq, 0, 0);
+  reserve(infer_, measure.size());
+  Planner assign(infer_.base);
+  plan_inference(assign, batch, seq, 0, 0);
+  ensure_rope(seq);
+
+  inference_forward(params, ids, lengths, batch, seq, 0);
+  // The final norm is row-wise, so normalising only the rows that predict gives the
+  // bits a full pass would.
+  float* h = inf_.acts.xn1;
+  be_.gather_rows(inf_.x, D, index.data(), M, h);
+  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{h, params + final_norm_offset(cfg_), M, D,
+                                                       static_cast<float>(cfg_.rms_eps), h, inf_.acts.rstd1}),
+               "model.norm", -1);
+  be_.upload(inf_.targets, targets.data(), static_cast<size_t>(M) * sizeof(int32_t));
+  LinearTokenLogprobsForwardArgs a{};
+  a.hidden = h;
+  a.weight = lm_head(params);
+  a.dtype = DType::F32;
+  a.rows = M;
+  a.dim = D;
+  a.vocab = cfg_.vocab;
+  a.targets = inf_.targets;
+  a.temperature = static_cast<float>(temperature);
+  a.logprobs = inf_.logprobs;
+  a.entropy = nullptr;
+  a.lse = inf_.lse;
+  be_.linear_token_logprobs_forward(a);
+  be_.download(out, inf_.logprobs, static_cast<size_t>(M) * sizeof(float));
+}
+
+GenerateOutput Model::generate(const float* params, const int32_t* ids, const int32_t* lengths, int64_t batch,
+                               int64_t seq, const GenerateOptions& o) {
+  check_batch(ids, lengths, batch, seq, cfg_.vocab, 1);
+  if (o.max_new_tokens < 0) range_error("maxNewTokens", "expected a non-negative integer");
+  if (seq + o.max_new_tokens > cfg_.max_positions)
+    range_error("maxNewTokens", "the longest prompt (" + std::to_string(seq) + ") plus maxNewTokens (" +
+                                    std::to_string(o.max_new_tokens) + ") exceeds maxPositionEmbeddings=" +
+                                    std::to_string(cfg_.max_positions));
+  if (!(o.temperature >= 0) || !std::isfinite(o.temperature)) range_error("temperature", "expected a finite number >= 0");
+  if (!(o.top_p > 0 && o.top_p <= 1)) range_error("topP", "expected a number in (0, 1]");
+  if (o.top_k < 0) range_error("topK", "expected a non-negative integer");
+  for (int32_t s : o.stop_ids)
+    if (s < 0 || s >= cfg_.vocab)
+      range_error("stopIds", "token id " + std::to_string(s) + " is outside [0, " + std::to_string(cfg_.vocab) + ")");
+
+  GenerateOutput result;
+  result.tokens.assign(static_cast<size_t>(batch), {});
+  result.logprobs.assign(static_cast<size_t>(batch), {});
+  result.stopped.assign(static_cast<size_t>(batch), 0);
+  if (batch == 0 || o.max_new_tokens == 0) return result;
+
+  const int64_t D = cfg_.hidden, V = cfg_.vocab, KV = cfg_.kv_width();
+  // Positions fed to the model: prompts up to seq−1, then at most max_new−1 sampled tokens
+  // (the last sampled token is never fed).
+  const int64_t S = seq + o.max_new_tokens - 1;
+  Planner measure(nullptr);
+  plan_inference(measure, batch, seq, S, batch);
+  reserve(infer_, measure.size());
+  Planner assign(infer_.base);
+  plan_inference(assign, batch, seq, S, batch);
+  ensure_rope(S);
+
+  std::vector<int32_t> stops(o.stop_ids);
+  std::sort(stops.begin(), stops.end());
+  auto is_stop = [&](int32_t t) { return std::binary_search(stops.begin(), stops.end(), t); };
+  const float* head = lm_head(params);
+  const float* norm = params + final_norm_offset(cfg_);
+  const float eps = static_cast<float>(cfg_.rms_eps);
+
+  // Logits of the rows in `index` (rows of inf_.x) and one draw per row.
+  std::vector<int32_t> drawn(static_cast<size_t>(batch));
+  std::vector<float> drawn_lp(static_cast<size_t>(batch));
+  auto sample = [&](const std::vector<int64_t>& index, const std::vector<int64_t>& keys, int64_t step) {
+    const int64_t rows = static_cast<int64_t>(index.size());
+    be_.gather_rows(inf_.x, D, index.data(), rows, inf_.tmp);
+    check_finite(be_.rms_norm_forward(RmsNormForwardArgs{inf_.tmp, norm, rows, D, eps, inf_.tmp, inf_.acts.rstd1}),
+                 "model.norm", -1);
+    be_.gemm(GemmArgs{false, true, rows, V, D, 1.0f, inf_.tmp, D, head, D, 0.0f, inf_.logits, V});
+    be_.sample(SampleArgs{inf_.logits, rows, V, o.temperature, o.top_p, o.top_k, o.seed, keys.data(), step,
+                          drawn.data(), drawn_lp.data()});
+  };
+
+  // Prefill: every prompt through all layers, keys and values into the cache.
+  inference_forward(params, ids, lengths, batch, seq, S);
+  std::vector<int64_t> index(static_cast<size_t>(batch)), keys(static_cast<size_t>(batch));
+  for (int64_t b = 0; b < batch; ++b) {
+    index[b] = b * seq + lengths[b] - 1;
+    keys[b] = b;
+  }
+  sample(index, keys, 0);
+
+  // Decode slots: slot i of the cache holds row slot_row[i] (−1 once finished) whose next
+  // token goes to position next_pos[i]. Finished rows keep their slot (computing junk)
+  // until at most half the slots are live; then the live ones are packed down. So a step
+  // costs at most twice the live work, and cache rows move O(1) times on average.
+  std::vector<int64_t> slot_row(static_cast<size_t>(batch)), next_pos(static_cast<size_t>(batch));
+  std::vector<int32_t> last(static_cast<size_t>(batch));
+  int64_t live = 0;
+  auto record = [&](int64_t row, int64_t slot, int32_t token, float lp) {
+    result.tokens[row].push_back(token);
+    result.logprobs[row].push_back(lp);
+    const bool stop = is_stop(token);
+    if (stop) result.stopped[row] = 1;
+    if (stop || static_cast<int64_t>(result.tokens[row].size()) >= o.max_new_tokens) {
+      slot_row[slot] = -1;
+    } else {
+      last[slot] = token;
+      ++live;
+    }
+  };
+  for (int64_t b = 0; b < batch; ++b) {
+    slot_row[b] = b;
+    next_pos[b] = lengths[b];
+    record(b, b, drawn[b], drawn_lp[b]);
+  }
+
+  int64_t width = batch;
+  const int64_t layer_cache = batch * S * KV;
+  std::vector<int32_t> host_tok, host_pos, host_len;
+  std::vector<int64_t> cache_index;
+  for (int64_t step = 1; live > 0; ++step) {
+    if (live * 2 <= width) {
+      int64_t packed = 0;
+      for (int64_t i = 0; i < width; ++i) {
+        if (slot_row[i] < 0) continue;
+        if (i != packed) {
+          const size_t bytes = static_cast<size_t>(next_pos[i] * KV) * sizeof(float);
+          for (int64_t l = 0; l < cfg_.layers; ++l) {
+            be_.copy(inf_.k_cache + l * layer_cache + packed * S * KV, inf_.k_cache + l * layer_cache + i * S * KV, bytes);
+            be_.copy(inf_.v_cache + l * layer_cache + packed * S * KV, inf_.v_cache + l * layer_cache + i * S * KV, bytes);
+          }
+          slot_row[packed] = slot_row[i];
+          next_pos[packed] = next_pos[i];
+          last[packed] = last[i];
+        }
+        ++packed;
+      }
+      width = packed;
+    }
+    host_tok.assign(static_cast<size_t>(width), 0);
+    host_pos.assign(static_cast<size_t>(width), 0);
+    host_len.assign(static_cast<size_t>(width), 1);
+    cache_index.assign(static_cast<size_t>(width), -1);
+    for (int64_t i = 0; i < width; ++i) {
+      if (slot_row[i] < 0) continue;  // junk row: token 0 at position 0 of a dead slot
+      host_tok[i] = last[i];
+      host_pos[i] = static_cast<int32_t>(next_pos[i]);
+      host_len[i] = static_cast<int32_t>(next_pos[i] + 1);
+      cache_index[i] = i * S + next_pos[i];
+    }
+    be_.upload(inf_.ids, host_tok.data(), static_cast<size_t>(width) * sizeof(int32_t));
+    be_.upload(inf_.positions, host_pos.data(), static_cast<size_t>(width) * sizeof(int32_t));
+    be_.upload(inf_.lengths, host_len.data(), static_cast<size_t>(width) * sizeof(int32_t));
+
+    LayerActs& a = inf_.acts;
+    embed(params, inf_.ids, width, inf_.x);
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
+    for (int64_t l = 0; l < cfg_.layers; ++l) {
+      const LayerWeights w = layer_weights(params, l);
+      float* kc = inf_.k_cache + l * layer_cache;
+      float* vc = inf_.v_cache + l * layer_cache;
+      check_finite(be_.rms_norm_forward(RmsNormForwardArgs{inf_.x, w.in_norm, width, D, eps, a.xn1, a.rstd1}),
+                   "input_layernorm", l);
+      project_qkv(w, width, a);
+      be_.rope_forward(RopeArgs{a.q, a.k, inf_.positions, width, cfg_.q_heads, cfg_.kv_heads, cfg_.head_dim,
+                                cfg_.rope_theta, rope_cos_, rope_sin_, rope_positions_});
+      be_.scatter_rows(a.k, KV, cache_index.data(), width, kc);
+      be_.scatter_rows(a.v, KV, cache_index.data(), width, vc);
+      // Dead slots attend their own slot 0 (which the scatter above left alone) — junk, never read.
+      check_finite(be_.attention_decode(AttentionDecodeArgs{a.q, kc, vc, inf_.lengths, width, S, cfg_.q_heads,
+                                                            cfg_.kv_heads, cfg_.head_dim, scale, a.att}),
+                   "self_attn", l);
+      attention_output(w, width, inf_.x, a, inf_.tmp);
+      mlp(w, l, width, a, inf_.tmp, inf_.x);
+    }
+    index.clear();
+    keys.clear();
+    for (int64_t i = 0; i < width; ++i)
+      if (slot_row[i] >= 0) {
+        index.push_back(i);
+        keys.push_back(slot_row[i]);
+      }
+    sample(index, keys, step);
+    live = 0;
+    int64_t j = 0;
+    for (int64_t i = 0; i < width; ++i) {
+      if (slot_row[i] < 0) continue;
+      ++next_pos[i];
+      record(slot_row[i], i, drawn[j], drawn_lp[j]);
+      ++j;
+    }
+  }
+  return result;
+}
+
+}  // namespace lgrpo
