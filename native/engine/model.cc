@@ -346,16 +346,9 @@ void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a
                "post_attention_layernorm", layer);
   linear(a.xn2, w.wg, nullptr, rows, D, I, a.gate);
   linear(a.xn2, w.wu, nullptr, rows, D, I, a.up);
-  if (I % 8 == 0) {
-    be_.swiglu_forward(SwigluForwardArgs{a.gate, a.up, rows * I, a.h});
-  } else {
-    // The elementwise ops vectorise blocks of 8 counted from the start of the whole array
-    // and finish a ragged end with scalar math of different rounding; when I is not a
-    // multiple of 8 a row's bits would then depend on how many rows come with it (decode
-    // vs prefill, batch vs single row). Row by row, every row takes the same path.
-    for (int64_t r = 0; r < rows; ++r)
-      be_.swiglu_forward(SwigluForwardArgs{a.gate + r * I, a.up + r * I, I, a.h + r * I});
-  }
+  // Elementwise with per-element bits independent of the array length, so a row gives
+  // the same result in a batch, alone, or in decode.
+  be_.swiglu_forward(SwigluForwardArgs{a.gate, a.up, rows * I, a.h});
   if (!x_out) return;
   linear(a.h, w.wd, nullptr, rows, I, D, tmp);
   be_.add(x_out, a.res_mid, tmp, rows * D);

@@ -21,22 +21,53 @@ void for_blocks_of_8(int64_t n, F body) {
 }
 }  // namespace
 
+#if LGRPO_AVX2
+namespace {
+inline __m256 sigmoid8(__m256 g) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+}
+
+inline void forward8(const float* gate, const float* up, float* h) {
+  __m256 g = _mm256_loadu_ps(gate), u = _mm256_loadu_ps(up);
+  _mm256_storeu_ps(h, _mm256_mul_ps(_mm256_mul_ps(g, sigmoid8(g)), u));
+}
+
+inline void backward8(const float* gate, const float* up, const float* dh, float* dgate, float* dup) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  __m256 g = _mm256_loadu_ps(gate), u = _mm256_loadu_ps(up), d = _mm256_loadu_ps(dh);
+  __m256 sig = sigmoid8(g);
+  __m256 silu = _mm256_mul_ps(g, sig);
+  __m256 dsilu = _mm256_mul_ps(sig, _mm256_fmadd_ps(g, _mm256_sub_ps(one, sig), one));
+  _mm256_storeu_ps(dgate, _mm256_mul_ps(_mm256_mul_ps(d, u), dsilu));
+  _mm256_storeu_ps(dup, _mm256_mul_ps(d, silu));
+}
+}  // namespace
+#endif
+
+// The last partial block goes through the same vector code via padded copies, so an
+// element's bits never depend on the array length (the engine calls this on a whole
+// batch or on single rows).
 void swiglu_forward_cpu(const SwigluForwardArgs& a) {
   for_blocks_of_8(a.n, [&](int64_t i0, int64_t i1) {
     int64_t i = i0;
 #if LGRPO_AVX2
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= i1; i += 8) {
-      __m256 g = _mm256_loadu_ps(a.gate + i), u = _mm256_loadu_ps(a.up + i);
-      __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g))));
-      _mm256_storeu_ps(a.h + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), u));
+    for (; i + 8 <= i1; i += 8) forward8(a.gate + i, a.up + i, a.h + i);
+    if (i < i1) {
+      float g[8] = {0}, u[8] = {0}, h[8];
+      const int64_t r = i1 - i;
+      std::copy(a.gate + i, a.gate + i1, g);
+      std::copy(a.up + i, a.up + i1, u);
+      forward8(g, u, h);
+      std::copy(h, h + r, a.h + i);
     }
-#endif
+#else
     for (; i < i1; ++i) {
       float g = a.gate[i];
       float sig = 1.0f / (1.0f + std::exp(-g));
       a.h[i] = (g * sig) * a.up[i];
     }
+#endif
   });
 }
 
@@ -45,16 +76,18 @@ void swiglu_backward_cpu(const SwigluBackwardArgs& a) {
   for_blocks_of_8(a.n, [&](int64_t i0, int64_t i1) {
     int64_t i = i0;
 #if LGRPO_AVX2
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= i1; i += 8) {
-      __m256 g = _mm256_loadu_ps(a.gate + i), u = _mm256_loadu_ps(a.up + i), d = _mm256_loadu_ps(a.dh + i);
-      __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g))));
-      __m256 silu = _mm256_mul_ps(g, sig);
-      __m256 dsilu = _mm256_mul_ps(sig, _mm256_fmadd_ps(g, _mm256_sub_ps(one, sig), one));
-      _mm256_storeu_ps(a.dgate + i, _mm256_mul_ps(_mm256_mul_ps(d, u), dsilu));
-      _mm256_storeu_ps(a.dup + i, _mm256_mul_ps(d, silu));
+    for (; i + 8 <= i1; i += 8) backward8(a.gate + i, a.up + i, a.dh + i, a.dgate + i, a.dup + i);
+    if (i < i1) {
+      float g[8] = {0}, u[8] = {0}, d[8] = {0}, dg[8], du[8];
+      const int64_t r = i1 - i;
+      std::copy(a.gate + i, a.gate + i1, g);
+      std::copy(a.up + i, a.up + i1, u);
+      std::copy(a.dh + i, a.dh + i1, d);
+      backward8(g, u, d, dg, du);
+      std::copy(dg, dg + r, a.dgate + i);
+      std::copy(du, du + r, a.dup + i);
     }
-#endif
+#else
     for (; i < i1; ++i) {
       float g = a.gate[i], u = a.up[i], d = a.dh[i];
       float sig = 1.0f / (1.0f + std::exp(-g));
@@ -63,6 +96,7 @@ void swiglu_backward_cpu(const SwigluBackwardArgs& a) {
       a.dgate[i] = (d * u) * dsilu;
       a.dup[i] = d * silu;
     }
+#endif
   });
 }
 

@@ -95,3 +95,16 @@ describe('swiglu (engine leaf, CPU)', () => {
     });
   }
 });
+
+describe('swiglu: bits independent of the array length', () => {
+  it('gives each element the same bits in a long array and in a short one', () => {
+    const r = rng('swiglu-length');
+    const n = 61; // not a multiple of 8: the tail must take the same path as the body
+    const g = r.normals(n, 3), u = r.normals(n, 3);
+    const whole = swigluForward(g, u);
+    for (const start of [0, 5, 56]) {
+      const part = swigluForward(g.slice(start, start + 5), u.slice(start, start + 5));
+      assert.deepEqual(Array.from(part), Array.from(whole.slice(start, start + 5)), `elements ${start}..${start + 4}`);
+    }
+  });
+});
