@@ -13,13 +13,12 @@
 
 namespace lgrpo {
 
-// Wraps a binding so that no C++ exception escapes into Node: lgrpo::Error becomes
-// a TypeError, RangeError or Error; anything else becomes an Error with its message.
-template <Napi::Value (*Impl)(const Napi::CallbackInfo&)>
-Napi::Value guarded(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// Runs body() so that no C++ exception escapes into Node: lgrpo::Error becomes a
+// TypeError, RangeError or Error; anything else becomes an Error with its message.
+template <typename F>
+Napi::Value translate_errors(Napi::Env env, F&& body) {
   try {
-    return Impl(info);
+    return body();
   } catch (const Napi::Error&) {
     throw;
   } catch (const Error& e) {
@@ -33,6 +32,12 @@ Napi::Value guarded(const Napi::CallbackInfo& info) {
   } catch (...) {
     throw Napi::Error::New(env, "lgrpo-native: unknown native error");
   }
+}
+
+// A binding function wrapped by translate_errors.
+template <Napi::Value (*Impl)(const Napi::CallbackInfo&)>
+Napi::Value guarded(const Napi::CallbackInfo& info) {
+  return translate_errors(info.Env(), [&] { return Impl(info); });
 }
 
 Napi::Object options_arg(const Napi::CallbackInfo& info, size_t index);

@@ -24,25 +24,6 @@
 namespace lgrpo {
 namespace {
 
-template <typename F>
-Napi::Value translated(Napi::Env env, F&& body) {
-  try {
-    return body();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const Error& e) {
-    if (e.kind == Error::Type) throw Napi::TypeError::New(env, e.what());
-    if (e.kind == Error::Range) throw Napi::RangeError::New(env, e.what());
-    throw Napi::Error::New(env, e.what());
-  } catch (const std::bad_alloc&) {
-    throw Napi::RangeError::New(env, "lgrpo-native: out of memory");
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("lgrpo-native: ") + e.what());
-  } catch (...) {
-    throw Napi::Error::New(env, "lgrpo-native: unknown native error");
-  }
-}
-
 int64_t integer_field(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (!v.IsNumber()) throw Error(std::string("config.") + key + ": expected a number", Error::Type);
@@ -129,7 +110,7 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
   }
 
   explicit PolicyModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PolicyModel>(info) {
-    translated(info.Env(), [&]() -> Napi::Value {
+    translate_errors(info.Env(), [&]() -> Napi::Value {
       const ModelConfig config = parse_model_config(info.Length() > 0 ? info[0] : info.Env().Undefined());
       const Napi::Object opts = options_arg(info, 3);
       count_ = parameter_count(config);
@@ -148,7 +129,7 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
  private:
   template <Napi::Value (PolicyModel::*Method)(const Napi::CallbackInfo&)>
   Napi::Value Guard(const Napi::CallbackInfo& info) {
-    return translated(info.Env(), [&] { return (this->*Method)(info); });
+    return translate_errors(info.Env(), [&] { return (this->*Method)(info); });
   }
 
   void check_buffer(const TensorRef& t, const char* name) const {

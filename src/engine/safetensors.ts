@@ -14,6 +14,7 @@ import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, read
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { toFloat32Array, type DType, type FloatDType, type TypedArray } from '../dtype.js';
+import { writeAtomically } from '../atomic_file.js';
 
 export interface SafeTensor {
   dtype: FloatDType;
@@ -343,10 +344,7 @@ function writePrepared(path: string, tensors: Prepared[], metadata: Record<strin
   head.writeBigUInt64LE(BigInt(padded), 0);
   json.copy(head, 8);
 
-  const tmp = `${path}.tmp-${process.pid}`;
-  let fd: number | undefined;
-  try {
-    fd = openSync(tmp, 'w');
+  writeAtomically(path, (fd) => {
     writeFully(fd, head);
     for (const t of ordered) {
       let bytes = byteView(t.data);
@@ -356,15 +354,7 @@ function writePrepared(path: string, tensors: Prepared[], metadata: Record<strin
       }
       writeFully(fd, bytes);
     }
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
-  } catch (e) {
-    if (fd !== undefined) try { closeSync(fd); } catch { /* keep the first error */ }
-    try { unlinkSync(tmp); } catch { /* never created */ }
-    throw new Error(`${path}: cannot write: ${(e as Error).message}`, { cause: e });
-  }
+  });
 }
 
 /**
