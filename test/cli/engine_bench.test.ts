@@ -1,0 +1,75 @@
+// `bench --engine --quick --json` end to end, spawning the compiled bin as a user would:
+// the report's shape, and that every rate is finite and positive. Never how fast anything
+// is, and without the PyTorch comparison (--no-torch), which needs Python and torch.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+
+// dist*/test/cli/engine_bench.test.js → dist*/src/cli/main.js
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function assertPositive(value: unknown, label: string): void {
+  assert.equal(typeof value, 'number', `${label}: expected a number, got ${JSON.stringify(value)}`);
+  assert.ok(Number.isFinite(value as number) && (value as number) > 0, `${label}: expected finite and > 0, got ${value}`);
+}
+
+test('bench --engine --quick --json reports finite positive tokens/s for training and decoding', () => {
+  const r = cli('bench', '--engine', '--quick', '--json', '--no-torch');
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report.schema, 'lgrpo-native-engine-bench/1');
+  assert.equal(report.quick, true);
+  assert.deepEqual(report.errors, []);
+  assert.deepEqual(report.skipped, []);
+  assertPositive(report.peakGflops, 'peakGflops');
+  assert.equal(report.torch.available, false);
+  assert.match(report.torch.reason, /--no-torch/);
+  assert.deepEqual(report.cases.map((c: { name: string }) => c.name), ['small-quick', 'qwen-shape-quick']);
+
+  for (const c of report.cases) {
+    const at = (key: string) => `${c.name}: ${key}`;
+    assert.equal(c.torch, undefined, at('torch ran despite --no-torch'));
+    assertPositive(c.model.parameters, at('model.parameters'));
+    // The FLOP count is a formula of the shapes: its linear part must be 6 · weights · tokens.
+    assert.equal(c.train.flops.linear, 6 * c.train.flops.linearWeights * c.batch * c.seq, at('flops.linear'));
+    assertPositive(c.train.flops.attention, at('flops.attention'));
+    for (const key of ['medianMs', 'minMs', 'runs', 'tokensPerS', 'gflopPerS', 'fractionOfPeak'])
+      assertPositive(c.train[key], at(`train.${key}`));
+    for (const [phase, ms] of Object.entries(c.train.phases))
+      assert.ok(Number.isFinite(ms as number) && (ms as number) >= 0, at(`train.phases.${phase} = ${ms}`));
+    assert.ok(Number.isFinite(c.train.loss), at(`train.loss = ${c.train.loss}`));
+    // tokens/s is B·T over the median step, so the two must agree.
+    assert.ok(Math.abs(c.train.tokensPerS * c.train.medianMs / 1000 - c.batch * c.seq) < 1e-6 * c.batch * c.seq, at('train.tokensPerS'));
+    for (const key of ['medianMs', 'minMs', 'runs', 'tokensPerS', 'newTokens', 'promptTokens', 'weightGBs'])
+      assertPositive(c.decode[key], at(`decode.${key}`));
+    assert.equal(c.decode.newTokens, c.batch * c.maxNewTokens, at('decode.newTokens'));
+    assert.ok(c.gemm.length > 0, at('gemm rows'));
+    for (const g of c.gemm) {
+      assertPositive(g.gflopPerS, at(`gemm ${g.name}`));
+      assertPositive(g.fractionOfPeak, at(`gemm ${g.name} fraction`));
+    }
+    for (const key of ['modelStateBytes', 'trainingArenaBytes', 'inferenceArenaBytes', 'peakRssBytes'])
+      assertPositive(c.memory[key], at(`memory.${key}`));
+  }
+  // Progress goes to stderr, phase by phase.
+  assert.match(r.stderr, /small-quick: training step/);
+  assert.match(r.stderr, /qwen-shape-quick: decoding/);
+});
+
+test('bench --engine prints a text report and rejects unknown configurations', () => {
+  const r = cli('bench', '--engine', '--quick', '--no-torch', '--only', 'small-quick');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /engine bench \(--quick/);
+  assert.match(r.stdout, /Training step/);
+  assert.match(r.stdout, /Decoding/);
+  assert.match(r.stdout, /PyTorch: comparison not requested/);
+  const bad = cli('bench', '--engine', '--quick', '--no-torch', '--only', 'noSuchConfig');
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /only: unknown engine configuration 'noSuchConfig'/);
+});
