@@ -1,4 +1,4 @@
-// The README's kernel example is examples/kernels.mjs verbatim, and it runs.
+// The README's examples are examples/*.mjs verbatim, and they run.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -9,15 +9,17 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 describe('examples', () => {
-  it('the README shows examples/kernels.mjs as it is', () => {
-    const readme = readFileSync(join(root, 'README.md'), 'utf8');
-    const example = readFileSync(join(root, 'examples', 'kernels.mjs'), 'utf8');
-    assert.ok(readme.includes(example.trim()), 'README.md must contain examples/kernels.mjs verbatim');
-  });
+  for (const [file, output] of [['kernels.mjs', /zeroCopy: true/], ['policy.mjs', /gradNorm/]] as const) {
+    it(`the README shows examples/${file} as it is`, () => {
+      const readme = readFileSync(join(root, 'README.md'), 'utf8');
+      const example = readFileSync(join(root, 'examples', file), 'utf8');
+      assert.ok(readme.includes(example.trim()), `README.md must contain examples/${file} verbatim`);
+    });
 
-  it('examples/kernels.mjs runs', () => {
-    const run = spawnSync(process.execPath, [join(root, 'examples', 'kernels.mjs')], { encoding: 'utf8', env: process.env });
-    assert.equal(run.status, 0, run.stderr);
-    assert.match(run.stdout, /zeroCopy: true/);
-  });
+    it(`examples/${file} runs`, () => {
+      const run = spawnSync(process.execPath, [join(root, 'examples', file)], { encoding: 'utf8', env: process.env });
+      assert.equal(run.status, 0, run.stderr);
+      assert.match(run.stdout, output);
+    });
+  }
 });
