@@ -12,3 +12,4 @@ export type { TensorLike } from './ops/validate.js';
 export { AdamW, NonFiniteGradError, defaultNoDecay, type AdamWOptions, type AdamWHyperparameters, type AdamWStepResult, type AdamWState, type AdamWMoments, type NamedBuffers, type ParamBuffer } from './engine/adamw.js';
 export { linearWarmup, type LrSchedule, type ScheduleKind, type WarmupOptions } from './engine/schedule.js';
 export * from './train/data.js';
+export { train, resolveConfig, loadTask, loadRewards, type TrainConfig, type TrainHooks, type TrainResult, type EvalSummary } from './train/trainer.js';

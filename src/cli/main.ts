@@ -8,10 +8,14 @@ import { fileURLToPath } from 'node:url';
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { benchCommand } from './bench.js';
+import { compareCommand } from './compare.js';
+import { evalCommand } from './eval.js';
 import { infoCommand } from './info.js';
+import { sampleCommand } from './sample.js';
+import { trainCommand } from './train.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const COMMANDS: CommandModule<any, any>[] = [benchCommand, infoCommand];
+export const COMMANDS: CommandModule<any, any>[] = [trainCommand, evalCommand, sampleCommand, compareCommand, benchCommand, infoCommand];
 
 function packageVersion(): string {
   let dir = dirname(fileURLToPath(import.meta.url));

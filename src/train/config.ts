@@ -29,26 +29,28 @@ import { BUILTIN_REWARDS as BUILTIN_REWARD_FNS } from './rewards/loader.js';
 // trainer's author tunes for that budget (the contract's own defaults — group size 8,
 // ε 0.2, β 0, λ init 0, r 1/9, λ lr 0.1, temperature 1 — are fixed below, not here).
 
-/** Optimiser steps of the default run. */
-export const DEFAULT_STEPS = 100;
+/** Training steps of the default run (after the supervised warm-up of DEFAULT_SFT_STEPS). */
+export const DEFAULT_STEPS = 600;
 /** Prompts per step P; each is sampled --group-size times. */
-export const DEFAULT_PROMPTS_PER_STEP = 8;
+export const DEFAULT_PROMPTS_PER_STEP = 16;
 /** Upper bound of the micro-batch when --micro-batch is not given: the largest divisor of P·G not above it is used. */
 export const DEFAULT_MICRO_BATCH_CAP = 32;
-/** Response length limit; arithmetic answers are a few tokens. */
-export const DEFAULT_MAX_NEW_TOKENS = 8;
+/** Response length limit: the longest step-by-step arith answer is 35 tokens with its end token. */
+export const DEFAULT_MAX_NEW_TOKENS = 40;
 /** Peak AdamW learning rate of the policy. */
-export const DEFAULT_LR = 1e-3;
-/** Linear warmup, in optimiser steps. */
+export const DEFAULT_LR = 3e-5;
+/** Linear learning-rate warmup, in training steps. */
 export const DEFAULT_WARMUP = 5;
 /** Evaluate every this many steps. */
-export const DEFAULT_EVAL_EVERY = 10;
+export const DEFAULT_EVAL_EVERY = 25;
 /** Held-out prompts per evaluation. */
 export const DEFAULT_EVAL_SIZE = 200;
 /** Save a checkpoint every this many steps. */
-export const DEFAULT_SAVE_EVERY = 25;
+export const DEFAULT_SAVE_EVERY = 100;
 /** Checkpoints kept in the run directory. */
 export const DEFAULT_KEEP_CHECKPOINTS = 2;
+/** Supervised warm-up steps for the built-in tiny model on `arith` (0 for every other model or task). */
+export const DEFAULT_SFT_STEPS = 800;
 
 // ---------------------------------------------------------------------------------------
 // The configuration
@@ -102,6 +104,8 @@ export interface TrainConfig {
   /** Resolved: always divides promptsPerStep · groupSize. */
   microBatch: number;
   iterations: number;
+  /** Resolved: supervised warm-up steps before RL (DEFAULT_SFT_STEPS for tiny + arith, else 0). */
+  sftSteps: number;
   lr: number;
   lrSchedule: ScheduleKind;
   warmup: number;
@@ -243,6 +247,11 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
     flag: 'iterations', kind: 'integer', group: G_BATCH, default: 1, min: 1,
     describe: 'passes μ over each rollout batch (> 1 makes the policy drift from the sampler, where clipping acts)',
   },
+  sftSteps: {
+    flag: 'sft-steps', kind: 'integer', group: G_OPT, default: undefined, min: 0,
+    defaultDescription: `${DEFAULT_SFT_STEPS} for --model tiny with --task arith, else 0`,
+    describe: "supervised warm-up steps on the task's reference completions (arith only; 32 per step, peak rate 3e-3, sized for a freshly initialised model) before RL starts, so a fresh model starts RL with a non-zero reward",
+  },
   lr: {
     flag: 'lr', kind: 'number', group: G_OPT, default: DEFAULT_LR, min: 0,
     describe: 'peak AdamW learning rate',
@@ -253,7 +262,7 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
   },
   warmup: {
     flag: 'warmup', kind: 'integer', group: G_OPT, default: DEFAULT_WARMUP, min: 0,
-    describe: 'linear learning-rate warmup, in optimiser steps',
+    describe: 'linear learning-rate warmup, in training steps (the rate of a step holds for all its --iterations updates)',
   },
   weightDecay: {
     flag: 'weight-decay', kind: 'number', group: G_OPT, default: 0, min: 0,
@@ -277,7 +286,7 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
   },
   steps: {
     flag: 'steps', kind: 'integer', group: G_RUN, default: DEFAULT_STEPS, min: 1,
-    describe: 'optimiser steps to train (when resuming: the total, counting the steps already done)',
+    describe: 'training steps: each samples P × G responses and makes --iterations optimiser updates (when resuming: the total, counting the steps already done)',
   },
   evalEvery: {
     flag: 'eval-every', kind: 'integer', group: G_RUN, default: DEFAULT_EVAL_EVERY, min: 0,
@@ -700,6 +709,13 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
     fail('microBatch', `${microBatch} does not divide --prompts-per-step × --group-size = ${promptsPerStep} × ${groupSize} = ${rows} (divisors: ${ds.length > 12 ? `${ds.slice(0, 12).join(', ')}, …` : ds.join(', ')})`);
   }
 
+  let sftSteps = raw.sftSteps as number | undefined;
+  if (sftSteps === undefined) {
+    sftSteps = model === 'tiny' && task === 'arith' ? DEFAULT_SFT_STEPS : 0;
+  } else if (sftSteps > 0 && task !== 'arith') {
+    fail('sftSteps', `the supervised warm-up needs reference completions, which only --task arith has (task is ${task})`);
+  }
+
   const epsilon = raw.epsilon as number;
   const epsilonHigh = (raw.epsilonHigh as number | undefined) ?? epsilon;
 
@@ -766,6 +782,7 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
     promptsPerStep,
     microBatch,
     iterations: raw.iterations as number,
+    sftSteps,
     lr: raw.lr as number,
     lrSchedule: raw.lrSchedule as ScheduleKind,
     warmup,

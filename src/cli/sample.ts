@@ -1,0 +1,80 @@
+// `lgrpo-native sample`: completions of prompts from a model, checkpoint or run directory.
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { DEFAULT_MAX_NEW_TOKENS } from '../train/config.js';
+
+interface SampleArgs {
+  model: string;
+  prompt: string[];
+  n: number;
+  temperature: number;
+  topP: number;
+  maxNewTokens: number;
+  seed: number;
+  json: boolean;
+}
+
+/** The escapes a shell makes awkward to type: \n, \t and \\. */
+export function unescapePrompt(text: string): string {
+  return text.replace(/\\(n|t|\\)/g, (_m, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
+}
+
+export const sampleCommand: CommandModule<object, SampleArgs> = {
+  command: 'sample',
+  describe: 'Print completions of prompts from a model, checkpoint or run',
+  builder: (y: Argv) =>
+    y
+      .option('model', {
+        type: 'string', demandOption: true, requiresArg: true,
+        describe: 'a checkpoint or Hugging Face model directory, or a run directory (its latest checkpoint)',
+      })
+      .option('prompt', {
+        type: 'string', array: true, demandOption: true, requiresArg: true,
+        describe: 'prompt text (repeat for several); \\n, \\t and \\\\ are read as escapes; a chat template, when the tokenizer has one, is applied',
+      })
+      .option('n', { type: 'number', default: 1, requiresArg: true, describe: 'completions per prompt' })
+      .option('temperature', { type: 'number', default: 0, requiresArg: true, describe: 'sampling temperature; 0 is greedy' })
+      .option('top-p', { type: 'number', default: 1, requiresArg: true, describe: 'nucleus sampling mass (with --temperature > 0)' })
+      .option('max-new-tokens', { type: 'number', default: DEFAULT_MAX_NEW_TOKENS, requiresArg: true, describe: 'response length limit in tokens' })
+      .option('seed', { type: 'number', default: 0, requiresArg: true, describe: 'seed of the sampler' })
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON: one object per prompt with its completions' })
+      .example("$0 sample --model runs/my-run --prompt '12+7+5=? (#### n)\\n'", 'greedy completion of an arithmetic prompt') as unknown as Argv<SampleArgs>,
+  handler: async (args: ArgumentsCamelCase<SampleArgs>) => {
+    const { complete, loadModelDir } = await import('../train/model.js');
+    const { resolve } = await import('node:path');
+    const int = (flag: string, v: number, min: number): void => {
+      if (!Number.isSafeInteger(v) || v < min) throw new Error(`--${flag}: expected an integer >= ${min}, got ${v}`);
+    };
+    int('n', args.n, 1);
+    int('max-new-tokens', args.maxNewTokens, 1);
+    int('seed', args.seed, 0);
+    if (!(args.temperature >= 0) || !Number.isFinite(args.temperature)) throw new Error(`--temperature: expected a number >= 0, got ${args.temperature}`);
+    if (!(args.topP > 0 && args.topP <= 1)) throw new Error(`--top-p: expected a number in (0, 1], got ${args.topP}`);
+    if (args.n > 1 && args.temperature === 0) throw new Error('--n: several completions of one prompt need --temperature > 0 (greedy decoding gives one)');
+    if (args.topP < 1 && args.temperature === 0) throw new Error('--top-p: has no effect with greedy decoding (--temperature 0)');
+    const prompts = args.prompt.map(unescapePrompt);
+    const { policy, tokenizer, dir } = loadModelDir(resolve(args.model));
+    try {
+      const encoded = prompts.flatMap((p) => Array.from({ length: args.n }, () => tokenizer.encodePrompt(p)));
+      const completions = complete(policy, tokenizer, encoded, {
+        maxNewTokens: args.maxNewTokens, temperature: args.temperature, topP: args.topP, seed: args.seed,
+      });
+      if (args.json) {
+        console.log(JSON.stringify({
+          model: dir,
+          results: prompts.map((prompt, i) => ({
+            prompt,
+            completions: completions.slice(i * args.n, (i + 1) * args.n).map((c) => ({ text: c.text, tokens: c.tokens.length, stopped: c.stopped })),
+          })),
+        }, null, 2));
+        return;
+      }
+      prompts.forEach((prompt, i) => {
+        console.log(`prompt: ${JSON.stringify(prompt)}`);
+        for (const c of completions.slice(i * args.n, (i + 1) * args.n))
+          console.log(`  ${JSON.stringify(c.text)}  (${c.tokens.length} tokens${c.stopped ? '' : ', cut at --max-new-tokens'})`);
+      });
+    } finally {
+      policy.dispose();
+    }
+  },
+};

@@ -1,0 +1,723 @@
+// The λ-GRPO training loop (spec: /work/shared/spec/lambda-grpo.md, contract in the
+// trainer notes). One step:
+//
+//   1. rollout   P prompts from the task's deterministic stream, each sampled G times by
+//                the engine (KV cache; temperature, top-p, stop at end-of-sequence), with a
+//                seed drawn from the run's serialisable RNG;
+//   2. score     every reward term, summed with its weight (a reward that throws counts 0);
+//                with --dynamic-sampling, groups whose rewards are all equal are dropped
+//                and more prompts sampled to refill the step (bounded, as DAPO/verl do);
+//   3. advantage groupAdvantages over the groups (rows of one prompt);
+//   4. train     μ = --iterations passes over the batch in micro-batches: forward →
+//                fused LM-head log-probs on the completion tokens → grpoLoss with the
+//                WHOLE step's weights and normaliser (grpoLossWeights, so the split into
+//                micro-batches changes nothing) → backward; after the last micro-batch one
+//                AdamW update (clipping, schedule) and one λ update (plain SGD on ∂L/∂λ
+//                summed over the micro-batches, unless --lambda-fixed).
+//
+// Old log-probs: the policy that sampled is the policy before this step's first update,
+// so the first pass's log-probs (detached) ARE the old log-probs — TRL does the same
+// with one iteration — and later iterations reuse them. Reference log-probs (β > 0) come
+// from a frozen copy of the policy at step 0 (after any supervised warm-up).
+//
+// Exact resume: every random choice comes from state that a checkpoint holds (the
+// sampling RNG, the data cursor; the tiny model's initialisation and the warm-up are
+// functions of --seed), weights and optimiser moments are saved bit for bit, and all of
+// step N's metric lines are written before checkpoint N. A run resumed from checkpoint N
+// therefore writes the same lines as an uninterrupted run, timings aside.
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { AdamW, NonFiniteGradError } from '../engine/adamw.js';
+import { Policy } from '../engine/policy.js';
+import { linearWarmup } from '../engine/schedule.js';
+import { groupAdvantages } from '../ops/group_advantages.js';
+import { grpoLoss, grpoLossWeights } from '../ops/grpo_loss.js';
+import { fsyncDir } from './atomic.js';
+import { findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
+import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
+import { METRICS_FILE, MetricsWriter, type MetricRecord } from './metrics.js';
+import { checkVocab, decodeCompletion, evaluate, loadModelDir, stopIds, tinyModel, type EvalResult } from './model.js';
+import { Progress, type ProgressStream } from './progress.js';
+import { writeRunReport } from './report.js';
+import { isCorrect } from './rewards/math.js';
+import { resolveReward, scoreAll, type RewardWarning, type WeightedReward } from './rewards/loader.js';
+import { Rng } from './rng.js';
+import { supervisedWarmup } from './sft.js';
+import { arithTask } from './tasks/arith.js';
+import { jsonlTask } from './tasks/jsonl.js';
+import type { Example, Task } from './tasks/types.js';
+import { completionPass } from './token_pass.js';
+import { loadTokenizer, saveTokenizer, type TextTokenizer } from './tokenizer.js';
+
+// What a program needs to start a run: resolveConfig({...flags}) → train(config).
+export { resolveConfig, type TrainConfig } from './config.js';
+
+/** The AdamW state inside a checkpoint. */
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+/** The frozen reference policy of a run with β > 0 on the tiny model (its step-0 weights). */
+export const REFERENCE_DIR = 'reference';
+/** Eval completions, one file per evaluation. */
+export const SAMPLES_DIR = 'samples';
+/** Rollout rounds per step at most with --dynamic-sampling (verl's max_num_gen_batches plays this role). */
+export const DYNAMIC_SAMPLING_MAX_ROUNDS = 4;
+/** Warn about truncation when more than this fraction of a step's responses hit --max-new-tokens. */
+const TRUNCATION_WARNING = 0.5;
+/** Reward warnings printed per step; the rest are counted. */
+const REWARD_WARNINGS_SHOWN = 3;
+
+export interface TrainHooks {
+  /** Aborting it stops the run after the current step, which is then checkpointed (Ctrl-C). */
+  signal?: AbortSignal;
+  /** Where progress and warnings go; default process.stderr; null: silent. */
+  progress?: ProgressStream | null;
+}
+
+export interface EvalSummary {
+  step: number;
+  accuracy: number;
+  meanLength: number;
+}
+
+export interface TrainResult {
+  out: string;
+  /** Steps completed. */
+  step: number;
+  interrupted: boolean;
+  /** λ after the last step. */
+  lambda: number;
+  /** Evaluations made by this process (step 0 first on a fresh run). */
+  evals: EvalSummary[];
+  /** The last checkpoint written, if any. */
+  checkpoint: string | null;
+  /** Wall time of this process's run (warm-up included). */
+  seconds: number;
+  warmup: { steps: number; seconds: number; finalLoss: number } | null;
+}
+
+/** The task a config names. */
+export function loadTask(config: Pick<TrainConfig, 'task' | 'seed' | 'evalSize'>): Task {
+  return config.task === 'arith' ? arithTask({ seed: config.seed, evalSize: config.evalSize }) : jsonlTask(config.task, { seed: config.seed });
+}
+
+/** The reward terms a config names. */
+export async function loadRewards(config: Pick<TrainConfig, 'reward'>): Promise<WeightedReward[]> {
+  return Promise.all(config.reward.map((r) => resolveReward(r.kind === 'builtin' ? r.name : r.path, r.weight)));
+}
+
+interface Rollout {
+  examples: Example[];
+  prompts: number[][];
+  completions: number[][];
+  texts: string[];
+  stopped: boolean[];
+  rewards: Float32Array;
+  correct: boolean[];
+  components: Record<string, Float64Array>;
+  failures: number;
+}
+
+interface Sums {
+  [key: string]: number;
+}
+
+function mean(values: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < values.length; i++) s += values[i];
+  return values.length ? s / values.length : NaN;
+}
+
+function std(values: ArrayLike<number>): number {
+  if (values.length === 0) return NaN;
+  const m = mean(values);
+  let s = 0;
+  for (let i = 0; i < values.length; i++) s += (values[i] - m) ** 2;
+  return Math.sqrt(s / values.length);
+}
+
+function metricName(rewardName: string): string {
+  return `reward_${rewardName.replace(/\.[cm]?js$/, '').replace(/[^A-Za-z0-9_]+/g, '_')}`;
+}
+
+/** Writes a directory by filling a temporary sibling and renaming it into place. */
+function writeDirAtomic(dir: string, fill: (tmp: string) => void): void {
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  fill(tmp);
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(tmp, dir);
+  fsyncDir(resolve(dir, '..'));
+}
+
+function samplesFile(step: number): string {
+  return `eval-step-${String(step).padStart(6, '0')}.jsonl`;
+}
+
+class Trainer {
+  readonly config: TrainConfig;
+  readonly out: string;
+  progress: Progress | null;
+  readonly stream: ProgressStream | null;
+  readonly signal: AbortSignal | undefined;
+  task!: Task;
+  rewards!: WeightedReward[];
+  policy!: Policy;
+  tokenizer!: TextTokenizer;
+  reference: Policy | null = null;
+  optimizer!: AdamW;
+  metrics!: MetricsWriter;
+  sampling!: Rng;
+  stops!: number[];
+  lambda = 0;
+  /** Index of the next training example in the task's stream. */
+  cursor = 0;
+  step = 0;
+  elapsedBefore = 0;
+  startedAt = performance.now();
+  lastTruncationWarning = -Infinity;
+  evals: EvalSummary[] = [];
+  lastCheckpoint: string | null = null;
+  warmup: TrainResult['warmup'] = null;
+  /** The run directory of the checkpoint resumed from. */
+  sourceRunDir: string | null = null;
+  evalWarned = false;
+
+  constructor(config: TrainConfig, hooks: TrainHooks) {
+    this.config = config;
+    this.out = config.out;
+    this.signal = hooks.signal;
+    this.stream = hooks.progress === undefined ? process.stderr : hooks.progress;
+    this.progress = this.stream === null ? null : new Progress({ total: config.steps, stream: this.stream, startStep: 0 });
+  }
+
+  log(message: string): void {
+    if (this.progress) this.progress.log(message);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Setup
+
+  async setup(): Promise<void> {
+    const c = this.config;
+    this.task = loadTask(c);
+    this.rewards = await loadRewards(c);
+    mkdirSync(this.out, { recursive: true });
+    if (c.resume !== null) await this.resumeFrom(c.resume);
+    else await this.fresh();
+    this.stops = stopIds(this.policy, this.tokenizer);
+    if (c.beta > 0 && this.reference === null) this.reference = this.loadReference();
+  }
+
+  #makeOptimizer(): AdamW {
+    const c = this.config;
+    // A constant schedule must not depend on --steps, which a resumed run may raise.
+    const schedule = c.lrSchedule === 'constant'
+      ? linearWarmup(c.lr, c.warmup)
+      : linearWarmup(c.lr, Math.min(c.warmup, c.steps), c.steps, { schedule: c.lrSchedule });
+    // AdamW counts updates; the schedule counts training steps (each makes μ updates).
+    return new AdamW(this.policy.parameters(), this.policy.gradients(), {
+      lr: (update: number) => schedule(Math.ceil(update / c.iterations)),
+      weightDecay: c.weightDecay,
+      maxGradNorm: c.maxGradNorm,
+    });
+  }
+
+  async fresh(): Promise<void> {
+    const c = this.config;
+    // Refuses a directory that already holds a run's metrics before anything is written.
+    this.metrics = MetricsWriter.open(join(this.out, METRICS_FILE));
+    writeRunConfig(this.out, c);
+    if (c.model === 'tiny') {
+      ({ policy: this.policy, tokenizer: this.tokenizer } = tinyModel(c.seed));
+    } else {
+      ({ policy: this.policy, tokenizer: this.tokenizer } = loadModelDir(c.model, { device: c.device }));
+    }
+    this.optimizer = this.#makeOptimizer();
+    this.sampling = new Rng(c.seed).fork();
+    this.lambda = c.loss === 'lambda' ? c.lambdaInit : 0;
+    if (c.sftSteps > 0) {
+      this.log(`supervised warm-up: ${c.sftSteps} steps`);
+      const result = await supervisedWarmup(this.policy, this.tokenizer, {
+        steps: c.sftSteps,
+        seed: c.seed,
+        signal: this.signal,
+        onLog: (r) => this.metrics.write({ kind: 'warmup', step: 0, ...r }),
+      });
+      this.warmup = { steps: result.steps, seconds: result.seconds, finalLoss: result.finalLoss };
+      if (result.interrupted) return;
+      this.log(`supervised warm-up done in ${result.seconds.toFixed(1)} s, loss ${result.finalLoss.toFixed(4)}`);
+    }
+    if (c.beta > 0 && c.refModel === c.model) {
+      // The reference is this policy now, at step 0; saved, so a resumed run gets it back.
+      this.reference = this.#copyPolicy();
+      if (c.model === 'tiny')
+        writeDirAtomic(join(this.out, REFERENCE_DIR), (tmp) => {
+          this.policy.save(tmp);
+          saveTokenizer(this.tokenizer, tmp);
+        });
+    }
+  }
+
+  #copyPolicy(): Policy {
+    const copy = Policy.random(this.policy.config, { seed: 0 });
+    (copy.parameterBuffer.data as Float32Array).set(this.policy.parameterBuffer.data as Float32Array);
+    return copy;
+  }
+
+  loadReference(): Policy {
+    const c = this.config;
+    let dir: string;
+    if (c.refModel === 'tiny' || (c.refModel === c.model && c.model === 'tiny')) {
+      if (c.model !== 'tiny') throw new Error("--ref-model: 'tiny' is only a reference for --model tiny");
+      dir = join(this.out, REFERENCE_DIR);
+      const source = join(this.sourceRunDir ?? this.out, REFERENCE_DIR);
+      // Resumed into another directory: the reference comes along, for later resumes too.
+      if (!existsSync(dir) && existsSync(source)) cpSync(source, dir, { recursive: true });
+      if (!existsSync(dir)) throw new Error(`--resume: the run's reference policy ${dir} is missing (it is written at step 0 when --beta > 0)`);
+    } else {
+      dir = c.refModel!;
+    }
+    const { policy, tokenizer } = loadModelDir(dir);
+    if (policy.config.vocabSize !== this.policy.config.vocabSize)
+      throw new Error(`--ref-model: ${dir} has vocab_size ${policy.config.vocabSize}, the policy ${this.policy.config.vocabSize}`);
+    checkVocab(policy, tokenizer, dir);
+    return policy;
+  }
+
+  async resumeFrom(path: string): Promise<void> {
+    const c = this.config;
+    const found = findCheckpoint(path);
+    if (found.note) this.log(`resume: ${found.note}`);
+    const state = found.state;
+    this.sourceRunDir = found.runDir;
+    if (state.configHash !== configHash(c)) {
+      const saved = state.config ?? {};
+      const now = configToJson(c);
+      const differ = CONFIG_KEYS.map((k) => OPTIONS[k].flag)
+        .filter((f) => JSON.stringify(saved[f]) !== JSON.stringify(now[f]) && !['out', 'resume', 'device', 'steps', 'eval-every', 'save-every', 'keep-checkpoints'].includes(f));
+      throw new Error(
+        `--resume: ${found.dir} was trained with a different configuration (${differ.length ? differ.map((f) => `--${f}`).join(', ') : 'see its config'}); ` +
+        'resuming would not continue the same run. Start a new run with --model pointing at the checkpoint instead.',
+      );
+    }
+    if (state.step >= c.steps) throw new Error(`--steps: the checkpoint is at step ${state.step}; pass a larger --steps to train further`);
+
+    // A run resumed into another directory carries its history along.
+    const metricsPath = join(this.out, METRICS_FILE);
+    const sourceMetrics = join(found.runDir, METRICS_FILE);
+    if (resolve(found.runDir) !== resolve(this.out) && !existsSync(metricsPath) && existsSync(sourceMetrics)) copyFileSync(sourceMetrics, metricsPath);
+    removeCheckpointsAfter(this.out, state.step);
+    this.metrics = MetricsWriter.open(metricsPath, { resumeStep: state.step });
+    const samplesDir = join(this.out, SAMPLES_DIR);
+    if (existsSync(samplesDir))
+      for (const name of readdirSync(samplesDir)) {
+        const m = /^eval-step-(\d+)\.jsonl$/.exec(name);
+        if (m && Number(m[1]) > state.step) rmSync(join(samplesDir, name), { force: true });
+      }
+    writeRunConfig(this.out, c);
+
+    this.tokenizer = loadTokenizer(found.dir);
+    this.policy = Policy.fromPretrained(found.dir, { device: c.device as 'cpu' });
+    checkVocab(this.policy, this.tokenizer, found.dir);
+    this.optimizer = this.#makeOptimizer();
+    this.optimizer.loadStateFile(join(found.dir, OPTIMIZER_FILE));
+    if (!state.rng.sampling) throw new Error(`--resume: ${found.dir}: trainer_state.json has no sampling RNG state`);
+    this.sampling = Rng.fromState(state.rng.sampling, 'rng.sampling');
+    this.lambda = state.lambda;
+    const size = this.task.trainSize;
+    this.cursor = size === null ? state.dataCursor.offset : state.dataCursor.epoch * size + state.dataCursor.offset;
+    this.step = state.step;
+    this.elapsedBefore = state.elapsedSeconds ?? 0;
+    this.log(`resumed from ${found.dir} (step ${state.step})`);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Rollout and scoring
+
+  nextExamples(n: number): Example[] {
+    const out: Example[] = [];
+    for (let i = 0; i < n; i++) out.push(this.task.trainExample(this.cursor++));
+    return out;
+  }
+
+  async rollout(n: number, timing: Sums, warnings: RewardWarning[]): Promise<Rollout> {
+    const c = this.config;
+    const G = c.groupSize;
+    const examples = this.nextExamples(n);
+    const encoded = examples.map((e) => this.tokenizer.encodePrompt(e.prompt));
+    const rowExamples: Example[] = [];
+    const prompts: number[][] = [];
+    for (let g = 0; g < n; g++)
+      for (let k = 0; k < G; k++) {
+        rowExamples.push(examples[g]);
+        prompts.push(encoded[g]);
+      }
+    let t = performance.now();
+    const gen = this.policy.generate(prompts, {
+      maxNewTokens: c.maxNewTokens,
+      temperature: c.temperature,
+      topP: c.topP,
+      seed: this.sampling.nextUint32(),
+      stopIds: this.stops,
+    });
+    timing.rollout += (performance.now() - t) / 1000;
+    t = performance.now();
+    const texts = gen.tokens.map((tokens) => decodeCompletion(this.tokenizer, tokens, this.stops));
+    const scored = await scoreAll(this.rewards, rowExamples, texts, { onWarning: (w) => warnings.push(w) });
+    const correct = texts.map((text, i) => isCorrect(text, rowExamples[i].answer));
+    timing.score += (performance.now() - t) / 1000;
+    return {
+      examples: rowExamples, prompts, completions: gen.tokens, texts, stopped: gen.stopped,
+      rewards: Float32Array.from(scored.total), correct, components: scored.components, failures: scored.failures,
+    };
+  }
+
+  /** Per group of G rows: are all its rewards equal (no learning signal)? */
+  degenerateGroups(r: Rollout): boolean[] {
+    const G = this.config.groupSize;
+    const flags: boolean[] = [];
+    for (let g = 0; g * G < r.rewards.length; g++) {
+      const first = r.rewards[g * G];
+      let same = true;
+      for (let k = 1; k < G; k++) if (r.rewards[g * G + k] !== first) same = false;
+      flags.push(same);
+    }
+    return flags;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // One step
+
+  async trainStep(): Promise<MetricRecord> {
+    const c = this.config;
+    const G = c.groupSize;
+    const P = c.promptsPerStep;
+    const timing: Sums = { rollout: 0, score: 0, train: 0 };
+    const warnings: RewardWarning[] = [];
+
+    // Rollout (and, with dynamic sampling, refills). Every sampled row counts towards the
+    // reward/accuracy/length metrics; the trained batch is the kept groups.
+    const sampled: Rollout[] = [];
+    const kept: Array<{ r: Rollout; group: number }> = [];
+    let groupsSampled = 0, groupsDegenerate = 0;
+    for (let round = 0; ; round++) {
+      const r = await this.rollout(round === 0 ? P : P - kept.length, timing, warnings);
+      sampled.push(r);
+      const degenerate = this.degenerateGroups(r);
+      groupsSampled += degenerate.length;
+      groupsDegenerate += degenerate.filter(Boolean).length;
+      degenerate.forEach((d, g) => {
+        if (!c.dynamicSampling || !d) kept.push({ r, group: g });
+      });
+      if (!c.dynamicSampling || kept.length >= P || round + 1 >= DYNAMIC_SAMPLING_MAX_ROUNDS) break;
+    }
+    if (kept.length === 0) {
+      // Nothing informative within the bound: train on the last round as sampled (its
+      // advantages are 0; a KL term still acts), as a run without filtering would.
+      const last = sampled[sampled.length - 1];
+      for (let g = 0; g * G < last.rewards.length; g++) kept.push({ r: last, group: g });
+    }
+
+    // The trained batch, groups in order.
+    const prompts: number[][] = [], completions: number[][] = [], stopped: boolean[] = [];
+    const rewardsList: number[] = [], groupIds: number[] = [];
+    kept.forEach(({ r, group }, gi) => {
+      for (let k = 0; k < G; k++) {
+        const i = group * G + k;
+        prompts.push(r.prompts[i]);
+        completions.push(r.completions[i]);
+        stopped.push(r.stopped[i]);
+        rewardsList.push(r.rewards[i]);
+        groupIds.push(gi);
+      }
+    });
+    const B = prompts.length;
+    const groups = kept.length;
+    const ids = Int32Array.from(groupIds);
+    const rewards = Float32Array.from(rewardsList);
+    const adv = groupAdvantages(rewards, ids, { mode: c.advantage, groups }).advantages as Float32Array;
+    const lengths = Int32Array.from(completions, (comp, i) => (c.maskTruncated && !stopped[i] ? 0 : comp.length));
+
+    let t = performance.now();
+    let ref: Float32Array[] | null = null;
+    if (c.beta > 0) ref = this.reference!.sequenceLogprobs(prompts, completions, { temperature: c.temperature });
+    const old: Float32Array[] = new Array(B);
+
+    // Micro-batch boundaries (the last may be short when dynamic sampling shrank the batch).
+    const bounds: Array<[number, number]> = [];
+    for (let a = 0; a < B; a += c.microBatch) bounds.push([a, Math.min(B, a + c.microBatch)]);
+
+    let lossSum = 0, gradLambdaSum = 0, entropySum = 0, entropyTokens = 0;
+    const weighted: Sums = { clipLow: 0, clipHigh: 0, ratio: 0, kl: 0, tokens: 0 };
+    let lastUpdate: { lr: number; gradNorm: number; clipped: boolean } | null = null;
+    let skipped = 0;
+    let weightMin = Infinity, weightMax = -Infinity;
+    for (let it = 0; it < c.iterations; it++) {
+      const w = grpoLossWeights(lengths, ids, { aggregation: c.loss, lambda: this.lambda, r: c.lambdaR, maxLength: c.maxNewTokens, groups });
+      if (it === 0)
+        for (let i = 0; i < B; i++)
+          if (lengths[i] > 0) {
+            weightMin = Math.min(weightMin, w.weights[i]);
+            weightMax = Math.max(weightMax, w.weights[i]);
+          }
+      this.policy.zeroGrad();
+      let gradLambda = 0;
+      for (const [a, b] of bounds) {
+        const pass = completionPass(this.policy, prompts.slice(a, b), completions.slice(a, b), { temperature: c.temperature, entropy: it === 0 });
+        const rows = b - a;
+        let Tc = 1;
+        for (let i = a; i < b; i++) Tc = Math.max(Tc, completions[i].length);
+        const lp = new Float32Array(rows * Tc), oldLp = new Float32Array(rows * Tc), mask = new Uint8Array(rows * Tc);
+        const refLp = ref ? new Float32Array(rows * Tc) : undefined;
+        for (let r = 0; r < rows; r++) {
+          const i = a + r;
+          const from = pass.offsets[r], n = completions[i].length;
+          const here = pass.logprobs.subarray(from, from + n);
+          if (it === 0) {
+            old[i] = here.slice();
+            if (pass.entropy && lengths[i] > 0)
+              for (let j = 0; j < n; j++) {
+                entropySum += pass.entropy[from + j];
+                entropyTokens++;
+              }
+          }
+          lp.set(here, r * Tc);
+          oldLp.set(old[i], r * Tc);
+          if (refLp) refLp.set(ref![i], r * Tc);
+          mask.fill(1, r * Tc, r * Tc + lengths[i]);
+        }
+        const res = grpoLoss({
+          logprobs: lp, oldLogprobs: oldLp, refLogprobs: refLp, advantages: adv.subarray(a, b), mask,
+          groupIds: ids.subarray(a, b), groups, aggregation: c.loss, lambda: this.lambda, r: c.lambdaR,
+          epsLow: c.epsilon, epsHigh: c.epsilonHigh, beta: c.beta, maxLength: c.maxNewTokens,
+          weights: w.weights.subarray(a, b),
+          dWeightsDLambda: c.loss === 'lambda' ? w.dWeightsDLambda.subarray(a, b) : undefined,
+          normalizer: w.normalizer,
+        });
+        lossSum += res.loss;
+        gradLambda += res.gradLambda;
+        const tok = res.stats.tokens;
+        weighted.clipLow += res.stats.clipFracLow * tok;
+        weighted.clipHigh += res.stats.clipFracHigh * tok;
+        weighted.ratio += res.stats.ratioMean * tok;
+        weighted.kl += res.stats.klMean * tok;
+        weighted.tokens += tok;
+        const g = res.gradLogprobs as Float32Array;
+        const coeff = new Float32Array(pass.tokens);
+        for (let r = 0; r < rows; r++) coeff.set(g.subarray(r * Tc, r * Tc + completions[a + r].length), pass.offsets[r]);
+        pass.backward(coeff);
+      }
+      try {
+        const u = this.optimizer.step();
+        lastUpdate = { lr: u.lr, gradNorm: u.gradNorm, clipped: u.clipped };
+      } catch (e) {
+        if (!(e instanceof NonFiniteGradError)) throw e;
+        skipped++;
+        this.log(`warning: step ${this.step + 1}: ${e.message} The update was skipped.`);
+      }
+      gradLambdaSum += gradLambda;
+      if (c.loss === 'lambda' && !c.lambdaFixed && c.lambdaLr > 0 && Number.isFinite(gradLambda)) this.lambda -= c.lambdaLr * gradLambda;
+    }
+    this.policy.zeroGrad();
+    timing.train += (performance.now() - t) / 1000;
+
+    // Metrics over everything sampled this step.
+    const all = { rewards: [] as number[], lengths: [] as number[], correct: [] as boolean[], truncated: 0, failures: 0 };
+    const components: Record<string, number[]> = {};
+    for (const r of sampled) {
+      r.rewards.forEach((x) => all.rewards.push(x));
+      r.completions.forEach((comp) => all.lengths.push(comp.length));
+      r.correct.forEach((x) => all.correct.push(x));
+      all.truncated += r.stopped.filter((s) => !s).length;
+      all.failures += r.failures;
+      for (const [name, values] of Object.entries(r.components)) (components[name] ??= []).push(...values);
+    }
+    const n = all.rewards.length;
+    const lenCorrect = all.lengths.filter((_, i) => all.correct[i]);
+    const lenWrong = all.lengths.filter((_, i) => !all.correct[i]);
+    const absAdv = Array.from(adv, Math.abs);
+    const record: MetricRecord = {
+      kind: 'train',
+      step: this.step + 1,
+      loss: lossSum / c.iterations,
+      reward_mean: mean(all.rewards),
+      reward_std: std(all.rewards),
+      accuracy: all.correct.filter(Boolean).length / n,
+      advantage_mean: mean(adv),
+      advantage_std: std(adv),
+      advantage_abs_mean: mean(absAdv),
+      clip_frac_low: weighted.tokens ? weighted.clipLow / weighted.tokens : 0,
+      clip_frac_high: weighted.tokens ? weighted.clipHigh / weighted.tokens : 0,
+      ratio_mean: weighted.tokens ? weighted.ratio / weighted.tokens : 1,
+    };
+    if (c.beta > 0) record.kl = weighted.tokens ? weighted.kl / weighted.tokens : 0;
+    if (entropyTokens > 0) record.entropy = entropySum / entropyTokens;
+    record.mean_length = mean(all.lengths);
+    if (lenCorrect.length) record.length_correct = mean(lenCorrect);
+    if (lenWrong.length) record.length_wrong = mean(lenWrong);
+    record.truncated_frac = all.truncated / n;
+    record.degenerate_frac = groupsDegenerate / groupsSampled;
+    if (c.dynamicSampling) {
+      record.groups_sampled = groupsSampled;
+      record.groups_trained = groups;
+    }
+    if (c.loss === 'lambda') {
+      record.lambda = this.lambda;
+      record.lambda_grad = gradLambdaSum / c.iterations;
+    }
+    if (weightMin <= weightMax) {
+      record.weight_min = weightMin;
+      record.weight_max = weightMax;
+    }
+    if (lastUpdate) {
+      record.lr = lastUpdate.lr;
+      record.grad_norm = lastUpdate.gradNorm;
+    }
+    if (skipped) record.skipped_updates = skipped;
+    if (this.rewards.length > 1) for (const [name, values] of Object.entries(components)) record[metricName(name)] = mean(values);
+    record.reward_failures = all.failures;
+    record.time_rollout = timing.rollout;
+    record.time_score = timing.score;
+    record.time_train = timing.train;
+
+    if (warnings.length) {
+      for (const w of warnings.slice(0, REWARD_WARNINGS_SHOWN)) this.log(`warning: step ${this.step + 1}: ${w.message}`);
+      if (warnings.length > REWARD_WARNINGS_SHOWN) this.log(`warning: step ${this.step + 1}: … and ${warnings.length - REWARD_WARNINGS_SHOWN} more reward failures (counted as 0)`);
+    }
+    if (record.truncated_frac > TRUNCATION_WARNING && this.step - this.lastTruncationWarning >= 20) {
+      this.lastTruncationWarning = this.step;
+      this.log(`warning: step ${this.step + 1}: ${(100 * record.truncated_frac).toFixed(0)}% of responses hit --max-new-tokens ${c.maxNewTokens} without an end token${c.maskTruncated ? ' (masked out of the loss)' : '; consider raising it or --mask-truncated'}`);
+    }
+    return record;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Evaluation, checkpoints
+
+  async runEval(): Promise<EvalResult | null> {
+    const c = this.config;
+    const warnings: RewardWarning[] = [];
+    const examples = this.task.evalSet(c.evalSize);
+    if (examples.length === 0) {
+      if (!this.evalWarned) this.log(`warning: ${c.task} has no held-out examples: no evaluation`);
+      this.evalWarned = true;
+      return null;
+    }
+    const result = await evaluate(this.policy, this.tokenizer, examples, this.rewards, {
+      maxNewTokens: c.maxNewTokens,
+      onWarning: (w) => warnings.push(w),
+    });
+    if (warnings.length) this.log(`warning: eval @ step ${this.step}: ${warnings.length} reward failures (counted as 0), e.g. ${warnings[0].message}`);
+    this.metrics.write({
+      kind: 'eval', step: this.step, accuracy: result.accuracy, mean_length: result.meanLength, reward_mean: result.rewardMean,
+      truncated_frac: result.truncatedFrac, time_eval: result.seconds,
+    });
+    const dir = join(this.out, SAMPLES_DIR);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, samplesFile(this.step)), result.samples.map((s) => JSON.stringify(s)).join('\n') + '\n');
+    this.evals.push({ step: this.step, accuracy: result.accuracy, meanLength: result.meanLength });
+    this.progress?.eval(this.step, { accuracy: result.accuracy, meanLength: result.meanLength, reward: result.rewardMean });
+    writeRunReport(this.out);
+    return result;
+  }
+
+  state(): TrainerState {
+    const size = this.task.trainSize;
+    return {
+      step: this.step,
+      lambda: this.lambda,
+      lambdaOptimizer: { kind: 'sgd', state: {} },
+      rng: { sampling: this.sampling.getState() },
+      dataCursor: size === null ? { epoch: 0, offset: this.cursor } : { epoch: Math.floor(this.cursor / size), offset: this.cursor % size },
+      configHash: configHash(this.config),
+      config: configToJson(this.config),
+      elapsedSeconds: this.elapsedBefore + (performance.now() - this.startedAt) / 1000,
+    };
+  }
+
+  async save(): Promise<string> {
+    const path = await writeCheckpoint(this.out, this.step, (tmp) => {
+      this.policy.save(tmp);
+      saveTokenizer(this.tokenizer, tmp);
+      this.optimizer.saveState(join(tmp, OPTIMIZER_FILE));
+    }, { state: this.state(), keepLast: this.config.keepCheckpoints });
+    this.lastCheckpoint = path;
+    return path;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The loop
+
+  async run(): Promise<TrainResult> {
+    const c = this.config;
+    let interrupted = false;
+    try {
+      await this.setup();
+      const resumed = c.resume !== null;
+      if (!resumed && this.signal?.aborted) {
+        if (this.warmup !== null && this.warmup.steps < c.sftSteps) {
+          // Part of a warm-up is no state a run can continue from exactly.
+          this.log('interrupted during the supervised warm-up; nothing was saved');
+        } else {
+          await this.save();
+          this.log(`interrupted: saved ${this.lastCheckpoint}; continue with --resume ${this.out}`);
+        }
+        return this.result(true);
+      }
+      // (A run resumed from checkpoint-0 was stopped right after its warm-up, before this eval.)
+      if ((!resumed || this.step === 0) && c.evalEvery > 0) await this.runEval();
+      if (this.stream !== null) this.progress = new Progress({ total: c.steps, stream: this.stream, startStep: this.step });
+      while (this.step < c.steps) {
+        const record = await this.trainStep();
+        this.step++;
+        this.metrics.write(record);
+        this.progress?.update(this.step, {
+          reward: record.reward_mean as number, accuracy: record.accuracy as number, meanLength: record.mean_length as number,
+          lambda: record.lambda as number | undefined,
+        });
+        const last = this.step === c.steps;
+        if (c.evalEvery > 0 && (this.step % c.evalEvery === 0 || last)) await this.runEval();
+        // Lets a pending SIGINT handler run before deciding whether to stop.
+        await new Promise((r) => setImmediate(r));
+        interrupted = this.signal?.aborted === true && !last;
+        if (last || interrupted || (c.saveEvery > 0 && this.step % c.saveEvery === 0)) await this.save();
+        if (interrupted) {
+          this.log(`interrupted: saved ${this.lastCheckpoint}; continue with --resume ${this.out}`);
+          break;
+        }
+      }
+      writeRunReport(this.out);
+      return this.result(interrupted);
+    } finally {
+      this.progress?.done();
+      this.metrics?.close();
+      this.policy?.dispose();
+      this.reference?.dispose();
+      this.optimizer?.dispose();
+    }
+  }
+
+  result(interrupted: boolean): TrainResult {
+    return {
+      out: this.out,
+      step: this.step,
+      interrupted,
+      lambda: this.lambda,
+      evals: this.evals,
+      checkpoint: this.lastCheckpoint,
+      seconds: (performance.now() - this.startedAt) / 1000,
+      warmup: this.warmup,
+    };
+  }
+}
+
+/**
+ * Runs (or resumes, with config.resume) a training run as the config says, writing the
+ * run directory config.out. Resolves when the run ends or, after hooks.signal aborts, once
+ * the current step is checkpointed.
+ */
+export async function train(config: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
+  if (config.device !== 'cpu')
+    throw new Error(`--device: the engine runs on the CPU only for now (the CUDA kernels exist; the CUDA model engine does not yet); got ${config.device}`);
+  return new Trainer(config, hooks).run();
+}
