@@ -12,7 +12,7 @@
 // is the caller's, written through the callback of writeCheckpoint.
 import { existsSync, fsyncSync, closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fsyncDir, writeFileAtomic } from './atomic.js';
+import { fsyncDir, writeFileAtomic } from '../atomic_file.js';
 import { checkRngState, type RngState } from './rng.js';
 
 export const LATEST_FILE = 'latest';

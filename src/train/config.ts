@@ -18,7 +18,7 @@ import type { Argv, Options } from 'yargs';
 import type { ScheduleKind } from '../engine/schedule.js';
 import type { AdvantageMode } from '../ops/group_advantages.js';
 import type { Aggregation } from '../ops/grpo_loss.js';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from '../atomic_file.js';
 import { findCheckpoint } from './checkpoint.js';
 import { BUILTIN_REWARDS as BUILTIN_REWARD_FNS } from './rewards/loader.js';
 

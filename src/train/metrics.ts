@@ -7,7 +7,7 @@
 // use steps at or before the first training step (e.g. 0). The trainer writes all lines
 // of step N before it saves checkpoint N.
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, statSync } from 'node:fs';
-import { writeAll, writeFileAtomic } from './atomic.js';
+import { writeAll, writeFileAtomic } from '../atomic_file.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 

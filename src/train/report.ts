@@ -5,7 +5,7 @@
 // scripts, styles, fonts or images.
 import { readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { writeFileAtomic } from './atomic.js';
+import { writeFileAtomic } from '../atomic_file.js';
 import { RUN_CONFIG_FILE } from './config.js';
 import { METRICS_FILE, readMetrics, type MetricKind, type MetricRecord } from './metrics.js';
 

@@ -32,7 +32,7 @@ import { Policy } from '../engine/policy.js';
 import { linearWarmup } from '../engine/schedule.js';
 import { groupAdvantages } from '../ops/group_advantages.js';
 import { grpoLoss, grpoLossWeights } from '../ops/grpo_loss.js';
-import { fsyncDir } from './atomic.js';
+import { fsyncDir } from '../atomic_file.js';
 import { findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
 import { METRICS_FILE, MetricsWriter, type MetricRecord } from './metrics.js';
