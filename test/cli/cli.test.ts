@@ -2,26 +2,13 @@
 // shape of `info --json` and `bench --quick --json` and that every reported number is
 // finite and positive; never how fast anything is.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
+import { assertPositive, cli as run } from './run_cli.js';
 import { ON_GPU, TEST_DEVICE } from '../helpers.js';
 
-// dist*/test/cli/cli.test.js → dist*/src/cli/main.js, whichever dist folder this runs from.
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function assertPositive(value: unknown, label: string): void {
-  assert.equal(typeof value, 'number', `${label}: expected a number, got ${JSON.stringify(value)}`);
-  assert.ok(Number.isFinite(value as number) && (value as number) > 0, `${label}: expected finite and > 0, got ${value}`);
-}
 
 test('info --json describes the build', () => {
-  const r = cli('info', '--json');
+  const r = run(['info', '--json']);
   assert.equal(r.status, 0, r.stderr);
   const info = JSON.parse(r.stdout);
   assert.equal(typeof info.version, 'string');
@@ -33,28 +20,28 @@ test('info --json describes the build', () => {
 });
 
 test('info prints text by default', () => {
-  const r = cli('info');
+  const r = run(['info']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^lgrpo-native \d+\.\d+\.\d+/);
   assert.match(r.stdout, /simd:/);
 });
 
 test('unknown commands and options are errors', () => {
-  const unknownCommand = cli('frobnicate');
+  const unknownCommand = run(['frobnicate']);
   assert.equal(unknownCommand.status, 1);
   assert.match(unknownCommand.stderr, /Unknown argument: frobnicate/);
-  const unknownOption = cli('info', '--frobnicate');
+  const unknownOption = run(['info', '--frobnicate']);
   assert.equal(unknownOption.status, 1);
   assert.match(unknownOption.stderr, /Unknown argument/);
-  const noCommand = cli();
+  const noCommand = run([]);
   assert.equal(noCommand.status, 1);
-  const badKernel = cli('bench', '--only', 'noSuchKernel');
+  const badKernel = run(['bench', '--only', 'noSuchKernel']);
   assert.equal(badKernel.status, 1);
   assert.match(badKernel.stderr, /only: unknown kernel 'noSuchKernel'/);
 });
 
 test('--help lists the commands', () => {
-  const r = cli('--help');
+  const r = run(['--help']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /bench/);
   assert.match(r.stdout, /info/);
@@ -63,7 +50,7 @@ test('--help lists the commands', () => {
 test('bench --quick --json reports every kernel with finite positive numbers', () => {
   const args = ['bench', '--quick', '--json'];
   if (ON_GPU) args.push('--device', TEST_DEVICE);
-  const r = cli(...args);
+  const r = run([...args]);
   const report = JSON.parse(r.stdout);
   assert.deepEqual(report.errors, [], `kernels failed:\n${r.stderr}`);
   assert.equal(r.status, 0, r.stderr);
@@ -102,7 +89,7 @@ test('bench --quick --json reports every kernel with finite positive numbers', (
 test('bench --only runs just the named kernels', () => {
   const args = ['bench', '--quick', '--json', '--only', 'lambdaWeights,groupAdvantages'];
   if (ON_GPU) args.push('--device', TEST_DEVICE);
-  const r = cli(...args);
+  const r = run([...args]);
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assert.deepEqual(report.results.map((x: { kernel: string }) => x.kernel), ['groupAdvantages', 'lambdaWeights']);

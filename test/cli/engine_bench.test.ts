@@ -2,25 +2,12 @@
 // the report's shape, and that every rate is finite and positive. Never how fast anything
 // is, and without the PyTorch comparison (--no-torch), which needs Python and torch.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
+import { assertPositive, cli as run } from './run_cli.js';
 
-// dist*/test/cli/engine_bench.test.js → dist*/src/cli/main.js
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function assertPositive(value: unknown, label: string): void {
-  assert.equal(typeof value, 'number', `${label}: expected a number, got ${JSON.stringify(value)}`);
-  assert.ok(Number.isFinite(value as number) && (value as number) > 0, `${label}: expected finite and > 0, got ${value}`);
-}
 
 test('bench --engine --quick --json reports finite positive tokens/s for training and decoding', () => {
-  const r = cli('bench', '--engine', '--quick', '--json', '--no-torch');
+  const r = run(['bench', '--engine', '--quick', '--json', '--no-torch']);
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assert.equal(report.schema, 'lgrpo-native-engine-bench/1');
@@ -63,13 +50,13 @@ test('bench --engine --quick --json reports finite positive tokens/s for trainin
 });
 
 test('bench --engine prints a text report and rejects unknown configurations', () => {
-  const r = cli('bench', '--engine', '--quick', '--no-torch', '--only', 'small-quick');
+  const r = run(['bench', '--engine', '--quick', '--no-torch', '--only', 'small-quick']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /engine bench \(--quick/);
   assert.match(r.stdout, /Training step/);
   assert.match(r.stdout, /Decoding/);
   assert.match(r.stdout, /PyTorch: comparison not requested/);
-  const bad = cli('bench', '--engine', '--quick', '--no-torch', '--only', 'noSuchConfig');
+  const bad = run(['bench', '--engine', '--quick', '--no-torch', '--only', 'noSuchConfig']);
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /only: unknown engine configuration 'noSuchConfig'/);
 });

@@ -1,22 +1,18 @@
 // The training commands as a user runs them (the compiled bin, spawned): train --help and
 // its errors, a tiny train run, then eval, sample and compare on it.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { CONFIG_KEYS, OPTIONS } from '../../src/train/config.js';
+import { MAIN, cli as run } from './run_cli.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'lgrpo-train-cli-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
-function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 120_000, cwd: root });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (...args: string[]) => run(args, root);
 
 // A tiny model trained for two steps, shared by the eval and sample tests.
 const RUN = join(root, 'run');
