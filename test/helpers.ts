@@ -92,3 +92,24 @@ export function values(x: Tensor | Float32Array | Uint8Array | Int32Array): Floa
   const cpu = x.isCuda ? x.to('cpu') : x;
   return cpu.dtype === 'bf16' || cpu.dtype === 'f16' ? cpu.toFloat32() : (cpu.data as Float32Array | Uint8Array | Int32Array);
 }
+
+export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+/** Central differences of f at `count` random coordinates of x against an analytic gradient. */
+export function fdCheck(label: string, f: (x: Float64Array) => number, x: Float64Array, grad: ArrayLike<number>, r: Rng, count = 16): void {
+  const h = 1e-5;
+  for (let c = 0; c < count; c++) {
+    const i = r.int(0, x.length);
+    const keep = x[i];
+    x[i] = keep + h;
+    const up = f(x);
+    x[i] = keep - h;
+    const down = f(x);
+    x[i] = keep;
+    assertClose((up - down) / (2 * h), grad[i], { atol: 1e-7, rtol: 1e-6 }, `${label}[${i}] finite difference`);
+  }
+}

@@ -3,29 +3,8 @@ import { describe, it } from 'node:test';
 import { Tensor } from '../../src/index.js';
 import { rmsNormBackward, rmsNormForward } from '../../src/ops/rms_norm.js';
 import { rmsNormBackwardReference, rmsNormReference } from '../reference/rms_norm.js';
-import { ON_GPU, assertClose, rng, values, type Rng } from '../helpers.js';
+import { ON_GPU, assertClose, dot, fdCheck, rng, values, type Rng } from '../helpers.js';
 import { hashInChild, here } from './thread_determinism.js';
-
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
-
-/** Central differences of f at random coordinates of x against an analytic gradient. */
-function fdCheck(label: string, f: (x: Float64Array) => number, x: Float64Array, grad: ArrayLike<number>, r: Rng, count = 16) {
-  const h = 1e-5;
-  for (let c = 0; c < count; c++) {
-    const i = r.int(0, x.length);
-    const keep = x[i];
-    x[i] = keep + h;
-    const up = f(x);
-    x[i] = keep - h;
-    const down = f(x);
-    x[i] = keep;
-    assertClose((up - down) / (2 * h), grad[i], { atol: 1e-7, rtol: 1e-6 }, `${label}[${i}] finite difference`);
-  }
-}
 
 const SHAPES: [number, number][] = [[1, 1], [5, 7], [3, 13], [33, 100], [6, 899], [2, 1024]];
 

@@ -4,14 +4,8 @@ import { Tensor } from '../../src/index.js';
 import { addon } from '../../src/native.js';
 import { ropeBackward, ropeForward, ropeTable } from '../../src/ops/rope.js';
 import { ropeReference } from '../reference/rope.js';
-import { ON_GPU, assertClose, rng, type Rng } from '../helpers.js';
+import { ON_GPU, assertClose, dot, rng, type Rng } from '../helpers.js';
 import { hashInChild, here } from './thread_determinism.js';
-
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
 
 const HEADS: [number, number][] = [[2, 1], [4, 2], [3, 3]];
 const HEAD_DIMS = [2, 6, 10, 18, 64, 128];

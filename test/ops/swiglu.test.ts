@@ -3,28 +3,8 @@ import { describe, it } from 'node:test';
 import { Tensor } from '../../src/index.js';
 import { swigluBackward, swigluForward } from '../../src/ops/swiglu.js';
 import { swigluBackwardReference, swigluReference } from '../reference/swiglu.js';
-import { ON_GPU, assertClose, rng, values, type Rng } from '../helpers.js';
+import { ON_GPU, assertClose, dot, fdCheck, rng, values, type Rng } from '../helpers.js';
 import { hashInChild, here } from './thread_determinism.js';
-
-const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-};
-
-function fdCheck(label: string, f: (x: Float64Array) => number, x: Float64Array, grad: ArrayLike<number>, r: Rng, count = 16) {
-  const h = 1e-5;
-  for (let c = 0; c < count; c++) {
-    const i = r.int(0, x.length);
-    const keep = x[i];
-    x[i] = keep + h;
-    const up = f(x);
-    x[i] = keep - h;
-    const down = f(x);
-    x[i] = keep;
-    assertClose((up - down) / (2 * h), grad[i], { atol: 1e-7, rtol: 1e-6 }, `${label}[${i}] finite difference`);
-  }
-}
 
 /** Gates spanning the whole range, including saturated ones where σ over/underflows. */
 function gates(r: Rng, n: number): Float32Array {
