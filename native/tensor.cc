@@ -120,12 +120,6 @@ Napi::Value typed_array_for(Napi::Env env, Napi::ArrayBuffer buffer, DType dtype
   throw Error("unknown dtype", Error::Type);
 }
 
-Napi::Array shape_array(Napi::Env env, const std::vector<int64_t>& shape) {
-  Napi::Array a = Napi::Array::New(env, shape.size());
-  for (size_t i = 0; i < shape.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
-  return a;
-}
-
 Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
   if (external_state != 0) {
     // malloc with manual alignment rather than aligned_alloc: glibc's memalign asks for
@@ -168,6 +162,12 @@ int64_t TensorRef::numel() const {
   int64_t n = 1;
   for (int64_t s : shape) n *= s;
   return n;
+}
+
+Napi::Array shape_array(Napi::Env env, const std::vector<int64_t>& shape) {
+  Napi::Array a = Napi::Array::New(env, shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(shape[i])));
+  return a;
 }
 
 DType parse_dtype(const std::string& s, const char* arg) {
@@ -365,6 +365,11 @@ void expect_same_device(const TensorRef& a, const TensorRef& b, const char* arg_
   if (a.device != b.device)
     throw Error(std::string(arg_b) + ": is on " + device_name(b.device) + " but the other inputs are on " + device_name(a.device),
                 Error::Type);
+}
+
+void expect_cpu(const TensorRef& t, const char* arg, const char* op) {
+  if (t.device.is_cuda())
+    throw Error(std::string(arg) + ": " + op + " is not yet available on CUDA tensors", Error::Type);
 }
 
 }  // namespace lgrpo

@@ -31,6 +31,7 @@ DType parse_dtype(const std::string& s, const char* arg);
 Device parse_device(const std::string& s, const char* arg);
 std::string device_name(const Device& d);
 std::string shape_string(const std::vector<int64_t>& shape);
+Napi::Array shape_array(Napi::Env env, const std::vector<int64_t>& shape);
 
 // Unpacks argument `arg` of a kernel call; throws a TypeError naming it on mismatch.
 TensorRef unpack_tensor(const Napi::Value& v, const char* arg);
@@ -54,5 +55,7 @@ void expect_dtype(const TensorRef& t, std::initializer_list<DType> allowed, cons
 void expect_shape(const TensorRef& t, std::initializer_list<int64_t> shape, const char* arg);
 void expect_rank(const TensorRef& t, size_t rank, const char* arg);
 void expect_same_device(const TensorRef& a, const TensorRef& b, const char* arg_b);
+// For operations whose CUDA twin does not exist yet (the engine's leaves).
+void expect_cpu(const TensorRef& t, const char* arg, const char* op);
 
 }  // namespace lgrpo

@@ -14,7 +14,7 @@ namespace {
 TensorRef f32_cpu_arg(const Napi::CallbackInfo& info, size_t index, const char* name, const char* op) {
   TensorRef t = tensor_arg(info, index, name);
   expect_dtype(t, {DType::F32}, name);
-  if (t.device.is_cuda()) throw Error(std::string(name) + ": " + op + " is not yet available on CUDA tensors", Error::Type);
+  expect_cpu(t, name, op);
   return t;
 }
 

@@ -16,7 +16,7 @@ TensorRef f32_arg(const Napi::CallbackInfo& info, size_t i, const char* name, si
   TensorRef t = tensor_arg(info, i, name);
   expect_dtype(t, {DType::F32}, name);
   expect_rank(t, rank, name);
-  if (t.device.is_cuda()) throw Error(std::string(name) + ": " + op + " is not yet available on CUDA tensors", Error::Type);
+  expect_cpu(t, name, op);
   return t;
 }
 
@@ -24,7 +24,7 @@ TensorRef lengths_arg(const Napi::CallbackInfo& info, size_t i, int64_t batch, c
   TensorRef t = tensor_arg(info, i, "lengths");
   expect_dtype(t, {DType::I32}, "lengths");
   expect_shape(t, {batch}, "lengths");
-  if (t.device.is_cuda()) throw Error(std::string("lengths: ") + op + " is not yet available on CUDA tensors", Error::Type);
+  expect_cpu(t, "lengths", op);
   return t;
 }
 
@@ -47,20 +47,35 @@ std::string bad_row(int64_t row, int64_t heads, int64_t seq) {
   return "row " + std::to_string(b) + ", head " + std::to_string(h) + ", position " + std::to_string(t);
 }
 
+// q [B,T,Hq,hd], k and v [B,T,Hkv,hd], lengths [B]: the first four arguments of the
+// forward and the backward, checked against each other.
+struct QkvArgs {
+  TensorRef q, k, v, lengths;
+};
+
+QkvArgs qkv_args(const Napi::CallbackInfo& info, const char* op) {
+  QkvArgs in;
+  in.q = f32_arg(info, 0, "q", 4, op);
+  const int64_t B = in.q.shape[0], T = in.q.shape[1], Hq = in.q.shape[2], hd = in.q.shape[3];
+  in.k = f32_arg(info, 1, "k", 4, op);
+  if (in.k.shape[0] != B || in.k.shape[1] != T || in.k.shape[3] != hd)
+    throw Error("k: expected shape [" + std::to_string(B) + ", " + std::to_string(T) + ", kvHeads, " + std::to_string(hd) +
+                    "] to match q " + shape_string(in.q.shape) + ", got " + shape_string(in.k.shape),
+                Error::Range);
+  check_heads(Hq, in.k.shape[2], hd, "k");
+  in.v = f32_arg(info, 2, "v", 4, op);
+  if (in.v.shape != in.k.shape)
+    throw Error("v: expected shape " + shape_string(in.k.shape) + " (that of k), got " + shape_string(in.v.shape), Error::Range);
+  in.lengths = lengths_arg(info, 3, B, op);
+  return in;
+}
+
 Napi::Value attention_forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "attentionForward";
-  TensorRef q = f32_arg(info, 0, "q", 4, op);
+  const QkvArgs in = qkv_args(info, op);
+  const TensorRef &q = in.q, &k = in.k, &v = in.v, &len = in.lengths;
   const int64_t B = q.shape[0], T = q.shape[1], Hq = q.shape[2], hd = q.shape[3];
-  TensorRef k = f32_arg(info, 1, "k", 4, op);
-  if (k.shape[0] != B || k.shape[1] != T || k.shape[3] != hd)
-    throw Error("k: expected shape [" + std::to_string(B) + ", " + std::to_string(T) + ", kvHeads, " + std::to_string(hd) +
-                    "] to match q " + shape_string(q.shape) + ", got " + shape_string(k.shape),
-                Error::Range);
-  check_heads(Hq, k.shape[2], hd, "k");
-  TensorRef v = f32_arg(info, 2, "v", 4, op);
-  if (v.shape != k.shape) throw Error("v: expected shape " + shape_string(k.shape) + " (that of k), got " + shape_string(v.shape), Error::Range);
-  TensorRef len = lengths_arg(info, 3, B, op);
   Napi::Object opts = options_arg(info, 4);
 
   AttentionForwardArgs a{};
@@ -90,17 +105,9 @@ Napi::Value attention_forward(const Napi::CallbackInfo& info) {
 Napi::Value attention_backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "attentionBackward";
-  TensorRef q = f32_arg(info, 0, "q", 4, op);
+  const QkvArgs in = qkv_args(info, op);
+  const TensorRef &q = in.q, &k = in.k, &v = in.v, &len = in.lengths;
   const int64_t B = q.shape[0], T = q.shape[1], Hq = q.shape[2], hd = q.shape[3];
-  TensorRef k = f32_arg(info, 1, "k", 4, op);
-  if (k.shape[0] != B || k.shape[1] != T || k.shape[3] != hd)
-    throw Error("k: expected shape [" + std::to_string(B) + ", " + std::to_string(T) + ", kvHeads, " + std::to_string(hd) +
-                    "] to match q " + shape_string(q.shape) + ", got " + shape_string(k.shape),
-                Error::Range);
-  check_heads(Hq, k.shape[2], hd, "k");
-  TensorRef v = f32_arg(info, 2, "v", 4, op);
-  if (v.shape != k.shape) throw Error("v: expected shape " + shape_string(k.shape) + " (that of k), got " + shape_string(v.shape), Error::Range);
-  TensorRef len = lengths_arg(info, 3, B, op);
   TensorRef o = f32_arg(info, 4, "out", 4, op);
   if (o.shape != q.shape) throw Error("out: expected shape " + shape_string(q.shape) + " (that of q), got " + shape_string(o.shape), Error::Range);
   TensorRef lse = f32_arg(info, 5, "lse", 3, op);

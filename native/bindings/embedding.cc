@@ -10,19 +10,14 @@
 namespace lgrpo {
 namespace {
 
-void cpu_only(const TensorRef& t, const char* arg, const char* op) {
-  if (t.device.is_cuda())
-    throw Error(std::string(arg) + ": " + op + " is not yet available on CUDA tensors", Error::Type);
-}
-
 Napi::Value embedding_forward(const Napi::CallbackInfo& info) {
   TensorRef table = tensor_arg(info, 0, "table");
   TensorRef ids = tensor_arg(info, 1, "ids");
   expect_dtype(table, {DType::F32}, "table");
   expect_rank(table, 2, "table");
   expect_dtype(ids, {DType::I32}, "ids");
-  cpu_only(table, "table", "embeddingForward");
-  cpu_only(ids, "ids", "embeddingForward");
+  expect_cpu(table, "table", "embeddingForward");
+  expect_cpu(ids, "ids", "embeddingForward");
   EmbeddingForwardArgs a{};
   a.table = static_cast<const float*>(table.data);
   a.vocab = table.shape[0];
@@ -43,8 +38,8 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
   TensorRef dout = tensor_arg(info, 1, "dout");
   expect_dtype(ids, {DType::I32}, "ids");
   expect_dtype(dout, {DType::F32}, "dout");
-  cpu_only(ids, "ids", "embeddingBackward");
-  cpu_only(dout, "dout", "embeddingBackward");
+  expect_cpu(ids, "ids", "embeddingBackward");
+  expect_cpu(dout, "dout", "embeddingBackward");
   if (dout.shape.size() != ids.shape.size() + 1 ||
       !std::equal(ids.shape.begin(), ids.shape.end(), dout.shape.begin()))
     throw Error("dout: expected shape " + shape_string(ids.shape) + " + [dim] (the shape of ids plus the embedding dim), got " +
@@ -60,7 +55,7 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
     TensorRef dt = unpack_tensor(info[3], "dtable");
     expect_dtype(dt, {DType::F32}, "dtable");
     expect_rank(dt, 2, "dtable");
-    cpu_only(dt, "dtable", "embeddingBackward");
+    expect_cpu(dt, "dtable", "embeddingBackward");
     if (dt.shape[1] != a.dim)
       throw Error("dtable: expected " + std::to_string(a.dim) + " columns (the last dim of dout), got shape " +
                       shape_string(dt.shape), Error::Range);

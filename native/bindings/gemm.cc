@@ -22,7 +22,7 @@ int64_t size_option(const Napi::Object& opts, const char* key, int64_t fallback)
 // number of elements it spans (0 for an empty matrix).
 int64_t check_matrix(const TensorRef& t, const char* arg, int64_t rows, int64_t cols, int64_t ld) {
   expect_dtype(t, {DType::F32}, arg);
-  if (t.device.is_cuda()) throw Error(std::string(arg) + ": gemm is not yet available on CUDA tensors", Error::Type);
+  expect_cpu(t, arg, "gemm");
   if (ld < cols)
     throw Error(std::string(arg) + ": leading dimension " + std::to_string(ld) + " is smaller than its " +
                     std::to_string(cols) + " columns", Error::Range);

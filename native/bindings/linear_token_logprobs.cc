@@ -53,6 +53,18 @@ float temperature_option(const Napi::Object& opts) {
   return t;
 }
 
+// The fields the forward and backward argument structs share.
+template <typename Args>
+void fill_operands(Args& a, const Operands& o) {
+  a.hidden = o.hidden.data;
+  a.weight = o.weight.data;
+  a.dtype = o.hidden.dtype;
+  a.rows = o.rows;
+  a.dim = o.dim;
+  a.vocab = o.vocab;
+  a.targets = static_cast<const int32_t*>(o.targets.data);
+}
+
 const float* row_vector(const TensorRef& t, const char* name, const Operands& o) {
   expect_dtype(t, {DType::F32}, name);
   expect_shape(t, {o.rows}, name);
@@ -66,13 +78,7 @@ Napi::Value linear_token_logprobs(const Napi::CallbackInfo& info) {
   Napi::Object opts = options_arg(info, 3);
 
   LinearTokenLogprobsForwardArgs a{};
-  a.hidden = o.hidden.data;
-  a.weight = o.weight.data;
-  a.dtype = o.hidden.dtype;
-  a.rows = o.rows;
-  a.dim = o.dim;
-  a.vocab = o.vocab;
-  a.targets = static_cast<const int32_t*>(o.targets.data);
+  fill_operands(a, o);
   a.temperature = temperature_option(opts);
   if (o.rows > 0 && o.vocab == 0) throw Error("targets: weight has no rows, so no target can be valid", Error::Range);
 
@@ -105,13 +111,7 @@ Napi::Value linear_token_logprobs_backward(const Napi::CallbackInfo& info) {
   Napi::Object opts = options_arg(info, 5);
 
   LinearTokenLogprobsBackwardArgs a{};
-  a.hidden = o.hidden.data;
-  a.weight = o.weight.data;
-  a.dtype = o.hidden.dtype;
-  a.rows = o.rows;
-  a.dim = o.dim;
-  a.vocab = o.vocab;
-  a.targets = static_cast<const int32_t*>(o.targets.data);
+  fill_operands(a, o);
   a.lse = row_vector(lse, "lse", o);
   a.grad_logprobs = row_vector(grad_logprobs, "gradLogprobs", o);
   a.temperature = temperature_option(opts);

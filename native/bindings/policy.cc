@@ -67,12 +67,6 @@ ModelConfig parse_model_config(const Napi::Value& value) {
   return c;
 }
 
-Napi::Array shape_array(Napi::Env env, const std::vector<int64_t>& shape) {
-  Napi::Array a = Napi::Array::New(env, shape.size());
-  for (size_t i = 0; i < shape.size(); ++i) a.Set(static_cast<uint32_t>(i), static_cast<double>(shape[i]));
-  return a;
-}
-
 // ids i32 [B, T] and lengths i32 [B], on the CPU.
 struct BatchArgs {
   const int32_t* ids;

@@ -9,11 +9,6 @@
 namespace lgrpo {
 namespace {
 
-void cpu_only(const TensorRef& t, const char* arg, const char* op) {
-  if (t.device.is_cuda())
-    throw Error(std::string(arg) + ": " + op + " is not yet available on CUDA tensors", Error::Type);
-}
-
 Napi::Value rms_norm_forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorRef x = tensor_arg(info, 0, "x");
@@ -23,8 +18,8 @@ Napi::Value rms_norm_forward(const Napi::CallbackInfo& info) {
   expect_rank(x, 2, "x");
   expect_dtype(w, {DType::F32}, "weight");
   expect_shape(w, {x.shape[1]}, "weight");
-  cpu_only(x, "x", "rmsNormForward");
-  cpu_only(w, "weight", "rmsNormForward");
+  expect_cpu(x, "x", "rmsNormForward");
+  expect_cpu(w, "weight", "rmsNormForward");
   if (x.shape[1] < 1) throw Error("x: the feature dimension must be at least 1", Error::Range);
   double eps = number_option(opts, "eps", 1e-6);
   if (!(eps > 0 && std::isfinite(eps))) throw Error("eps: expected a finite number > 0", Error::Range);
@@ -62,10 +57,10 @@ Napi::Value rms_norm_backward(const Napi::CallbackInfo& info) {
   expect_shape(rstd, {rows}, "rstd");
   expect_dtype(dy, {DType::F32}, "dy");
   expect_shape(dy, {rows, dim}, "dy");
-  cpu_only(x, "x", "rmsNormBackward");
-  cpu_only(w, "weight", "rmsNormBackward");
-  cpu_only(rstd, "rstd", "rmsNormBackward");
-  cpu_only(dy, "dy", "rmsNormBackward");
+  expect_cpu(x, "x", "rmsNormBackward");
+  expect_cpu(w, "weight", "rmsNormBackward");
+  expect_cpu(rstd, "rstd", "rmsNormBackward");
+  expect_cpu(dy, "dy", "rmsNormBackward");
 
   RmsNormBackwardArgs a{};
   a.x = static_cast<const float*>(x.data);
@@ -80,7 +75,7 @@ Napi::Value rms_norm_backward(const Napi::CallbackInfo& info) {
     TensorRef dw = unpack_tensor(info[4], "dweight");
     expect_dtype(dw, {DType::F32}, "dweight");
     expect_shape(dw, {dim}, "dweight");
-    cpu_only(dw, "dweight", "rmsNormBackward");
+    expect_cpu(dw, "dweight", "rmsNormBackward");
     a.dweight = static_cast<float*>(dw.data);
     out.Set("dweight", info[4]);
   } else {

@@ -12,11 +12,6 @@
 namespace lgrpo {
 namespace {
 
-void cpu_only(const TensorRef& t, const char* arg, const char* op) {
-  if (t.device.is_cuda())
-    throw Error(std::string(arg) + ": " + op + " is not yet available on CUDA tensors", Error::Type);
-}
-
 double theta_option(const Napi::Object& opts) {
   double theta = number_option(opts, "theta", 10000.0);
   if (!(theta > 1.0 && std::isfinite(theta))) throw Error("theta: expected a finite number > 1", Error::Range);
@@ -34,7 +29,7 @@ Napi::Value rope_apply(const Napi::CallbackInfo& info, bool backward) {
   if (q.shape.size() < 3)
     throw Error(std::string(qn) + ": expected shape [..., heads, headDim] with at least one leading dim, got " +
                     shape_string(q.shape), Error::Range);
-  cpu_only(q, qn, op);
+  expect_cpu(q, qn, op);
   const int64_t hd = q.shape.back();
   if (hd < 2 || hd % 2 != 0) throw Error(std::string(qn) + ": headDim must be even and >= 2, got " + std::to_string(hd), Error::Range);
   RopeArgs a{};
@@ -45,7 +40,7 @@ Napi::Value rope_apply(const Napi::CallbackInfo& info, bool backward) {
   if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
     TensorRef k = unpack_tensor(info[1], kn);
     expect_dtype(k, {DType::F32}, kn);
-    cpu_only(k, kn, op);
+    expect_cpu(k, kn, op);
     if (k.shape.size() != q.shape.size() || leading(k) != lead || k.shape.back() != hd)
       throw Error(std::string(kn) + ": expected leading dims " + shape_string(lead) + " and headDim " + std::to_string(hd) +
                       " as in " + qn + " " + shape_string(q.shape) + ", got " + shape_string(k.shape),
@@ -55,7 +50,7 @@ Napi::Value rope_apply(const Napi::CallbackInfo& info, bool backward) {
   }
   TensorRef pos = tensor_arg(info, 2, "positions");
   expect_dtype(pos, {DType::I32}, "positions");
-  cpu_only(pos, "positions", op);
+  expect_cpu(pos, "positions", op);
   if (pos.shape != lead)
     throw Error("positions: expected shape " + shape_string(lead) + " (the leading dims of " + qn + "), got " +
                     shape_string(pos.shape), Error::Range);
@@ -74,8 +69,8 @@ Napi::Value rope_apply(const Napi::CallbackInfo& info, bool backward) {
       throw Error("cos: expected shape [positions, " + std::to_string(hd / 2) + "], got " + shape_string(c.shape), Error::Range);
     expect_dtype(s, {DType::F32}, "sin");
     expect_shape(s, {c.shape[0], c.shape[1]}, "sin");
-    cpu_only(c, "cos", op);
-    cpu_only(s, "sin", op);
+    expect_cpu(c, "cos", op);
+    expect_cpu(s, "sin", op);
     a.cos_table = static_cast<const float*>(c.data);
     a.sin_table = static_cast<const float*>(s.data);
     a.table_positions = c.shape[0];

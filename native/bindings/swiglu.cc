@@ -10,7 +10,7 @@ namespace {
 TensorRef same_shape_arg(const Napi::CallbackInfo& info, size_t i, const char* name, const TensorRef* like, const char* op) {
   TensorRef t = tensor_arg(info, i, name);
   expect_dtype(t, {DType::F32}, name);
-  if (t.device.is_cuda()) throw Error(std::string(name) + ": " + op + " is not yet available on CUDA tensors", Error::Type);
+  expect_cpu(t, name, op);
   if (like && t.shape != like->shape)
     throw Error(std::string(name) + ": expected shape " + shape_string(like->shape) + " (that of gate), got " +
                     shape_string(t.shape), Error::Range);
