@@ -3,7 +3,8 @@
 // finite and positive; never how fast anything is.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { assertPositive, cli as run } from './run_cli.js';
+import { statSync } from 'node:fs';
+import { MAIN, assertPositive, cli as run } from './run_cli.js';
 import { ON_GPU, TEST_DEVICE } from '../helpers.js';
 
 
@@ -93,4 +94,8 @@ test('bench --only runs just the named kernels', () => {
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assert.deepEqual(report.results.map((x: { kernel: string }) => x.kernel), ['groupAdvantages', 'lambdaWeights']);
+});
+
+test('the bin is executable, so `npx lgrpo-native` runs it', { skip: process.platform === 'win32' }, () => {
+  assert.ok((statSync(MAIN).mode & 0o111) !== 0, `${MAIN} has no execute permission`);
 });
