@@ -15,10 +15,11 @@ describe('policy + AdamW', () => {
       rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: false,
     }, { seed: r.int(0, 1 << 30) });
     // Four random sequences of ragged lengths: nothing to generalise, only to memorise.
-    const rows = [11, 9, 12, 7].map((n) => Array.from({ length: n }, () => r.int(0, 29)));
+    // Each starts with its own token, so no two rows share a context and the loss can reach 0.
+    const rows = [11, 9, 12, 7].map((n, b) => [b, ...Array.from({ length: n - 1 }, () => r.int(0, 29))]);
     const optimizer = new AdamW(policy.parameters(), policy.gradients(), { lr: 1e-2, maxGradNorm: 1 });
     const losses: number[] = [];
-    for (let step = 0; step < 150; step++) {
+    for (let step = 0; step < 200; step++) {
       const { hidden, seq } = policy.forward({ ids: rows });
       const targets = new Int32Array(rows.length * seq);
       const weight = new Float32Array(rows.length * seq);
