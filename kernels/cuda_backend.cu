@@ -13,6 +13,12 @@ namespace lgrpo {
 
 bool cuda_compiled() { return true; }
 
+#ifdef LGRPO_CUDA_EMU
+bool cuda_emulated() { return true; }
+#else
+bool cuda_emulated() { return false; }
+#endif
+
 std::vector<CudaDeviceInfo> cuda_devices() {
   std::vector<CudaDeviceInfo> out;
   int count = 0;  // left unwritten when the driver is missing
@@ -31,7 +37,7 @@ std::vector<CudaDeviceInfo> cuda_devices() {
   return out;
 }
 
-void cuda_set_device(int device) {
+void cuda_check_device(int device) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
     cudaGetLastError();
@@ -40,11 +46,11 @@ void cuda_set_device(int device) {
   if (device < 0 || device >= count)
     throw Error("cuda:" + std::to_string(device) + ": no such CUDA device (this machine has " + std::to_string(count) +
                     "; see buildInfo().cudaDevices)", Error::Range);
-  check_cuda(cudaSetDevice(device), "cudaSetDevice");
 }
 
 void* cuda_alloc(size_t bytes, int device) {
-  cuda_set_device(device);
+  cuda_check_device(device);
+  DeviceGuard guard(device);
   void* ptr = nullptr;
   cudaError_t err = cudaMalloc(&ptr, bytes);
   if (err != cudaSuccess) {
@@ -57,33 +63,36 @@ void* cuda_alloc(size_t bytes, int device) {
 
 void cuda_free(void* ptr, int device) noexcept {
   if (!ptr) return;
-  if (cudaSetDevice(device) == cudaSuccess) cudaFree(ptr);
+  int previous = -1;
+  if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+  if (previous == device || cudaSetDevice(device) == cudaSuccess) cudaFree(ptr);
+  if (previous >= 0 && previous != device) cudaSetDevice(previous);
   cudaGetLastError();
 }
 
 void cuda_copy_to_device(void* dst, const void* src, size_t bytes, int device) {
-  cuda_set_device(device);
+  DeviceGuard guard(device);
   check_cuda(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy host→device");
 }
 
 void cuda_copy_to_host(void* dst, const void* src, size_t bytes, int device) {
-  cuda_set_device(device);
+  DeviceGuard guard(device);
   check_cuda(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy device→host");
 }
 
 void cuda_copy_device_to_device(void* dst, const void* src, size_t bytes, int device) {
-  cuda_set_device(device);
+  DeviceGuard guard(device);
   check_cuda(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy device→device");
 }
 
 void cuda_memset_zero(void* dst, size_t bytes, int device) {
   if (bytes == 0) return;
-  cuda_set_device(device);
+  DeviceGuard guard(device);
   check_cuda(cudaMemset(dst, 0, bytes), "cudaMemset");
 }
 
 void cuda_synchronize(int device) {
-  cuda_set_device(device);
+  DeviceGuard guard(device);
   check_cuda(cudaDeviceSynchronize(), "kernel execution");
   check_cuda(cudaGetLastError(), "kernel launch");
 }

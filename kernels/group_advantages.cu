@@ -2,7 +2,8 @@
 // Rows number in the thousands and groups in the hundreds, so a sort-free scheme is
 // plenty: kernel 1 gives each group one block that scans every row and keeps its own
 // (fixed-order tree reductions, so results are the same run after run); one extra block
-// does the batch statistics and checks the ids. Kernel 2 writes A_i per row.
+// does the batch statistics and checks ids and rewards (first problem in row order, an
+// id before its reward, as the CPU twin reports). Kernel 2 writes A_i per row.
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -50,16 +51,18 @@ struct GroupScratch {
   double* batch_std;  // [1]
 };
 
-__global__ void group_stats_kernel(GroupAdvantagesArgs a, GroupScratch s, unsigned long long* bad_row) {
+// Problem code of row i: 2i for a bad group id, 2i + 1 for a non-finite reward.
+__global__ void group_stats_kernel(GroupAdvantagesArgs a, GroupScratch s, unsigned long long* problem) {
   __shared__ double scratch[kThreads];
   const int32_t g = static_cast<int32_t>(blockIdx.x);
   const bool batch = g == a.groups;  // the extra block: whole-batch statistics
   double sum = 0, count = 0, lo = INFINITY, hi = -INFINITY;
   for (int64_t i = threadIdx.x; i < a.rows; i += blockDim.x) {
     const int32_t id = a.group_ids[i];
-    if (batch && (id < 0 || id >= a.groups)) atomicMin(bad_row, static_cast<unsigned long long>(i));
     if (!batch && id != g) continue;
     const double r = a.rewards[i];
+    if (batch && (id < 0 || id >= a.groups)) atomicMin(problem, 2ull * static_cast<unsigned long long>(i));
+    if (batch && !isfinite(r)) atomicMin(problem, 2ull * static_cast<unsigned long long>(i) + 1);
     sum += r;
     count += 1;
     lo = fmin(lo, r);
@@ -117,38 +120,26 @@ __global__ void advantages_kernel(GroupAdvantagesArgs a, GroupScratch s) {
 }  // namespace
 
 void group_advantages_cuda(const GroupAdvantagesArgs& a) {
-  int device = 0;
-  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  DeviceGuard guard(a.device);
   const size_t groups = static_cast<size_t>(a.groups);
-  // One allocation for the scratch: 4 arrays of `groups` doubles, the batch std, the flag.
-  const size_t doubles = 4 * groups + 1;
-  char* block = static_cast<char*>(cuda_alloc(doubles * sizeof(double) + sizeof(unsigned long long), device));
-  struct Free {
-    void* p;
-    int d;
-    ~Free() { cuda_free(p, d); }
-  } free_block{block, device};
-  double* base = reinterpret_cast<double*>(block);
+  // 4 arrays of `groups` doubles and the batch std, in one allocation.
+  DeviceBuffer scratch((4 * groups + 1) * sizeof(double), a.device);
+  DeviceFlags<1> problem(a.device);
+  double* base = scratch.as<double>();
   GroupScratch s{base, base + groups, base + 2 * groups, base + 3 * groups, base + 4 * groups};
-  auto* bad_row = reinterpret_cast<unsigned long long*>(base + doubles);
-  const unsigned long long none = ULLONG_MAX;
-  cuda_copy_to_device(bad_row, &none, sizeof(none), device);
 
-  group_stats_kernel<<<static_cast<unsigned>(groups + 1), kThreads>>>(a, s, bad_row);
+  group_stats_kernel<<<static_cast<unsigned>(groups + 1), kThreads>>>(a, s, problem.words());
   check_launch("group_stats_kernel");
   if (a.rows > 0) {
     advantages_kernel<<<blocks_for(a.rows, kThreads), kThreads>>>(a, s);
     check_launch("advantages_kernel");
   }
-  cuda_synchronize(device);
-  unsigned long long first_bad = none;
-  cuda_copy_to_host(&first_bad, bad_row, sizeof(first_bad), device);
-  if (first_bad != none) {
-    int32_t id = 0;
-    cuda_copy_to_host(&id, a.group_ids + first_bad, sizeof(id), device);
-    throw Error("groupIds: group id " + std::to_string(id) + " at row " + std::to_string(first_bad) +
-                    " is outside [0, groups)", Error::Range);
-  }
+  cuda_synchronize(a.device);
+  const unsigned long long first = problem.read()[0];
+  if (first == kNoProblem) return;
+  const unsigned long long row = first / 2;
+  if (first % 2 == 0) throw group_id_outside(fetch_element(a.group_ids, row, a.device), row, a.groups);
+  throw not_finite("rewards", std::to_string(row), fetch_element(a.rewards, row, a.device));
 }
 
 }  // namespace lgrpo

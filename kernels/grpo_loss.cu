@@ -24,28 +24,6 @@ constexpr int kThreads = 256;
 constexpr int64_t kChunk = 8 * kThreads;  // tokens per block
 const char* const kTokenArgNames[3] = {"logprobs", "oldLogprobs", "refLogprobs"};
 
-struct Flag {
-  unsigned long long* ptr = nullptr;
-  int device = 0;
-  explicit Flag(int dev) : device(dev) {
-    ptr = static_cast<unsigned long long*>(cuda_alloc(sizeof(unsigned long long), dev));
-    const unsigned long long none = ULLONG_MAX;
-    try {
-      cuda_copy_to_device(ptr, &none, sizeof(none), dev);
-    } catch (...) {
-      cuda_free(ptr, dev);
-      throw;
-    }
-  }
-  ~Flag() { cuda_free(ptr, device); }
-  unsigned long long read() const {
-    unsigned long long v = ULLONG_MAX;
-    cuda_copy_to_host(&v, ptr, sizeof(v), device);
-    return v;
-  }
-  Flag(const Flag&) = delete;
-  Flag& operator=(const Flag&) = delete;
-};
 
 __device__ float mask_at(const void* mask, DType dtype, int64_t i) {
   return dtype == DType::U8 ? static_cast<float>(static_cast<const uint8_t*>(mask)[i])
@@ -170,44 +148,33 @@ __global__ void fold_chunks_kernel(const double* partials, int64_t rows, int64_t
   row_stats[i] = sum;
 }
 
-int current_device() {
-  int device = 0;
-  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  return device;
-}
 
 }  // namespace
 
-void mask_lengths_cuda(const void* mask, DType mask_dtype, int64_t rows, int64_t T, float* lengths) {
+void mask_lengths_cuda(const void* mask, DType mask_dtype, int64_t rows, int64_t T, float* lengths, int device) {
   if (mask_dtype != DType::U8 && mask_dtype != DType::F32) throw Error("mask: expected dtype u8 or f32", Error::Type);
   if (rows == 0) return;
-  const int device = current_device();
-  Flag flag(device);
-  mask_lengths_kernel<<<static_cast<unsigned>(rows), kThreads>>>(mask, mask_dtype, T, lengths, flag.ptr);
+  DeviceGuard guard(device);
+  DeviceFlags<1> flag(device);
+  mask_lengths_kernel<<<static_cast<unsigned>(rows), kThreads>>>(mask, mask_dtype, T, lengths, flag.words());
   check_launch("mask_lengths_kernel");
   cuda_synchronize(device);
-  const unsigned long long first = flag.read();
-  if (first != ULLONG_MAX)
+  const unsigned long long first = flag.read()[0];
+  if (first != kNoProblem)
     throw Error("mask: row " + std::to_string(first) + " holds a value other than 0 or 1", Error::Range);
 }
 
 void grpo_token_pass_cuda(const GrpoTokenPassArgs& a) {
   if (a.mask_dtype != DType::U8 && a.mask_dtype != DType::F32) throw Error("mask: expected dtype u8 or f32", Error::Type);
   if (a.rows == 0) return;
-  const int device = current_device();
-  Flag flag(device);
+  const int device = a.device;
+  DeviceGuard guard(device);
+  DeviceFlags<1> flag(device);
   const int64_t chunks = std::max<int64_t>(1, (a.T + kChunk - 1) / kChunk);
-  double* partials = a.row_stats;
-  void* scratch = nullptr;
-  if (chunks > 1) scratch = partials = static_cast<double*>(
-                      cuda_alloc(static_cast<size_t>(a.rows * chunks * kRowStatCount) * sizeof(double), device));
-  struct Free {
-    void* p;
-    int d;
-    ~Free() { cuda_free(p, d); }
-  } free_scratch{scratch, device};
+  DeviceBuffer scratch(chunks > 1 ? static_cast<size_t>(a.rows * chunks * kRowStatCount) * sizeof(double) : 0, device);
+  double* partials = chunks > 1 ? scratch.as<double>() : a.row_stats;
   token_pass_kernel<<<dim3(static_cast<unsigned>(a.rows), static_cast<unsigned>(chunks)), kThreads>>>(a, partials,
-                                                                                                     flag.ptr);
+                                                                                                     flag.words());
   check_launch("token_pass_kernel");
   if (chunks > 1) {
     fold_chunks_kernel<<<blocks_for(a.rows * kRowStatCount, kThreads), kThreads>>>(partials, a.rows, chunks,
@@ -215,8 +182,8 @@ void grpo_token_pass_cuda(const GrpoTokenPassArgs& a) {
     check_launch("fold_chunks_kernel");
   }
   cuda_synchronize(device);
-  const unsigned long long first = flag.read();
-  if (first != ULLONG_MAX)
+  const unsigned long long first = flag.read()[0];
+  if (first != kNoProblem)
     throw Error(std::string(kTokenArgNames[first % 4]) + ": row " + std::to_string(first / 4) +
                     " holds NaN or Inf; inputs must be finite (padding included)", Error::Range);
 }

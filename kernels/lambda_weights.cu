@@ -1,8 +1,9 @@
 // CUDA twin of lambda_weights (spec §4; CPU twin: native/ops/lambda_weights.cc).
 // One block per group scans all rows (B is in the thousands at most), with fixed-order
 // tree reductions in double, so the weights are the same run after run. An extra block
-// checks ids and lengths; problems are reported through a device flag holding the
-// smallest (row · 4 + code), read back after the kernel.
+// checks ids and lengths. Problems go to per-call flags read back after the kernel and
+// reported in the CPU twin's order: ids and lengths by row, then h^λ overflow, then
+// ∂f/∂λ overflow.
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -16,7 +17,9 @@ namespace lgrpo {
 namespace {
 
 constexpr int kThreads = 256;
-enum Problem : unsigned { kBadId = 0, kBadLength = 1, kOverflow = 2 };
+// Flag words: [0] = 2·row + (0 bad id | 1 bad length), [1] = first row whose h^λ
+// overflows, [2] = first row whose ∂f/∂λ overflows.
+enum Flag { kInput, kQOverflow, kDerivativeOverflow, kFlagCount };
 
 __device__ double block_sum(double v, double* scratch) {
   scratch[threadIdx.x] = v;
@@ -47,18 +50,16 @@ __device__ double length_at(const LambdaWeightsArgs& a, int64_t i) {
                                        : static_cast<double>(static_cast<const float*>(a.lengths)[i]);
 }
 
-__device__ void report(unsigned long long* flag, int64_t row, Problem p) {
-  atomicMin(flag, static_cast<unsigned long long>(row) * 4ull + p);
-}
+__device__ void report(unsigned long long* flags, Flag f, unsigned long long code) { atomicMin(&flags[f], code); }
 
-__global__ void lambda_weights_kernel(LambdaWeightsArgs a, unsigned long long* flag) {
+__global__ void lambda_weights_kernel(LambdaWeightsArgs a, unsigned long long* flags) {
   __shared__ double scratch[kThreads];
   const int32_t g = static_cast<int32_t>(blockIdx.x);
   if (g == a.groups) {  // the checking block
     for (int64_t i = threadIdx.x; i < a.rows; i += blockDim.x) {
-      if (a.group_ids[i] < 0 || a.group_ids[i] >= a.groups) report(flag, i, kBadId);
+      if (a.group_ids[i] < 0 || a.group_ids[i] >= a.groups) report(flags, kInput, 2ull * i);
       const double len = length_at(a, i);
-      if (!(len >= 0.0) || isinf(len)) report(flag, i, kBadLength);
+      if (!(len >= 0.0) || isinf(len)) report(flags, kInput, 2ull * i + 1);
     }
     return;
   }
@@ -93,7 +94,7 @@ __global__ void lambda_weights_kernel(LambdaWeightsArgs a, unsigned long long* f
     if (a.group_ids[i] != g) continue;
     double log_h;
     const double q = q_and_log_h(i, &log_h);
-    if (isinf(q) || isnan(q)) report(flag, i, kOverflow);
+    if (isinf(q) || isnan(q)) report(flags, kQOverflow, i);
     q_max = fmax(q_max, q);
   }
   q_max = block_max(q_max, scratch);
@@ -115,7 +116,7 @@ __global__ void lambda_weights_kernel(LambdaWeightsArgs a, unsigned long long* f
     const double q = q_and_log_h(i, &log_h);
     const double s = exp(q - q_max) / e_sum;
     const float df = static_cast<float>(count * s * (q * log_h - expected_q_log_h));
-    if (isinf(df) || isnan(df)) report(flag, i, kOverflow);
+    if (isinf(df) || isnan(df)) report(flags, kDerivativeOverflow, i);
     a.weights[i] = static_cast<float>(count * s);
     a.d_weights_d_lambda[i] = df;
   }
@@ -126,34 +127,22 @@ __global__ void lambda_weights_kernel(LambdaWeightsArgs a, unsigned long long* f
 void lambda_weights_cuda(const LambdaWeightsArgs& a) {
   if (a.lengths_dtype != DType::F32 && a.lengths_dtype != DType::I32)
     throw Error("lengths: expected dtype i32 or f32", Error::Type);
-  int device = 0;
-  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  auto* flag = static_cast<unsigned long long*>(cuda_alloc(sizeof(unsigned long long), device));
-  struct Free {
-    void* p;
-    int d;
-    ~Free() { cuda_free(p, d); }
-  } free_flag{flag, device};
-  const unsigned long long none = ULLONG_MAX;
-  cuda_copy_to_device(flag, &none, sizeof(none), device);
-  lambda_weights_kernel<<<static_cast<unsigned>(a.groups) + 1u, kThreads>>>(a, flag);
+  DeviceGuard guard(a.device);
+  DeviceFlags<kFlagCount> flags(a.device);
+  lambda_weights_kernel<<<static_cast<unsigned>(a.groups) + 1u, kThreads>>>(a, flags.words());
   check_launch("lambda_weights_kernel");
-  cuda_synchronize(device);
-  unsigned long long first = none;
-  cuda_copy_to_host(&first, flag, sizeof(first), device);
-  if (first == none) return;
-  const unsigned long long row = first / 4;
-  switch (static_cast<Problem>(first % 4)) {
-    case kBadId:
-      throw Error("groupIds: group id at index " + std::to_string(row) + " is outside [0, " + std::to_string(a.groups) +
-                      ")", Error::Range);
-    case kBadLength:
-      throw Error("lengths: element " + std::to_string(row) + " is negative or not finite; lengths must be finite and >= 0",
-                  Error::Range);
-    default:
-      throw Error("lambda: h^lambda overflows at row " + std::to_string(row) + " (lambda = " + std::to_string(a.lambda) +
-                      "); keep |lambda| moderate", Error::Range);
+  cuda_synchronize(a.device);
+  const auto f = flags.read();
+  if (f[kInput] != kNoProblem) {
+    const unsigned long long row = f[kInput] / 2;
+    if (f[kInput] % 2 == 0) throw group_id_outside(fetch_element(a.group_ids, row, a.device), row, a.groups);
+    const double length = a.lengths_dtype == DType::I32
+                              ? fetch_element(static_cast<const int32_t*>(a.lengths), row, a.device)
+                              : fetch_element(static_cast<const float*>(a.lengths), row, a.device);
+    throw bad_length(row, length);
   }
+  if (f[kQOverflow] != kNoProblem) throw lambda_overflow("h^lambda", f[kQOverflow], a.lambda);
+  if (f[kDerivativeOverflow] != kNoProblem) throw lambda_overflow("the weight derivative", f[kDerivativeOverflow], a.lambda);
 }
 
 }  // namespace lgrpo

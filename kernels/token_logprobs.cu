@@ -35,13 +35,11 @@ constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 
 enum Flag { kBadTarget, kBadLogits, kOverflow, kBadLse, kBadGradLogprobs, kBadGradEntropy, kBadEntropy, kFlagCount };
-constexpr unsigned long long kNoRow = ULLONG_MAX;
+constexpr unsigned long long kNoRow = kNoProblem;
 
-// First offending row per flag (kNoRow when none). Reset before each launch.
-__device__ unsigned long long g_flags[kFlagCount];
-
-__device__ __forceinline__ void flag_row(Flag f, long long row) {
-  atomicMin(&g_flags[f], static_cast<unsigned long long>(row));
+// flags[f]: the first offending row of kind f (kNoRow when none), per call.
+__device__ __forceinline__ void flag_row(unsigned long long* flags, Flag f, long long row) {
+  atomicMin(&flags[f], static_cast<unsigned long long>(row));
 }
 
 __device__ __forceinline__ float to_f32(float v) { return v; }
@@ -93,12 +91,13 @@ __device__ __forceinline__ Online warp_merge(Online v) {
 template <typename T, bool kEntropy>
 __global__ void __launch_bounds__(kThreads)
 forward_kernel(const T* __restrict__ logits, long long vocab, const int32_t* __restrict__ targets, float inv_tau,
-               float* __restrict__ logprobs, float* __restrict__ entropy, float* __restrict__ lse) {
+               float* __restrict__ logprobs, float* __restrict__ entropy, float* __restrict__ lse,
+               unsigned long long* flags) {
   const long long row = blockIdx.x;
   const int y = targets[row];
   if (y < 0 || y >= vocab) {  // uniform across the block, so returning here is safe
     if (threadIdx.x == 0) {
-      flag_row(kBadTarget, row);
+      flag_row(flags, kBadTarget, row);
       logprobs[row] = lse[row] = NAN;
       if (kEntropy) entropy[row] = NAN;
     }
@@ -135,8 +134,8 @@ forward_kernel(const T* __restrict__ logits, long long vocab, const int32_t* __r
   st = warp_merge(st);
   if (lane != 0) return;
 
-  if (bad) flag_row(kBadLogits, row);
-  if (!isfinite(st.m)) flag_row(kOverflow, row);
+  if (bad) flag_row(flags, kBadLogits, row);
+  if (!isfinite(st.m)) flag_row(flags, kOverflow, row);
   const float log_s = logf(st.s);
   lse[row] = st.m + log_s;
   // (x_y − m) − log s keeps logp accurate when |lse| is large (see the CPU twin).
@@ -149,11 +148,12 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
 backward_kernel(const T* logits, T* grad, long long vocab, const int32_t* __restrict__ targets,
                 const float* __restrict__ lse, const float* __restrict__ grad_logprobs,
-                const float* __restrict__ grad_entropy, const float* __restrict__ entropy, float inv_tau) {
+                const float* __restrict__ grad_entropy, const float* __restrict__ entropy, float inv_tau,
+                unsigned long long* flags) {
   const long long row = blockIdx.x;
   const int y = targets[row];
   if (y < 0 || y >= vocab) {
-    if (threadIdx.x == 0) flag_row(kBadTarget, row);
+    if (threadIdx.x == 0) flag_row(flags, kBadTarget, row);
     return;
   }
   const float g = grad_logprobs[row];
@@ -161,10 +161,10 @@ backward_kernel(const T* logits, T* grad, long long vocab, const int32_t* __rest
   const float H = grad_entropy ? entropy[row] : 0.0f;
   const float L = lse[row];
   if (threadIdx.x == 0) {
-    if (!isfinite(L)) flag_row(kBadLse, row);
-    if (!isfinite(g)) flag_row(kBadGradLogprobs, row);
-    if (!isfinite(ge)) flag_row(kBadGradEntropy, row);
-    if (!isfinite(H)) flag_row(kBadEntropy, row);
+    if (!isfinite(L)) flag_row(flags, kBadLse, row);
+    if (!isfinite(g)) flag_row(flags, kBadGradLogprobs, row);
+    if (!isfinite(ge)) flag_row(flags, kBadGradEntropy, row);
+    if (!isfinite(H)) flag_row(flags, kBadEntropy, row);
   }
   const float c = g + ge * H;
   const T* x = logits + row * vocab;
@@ -178,36 +178,34 @@ backward_kernel(const T* logits, T* grad, long long vocab, const int32_t* __rest
     from_f32(gv, out + i);
   }
   bad = __syncthreads_or(bad);
-  if (threadIdx.x == 0 && bad) flag_row(kBadLogits, row);
+  if (threadIdx.x == 0 && bad) flag_row(flags, kBadLogits, row);
 }
 
-void reset_flags() {
-  unsigned long long init[kFlagCount];
-  for (auto& f : init) f = kNoRow;
-  check_cuda(cudaMemcpyToSymbol(g_flags, init, sizeof init), "cudaMemcpyToSymbol(token_logprobs flags)");
-}
-
-// Waits for the launch, then throws for the first flag raised, in argument order.
-void raise_flags(int64_t vocab, float temperature) {
-  int device = 0;
-  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+// Waits for the launch, then throws for the first flag raised, in the CPU twin's order
+// of checks: targets, the per-row inputs, then the logits.
+void raise_flags(const DeviceFlags<kFlagCount>& flags, const int32_t* targets, const TokenLogprobsBackwardArgs* backward,
+                 int64_t vocab, float temperature, int device) {
   cuda_synchronize(device);
-  unsigned long long f[kFlagCount];
-  check_cuda(cudaMemcpyFromSymbol(f, g_flags, sizeof f), "cudaMemcpyFromSymbol(token_logprobs flags)");
+  const auto f = flags.read();
   auto row = [&](Flag k) { return std::to_string(f[k]); };
   if (f[kBadTarget] != kNoRow)
-    throw Error("targets: the target at index " + row(kBadTarget) + " is outside [0, " + std::to_string(vocab) + ")",
+    throw Error("targets: target " + std::to_string(fetch_element(targets, f[kBadTarget], device)) + " at index " +
+                    row(kBadTarget) + " is outside [0, " + std::to_string(vocab) + ")",
                 Error::Range);
+  if (backward) {
+    const struct { Flag flag; const char* name; const float* data; } vectors[] = {
+        {kBadLse, "lse", backward->lse},
+        {kBadGradLogprobs, "gradLogprobs", backward->grad_logprobs},
+        {kBadGradEntropy, "gradEntropy", backward->grad_entropy},
+        {kBadEntropy, "entropy", backward->entropy},
+    };
+    for (const auto& v : vectors)
+      if (f[v.flag] != kNoRow) throw not_finite(v.name, row(v.flag), fetch_element(v.data, f[v.flag], device));
+  }
   if (f[kBadLogits] != kNoRow) throw Error("logits: row " + row(kBadLogits) + " contains NaN or Inf", Error::Range);
   if (f[kOverflow] != kNoRow)
     throw Error("logits: row " + row(kOverflow) + " overflows float32 when divided by temperature " +
                     std::to_string(temperature), Error::Range);
-  if (f[kBadLse] != kNoRow) throw Error("lse: element " + row(kBadLse) + " is not finite", Error::Range);
-  if (f[kBadGradLogprobs] != kNoRow)
-    throw Error("gradLogprobs: element " + row(kBadGradLogprobs) + " is not finite", Error::Range);
-  if (f[kBadGradEntropy] != kNoRow)
-    throw Error("gradEntropy: element " + row(kBadGradEntropy) + " is not finite", Error::Range);
-  if (f[kBadEntropy] != kNoRow) throw Error("entropy: element " + row(kBadEntropy) + " is not finite", Error::Range);
 }
 
 void check_grid(int64_t rows) {
@@ -215,23 +213,23 @@ void check_grid(int64_t rows) {
 }
 
 template <typename T>
-void forward_typed(const TokenLogprobsForwardArgs& a) {
+void forward_typed(const TokenLogprobsForwardArgs& a, unsigned long long* flags) {
   const T* logits = static_cast<const T*>(a.logits);
   const float inv_tau = 1.0f / a.temperature;
   const unsigned grid = static_cast<unsigned>(a.rows);
   if (a.entropy)
-    forward_kernel<T, true><<<grid, kThreads>>>(logits, a.vocab, a.targets, inv_tau, a.logprobs, a.entropy, a.lse);
+    forward_kernel<T, true><<<grid, kThreads>>>(logits, a.vocab, a.targets, inv_tau, a.logprobs, a.entropy, a.lse, flags);
   else
-    forward_kernel<T, false><<<grid, kThreads>>>(logits, a.vocab, a.targets, inv_tau, a.logprobs, nullptr, a.lse);
+    forward_kernel<T, false><<<grid, kThreads>>>(logits, a.vocab, a.targets, inv_tau, a.logprobs, nullptr, a.lse, flags);
   check_launch("token_logprobs forward_kernel");
 }
 
 template <typename T>
-void backward_typed(const TokenLogprobsBackwardArgs& a) {
+void backward_typed(const TokenLogprobsBackwardArgs& a, unsigned long long* flags) {
   const unsigned grid = static_cast<unsigned>(a.rows);
   backward_kernel<T><<<grid, kThreads>>>(static_cast<const T*>(a.logits), static_cast<T*>(a.grad_logits), a.vocab,
                                          a.targets, a.lse, a.grad_logprobs, a.grad_entropy, a.entropy,
-                                         1.0f / a.temperature);
+                                         1.0f / a.temperature, flags);
   check_launch("token_logprobs backward_kernel");
 }
 
@@ -240,28 +238,30 @@ void backward_typed(const TokenLogprobsBackwardArgs& a) {
 void token_logprobs_forward_cuda(const TokenLogprobsForwardArgs& a) {
   if (a.rows == 0) return;
   check_grid(a.rows);
-  reset_flags();
+  DeviceGuard guard(a.device);
+  DeviceFlags<kFlagCount> flags(a.device);
   switch (a.dtype) {
-    case DType::F32: forward_typed<float>(a); break;
-    case DType::BF16: forward_typed<__nv_bfloat16>(a); break;
-    case DType::F16: forward_typed<__half>(a); break;
+    case DType::F32: forward_typed<float>(a, flags.words()); break;
+    case DType::BF16: forward_typed<__nv_bfloat16>(a, flags.words()); break;
+    case DType::F16: forward_typed<__half>(a, flags.words()); break;
     default: throw Error("logits: expected dtype f32, bf16 or f16", Error::Type);
   }
-  raise_flags(a.vocab, a.temperature);
+  raise_flags(flags, a.targets, nullptr, a.vocab, a.temperature, a.device);
 }
 
 void token_logprobs_backward_cuda(const TokenLogprobsBackwardArgs& a) {
   if (a.rows == 0) return;
   check_grid(a.rows);
   if (a.grad_entropy && !a.entropy) throw Error("gradEntropy: needs `entropy` from the forward", Error::Type);
-  reset_flags();
+  DeviceGuard guard(a.device);
+  DeviceFlags<kFlagCount> flags(a.device);
   switch (a.dtype) {
-    case DType::F32: backward_typed<float>(a); break;
-    case DType::BF16: backward_typed<__nv_bfloat16>(a); break;
-    case DType::F16: backward_typed<__half>(a); break;
+    case DType::F32: backward_typed<float>(a, flags.words()); break;
+    case DType::BF16: backward_typed<__nv_bfloat16>(a, flags.words()); break;
+    case DType::F16: backward_typed<__half>(a, flags.words()); break;
     default: throw Error("logits: expected dtype f32, bf16 or f16", Error::Type);
   }
-  raise_flags(a.vocab, a.temperature);
+  raise_flags(flags, a.targets, &a, a.vocab, a.temperature, a.device);
 }
 
 }  // namespace lgrpo

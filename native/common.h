@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -48,6 +49,28 @@ struct Error : std::runtime_error {
   enum Kind { Generic, Type, Range } kind;
   explicit Error(const std::string& m, Kind k = Generic) : std::runtime_error(m), kind(k) {}
 };
+
+// A number as JavaScript prints it (NaN, Infinity, -1.5), so messages from both twins
+// read the same and match what the TypeScript layer says of the same value.
+inline std::string number_text(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+// The one message for a non-finite input element, on every device.
+inline Error not_finite(const std::string& arg, const std::string& where, double value) {
+  return Error(arg + ": element " + where + " is " + number_text(value) + "; inputs must be finite", Error::Range);
+}
+
+// The one message for a group id outside [0, groups), on every device.
+inline Error group_id_outside(int64_t id, int64_t index, int64_t groups) {
+  return Error("groupIds: group id " + std::to_string(id) + " at index " + std::to_string(index) + " is outside [0, " +
+                   std::to_string(groups) + ")",
+               Error::Range);
+}
 
 // bf16 is the top half of an f32; rounding to nearest even keeps conversions unbiased.
 inline float bf16_to_f32(uint16_t h) {

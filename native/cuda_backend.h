@@ -17,6 +17,8 @@ struct CudaDeviceInfo {
 };
 
 bool cuda_compiled();
+// True in the LGRPO_CUDA_EMU test build, whose one device runs on the CPU.
+bool cuda_emulated();
 // Devices usable now; empty when no driver or GPU is present (never throws).
 std::vector<CudaDeviceInfo> cuda_devices();
 void* cuda_alloc(size_t bytes, int device);
@@ -25,7 +27,9 @@ void cuda_copy_to_device(void* dst, const void* src, size_t bytes, int device);
 void cuda_copy_to_host(void* dst, const void* src, size_t bytes, int device);
 void cuda_copy_device_to_device(void* dst, const void* src, size_t bytes, int device);
 void cuda_memset_zero(void* dst, size_t bytes, int device);
-void cuda_set_device(int device);
+// Throws a RangeError naming cuda:N when the machine has no such device.
+void cuda_check_device(int device);
+// Every call below makes `device` current only for itself and restores the caller's.
 // Waits for the device and turns any pending CUDA error into an lgrpo::Error.
 void cuda_synchronize(int device);
 

@@ -18,6 +18,7 @@ namespace {
 }  // namespace
 
 bool cuda_compiled() { return false; }
+bool cuda_emulated() { return false; }
 std::vector<CudaDeviceInfo> cuda_devices() { return {}; }
 void* cuda_alloc(size_t, int) { no_cuda(); }
 void cuda_free(void*, int) noexcept {}
@@ -25,7 +26,7 @@ void cuda_copy_to_device(void*, const void*, size_t, int) { no_cuda(); }
 void cuda_copy_to_host(void*, const void*, size_t, int) { no_cuda(); }
 void cuda_copy_device_to_device(void*, const void*, size_t, int) { no_cuda(); }
 void cuda_memset_zero(void*, size_t, int) { no_cuda(); }
-void cuda_set_device(int) { no_cuda(); }
+void cuda_check_device(int) { no_cuda(); }
 void cuda_synchronize(int) { no_cuda(); }
 
 void token_logprobs_forward_cuda(const TokenLogprobsForwardArgs&) { no_cuda(); }
@@ -35,6 +36,6 @@ void linear_token_logprobs_backward_cuda(const LinearTokenLogprobsBackwardArgs&)
 void group_advantages_cuda(const GroupAdvantagesArgs&) { no_cuda(); }
 void lambda_weights_cuda(const LambdaWeightsArgs&) { no_cuda(); }
 void grpo_token_pass_cuda(const GrpoTokenPassArgs&) { no_cuda(); }
-void mask_lengths_cuda(const void*, DType, int64_t, int64_t, float*) { no_cuda(); }
+void mask_lengths_cuda(const void*, DType, int64_t, int64_t, float*, int) { no_cuda(); }
 
 }  // namespace lgrpo

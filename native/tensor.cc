@@ -78,6 +78,10 @@ HostBlockCache& host_cache() {
   return *cache;
 }
 
+// Marks the Externals this addon made, so a handle from anywhere else (another addon, a
+// hand-built object) is refused instead of being read as a NativeBlock.
+constexpr napi_type_tag kBlockTag = {0x6c6772706f2d6e61ull, 0x746976652d626c6bull};
+
 std::mutex registry_mutex;
 std::unordered_map<void*, NativeBlock*> cpu_registry;  // live CPU blocks by data pointer
 int64_t live_blocks = 0;
@@ -101,7 +105,9 @@ void free_block_storage(NativeBlock* block) {
 
 void finalize_block(napi_env env, void*, void* hint) {
   auto* block = static_cast<NativeBlock*>(hint);
-  if (!block->released && !block->device.is_cuda() && env != nullptr) {
+  // Device blocks count too: V8 then collects a loop's forgotten CUDA tensors before
+  // the GPU runs out, as it does for host memory.
+  if (!block->released && env != nullptr) {
     int64_t adjusted;
     napi_adjust_external_memory(env, -static_cast<int64_t>(block->bytes), &adjusted);
   }
@@ -224,8 +230,14 @@ TensorRef unpack_tensor(const Napi::Value& v, const char* arg) {
   if (t.device.is_cuda()) {
     Napi::Value handle = o.Get("handle");
     if (!handle.IsExternal()) throw Error(std::string(arg) + ": a CUDA tensor needs its native handle", Error::Type);
+    bool ours = false;
+    if (napi_check_object_type_tag(o.Env(), handle, &kBlockTag, &ours) != napi_ok || !ours)
+      throw Error(std::string(arg) + ": the handle is not a tensor block made by lgrpo-native", Error::Type);
     auto* block = handle.As<Napi::External<NativeBlock>>().Data();
     if (block->released) throw Error(std::string(arg) + ": tensor was disposed", Error::Type);
+    if (block->device != t.device)
+      throw Error(std::string(arg) + ": says it is on " + device_name(t.device) + " but its memory is on " +
+                      device_name(block->device), Error::Type);
     if (block->bytes < t.bytes())
       throw Error(std::string(arg) + ": shape " + shape_string(t.shape) + " exceeds its storage", Error::Range);
     t.data = block->data;
@@ -278,7 +290,11 @@ Napi::Object allocate_tensor(Napi::Env env, const std::vector<int64_t>& shape, D
       std::lock_guard<std::mutex> lock(registry_mutex);
       ++live_blocks;
     }
-    o.Set("handle", Napi::External<NativeBlock>::New(env, block, [](Napi::Env e, NativeBlock* b) { finalize_block(e, nullptr, b); }));
+    auto handle = Napi::External<NativeBlock>::New(env, block, [](Napi::Env e, NativeBlock* b) { finalize_block(e, nullptr, b); });
+    napi_type_tag_object(env, handle, &kBlockTag);
+    o.Set("handle", handle);
+    int64_t adjusted;
+    napi_adjust_external_memory(env, static_cast<int64_t>(bytes), &adjusted);
     *data_out = data;
     return o;
   }
@@ -292,7 +308,15 @@ Napi::Object allocate_tensor(Napi::Env env, const std::vector<int64_t>& shape, D
 void release_tensor(Napi::Env env, const Napi::Object& tensor) {
   Napi::Value handle = tensor.Get("handle");
   if (handle.IsExternal()) {
-    free_block_storage(handle.As<Napi::External<NativeBlock>>().Data());
+    bool ours = false;
+    if (napi_check_object_type_tag(env, handle, &kBlockTag, &ours) != napi_ok || !ours)
+      throw Error("tensor: the handle is not a tensor block made by lgrpo-native", Error::Type);
+    NativeBlock* block = handle.As<Napi::External<NativeBlock>>().Data();
+    if (!block->released) {
+      int64_t adjusted;
+      napi_adjust_external_memory(env, -static_cast<int64_t>(block->bytes), &adjusted);
+    }
+    free_block_storage(block);
     return;
   }
   Napi::Value data = tensor.Get("data");

@@ -5,6 +5,7 @@
 // from the node-api-headers package, node-gyp from the local Node installation.
 //
 //   LGRPO_BUILD=cmake|gyp   force one build system
+//   LGRPO_BUILD=emu         the CUDA twins on an emulated cuda:0 (tests only), in build-emu/
 //   LGRPO_CUDA=0            cmake-js build without CUDA even when nvcc exists
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -27,9 +28,10 @@ function hasCmake() {
   return result.status === 0;
 }
 
-function buildWithCmake() {
+function buildWithCmake({ emulated = false } = {}) {
   const cli = require.resolve('cmake-js/bin/cmake-js');
-  const args = [cli, 'compile', '--out', 'build-cmake'];
+  const args = [cli, 'compile', '--out', emulated ? 'build-emu' : 'build-cmake'];
+  if (emulated) args.push('--CDLGRPO_CUDA_EMU=ON', `--CDLGRPO_NODE=${process.execPath}`);
   if (process.env.CMAKE_CUDA_ARCHITECTURES) args.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.CMAKE_CUDA_ARCHITECTURES}`);
   return run(process.execPath, args);
 }
@@ -52,6 +54,7 @@ function buildWithGyp() {
 let ok;
 if (forced === 'gyp') ok = buildWithGyp();
 else if (forced === 'cmake') ok = buildWithCmake();
+else if (forced === 'emu') ok = buildWithCmake({ emulated: true });
 else if (hasCmake()) ok = buildWithCmake() || (console.warn('lgrpo-native: cmake-js failed, trying node-gyp'), buildWithGyp());
 else ok = buildWithGyp();
 if (!ok) {

@@ -7,6 +7,8 @@ export interface BuildInfo {
   version: string;
   /** CUDA twins compiled into the addon */
   cuda: boolean;
+  /** true in the emulated test build (LGRPO_CUDA_EMU): its one cuda:0 runs on the CPU */
+  cudaEmulated: boolean;
   /** devices usable now (empty without a GPU or driver) */
   cudaDevices: CudaDeviceInfo[];
   /** vector instruction set of the CPU twins */

@@ -1,6 +1,7 @@
 // Loads the compiled addon. Builds live side by side: cmake-js writes build-cmake/,
-// node-gyp writes build/. LGRPO_ADDON=cmake|gyp|<path> picks one; otherwise the
-// cmake-js build (which may include CUDA) is preferred.
+// node-gyp writes build/, the emulated-CUDA test build build-emu/. LGRPO_ADDON=
+// cmake|gyp|emu|<path> picks one; otherwise the cmake-js build (which may include
+// CUDA) is preferred.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
@@ -24,6 +25,7 @@ function candidatePaths(root: string): string[] {
   const choice = process.env.LGRPO_ADDON;
   if (choice === 'cmake') return [cmake];
   if (choice === 'gyp') return [gyp];
+  if (choice === 'emu') return [join(root, 'build-emu', 'Release', 'lgrpo_native.node')];
   if (choice) return [resolve(choice)];
   return [cmake, gyp];
 }
@@ -42,7 +44,7 @@ export interface NativeAddon {
   empty(shape: number[], dtype: string, device: string): NativeTensor;
   release(tensor: NativeTensor): void;
   toDevice(tensor: NativeTensor, device: string): NativeTensor;
-  buildInfo(): { cuda: boolean; cudaDevices: CudaDeviceInfo[]; simd: string; threads: number; externalBuffers: boolean };
+  buildInfo(): { cuda: boolean; cudaEmulated: boolean; cudaDevices: CudaDeviceInfo[]; simd: string; threads: number; externalBuffers: boolean };
   setNumThreads(n: number): void;
   liveNativeBlocks(): number;
   [kernel: string]: any;

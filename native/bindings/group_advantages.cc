@@ -39,12 +39,6 @@ Napi::Value group_advantages(const Napi::CallbackInfo& info) {
   if (std_kind != "unbiased" && std_kind != "population")
     throw Error("std: expected 'unbiased' or 'population', got '" + std_kind + "'", Error::Type);
   a.unbiased = std_kind == "unbiased";
-  if (!rewards.device.is_cuda()) {
-    for (int64_t i = 0; i < a.rows; ++i)
-      if (a.group_ids[i] < 0 || a.group_ids[i] >= a.groups)
-        throw Error("groupIds: id " + std::to_string(a.group_ids[i]) + " at row " + std::to_string(i) +
-                        " is outside [0, groups)", Error::Range);
-  }
 
   void* data;
   Napi::Object out = Napi::Object::New(env);
@@ -57,6 +51,7 @@ Napi::Value group_advantages(const Napi::CallbackInfo& info) {
   out.Set("degenerate", allocate_tensor(env, {a.groups}, DType::U8, rewards.device, &data));
   a.degenerate = static_cast<uint8_t*>(data);
 
+  a.device = rewards.device.index;
   if (rewards.device.is_cuda()) group_advantages_cuda(a);
   else group_advantages_cpu(a);
   return out;

@@ -141,7 +141,6 @@ Napi::Value grpo_loss(const Napi::CallbackInfo& info) {
 
   const Device device = logprobs.device;
   const bool cuda = device.is_cuda();
-  if (cuda) cuda_set_device(device.index);
 
   // Length-B inputs on the host.
   std::vector<int32_t> ids_h = to_host<int32_t>(ids);
@@ -179,7 +178,7 @@ Napi::Value grpo_loss(const Napi::CallbackInfo& info) {
   std::vector<float> lengths(static_cast<size_t>(B));
   if (cuda) {
     DeviceBuffer d_lengths(B * sizeof(float), device.index);
-    mask_lengths_cuda(mask.data, mask.dtype, B, T, static_cast<float*>(d_lengths.ptr));
+    mask_lengths_cuda(mask.data, mask.dtype, B, T, static_cast<float*>(d_lengths.ptr), device.index);
     if (B > 0) cuda_copy_to_host(lengths.data(), d_lengths.ptr, B * sizeof(float), device.index);
   } else {
     mask_lengths_cpu(mask.data, mask.dtype, B, T, lengths.data());
@@ -217,6 +216,7 @@ Napi::Value grpo_loss(const Napi::CallbackInfo& info) {
   a.dual_clip = static_cast<float>(dual_clip);
   a.beta = static_cast<float>(beta);
   a.grad_logprobs = static_cast<float*>(grad_data);
+  a.device = device.index;
   if (cuda) {
     DeviceBuffer d_adv(B * sizeof(float), device.index), d_scale(B * sizeof(float), device.index);
     DeviceBuffer d_stats(row_stats.size() * sizeof(double), device.index);

@@ -36,7 +36,7 @@ Napi::Value lambda_weights(const Napi::CallbackInfo& info) {
   a.groups = static_cast<int32_t>(groups);
   a.lambda = lambda;
   a.r = r;
-  if (lengths.device.is_cuda()) cuda_set_device(lengths.device.index);
+  a.device = lengths.device.index;
 
   void* data;
   Napi::Object out = Napi::Object::New(env);

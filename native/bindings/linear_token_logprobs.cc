@@ -95,7 +95,7 @@ Napi::Value linear_token_logprobs(const Napi::CallbackInfo& info) {
   a.lse = static_cast<float*>(data);
 
   if (device.is_cuda()) {
-    cuda_set_device(device.index);
+    a.device = device.index;
     linear_token_logprobs_forward_cuda(a);
   } else {
     linear_token_logprobs_forward_cpu(a);
@@ -135,7 +135,7 @@ Napi::Value linear_token_logprobs_backward(const Napi::CallbackInfo& info) {
   a.grad_weight = static_cast<float*>(data);
 
   if (device.is_cuda()) {
-    cuda_set_device(device.index);
+    a.device = device.index;
     linear_token_logprobs_backward_cuda(a);
   } else {
     linear_token_logprobs_backward_cpu(a);

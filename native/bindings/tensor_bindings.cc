@@ -43,6 +43,7 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("cuda", cuda_compiled());
+  o.Set("cudaEmulated", cuda_emulated());
   Napi::Array devices = Napi::Array::New(env);
   uint32_t i = 0;
   for (const CudaDeviceInfo& d : cuda_devices()) {

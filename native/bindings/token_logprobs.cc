@@ -75,7 +75,7 @@ Napi::Value token_logprobs(const Napi::CallbackInfo& info) {
   a.lse = static_cast<float*>(data);
 
   if (logits.device.is_cuda()) {
-    cuda_set_device(logits.device.index);
+    a.device = logits.device.index;
     token_logprobs_forward_cuda(a);
   } else {
     token_logprobs_forward_cpu(a);
@@ -121,7 +121,7 @@ Napi::Value token_logprobs_backward(const Napi::CallbackInfo& info) {
   }
 
   if (logits.device.is_cuda()) {
-    cuda_set_device(logits.device.index);
+    a.device = logits.device.index;
     token_logprobs_backward_cuda(a);
   } else {
     token_logprobs_backward_cpu(a);

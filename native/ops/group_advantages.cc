@@ -3,11 +3,17 @@
 #include "group_advantages.h"
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 namespace lgrpo {
 
 void group_advantages_cpu(const GroupAdvantagesArgs& a) {
+  // Checked in row order, an id before its reward, as the CUDA twin reports them.
+  for (int64_t i = 0; i < a.rows; ++i) {
+    if (a.group_ids[i] < 0 || a.group_ids[i] >= a.groups) throw group_id_outside(a.group_ids[i], i, a.groups);
+    if (!std::isfinite(a.rewards[i])) throw not_finite("rewards", std::to_string(i), a.rewards[i]);
+  }
   const int64_t G = a.groups;
   std::vector<double> sum(G, 0.0), count(G, 0.0), min_r(G, INFINITY), max_r(G, -INFINITY);
   double batch_sum = 0.0;

@@ -21,6 +21,7 @@ struct GroupAdvantagesArgs {
   float* group_mean;        // [groups] out
   float* group_std;         // [groups] out
   uint8_t* degenerate;      // [groups] out: 1 if the group has < 2 rows or equal rewards
+  int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 void group_advantages_cpu(const GroupAdvantagesArgs& a);

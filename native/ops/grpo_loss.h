@@ -43,6 +43,7 @@ struct GrpoTokenPassArgs {
   float beta;                 // KL coefficient; the KL term needs ref_logprobs
   float* grad_logprobs;       // [rows, T] out: ∂L/∂logp
   double* row_stats;          // [rows, kRowStatCount] out
+  int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 // Both twins check logprobs, oldLogprobs and refLogprobs for NaN/Inf over every token
@@ -54,7 +55,7 @@ void grpo_token_pass_cuda(const GrpoTokenPassArgs& a);
 // Per-row response lengths Σ_t mask[i,t] (both twins), used to build the weights.
 // Throws lgrpo::Error (Range) naming `mask` and the row when a value is not 0 or 1.
 void mask_lengths_cpu(const void* mask, DType mask_dtype, int64_t rows, int64_t T, float* lengths);
-void mask_lengths_cuda(const void* mask, DType mask_dtype, int64_t rows, int64_t T, float* lengths);
+void mask_lengths_cuda(const void* mask, DType mask_dtype, int64_t rows, int64_t T, float* lengths, int device);
 
 // ---- host side, shared by both devices (rows are few: B floats cross the bus) ----
 

@@ -22,13 +22,9 @@ void lambda_weights_cpu(const LambdaWeightsArgs& a) {
   std::vector<double> count(G, 0.0), sum(G, 0.0);
   for (int64_t i = 0; i < a.rows; ++i) {
     const int32_t g = a.group_ids[i];
-    if (g < 0 || g >= a.groups)
-      throw Error("groupIds: group id " + std::to_string(g) + " at index " + std::to_string(i) + " is outside [0, " +
-                      std::to_string(a.groups) + ")", Error::Range);
+    if (g < 0 || g >= a.groups) throw group_id_outside(g, i, a.groups);
     const double len = length_at(a, i);
-    if (!(len >= 0.0) || std::isinf(len))
-      throw Error("lengths: element " + std::to_string(i) + " is " + std::to_string(len) +
-                      "; lengths must be finite and >= 0", Error::Range);
+    if (!(len >= 0.0) || std::isinf(len)) throw bad_length(i, len);
     count[g] += 1.0;
     sum[g] += len;
   }
@@ -52,8 +48,7 @@ void lambda_weights_cpu(const LambdaWeightsArgs& a) {
     const double log_h = std::log(h);
     q[i] = std::exp(a.lambda * log_h);
     if (!std::isfinite(q[i]))
-      throw Error("lambda: h^lambda overflows at row " + std::to_string(i) + " (lambda = " + std::to_string(a.lambda) +
-                      "); keep |lambda| moderate", Error::Range);
+      throw lambda_overflow("h^lambda", i, a.lambda);
     q_log_h[i] = q[i] * log_h;
     q_max[g] = std::fmax(q_max[g], q[i]);
   }
@@ -71,8 +66,7 @@ void lambda_weights_cpu(const LambdaWeightsArgs& a) {
     const float f = static_cast<float>(count[g] * s);
     const float df = static_cast<float>(count[g] * s * (q_log_h[i] - expected_q_log_h));
     if (!std::isfinite(df))
-      throw Error("lambda: the weight derivative overflows at row " + std::to_string(i) + " (lambda = " +
-                      std::to_string(a.lambda) + "); keep |lambda| moderate", Error::Range);
+      throw lambda_overflow("the weight derivative", i, a.lambda);
     a.weights[i] = f;
     a.d_weights_d_lambda[i] = df;
   }

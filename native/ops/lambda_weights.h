@@ -18,11 +18,25 @@ struct LambdaWeightsArgs {
   double r;                 // slope of h = max(1 + r z, 1e-6)
   float* weights;           // [rows] out: f_i
   float* d_weights_d_lambda;// [rows] out: ∂f_i/∂λ
+  int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 // Both twins throw lgrpo::Error (Range) naming `lengths` or `groupIds` for a negative or
 // non-finite length or an id outside [0, groups), and naming `lambda` when h^λ
 // overflows (|λ| far outside any useful range).
+// The messages both twins throw, in this order of checks: ids and lengths row by row,
+// then h^λ overflow (first row), then ∂f/∂λ overflow (first row).
+inline Error bad_length(int64_t index, double length) {
+  return Error("lengths: element " + std::to_string(index) + " is " + number_text(length) +
+                   "; lengths must be finite and >= 0",
+               Error::Range);
+}
+inline Error lambda_overflow(const char* what, int64_t row, double lambda) {
+  return Error(std::string("lambda: ") + what + " overflows at row " + std::to_string(row) + " (lambda = " +
+                   number_text(lambda) + "); keep |lambda| moderate",
+               Error::Range);
+}
+
 void lambda_weights_cpu(const LambdaWeightsArgs& a);
 void lambda_weights_cuda(const LambdaWeightsArgs& a);
 

@@ -19,6 +19,7 @@ struct LinearTokenLogprobsForwardArgs {
   float* logprobs;        // [rows] out
   float* entropy;         // [rows] out or nullptr
   float* lse;             // [rows] out
+  int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 struct LinearTokenLogprobsBackwardArgs {
@@ -34,6 +35,7 @@ struct LinearTokenLogprobsBackwardArgs {
   float temperature;
   float* grad_hidden;          // [rows, dim] out (f32), overwritten
   float* grad_weight;          // [vocab, dim] out (f32), overwritten
+  int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a);

@@ -17,6 +17,7 @@ struct TokenLogprobsForwardArgs {
   float* logprobs;        // [rows] out
   float* entropy;         // [rows] out, or nullptr to skip
   float* lse;             // [rows] out: logsumexp of the scaled logits
+  int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 struct TokenLogprobsBackwardArgs {
@@ -30,6 +31,7 @@ struct TokenLogprobsBackwardArgs {
   const float* entropy;        // [rows] from the forward; required when grad_entropy is set
   float temperature;
   void* grad_logits;           // [rows, vocab] out, same dtype as logits; may alias logits
+  int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 void token_logprobs_forward_cpu(const TokenLogprobsForwardArgs& a);

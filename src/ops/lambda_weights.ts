@@ -2,7 +2,7 @@
 // Native twins: native/ops/lambda_weights.cc (CPU), kernels/lambda_weights.cu (CUDA).
 import { addon } from '../native.js';
 import {
-  checkFinite, checkIdRange, countGroups, isTensor, numberOption, optionsArg, output, sameDevice, tensorArg,
+  countGroups, isTensor, numberOption, optionsArg, output, sameDevice, tensorArg,
   type Out, type TensorLike,
 } from './validate.js';
 
@@ -43,13 +43,7 @@ export function lambdaWeights<T extends TensorLike>(
   if (len.isCuda && opts.groups === undefined)
     throw new TypeError('groups: required when lengths are on a CUDA device (pass the number of groups)');
   const groups = opts.groups === undefined ? countGroups(ids, 'groupIds') : numberOption(opts.groups, 'groups', 0, { min: 0, integer: true });
-  checkIdRange(ids, 'groupIds', groups, 'group id');
-  if (!len.isCuda) {
-    checkFinite(len, 'lengths');
-    const data = len.cpuData('lengths');
-    for (let i = 0; i < data.length; i++)
-      if (data[i] < 0) throw new RangeError(`lengths: element ${i} is ${data[i]}; lengths must be >= 0`);
-  }
+  // Ids and lengths are checked by both native twins, row by row, with the same words.
   const native = addon().lambdaWeights(len, ids, { lambda, r, groups });
   const asTensor = isTensor(lengths);
   return {

@@ -152,6 +152,23 @@ describe(`lambdaWeights on ${TEST_DEVICE}`, () => {
     );
   });
 
+  it('reports ids, lengths and overflow in the CPU twin\'s order and words on every device', () => {
+    const cases: Array<[Float32Array | Int32Array, number[], number, RegExp]> = [
+      [Int32Array.from([1, 2, 3]), [0, 4, 1], 1, /^groupIds: group id 4 at index 1 is outside \[0, 2\)$/],
+      [Int32Array.from([1, 2, -3]), [0, 0, 1], 1, /^lengths: element 2 is -3; lengths must be finite and >= 0$/],
+      [Float32Array.from([1, NaN]), [0, 0], 1, /^lengths: element 1 is NaN; lengths must be finite and >= 0$/],
+      [Float32Array.from([1, 2, -Infinity]), [0, 9, 1], 1, /^groupIds: group id 9 at index 1/],  // the earlier row first
+      [Float32Array.from([1, 5, 2, 7]), [0, 0, 1, 9], 500, /^groupIds: group id 9 at index 3/],   // inputs before overflow
+      [Float32Array.from([1, 5, 2, 7]), [0, 0, 1, 1], 500, /^lambda: h\^lambda overflows at row 1 \(lambda = 500\); keep \|lambda\| moderate$/],
+    ];
+    for (const [lengths, ids, lambda, message] of cases) {
+      for (const place of [(a: Float32Array | Int32Array) => Tensor.from(a), (a: Float32Array | Int32Array) => onDevice(a)]) {
+        assert.throws(() => lambdaWeights(place(lengths), place(Int32Array.from(ids)), { lambda, r: 5, groups: 2 }),
+          (e: Error) => e instanceof RangeError && message.test(e.message), `lengths ${lengths}, ids ${ids}: expected ${message}`);
+      }
+    }
+  });
+
   if (!ON_GPU) {
     it('returns TypedArrays for TypedArray inputs and Tensors for Tensor inputs', () => {
       const plain = lambdaWeights(new Int32Array([1, 2]), new Int32Array([0, 0]), { lambda: 1 });

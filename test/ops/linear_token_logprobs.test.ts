@@ -146,6 +146,33 @@ describe(`linearTokenLogprobs on ${TEST_DEVICE}`, () => {
     }
   }
 
+  // Shapes that reach every path of the CUDA twin's tiling: d = 33, 70, 130 take 2, 3 and
+  // 5 k-slabs of 32 and 1, 2 and 3 output passes of 64 columns; N > 64 spans row tiles;
+  // V = 9001 gives 141 vocabulary tiles, so a slice holds one or two of them and the
+  // last tile is partial. The backward runs twice: with its slice count as chosen, and
+  // with the partial-sum budget lowered so the cap decides it (3 slices).
+  for (const [rows, vocab, dim] of [[65, 9001, 70], [130, 1000, 33], [70, 300, 130]] as const) {
+    it(`forward and backward match the reference across tile and slice edges: N=${rows}, V=${vocab}, d=${dim}`, () => {
+      const r = rng('linearTokenLogprobs');
+      const c = randomCase(r, rows, vocab, dim, 0.7);
+      const ref = linearTokenLogprobsReference(c);
+      const out = forward(c, true);
+      assertClose(values(out.logprobs), ref.logprobs, { atol: 3e-5, rtol: 2e-5 }, 'logprobs');
+      assertClose(values(out.entropy!), ref.entropy, { atol: 3e-5, rtol: 2e-5 }, 'entropy');
+      for (const budget of [undefined, String(3 * rows * dim)]) {
+        if (budget) process.env.LGRPO_LINEAR_PARTIAL_FLOATS = budget;
+        try {
+          const k = forwardBackward(r, c, true);
+          const g = linearTokenLogprobsBackwardReference(c, k.g, k.e);
+          assertClose(k.gradHidden, g.gradHidden, { atol: 3e-5, rtol: 1e-4 }, `gradHidden (partial budget ${budget ?? 'default'})`);
+          assertClose(k.gradWeight, g.gradWeight, { atol: 3e-5, rtol: 1e-4 }, `gradWeight (partial budget ${budget ?? 'default'})`);
+        } finally {
+          delete process.env.LGRPO_LINEAR_PARTIAL_FLOATS;
+        }
+      }
+    });
+  }
+
   it('forward is exact where the answer is: V = 1 gives logp = 0 and H = 0', () => {
     const r = rng('linearTokenLogprobs');
     const c = randomCase(r, 9, 1, 11, 0.7);
