@@ -65,6 +65,7 @@ __device__ __forceinline__ Online merge(Online a, Online b) {
 
 template <bool kEntropy>
 __device__ __forceinline__ void push(Online& st, float x) {
+  if (x == -INFINITY) return;  // a finite logit that x/τ overflows: p = 0 (and −∞ − −∞ would be NaN)
   if (x > st.m) {
     const float d = st.m - x, e = __expf(d);  // e = 0 while st is empty (m = −inf)
     if (kEntropy) st.t = st.s == 0.0f ? 0.0f : e * (st.t + d * st.s);

@@ -165,7 +165,9 @@ Stats forward_piece_scalar(const Row& row, int64_t begin, int64_t end, float inv
     // over a 50k-wide row would lose ~1e-5 of lse.
     float s[8] = {}, t[8] = {};
     for (int64_t i = c; i < ce; ++i) {
-      const float d = scaled(row.get(i), inv_tau) - st.m, e = std::exp(d);
+      const float x = scaled(row.get(i), inv_tau);
+      if (x == -INFINITY) continue;  // a finite logit that x/τ overflows: p = 0, no share of s or t
+      const float d = x - st.m, e = std::exp(d);
       s[i & 7] += e;
       if (kEntropy) t[i & 7] += e * d;
     }
@@ -194,6 +196,7 @@ bool backward_piece_scalar(const Row& row, int64_t begin, int64_t end, float inv
 #if LGRPO_AVX2
 // One element (already divided by τ), online: the tail of fewer than 8 elements.
 void push(Stats& st, float x) {
+  if (x == -INFINITY) return;  // p = 0: no share of s or t (and −∞ − −∞ would be NaN)
   raise_max(st, x);
   const float d = x - st.m, e = std::exp(d);
   st.s += e;
@@ -262,7 +265,13 @@ Stats forward_piece_avx2(const Row& row, int64_t begin, int64_t end, float inv_t
     }
     // Sweep 2 (from L1): Σ e^(x/τ − m) and, for the entropy, Σ e^(x/τ − m)·(x/τ − m).
     // Every d ≤ 0 here (m is at least this chunk's max), which is all exp_nonpositive_avx2 handles.
+    // A chunk whose every x/τ overflowed to −∞ adds nothing (and −∞ − −∞ would be NaN).
+    if (m == -INFINITY) continue;
     const __m256 vm = _mm256_set1_ps(m);
+    // e·d for the entropy takes d clamped at −86, as exp_nonpositive_avx2 clamps it: below
+    // that e·d is under 4e-36 either way, while an unclamped d of −1e38 (or the −∞ of an
+    // overflowed x/τ) times the clamped e ≈ 4.5e-38 would add −4.5 (or NaN) to t.
+    const __m256 lowest_d = _mm256_set1_ps(-86.0f);
     const auto shifted = [&](int64_t at) {
       return _mm256_sub_ps(kScaled ? scaled8(row.get8(at), tau) : row.get8(at), vm);
     };
@@ -279,16 +288,16 @@ Stats forward_piece_avx2(const Row& row, int64_t begin, int64_t end, float inv_t
       s2 = _mm256_add_ps(s2, e2);
       s3 = _mm256_add_ps(s3, e3);
       if (kEntropy) {
-        t0 = _mm256_fmadd_ps(e0, d0, t0);
-        t1 = _mm256_fmadd_ps(e1, d1, t1);
-        t2 = _mm256_fmadd_ps(e2, d2, t2);
-        t3 = _mm256_fmadd_ps(e3, d3, t3);
+        t0 = _mm256_fmadd_ps(e0, _mm256_max_ps(d0, lowest_d), t0);
+        t1 = _mm256_fmadd_ps(e1, _mm256_max_ps(d1, lowest_d), t1);
+        t2 = _mm256_fmadd_ps(e2, _mm256_max_ps(d2, lowest_d), t2);
+        t3 = _mm256_fmadd_ps(e3, _mm256_max_ps(d3, lowest_d), t3);
       }
     }
     for (; i < ce; i += 8) {
       const __m256 d = shifted(i), e = exp_nonpositive_avx2(d);
       s0 = _mm256_add_ps(s0, e);
-      if (kEntropy) t0 = _mm256_fmadd_ps(e, d, t0);
+      if (kEntropy) t0 = _mm256_fmadd_ps(e, _mm256_max_ps(d, lowest_d), t0);
     }
   }
   Stats st;

@@ -243,6 +243,27 @@ describe(`tokenLogprobs on ${TEST_DEVICE}`, () => {
     }
   });
 
+  it('gives p = 0 (not NaN or a wrong entropy) to finite logits whose x/τ overflows to −∞', () => {
+    const r = rng('tokenLogprobs');
+    // Positions: first element, inside the vector body, the scalar tail, a whole leading
+    // 2048-element chunk; widths below one vector, one thread's share and many chunks.
+    for (const V of [3, 7, 600, 5000]) {
+      const rows = 4;
+      const x = r.normals(rows * V, 2);
+      const sink = (row: number, at: number) => { if (at < V) x[row * V + at] = -3e38; };
+      sink(0, 0);
+      sink(1, V >> 1);
+      sink(2, V - 1);
+      for (let v = 0; v < Math.min(V - 1, 2048); v++) sink(3, v);
+      const targets = Int32Array.from({ length: rows }, (_, i) => (i === 2 ? 0 : V - 1));  // never a sunk logit
+      const ref = tokenLogprobsReference(x, targets, V, 0.5);
+      const out = tokenLogprobs(onDevice(x, [rows, V]), onDevice(targets), { temperature: 0.5, entropy: true });
+      assertClose(values(out.logprobs), ref.logprobs, { atol: 2e-5, rtol: 2e-5 }, `logprobs (V=${V})`);
+      assertClose(values(out.entropy!), ref.entropy, { atol: 2e-5, rtol: 2e-5 }, `entropy (V=${V})`);
+      assertClose(values(out.lse), ref.lse, { atol: 2e-5, rtol: 2e-5 }, `lse (V=${V})`);
+    }
+  });
+
   it('rejects NaN and ±Inf anywhere in the logits with a RangeError naming the row', () => {
     const r = rng('tokenLogprobs nonfinite');
     for (const dtype of DTYPES) {
