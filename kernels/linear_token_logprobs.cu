@@ -464,12 +464,13 @@ void report_flags(const DeviceFlags<kFlagCount>& flags, const FlagSources& src, 
                 Error::Range);
   }
   const struct { Flag flag; const char* name; const void* data; DType t; bool matrix; } checks[] = {
-      {kBadHidden, "hidden", src.hidden, src.dtype, true},
-      {kBadWeight, "weight", src.weight, src.dtype, true},
+      // The per-row inputs before the matrices, as the CPU twin checks them.
       {kBadLse, "lse", src.lse, DType::F32, false},
       {kBadGradLogprobs, "gradLogprobs", src.grad_logprobs, DType::F32, false},
       {kBadGradEntropy, "gradEntropy", src.grad_entropy, DType::F32, false},
       {kBadEntropy, "entropy", src.entropy, DType::F32, false},
+      {kBadHidden, "hidden", src.hidden, src.dtype, true},
+      {kBadWeight, "weight", src.weight, src.dtype, true},
   };
   for (const auto& c : checks) {
     const unsigned long long i = f[c.flag];

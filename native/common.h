@@ -65,6 +65,13 @@ inline Error not_finite(const std::string& arg, const std::string& where, double
   return Error(arg + ": element " + where + " is " + number_text(value) + "; inputs must be finite", Error::Range);
 }
 
+// Rejects NaN/±Inf in a host vector of per-row inputs, as the CUDA twins do on the device.
+inline void check_finite_rows(const float* v, int64_t n, const char* arg) {
+  if (!v) return;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i])) throw not_finite(arg, std::to_string(i), v[i]);
+}
+
 // The one message for a group id outside [0, groups), on every device.
 inline Error group_id_outside(int64_t id, int64_t index, int64_t groups) {
   return Error("groupIds: group id " + std::to_string(id) + " at index " + std::to_string(index) + " is outside [0, " +

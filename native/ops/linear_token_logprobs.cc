@@ -602,6 +602,11 @@ void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a) 
 
 void linear_token_logprobs_backward_cpu(const LinearTokenLogprobsBackwardArgs& a) {
   if (a.rows > 0 && a.vocab == 0) throw Error("targets: the vocabulary is empty (weight has 0 rows)", Error::Range);
+  // The per-row inputs before the matrices, in the order and words of the CUDA twin.
+  check_finite_rows(a.lse, a.rows, "lse");
+  check_finite_rows(a.grad_logprobs, a.rows, "gradLogprobs");
+  check_finite_rows(a.grad_entropy, a.rows, "gradEntropy");
+  check_finite_rows(a.grad_entropy ? a.entropy : nullptr, a.rows, "entropy");
   switch (a.dtype) {
     case DType::F32: return backward_typed<DType::F32>(a);
     case DType::BF16: return backward_typed<DType::BF16>(a);

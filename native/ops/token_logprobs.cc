@@ -455,6 +455,11 @@ void token_logprobs_forward_cpu(const TokenLogprobsForwardArgs& a) {
 
 void token_logprobs_backward_cpu(const TokenLogprobsBackwardArgs& a) {
   if (a.rows == 0) return;
+  // The per-row inputs first, in the order and words of the CUDA twin.
+  check_finite_rows(a.lse, a.rows, "lse");
+  check_finite_rows(a.grad_logprobs, a.rows, "gradLogprobs");
+  check_finite_rows(a.grad_entropy, a.rows, "gradEntropy");
+  check_finite_rows(a.grad_entropy ? a.entropy : nullptr, a.rows, "entropy");
   switch (a.dtype) {
     case DType::F32: return backward_typed<F32Row>(a);
     case DType::BF16: return backward_typed<BF16Row>(a);

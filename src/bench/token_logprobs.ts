@@ -98,7 +98,17 @@ async function runDtype(ctx: BenchContext, dtype: Dtype, N: number, V: number, R
         diff = maxAbsDiff(gotF32, naive, R * V);
         release(g);
       } else {
-        notes.push('not checked against the naive version on this device (in-place rows cannot be restored cheaply)');
+        // Device rows cannot be restored in place: check a fresh copy of the first R rows.
+        const firstRows = (t: Tensor) => place(hostData(t, R) as Float32Array, undefined, ctx.device);
+        const probe = place(saved.slice(), [R, V], ctx.device, dtype);
+        const inputs = [place(targets.slice(0, R), undefined, ctx.device), firstRows(kept!.lse), place(gradLp.slice(0, R), undefined, ctx.device)];
+        const extra = withEntropy ? [place(gradEnt.slice(0, R), undefined, ctx.device), firstRows(kept!.entropy)] : [];
+        const g = tokenLogprobsBackward(probe, inputs[0], inputs[1], inputs[2],
+          withEntropy ? { gradEntropy: extra[0], entropy: extra[1], inPlace: true } : { inPlace: true });
+        const got = hostData(g as Tensor, R * V);
+        const naive = naiveTokenLogprobsBackward(saved, dtype, R, V, targets, gradLp, withEntropy ? gradEnt : undefined);
+        diff = maxAbsDiff(dtype === 'f32' ? got : widenBf16(got as Uint16Array, R * V), naive, R * V);
+        for (const t of [probe, ...inputs, ...extra]) t.dispose();
       }
       const t = timeIt(call, { ...heavy, warmup: 0 }, release);
       const naiveT = timeIt(

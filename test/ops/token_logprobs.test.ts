@@ -264,6 +264,19 @@ describe(`tokenLogprobs on ${TEST_DEVICE}`, () => {
     }
   });
 
+  it('both twins reject a non-finite lse, gradLogprobs, gradEntropy or entropy with the same words (raw addon)', () => {
+    const N = 3, V = 600;
+    const x = onDevice(rng('tokenLogprobs').normals(N * V), [N, V]), y = onDevice(Int32Array.from([0, 5, 599]));
+    for (const [arg, bad] of [['lse', NaN], ['gradLogprobs', Infinity], ['gradEntropy', -Infinity], ['entropy', NaN]] as const) {
+      const vectors: Record<string, Float32Array> = {};
+      for (const k of ['lse', 'gradLogprobs', 'gradEntropy', 'entropy']) vectors[k] = new Float32Array(N).fill(0.5);
+      vectors[arg][2] = bad;
+      const t = (k: string) => onDevice(vectors[k]);
+      assert.throws(() => addon().tokenLogprobsBackward(x, y, t('lse'), t('gradLogprobs'), { gradEntropy: t('gradEntropy'), entropy: t('entropy') }),
+        (e: Error) => e instanceof RangeError && e.message === `${arg}: element 2 is ${bad}; inputs must be finite`, arg);
+    }
+  });
+
   it('rejects NaN and ±Inf anywhere in the logits with a RangeError naming the row', () => {
     const r = rng('tokenLogprobs nonfinite');
     for (const dtype of DTYPES) {
