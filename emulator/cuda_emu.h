@@ -103,6 +103,13 @@ inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; 
 inline unsigned __float_as_uint(float x) { unsigned i; std::memcpy(&i, &x, 4); return i; }
 inline float __uint_as_float(unsigned i) { float x; std::memcpy(&x, &i, 4); return x; }
 
+template <class T> inline T __ldg(const T* p) { return *p; }
+inline int __float2int_rn(float x) { return static_cast<int>(std::nearbyint(x)); }
+inline int __float2int_rz(float x) { return static_cast<int>(x); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+
 // 16-bit floats as bits, with the device conversions (round to nearest even).
 struct __half { uint16_t bits; };
 struct __nv_bfloat16 { uint16_t bits; };
