@@ -449,7 +449,7 @@ void run_launch(const char* name, dim3 grid, dim3 block, size_t dynamic_shared, 
     set_error(cudaErrorLaunchFailure, std::string(name) + ": launched from inside a kernel");
     return;
   }
-  static Order order;
+  Order order;  // read per launch, so a test can change LGRPO_EMU_ORDER between calls
   auto l = std::make_unique<LaunchState>();
   l->name = name;
   l->thread_main = thread_main;
