@@ -9,7 +9,9 @@
 //   4. bench     bench --device cuda:0 (--quick when emulated)
 //   5. pytorch   tokenLogprobs (+ backward) and grpoLoss (loss, token gradients, ∂L/∂λ)
 //                against PyTorch autograd on the same inputs, where torch imports
-// Usage: node scripts/gpu-check.mjs [--emulated] [--out DIR]   (DIR defaults to $OUT or gpu-check-out)
+// Usage: node scripts/gpu-check.mjs [--emulated] [--out DIR] [--only build,pytorch,...]
+//   DIR defaults to $OUT or gpu-check-out; --only runs the steps whose names start so.
+//   LGRPO_PYTHON picks the Python with torch (else python3, then /usr/bin/python3).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -21,7 +23,10 @@ const emulated = argv.includes('--emulated');
 const outIndex = argv.indexOf('--out');
 const out = outIndex >= 0 ? argv[outIndex + 1] : process.env.OUT || join(root, 'gpu-check-out');
 mkdirSync(out, { recursive: true });
+const onlyIndex = argv.indexOf('--only');
+const only = onlyIndex >= 0 ? argv[onlyIndex + 1].split(',') : undefined;
 const env = { ...process.env, LGRPO_ADDON: emulated ? 'emu' : process.env.LGRPO_ADDON || 'cmake' };
+process.env.LGRPO_ADDON = env.LGRPO_ADDON;  // the PyTorch step loads the addon in this process
 const KERNEL_TESTS = ['token_logprobs', 'linear_token_logprobs', 'group_advantages', 'lambda_weights', 'grpo_loss']
   .map((k) => join(root, 'dist', 'test', 'ops', `${k}.test.js`));
 const rows = [];
@@ -33,6 +38,7 @@ function run(command, args, options = {}) {
 }
 
 function step(name, body) {
+  if (only && !only.some((o) => name.startsWith(o))) return;
   const t0 = Date.now();
   try {
     const { ok, detail } = body();
@@ -145,8 +151,10 @@ const TOLERANCE = {
 };
 
 let torchCase;
-const torchReady = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
-if (torchReady) {
+const python = [process.env.LGRPO_PYTHON, 'python3', '/usr/bin/python3']
+  .find((p) => p && spawnSync(p, ['-c', 'import torch, numpy'], { encoding: 'utf8' }).status === 0);
+const torchReady = python !== undefined;
+if (torchReady && (!only || only.some((o) => 'PyTorch'.startsWith(o) || o.startsWith('PyTorch')))) {
   try {
     torchCase = await writeTorchCase(join(out, 'torch-case'));
   } catch (e) {
@@ -154,9 +162,9 @@ if (torchReady) {
   }
 }
 step('PyTorch autograd cross-check', () => {
-  if (!torchReady) return { ok: null, detail: 'python3 cannot import torch here' };
+  if (!torchReady) return { ok: null, detail: 'no python3 here can import torch and numpy' };
   if (torchCase instanceof Error) throw torchCase;
-  const r = run('python3', [join(root, 'scripts', 'torch_reference.py'), join(out, 'torch-case')]);
+  const r = run(python, [join(root, 'scripts', 'torch_reference.py'), join(out, 'torch-case')]);
   if (r.status !== 0) return { ok: false, detail: r.text.trim().split('\n').pop() };
   const result = JSON.parse(r.stdout);
   writeFileSync(join(out, 'torch.json'), JSON.stringify(result, null, 2));
