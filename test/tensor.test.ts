@@ -117,4 +117,27 @@ describe('Tensor', () => {
     assert.throws(() => Tensor.zeros([4], 'f32', 'cuda:0'), (e: Error) => /cuda/i.test(e.message) && !/undefined/.test(e.message));
     assert.throws(() => Tensor.from(new Float32Array(4)).to('cuda:0'), /cuda/i);
   });
+
+  // Issue 12 items 1-2: wrapped element/byte counts gave a SIGSEGV (a 0-byte buffer behind
+  // a [4096, 2^52] shape) and a V8 fatal error (a TypedArray of 2^62 elements).
+  it('rejects shapes whose element or byte count overflows, before allocating', () => {
+    const tooBig = /shape: .*(2\^53|2\^32)/;
+    assert.throws(() => Tensor.zeros([4096, 2 ** 52]), (e: Error) => e instanceof RangeError && tooBig.test(e.message));
+    assert.throws(() => Tensor.zeros([2 ** 31, 2 ** 31], 'i32'), (e: Error) => e instanceof RangeError && tooBig.test(e.message));
+    assert.throws(() => Tensor.zeros([2 ** 26, 2 ** 26, 2 ** 26]), RangeError);
+    assert.throws(() => Tensor.zeros([2 ** 32 + 1], 'u8'), /at most 2\^32/);
+    assert.throws(() => Tensor.zeros([2], 'f64' as never), TypeError);
+    // A zero dimension is an empty tensor whatever the others are.
+    assert.deepEqual(Tensor.zeros([0, 2 ** 52]).shape, [0, 2 ** 52]);
+    // The raw addon checks again: it must not crash when called directly.
+    const raw = addon();
+    assert.throws(() => raw.empty([4096, 2 ** 52], 'f32', 'cpu'), (e: Error) => e instanceof RangeError && /shape/.test(e.message));
+    assert.throws(() => raw.empty([2 ** 31, 2 ** 31], 'i32', 'cpu'), RangeError);
+    assert.throws(() => raw.empty([2 ** 21, 2 ** 21, 2 ** 21], 'f32', 'cpu'), RangeError);  // 2^63 wraps int64
+    assert.throws(() => raw.empty([2 ** 32 + 8], 'u8', 'cpu'), /at most 2\^32/);
+    assert.throws(
+      () => raw.tokenLogprobs({ dtype: 'f32', shape: [4096, 2 ** 52], device: 'cpu', data: new Float32Array(0) },
+        { dtype: 'i32', shape: [4096], device: 'cpu', data: new Int32Array(4096) }, {}),
+      (e: Error) => e instanceof RangeError && /logits/.test(e.message));
+  });
 });

@@ -15,7 +15,7 @@ Napi::Value empty(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < dims.Length(); ++i) {
     Napi::Value d = dims.Get(i);
     double x = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : -1;
-    if (!(x >= 0) || x != static_cast<double>(static_cast<int64_t>(x)) || x > 9.0e15)
+    if (!(x >= 0) || x > 9.0e15 || x != static_cast<double>(static_cast<int64_t>(x)))
       throw Error("shape: entries must be non-negative integers", Error::Range);
     spec.shape.push_back(static_cast<int64_t>(x));
   }
