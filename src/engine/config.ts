@@ -3,6 +3,7 @@
 // resolved the way transformers resolves them), and written back in a form transformers
 // loads. parameterShapes() is the one place that names the weights and fixes their order.
 import { readFileSync, renameSync, unlinkSync, writeFileSync, statSync } from 'node:fs';
+import { readRegularFileText } from '../safe_read.js';
 import { join } from 'node:path';
 import type { FloatDType } from '../dtype.js';
 
@@ -208,16 +209,20 @@ export function parseConfig(json: unknown, source = 'config.json'): ModelConfig 
 /** Reads and parses config.json; `path` may be the file or the model directory. */
 export function loadConfig(path: string): ModelConfig {
   let file = path;
+  let root: string | undefined;
   try {
-    if (statSync(path).isDirectory()) file = join(path, 'config.json');
+    if (statSync(path).isDirectory()) {
+      file = join(path, 'config.json');
+      root = path;
+    }
   } catch {
-    // fall through: readFileSync below reports the missing path
+    // fall through: the read below reports the missing path
   }
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readRegularFileText(file, root, 16 * 1024 * 1024);
   } catch (e) {
-    throw new Error(`${file}: cannot read the config: ${(e as Error).message}`);
+    throw new Error(`${file}: cannot read the config: ${(e as Error).message}`, { cause: e });
   }
   let json: unknown;
   try {
