@@ -117,8 +117,9 @@ function rowOption(value: unknown, name: string, rows: number, device: string): 
 
 /**
  * The clipped-surrogate policy loss with its gradient w.r.t. logprobs and (for 'lambda')
- * w.r.t. λ, from one pass over the tokens. Per token (spec §3), with ρ = exp(logp − oldLogp):
+ * w.r.t. λ, from one pass over the tokens. Per token (spec §3), with ρ the probability ratio:
  *   s = min(ρA, clip(ρ, 1 − epsLow, 1 + epsHigh)·A)    (dual clip: s = max(s, c·A) for A < 0)
+ *   ρ = exp(clamp(logp − oldLogp, ±20))                (as verl; the ρ branch is flat outside the clamp)
  *   kl = exp(d) − d − 1,  d = clamp(ref − logp, ±20)   (k3; flat in logp outside the clamp)
  *   ℓ = −s + β·kl
  * aggregated as L = (1/N) Σ_i w_i Σ_t mask ℓ (see Aggregation). NaN or Inf in any input,
@@ -147,6 +148,10 @@ export function grpoLoss<T extends TensorLike>(input: GrpoLossInput<T>): GrpoLos
   if (beta > 0 && !ref) throw new TypeError('refLogprobs: required when beta > 0');
   const maxLength = numberOption(input.maxLength, 'maxLength', Math.max(T, 1), { min: 1, integer: true });
   const normalizer = input.normalizer === undefined ? undefined : numberOption(input.normalizer, 'normalizer', 1, { above: 0 });
+  // Each row's gradients are scaled by w_i/N in f32: an N whose reciprocal overflows f32
+  // (1e-300 was accepted) made them all infinite.
+  if (normalizer !== undefined && !Number.isFinite(Math.fround(1 / normalizer)))
+    throw new RangeError(`normalizer: ${normalizer} is too small (1/normalizer overflows f32); pass the step's token or row count`);
   const weights = rowOption(input.weights, 'weights', B, logprobs.device);
   const dWeights = rowOption(input.dWeightsDLambda, 'dWeightsDLambda', B, logprobs.device);
   if (dWeights && aggregation !== 'lambda') throw new TypeError(`dWeightsDLambda: only used with aggregation 'lambda'`);
