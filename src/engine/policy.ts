@@ -20,7 +20,7 @@ import { ensureDir } from '../atomic_file.js';
 import { join } from 'node:path';
 import { addon } from '../native.js';
 import { Tensor, parseDevice, type Device } from '../tensor.js';
-import { isTensor, optionsArg, numberOption, boolOption, tensorArg, type TensorLike } from '../ops/validate.js';
+import { isTensor, optionsArg, numberOption, boolOption, temperatureOption, tensorArg, type TensorLike } from '../ops/validate.js';
 import { eosTokenIds, loadConfig, parameterShapes, parseConfig, saveConfig, type ModelConfig } from './config.js';
 import { forEachTensor, readSafetensorsDirHeaders, saveSafetensorsDir, type SafeTensor } from './safetensors.js';
 
@@ -448,7 +448,8 @@ export class Policy {
     const rows = this.#rows(prompts, 'prompts', 1);
     const maxNewTokens = numberOption(options.maxNewTokens, 'maxNewTokens', NaN, { integer: true, min: 0 });
     if (Number.isNaN(maxNewTokens)) throw new TypeError('maxNewTokens: required (a non-negative integer)');
-    const temperature = numberOption(options.temperature, 'temperature', 1, { min: 0 });
+    // 0 is greedy decoding; any other value divides the logits, so the kernels' rule holds.
+    const temperature = options.temperature === 0 ? 0 : temperatureOption(options.temperature);
     const topP = numberOption(options.topP, 'topP', 1, { above: 0, max: 1 });
     const topK = intOption(options.topK, 'topK', 0, 0);
     const seed = options.seed === undefined
@@ -485,7 +486,7 @@ export class Policy {
     const c = this.#rows(completions, 'completions', 0);
     if (p.length !== c.length)
       throw new RangeError(`completions: ${c.length} rows but prompts has ${p.length}`);
-    const temperature = numberOption(opts.temperature, 'temperature', 1, { above: 0 });
+    const temperature = temperatureOption(opts.temperature);
     const full = p.map((row, i) => [...row, ...c[i]]);
     const longest = full.reduce((m, r) => Math.max(m, r.length), 0);
     if (longest > this.config.maxPositionEmbeddings)

@@ -97,6 +97,19 @@ export function numberOption(value: unknown, name: string, fallback: number, rul
   return value;
 }
 
+/**
+ * A softmax temperature τ: the kernels multiply by 1/τ in f32. Below the smallest normal
+ * f32 (2^-126 ≈ 1.18e-38) τ loses precision and 1/τ soon overflows (τ = 1e-40 gave NaN
+ * and −Infinity from Policy.sequenceLogprobs), so one rule everywhere: τ ≥ 2^-126.
+ */
+export function temperatureOption(value: unknown, name = 'temperature', fallback = 1): number {
+  const t = numberOption(value, name, fallback, { above: 0 });
+  if (t < MIN_NORMAL_F32)
+    throw new RangeError(`${name}: ${t} is too small: 1/${name} overflows float32 (expected >= 2^-126 ≈ 1.18e-38)`);
+  return t;
+}
+const MIN_NORMAL_F32 = 2 ** -126;
+
 export function enumOption<T extends string>(value: unknown, name: string, allowed: readonly T[], fallback: T): T {
   if (value === undefined) return fallback;
   if (typeof value !== 'string' || !allowed.includes(value as T))
