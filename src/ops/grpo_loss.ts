@@ -5,7 +5,7 @@ import { addon } from '../native.js';
 import type { Tensor } from '../tensor.js';
 import { lambdaWeights } from './lambda_weights.js';
 import {
-  checkFinite, checkIdRange, countGroups, enumOption, isTensor, numberOption, output, sameDevice, tensorArg,
+  checkFinite, enumOption, isTensor, numberOption, output, resolveGroups, sameDevice, tensorArg,
   type Out, type TensorLike,
 } from './validate.js';
 
@@ -134,8 +134,8 @@ export function grpoLoss<T extends TensorLike>(input: GrpoLossInput<T>): GrpoLos
   const old = tensorArg(input.oldLogprobs, 'oldLogprobs', ['f32'], [B, T]);
   const ref = input.refLogprobs === undefined ? undefined : tensorArg(input.refLogprobs, 'refLogprobs', ['f32'], [B, T]);
   const mask = tensorArg(input.mask, 'mask', ['u8', 'f32'], [B, T]);
-  const ids = tensorArg(input.groupIds, 'groupIds', ['i32'], [B]);
-  sameDevice({ logprobs, oldLogprobs: old, refLogprobs: ref, advantages: adv, mask, groupIds: ids });
+  const givenIds = tensorArg(input.groupIds, 'groupIds', ['i32'], [B]);
+  sameDevice({ logprobs, oldLogprobs: old, refLogprobs: ref, advantages: adv, mask, groupIds: givenIds });
 
   if (input.aggregation === undefined) throw new TypeError(`aggregation: required (${AGGREGATIONS.map((a) => `'${a}'`).join(', ')})`);
   const aggregation = enumOption(input.aggregation, 'aggregation', AGGREGATIONS, 'lambda');
@@ -158,12 +158,13 @@ export function grpoLoss<T extends TensorLike>(input: GrpoLossInput<T>): GrpoLos
   if (dWeights && !weights) throw new TypeError('dWeightsDLambda: pass it together with weights');
   if (weights && aggregation === 'lambda' && !dWeights)
     throw new TypeError("dWeightsDLambda: required with weights in 'lambda' mode (it carries the gradient of lambda)");
-  let groups: number | undefined;
-  if (input.groups !== undefined) groups = numberOption(input.groups, 'groups', 0, { min: 0, integer: true });
-  if (!ids.isCuda) {
-    groups ??= countGroups(ids, 'groupIds');
-    checkIdRange(ids, 'groupIds', groups, 'group id');
-  }
+  // The binding reads the B ids on the host whatever the device, so CUDA ids are read here
+  // too and renumbered like CPU ones when sparse (the result does not depend on labels).
+  const hostIds = givenIds.isCuda ? givenIds.to('cpu') : givenIds;
+  const resolved = resolveGroups(hostIds, 'groupIds', input.groups, B, true);
+  const groups = resolved.groups;
+  const ids = resolved.ids === hostIds ? givenIds : givenIds.isCuda ? resolved.ids.to(givenIds.device) : resolved.ids;
+  if (hostIds !== givenIds) hostIds.dispose();
   checkFinite(adv, 'advantages');
 
   const opts: Record<string, unknown> = { aggregation, lambda, r, epsLow, epsHigh, beta, maxLength };
@@ -171,7 +172,7 @@ export function grpoLoss<T extends TensorLike>(input: GrpoLossInput<T>): GrpoLos
   if (normalizer !== undefined) opts.normalizer = normalizer;
   if (weights) opts.weights = weights;
   if (dWeights) opts.dWeightsDLambda = dWeights;
-  if (groups !== undefined) opts.groups = groups;
+  opts.groups = groups;
   const native = addon().grpoLoss(logprobs, old, ref ?? null, adv, mask, ids, opts);
   const asTensor = isTensor(input.logprobs);
   return {
@@ -220,8 +221,9 @@ export function grpoLossWeights(lengths: TensorLike, groupIds: TensorLike, optio
   const r = numberOption(options.r, 'r', 1 / 9, { min: 0 });
   if (aggregation === 'dr_grpo' && options.maxLength === undefined) throw new TypeError("maxLength: required for 'dr_grpo'");
   const maxLength = numberOption(options.maxLength, 'maxLength', 1, { min: 1, integer: true });
-  const groups = options.groups === undefined ? countGroups(ids, 'groupIds') : numberOption(options.groups, 'groups', 0, { min: 0, integer: true });
-  checkIdRange(ids, 'groupIds', groups, 'group id');
+  const dense = resolveGroups(ids, 'groupIds', options.groups, len.shape[0], true);
+  ids = dense.ids;
+  const groups = dense.groups;
   const values = Float32Array.from(len.cpuData('lengths') as ArrayLike<number>);
   for (let i = 0; i < values.length; i++)
     if (!(values[i] >= 0) || !Number.isFinite(values[i]))

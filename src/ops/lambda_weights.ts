@@ -2,7 +2,7 @@
 // Native twins: native/ops/lambda_weights.cc (CPU), kernels/lambda_weights.cu (CUDA).
 import { addon } from '../native.js';
 import {
-  checkFinite, checkIdRange, countGroups, isTensor, numberOption, optionsArg, output, sameDevice, tensorArg,
+  checkFinite, isTensor, numberOption, optionsArg, output, resolveGroups, sameDevice, tensorArg,
   type Out, type TensorLike,
 } from './validate.js';
 
@@ -35,15 +35,12 @@ export function lambdaWeights<T extends TensorLike>(
 ): LambdaWeightsResult<T> {
   const opts = optionsArg(options);
   const len = tensorArg(lengths, 'lengths', ['i32', 'f32'], [null]);
-  const ids = tensorArg(groupIds, 'groupIds', ['i32'], [len.shape[0]]);
-  sameDevice({ lengths: len, groupIds: ids });
+  const given = tensorArg(groupIds, 'groupIds', ['i32'], [len.shape[0]]);
+  sameDevice({ lengths: len, groupIds: given });
   if (opts.lambda === undefined) throw new TypeError('lambda: required (a finite number; 0 gives all weights 1)');
   const lambda = numberOption(opts.lambda, 'lambda', 0);
   const r = numberOption(opts.r, 'r', 1 / 9, { min: 0 });
-  if (len.isCuda && opts.groups === undefined)
-    throw new TypeError('groups: required when lengths are on a CUDA device (pass the number of groups)');
-  const groups = opts.groups === undefined ? countGroups(ids, 'groupIds') : numberOption(opts.groups, 'groups', 0, { min: 0, integer: true });
-  checkIdRange(ids, 'groupIds', groups, 'group id');
+  const { ids, groups } = resolveGroups(given, 'groupIds', opts.groups, len.shape[0], true);
   if (!len.isCuda) {
     checkFinite(len, 'lengths');
     const data = len.cpuData('lengths');

@@ -377,13 +377,16 @@ describe(`grpoLoss on ${TEST_DEVICE}`, () => {
   // loss was +Infinity from finite inputs; now the log-ratio is clamped at ±20 (as verl).
   it('clamps the log-ratio at ±20: finite loss, the ρ branch flat beyond the clamp', () => {
     const r = rng();
-    const b = makeBatch(r);
+    let b = makeBatch(r);
+    // Random batches can be tiny: draw until one has a few response tokens with A ≠ 0.
+    const usable = (x: Batch) => x.mask.filter((m, k) => m && x.advantages[Math.floor(k / x.T)] !== 0).length;
+    for (let tries = 0; tries < 50 && usable(b) < 8; tries++) b = makeBatch(r);
     const changed: number[] = [];
     for (let i = 0; i < b.B; i++) {
       if (b.advantages[i] === 0) continue;
       for (let t = 0; t < b.T && changed.length < 40; t++) {
         const k = i * b.T + t;
-        if (!b.mask[k] || r.next() < 0.5) continue;
+        if (!b.mask[k] || (t % 2 === 1 && usable(b) > 16)) continue;
         const gap = [100, 50, -100, 25][changed.length % 4];
         b.oldLogprobs[k] = -1 - r.next();
         b.logprobs[k] = b.oldLogprobs[k] + gap;
