@@ -250,8 +250,10 @@ Napi::Value grpo_loss(const Napi::CallbackInfo& info) {
                                           seq_loss.data());
   // Every term is finite, but finite f32 advantages or weights near the f32 limit can still
   // add up to an infinite loss: say so rather than return it.
-  if (!std::isfinite(t.loss) || !std::isfinite(t.grad_lambda))
-    throw Error("advantages: the loss overflows (" + std::to_string(t.loss) +
+  bool overflow = !std::isfinite(t.loss) || !std::isfinite(t.grad_lambda);
+  for (float x : seq_loss) overflow = overflow || !std::isfinite(x);
+  if (overflow)
+    throw Error("advantages: the loss overflows f32 (" + std::to_string(t.loss) +
                     "); advantages, weights or the normalizer are too large or small for f32 arithmetic", Error::Range);
   int64_t zero_advantage_rows = 0;
   for (float x : adv_h) zero_advantage_rows += x == 0.0f;

@@ -59,6 +59,8 @@ const KNOWN_KEYS = new Set([
 const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = { qwen2: 32768, llama: 2048 };
 const ARCHITECTURES: Record<ModelType, string> = { qwen2: 'Qwen2ForCausalLM', llama: 'LlamaForCausalLM' };
 
+const MAX_LAYERS = 4096;
+
 class ConfigReader {
   constructor(readonly json: Record<string, unknown>, readonly source: string) {}
 
@@ -70,7 +72,9 @@ class ConfigReader {
     return this.json[key] !== undefined && this.json[key] !== null;
   }
 
-  positiveInt(key: string, fallback?: number): number {
+  // The native engine indexes with 32-bit sizes, and the layout is built layer by layer,
+  // so an absurd count (10^9 layers) must fail here rather than hang or overflow later.
+  positiveInt(key: string, fallback?: number, max = 2 ** 31 - 1): number {
     if (!this.has(key)) {
       if (fallback !== undefined) return fallback;
       this.fail(key, 'is required');
@@ -78,6 +82,7 @@ class ConfigReader {
     const v = this.json[key];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0)
       this.fail(key, `expected a positive integer, got ${JSON.stringify(v)}`);
+    if (v > max) this.fail(key, `${v} exceeds the supported maximum ${max}`);
     return v;
   }
 
@@ -142,7 +147,7 @@ export function parseConfig(json: unknown, source = 'config.json'): ModelConfig 
 
   const hiddenSize = r.positiveInt('hidden_size');
   const intermediateSize = r.positiveInt('intermediate_size');
-  const numHiddenLayers = r.positiveInt('num_hidden_layers');
+  const numHiddenLayers = r.positiveInt('num_hidden_layers', undefined, MAX_LAYERS);
   const numAttentionHeads = r.positiveInt('num_attention_heads');
   const numKeyValueHeads = r.positiveInt('num_key_value_heads', numAttentionHeads);
   const vocabSize = r.positiveInt('vocab_size');

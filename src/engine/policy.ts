@@ -19,7 +19,8 @@ import { randomBytes } from 'node:crypto';
 import { ensureDir } from '../atomic_file.js';
 import { join } from 'node:path';
 import { addon } from '../native.js';
-import { Tensor, parseDevice, type Device } from '../tensor.js';
+import { totalmem } from 'node:os';
+import { MAX_CPU_ELEMENTS, Tensor, parseDevice, type Device } from '../tensor.js';
 import { isTensor, optionsArg, numberOption, boolOption, temperatureOption, tensorArg, type TensorLike } from '../ops/validate.js';
 import { eosTokenIds, loadConfig, parameterShapes, parseConfig, saveConfig, type ModelConfig } from './config.js';
 import { forEachTensor, readSafetensorsDirHeaders, saveSafetensorsDir, type SafeTensor } from './safetensors.js';
@@ -230,6 +231,13 @@ export class Policy {
       offset += numel;
       return info;
     });
+    // Parameters and gradients are two f32 buffers of this size: refuse a config that could
+    // not fit before allocating (overcommitted memory fails later, and worse, than here).
+    const bytes = offset * 8;
+    if (!(offset <= MAX_CPU_ELEMENTS) || bytes > totalmem())
+      throw new RangeError(`config: ${config.numHiddenLayers} layers, hidden_size ${config.hiddenSize}, vocab_size ${config.vocabSize} ` +
+        `make ${offset} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB with gradients); this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB` +
+        (offset > MAX_CPU_ELEMENTS ? ' and one buffer holds at most 2^32 values' : ''));
     this.parameterBuffer = Tensor.zeros([offset], 'f32', device);
     this.gradientBuffer = Tensor.zeros([offset], 'f32', device);
     const NativeClass = addon().PolicyModel as new (...args: unknown[]) => NativePolicy;
