@@ -35,7 +35,8 @@ function weights(config = CONFIG): Map<string, Entry> {
 function checkpoint(label: string, options: { config?: Record<string, unknown>; tensors?: Map<string, Entry>; shardBytes?: number } = {}): string {
   const dir = join(root, `${label}-${++counter}`);
   saveSafetensorsDir(dir, options.tensors ?? weights(), options.shardBytes ? { maxShardBytes: options.shardBytes } : {});
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(configToJson(parseConfig({ ...CONFIG, ...options.config }))));
+  // The overrides go in raw: some are absurd on purpose and must reach fromPretrained.
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...configToJson(parseConfig(CONFIG)), ...options.config }));
   return dir;
 }
 
@@ -91,10 +92,20 @@ describe('corrupted checkpoint directories', () => {
 
   // Item 10: the config was trusted first (10^5 layers: 3.2 GB and 18 s before the error).
   it('absurd config sizes fail on the header check, before anything is allocated', () => {
-    rejectsCheaply(checkpoint('layers', { config: { num_hidden_layers: 20_000 } }), /num_hidden_layers = 20000 but the weights hold 1 layer/);
+    rejectsCheaply(checkpoint('layers', { config: { num_hidden_layers: 4000 } }), /num_hidden_layers = 4000 but the weights hold 1 layer/);
+    rejectsCheaply(checkpoint('layers-absurd', { config: { num_hidden_layers: 1e9 } }), /num_hidden_layers: 1000000000 exceeds the supported maximum/);
     rejectsCheaply(checkpoint('intermediate', { config: { intermediate_size: 2_000_000 } }),
       /mlp\.(gate|up|down)_proj\.weight has shape \[(24, 16|16, 24)\] but config\.json implies/);
     rejectsCheaply(checkpoint('vocab', { config: { vocab_size: 3_000_000 } }), /embed_tokens\.weight has shape \[11, 16\]/);
+  });
+
+  // Found by the fuzzer: Policy.random with vocab_size 1e9 (4e9 parameters) crashed with
+  // SIGSEGV, and num_hidden_layers 1e9 hung building the layout.
+  it('Policy.random refuses configs that cannot fit, before allocating', () => {
+    assert.throws(() => Policy.random({ ...CONFIG, vocab_size: 1e9, hidden_size: 4, num_attention_heads: 1, num_key_value_heads: 1 }),
+      (e: Error) => e instanceof RangeError && /^config: .* make \d+ parameters/.test(e.message));
+    assert.throws(() => Policy.random({ ...CONFIG, num_hidden_layers: 1e9 }), /num_hidden_layers: 1000000000 exceeds the supported maximum 4096/);
+    assert.throws(() => Policy.random({ ...CONFIG, intermediate_size: 2 ** 40 }), /intermediate_size: \d+ exceeds the supported maximum/);
   });
 
   it('an unexpected or oversized tensor is rejected from the header, never read', () => {
