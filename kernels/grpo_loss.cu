@@ -70,11 +70,15 @@ __device__ void token(const GrpoTokenPassArgs& a, int64_t idx, float advantage, 
   if (!isfinite(lp)) bad |= 1;
   if (!isfinite(old)) bad |= 2;
   if (!isfinite(ref)) bad |= 4;
-  const float rho = expf(lp - old);
+  // The log-ratio is clamped as in the CPU twin (kRatioClamp): ρ stays finite, and the ρ
+  // branch is flat in logp where the clamp bit.
+  const float log_ratio = lp - old;
+  const float clamped_log_ratio = fminf(fmaxf(log_ratio, -kRatioClamp), kRatioClamp);
+  const float rho = expf(clamped_log_ratio);
   const float clipped = fminf(fmaxf(rho, lo), hi);
   const float unclipped_term = rho * advantage, clipped_term = clipped * advantage;
   float surrogate = fminf(unclipped_term, clipped_term);
-  float ds = unclipped_term <= clipped_term ? unclipped_term : 0.0f;
+  float ds = unclipped_term <= clipped_term && log_ratio == clamped_log_ratio ? unclipped_term : 0.0f;
   bool dual = false;
   if (dual_on && surrogate < dual_bound) {
     surrogate = dual_bound;

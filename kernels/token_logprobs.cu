@@ -33,6 +33,8 @@ namespace {
 
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
+// |lse| from which the backward measures what its f32 rounding lost (the CPU twin's rule).
+constexpr float kLseRecheck = 64.0f;
 
 enum Flag { kBadTarget, kBadLogits, kOverflow, kBadLse, kBadGradLogprobs, kBadGradEntropy, kBadEntropy, kFlagCount };
 constexpr unsigned long long kNoRow = kNoProblem;
@@ -170,11 +172,27 @@ backward_kernel(const T* logits, T* grad, long long vocab, const int32_t* __rest
   const float c = g + ge * H;
   const T* x = logits + row * vocab;
   T* out = grad + row * vocab;
+  // δ (as in the CPU twin): what the f32 rounding of a large |lse| swallowed of log Σ,
+  // measured over the row so that p = e^(x/τ − lse − δ) sums to 1. The branch is the
+  // same for the whole block (one row), so its barriers are safe.
+  float shift = 0.0f;
+  if (fabsf(L) >= kLseRecheck) {
+    float part = 0.0f;
+    for (long long i = threadIdx.x; i < vocab; i += blockDim.x) part += __expf(__fmul_rn(to_f32(x[i]), inv_tau) - L);
+    for (int mask = 16; mask > 0; mask >>= 1) part += __shfl_xor_sync(0xffffffffu, part, mask);
+    __shared__ float warp_sums[kWarps];
+    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = part;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < kWarps; ++w) total += warp_sums[w];  // fixed order: every thread gets the same bits
+    // 0 or ∞ means this lse is not the forward's (or the row holds NaN, reported below).
+    if (total > 0.0f && isfinite(total)) shift = logf(total);
+  }
   bool bad = false;
   for (long long i = threadIdx.x; i < vocab; i += blockDim.x) {
     const float r = to_f32(x[i]);
     bad |= !isfinite(r);
-    const float d = __fmul_rn(r, inv_tau) - L, p = __expf(d);
+    const float d = (__fmul_rn(r, inv_tau) - L) - shift, p = __expf(d);
     const float gv = ((i == y ? g : 0.0f) - p * fmaf(ge, d, c)) * inv_tau;
     from_f32(gv, out + i);
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -28,17 +29,22 @@ class ThreadPool {
   explicit ThreadPool(int threads) { resize(threads); }
   ~ThreadPool() { stop_workers(); }
 
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  // Atomic because buildInfo() and parallel_for's fast path read it from any thread
+  // while set_num_threads() may be resizing.
+  int size() const { return size_.load(); }
 
   void resize(int threads) {
     stop_workers();
     stopping_ = false;
+    size_.store(threads);
     // New workers must not mistake the last finished job for a new one.
     uint64_t current = generation_.load();
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, current] { worker_loop(i, current); });
   }
 
   // Runs task(i) for i in [0, count) with count <= size(); slot 0 runs on the caller.
+  // A larger count would wait forever for slots no worker runs: callers hold run_mutex()
+  // from reading size() to the end of the job, and resizing takes the same lock.
   void run(int count, const std::function<void(int)>& task) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -96,6 +102,7 @@ class ThreadPool {
   std::atomic<int> pending_{0};
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stopping_{false};
+  std::atomic<int> size_{1};
 };
 
 int default_threads() {
@@ -110,6 +117,17 @@ int default_threads() {
 ThreadPool& pool() {
   static ThreadPool instance(default_threads());
   return instance;
+}
+
+// Test hook: LGRPO_DEBUG_PARALLEL_DELAY_US widens the gap between parallel_for's first
+// read of the pool size and its run lock, so the resize race it once lost (a deadlock
+// that took seconds of luck to hit) is hit every time by test/parallel.test.ts.
+int debug_delay_us() {
+  static const int delay = [] {
+    const char* env = std::getenv("LGRPO_DEBUG_PARALLEL_DELAY_US");
+    return env ? std::max(0, std::atoi(env)) : 0;
+  }();
+  return delay;
 }
 
 std::mutex& run_mutex() {
@@ -134,6 +152,22 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     body(0, n);
     return;
   }
+  if (debug_delay_us() > 0) std::this_thread::sleep_for(std::chrono::microseconds(debug_delay_us()));
+  // Nested or concurrent calls run inline rather than deadlock on the shared pool.
+  std::unique_lock<std::mutex> lock(run_mutex(), std::try_to_lock);
+  if (!lock.owns_lock()) {
+    body(0, n);
+    return;
+  }
+  // The pool size is read again under the run lock: set_num_threads() takes the same lock
+  // to resize, so the count cannot shrink between this read and the job (it did, once:
+  // the job then waited forever for slots no thread would run).
+  ranges = std::min<int64_t>(pool().size(), ranges);
+  if (ranges <= 1) {
+    lock.unlock();
+    body(0, n);
+    return;
+  }
   std::exception_ptr first_error;
   std::mutex error_mutex;
   auto task = [&](int slot) {
@@ -145,12 +179,6 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
       if (!first_error) first_error = std::current_exception();
     }
   };
-  // Nested or concurrent calls run inline rather than deadlock on the shared pool.
-  std::unique_lock<std::mutex> lock(run_mutex(), std::try_to_lock);
-  if (!lock.owns_lock()) {
-    body(0, n);
-    return;
-  }
   pool().run(static_cast<int>(ranges), task);
   if (first_error) std::rethrow_exception(first_error);
 }

@@ -164,9 +164,20 @@ Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
 
 }  // namespace
 
-int64_t TensorRef::numel() const {
+int64_t checked_numel(const std::vector<int64_t>& shape, DType dtype, const char* arg) {
+  // A zero dimension makes the tensor empty whatever the others are.
+  for (int64_t s : shape)
+    if (s == 0) return 0;
   int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  for (int64_t s : shape) {
+    if (s < 0) throw Error(std::string(arg) + ": dimensions must be non-negative, got " + shape_string(shape), Error::Range);
+    if (n > kMaxTensorElements / s)
+      throw Error(std::string(arg) + ": shape " + shape_string(shape) + " has more than 2^53 - 1 elements", Error::Range);
+    n *= s;
+  }
+  if (n > kMaxTensorElements / static_cast<int64_t>(dtype_size(dtype)))
+    throw Error(std::string(arg) + ": shape " + shape_string(shape) + " of " + dtype_name(dtype) +
+                    " needs more than 2^53 - 1 bytes", Error::Range);
   return n;
 }
 
@@ -223,10 +234,11 @@ TensorRef unpack_tensor(const Napi::Value& v, const char* arg) {
     Napi::Value d = dims.Get(i);
     if (!d.IsNumber()) throw Error(std::string(arg) + ": shape entries must be numbers", Error::Type);
     double x = d.As<Napi::Number>().DoubleValue();
-    if (!(x >= 0) || x != static_cast<double>(static_cast<int64_t>(x)) || x > 9.0e15)
+    if (!(x >= 0) || x > 9.0e15 || x != static_cast<double>(static_cast<int64_t>(x)))
       throw Error(std::string(arg) + ": shape entries must be non-negative integers", Error::Range);
     t.shape.push_back(static_cast<int64_t>(x));
   }
+  checked_numel(t.shape, t.dtype, arg);  // every later numel()/bytes() is then exact
   if (t.device.is_cuda()) {
     Napi::Value handle = o.Get("handle");
     if (!handle.IsExternal()) throw Error(std::string(arg) + ": a CUDA tensor needs its native handle", Error::Type);
@@ -269,10 +281,13 @@ TensorRef unpack_tensor(const Napi::Value& v, const char* arg) {
 
 Napi::Object allocate_tensor(Napi::Env env, const std::vector<int64_t>& shape, DType dtype, const Device& device,
                              void** data_out) {
-  TensorRef probe;
-  probe.shape = shape;
-  probe.dtype = dtype;
-  size_t bytes = probe.bytes();
+  // Checked before anything is allocated: a wrapped count would allocate a few bytes
+  // behind a huge shape, and kernels would then walk the shape.
+  const int64_t numel = checked_numel(shape, dtype, "shape");
+  if (!device.is_cuda() && numel > kMaxCpuTensorElements)
+    throw Error("shape: " + shape_string(shape) + " has " + std::to_string(numel) +
+                    " elements; a CPU tensor holds at most 2^32 (the TypedArray limit)", Error::Range);
+  const size_t bytes = static_cast<size_t>(numel) * dtype_size(dtype);
   Napi::Object o = Napi::Object::New(env);
   o.Set("dtype", dtype_name(dtype));
   o.Set("shape", shape_array(env, shape));
@@ -300,7 +315,7 @@ Napi::Object allocate_tensor(Napi::Env env, const std::vector<int64_t>& shape, D
   }
   void* data = nullptr;
   Napi::ArrayBuffer buffer = new_cpu_buffer(env, bytes, &data);
-  o.Set("data", typed_array_for(env, buffer, dtype, probe.numel()));
+  o.Set("data", typed_array_for(env, buffer, dtype, numel));
   *data_out = data;
   return o;
 }

@@ -18,12 +18,23 @@
 
 namespace lgrpo {
 
+// Shapes cross from JavaScript as doubles, so element and byte counts above 2^53 - 1
+// could not be represented exactly on either side. A CPU tensor is also a TypedArray,
+// and V8 aborts the process (not a JS error) on a TypedArray longer than 2^32 elements
+// in Node 20, so CPU allocations stop there.
+constexpr int64_t kMaxTensorElements = (int64_t{1} << 53) - 1;
+constexpr int64_t kMaxCpuTensorElements = int64_t{1} << 32;
+
+// Element count of `shape`, checked: throws a RangeError naming `arg` when the product
+// overflows or exceeds kMaxTensorElements (or its byte count exceeds it).
+int64_t checked_numel(const std::vector<int64_t>& shape, DType dtype, const char* arg);
+
 struct TensorRef {
   void* data = nullptr;
   DType dtype = DType::F32;
   Device device;
   std::vector<int64_t> shape;
-  int64_t numel() const;
+  int64_t numel() const { return checked_numel(shape, dtype, "shape"); }
   size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
 };
 

@@ -1,8 +1,8 @@
 // Durable writes shared by the safetensors writer and the run-directory modules: a file is either its
 // old content or its complete new content, never half of each, even across a crash or a
 // power cut (write a temporary sibling, fsync it, rename it over, fsync the folder).
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 
 /**
  * fsyncs a directory so that a rename or creation inside it survives a power cut. Some
@@ -52,4 +52,39 @@ export function writeAtomically(path: string, write: (fd: number) => void): void
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
   writeAtomically(path, (fd) => writeAll(fd, bytes));
+}
+
+/**
+ * `mkdir -p` that fails instead of spinning. Node 20's recursive mkdirSync loops forever
+ * at 100% CPU under /proc (mkdir answers ENOENT for a parent that exists), so the missing
+ * components are created one at a time, each failure reported with the path.
+ */
+export function ensureDir(dir: string, argument = 'dir'): void {
+  if (typeof dir !== 'string' || dir === '') throw new TypeError(`${argument}: expected a directory path`);
+  const missing: string[] = [];
+  let at = resolve(dir);
+  for (;;) {
+    let isDir: boolean | undefined;
+    try {
+      isDir = statSync(at).isDirectory();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR')  // ENOTDIR: an ancestor is a file, found further up
+        throw new Error(`${argument}: cannot create ${dir}: ${(e as Error).message}`, { cause: e });
+    }
+    if (isDir === false) throw new Error(`${argument}: cannot create ${dir}: ${at} exists and is not a directory`);
+    if (isDir) break;
+    missing.push(at);
+    const parent = dirname(at);
+    if (parent === at) break;
+    at = parent;
+  }
+  for (const path of missing.reverse()) {
+    try {
+      mkdirSync(path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST' && statSync(path).isDirectory()) continue;  // made concurrently
+      throw new Error(`${argument}: cannot create ${dir}: ${(e as Error).message}`, { cause: e });
+    }
+  }
 }

@@ -45,5 +45,8 @@ function findPackageJson(): { version: string } {
 
 /** Sets the number of CPU threads the kernels use. */
 export function setNumThreads(n: number): void {
+  // The addon reads an int32: 1.5 would silently become 1 and 2^32 + 2 would become 2.
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1024)
+    throw new RangeError(`threads: expected an integer in [1, 1024], got ${String(n)}`);
   loadAddon().addon.setNumThreads(n);
 }

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { spawnSync } from 'node:child_process';
-import { Tensor, buildInfo, f32ToBf16, groupAdvantages } from '../src/index.js';
+import { Tensor, buildInfo, f32ToBf16, groupAdvantages, release, tokenLogprobs, tokenLogprobsBackward } from '../src/index.js';
 import { addon } from '../src/native.js';
 
 setFlagsFromString('--expose-gc');
@@ -117,6 +117,61 @@ describe('Tensor', () => {
   it('explains that CUDA is unavailable instead of crashing', { skip: buildInfo().cudaDevices.length > 0 }, () => {
     assert.throws(() => Tensor.zeros([4], 'f32', 'cuda:0'), (e: Error) => /cuda/i.test(e.message) && !/undefined/.test(e.message));
     assert.throws(() => Tensor.from(new Float32Array(4)).to('cuda:0'), /cuda/i);
+  });
+
+  // Issue 12 items 1-2: wrapped element/byte counts gave a SIGSEGV (a 0-byte buffer behind
+  // a [4096, 2^52] shape) and a V8 fatal error (a TypedArray of 2^62 elements).
+  it('rejects shapes whose element or byte count overflows, before allocating', () => {
+    const tooBig = /shape: .*(2\^53|2\^32)/;
+    assert.throws(() => Tensor.zeros([4096, 2 ** 52]), (e: Error) => e instanceof RangeError && tooBig.test(e.message));
+    assert.throws(() => Tensor.zeros([2 ** 31, 2 ** 31], 'i32'), (e: Error) => e instanceof RangeError && tooBig.test(e.message));
+    assert.throws(() => Tensor.zeros([2 ** 26, 2 ** 26, 2 ** 26]), RangeError);
+    assert.throws(() => Tensor.zeros([2 ** 32 + 1], 'u8'), /at most 2\^32/);
+    assert.throws(() => Tensor.zeros([2], 'f64' as never), TypeError);
+    // A zero dimension is an empty tensor whatever the others are.
+    assert.deepEqual(Tensor.zeros([0, 2 ** 52]).shape, [0, 2 ** 52]);
+    // The raw addon checks again: it must not crash when called directly.
+    const raw = addon();
+    assert.throws(() => raw.empty([4096, 2 ** 52], 'f32', 'cpu'), (e: Error) => e instanceof RangeError && /shape/.test(e.message));
+    assert.throws(() => raw.empty([2 ** 31, 2 ** 31], 'i32', 'cpu'), RangeError);
+    assert.throws(() => raw.empty([2 ** 21, 2 ** 21, 2 ** 21], 'f32', 'cpu'), RangeError);  // 2^63 wraps int64
+    assert.throws(() => raw.empty([2 ** 32 + 8], 'u8', 'cpu'), /at most 2\^32/);
+    assert.throws(
+      () => raw.tokenLogprobs({ dtype: 'f32', shape: [4096, 2 ** 52], device: 'cpu', data: new Float32Array(0) },
+        { dtype: 'i32', shape: [4096], device: 'cpu', data: new Int32Array(4096) }, {}),
+      (e: Error) => e instanceof RangeError && /logits/.test(e.message));
+  });
+
+  // Issue 12 item 9: Node runs N-API finalizers only when the event loop turns, so a
+  // synchronous loop that drops its TypedArray outputs held all of them (3,000 calls of
+  // 1 MiB: 3 GB). release() frees outputs at once, whole result objects included.
+  it('release() frees kernel outputs at once, so a synchronous loop holds no native memory', () => {
+    const N = 64, V = 4096;
+    const logits = Float32Array.from({ length: N * V }, (_, i) => Math.sin(i));
+    const targets = new Int32Array(N);
+    const g = new Float32Array(N).fill(1);
+    const first = tokenLogprobs(logits, targets, { entropy: true });
+    const blocks = addon().liveNativeBlocks();
+    const rss = process.memoryUsage().rss;
+    for (let i = 0; i < 1000; i++) {
+      const out = tokenLogprobsBackward(logits, targets, first.lse, g);
+      assert.equal(out.length, N * V);
+      release(out);
+      assert.equal(out.length, 0, 'a released output is empty, never dangling');
+      release(tokenLogprobs(logits, targets, { entropy: true }));  // a whole result object
+    }
+    assert.equal(addon().liveNativeBlocks(), blocks);
+    const grew = (process.memoryUsage().rss - rss) / 2 ** 20;
+    assert.ok(grew < 64, `RSS grew by ${grew.toFixed(0)} MiB over 1000 MiB of outputs`);
+    // Caller memory, subarrays of native blocks and Tensors from JS memory are left alone.
+    release(logits);
+    assert.equal(logits.length, N * V);
+    const lse = first.lse as Float32Array;
+    release(lse.subarray(1));
+    assert.equal(lse.length, N);
+    const t = Tensor.zeros([3]);
+    release({ nested: [t] });
+    assert.equal(t.disposed, true);
   });
 });
 

@@ -197,7 +197,14 @@ Napi::Value grpo_loss(const Napi::CallbackInfo& info) {
 
   // 3. the per-row factor on token gradients.
   std::vector<float> token_scale(static_cast<size_t>(B));
-  for (int64_t i = 0; i < B; ++i) token_scale[i] = static_cast<float>(static_cast<double>(weights[i]) / normalizer);
+  for (int64_t i = 0; i < B; ++i) {
+    token_scale[i] = static_cast<float>(static_cast<double>(weights[i]) / normalizer);
+    // A tiny normaliser (1e-300 was accepted) made w_i/N infinite in f32: every gradient
+    // of the row became ±Inf or NaN.
+    if (!std::isfinite(token_scale[i]))
+      throw Error("normalizer: " + std::to_string(normalizer) + " makes the per-token scale w_i/N of row " + std::to_string(i) +
+                      " overflow f32 (w_i = " + std::to_string(weights[i]) + "); pass the step's token or row count", Error::Range);
+  }
 
   // 4. the token pass.
   void* grad_data;
@@ -241,6 +248,13 @@ Napi::Value grpo_loss(const Napi::CallbackInfo& info) {
   const GrpoLossTotals t = fold_row_stats(row_stats.data(), weights.data(),
                                           mode == Aggregation::Lambda ? dw.data() : nullptr, normalizer, B,
                                           seq_loss.data());
+  // Every term is finite, but finite f32 advantages or weights near the f32 limit can still
+  // add up to an infinite loss: say so rather than return it.
+  bool overflow = !std::isfinite(t.loss) || !std::isfinite(t.grad_lambda);
+  for (float x : seq_loss) overflow = overflow || !std::isfinite(x);
+  if (overflow)
+    throw Error("advantages: the loss overflows f32 (" + std::to_string(t.loss) +
+                    "); advantages, weights or the normalizer are too large or small for f32 arithmetic", Error::Range);
   int64_t zero_advantage_rows = 0;
   for (float x : adv_h) zero_advantage_rows += x == 0.0f;
 

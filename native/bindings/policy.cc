@@ -208,6 +208,14 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
       if (g.device.is_cuda()) throw Error("gradLmHead: the CUDA engine backend is not available yet", Error::Type);
       expect_shape(g, {V, D}, "gradLmHead");
       head_grad = static_cast<const float*>(g.data);
+      // The same rule as gradHidden: a NaN would be added into the head's gradient silently.
+      for (int64_t v = 0; v < V; ++v) {
+        const float* row = head_grad + v * D;
+        float probe = 0.0f;
+        for (int64_t i = 0; i < D; ++i) probe += row[i] - row[i];
+        if (probe != 0.0f)
+          throw Error("gradLmHead: row " + std::to_string(v) + " holds a NaN or infinite value", Error::Range);
+      }
     }
     const float* params = resolve(params_, "parameters");
     float* grads = resolve(grads_, "gradients");

@@ -15,7 +15,7 @@ Napi::Value empty(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < dims.Length(); ++i) {
     Napi::Value d = dims.Get(i);
     double x = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : -1;
-    if (!(x >= 0) || x != static_cast<double>(static_cast<int64_t>(x)) || x > 9.0e15)
+    if (!(x >= 0) || x > 9.0e15 || x != static_cast<double>(static_cast<int64_t>(x)))
       throw Error("shape: entries must be non-negative integers", Error::Range);
     spec.shape.push_back(static_cast<int64_t>(x));
   }
@@ -63,9 +63,10 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
 
 Napi::Value set_threads(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsNumber()) throw Error("threads: expected a positive integer", Error::Type);
-  int n = info[0].As<Napi::Number>().Int32Value();
-  if (n < 1 || n > 1024) throw Error("threads: expected an integer in [1, 1024]", Error::Range);
-  set_num_threads(n);
+  const double x = info[0].As<Napi::Number>().DoubleValue();
+  if (!(x >= 1 && x <= 1024) || x != static_cast<double>(static_cast<int>(x)))
+    throw Error("threads: expected an integer in [1, 1024]", Error::Range);
+  set_num_threads(static_cast<int>(x));
   return info.Env().Undefined();
 }
 

@@ -40,13 +40,16 @@ inline bool finite(float x) { return std::fabs(x) <= 3.402823466e38f; }  // fals
 // One token: ℓ = −s + β kl and ∂ℓ/∂logp, spec §3. Returns the gradient of ℓ (unscaled).
 inline float token_scalar(float lp, float old, float ref, const RowParams& p, float* loss, float* ratio, float* kl,
                           bool* low, bool* high, bool* dual) {
-  const float rho = std::exp(lp - old);
+  const float log_ratio = lp - old;
+  const float clamped = std::fmin(std::fmax(log_ratio, -kRatioClamp), kRatioClamp);
+  const float rho = std::exp(clamped);
   const float clipped = std::fmin(std::fmax(rho, p.lo), p.hi);
   const float unclipped_term = rho * p.advantage, clipped_term = clipped * p.advantage;
   // min(ρA, clip(ρ)A); where the unclipped branch is the min (ties included: inside the
-  // clip range both branches agree), ∂s/∂logp = ρA, else the clipped branch is flat.
+  // clip range both branches agree), ∂s/∂logp = ρA, else the clipped branch is flat; so
+  // is the unclipped one where the log-ratio was clamped.
   float s = std::fmin(unclipped_term, clipped_term);
-  float ds = unclipped_term <= clipped_term ? unclipped_term : 0.0f;
+  float ds = unclipped_term <= clipped_term && log_ratio == clamped ? unclipped_term : 0.0f;
   *dual = false;
   if (p.dual && s < p.dual_bound) {
     s = p.dual_bound;
@@ -144,6 +147,7 @@ int64_t row_avx2(const GrpoTokenPassArgs& a, int64_t row, const RowParams& p, Ro
   const __m256 lo = _mm256_set1_ps(p.lo), hi = _mm256_set1_ps(p.hi);
   const __m256 dual_bound = _mm256_set1_ps(p.dual_bound), beta = _mm256_set1_ps(p.beta);
   const __m256 kl_lo = _mm256_set1_ps(-kKlClamp), kl_hi = _mm256_set1_ps(kKlClamp);
+  const __m256 ratio_lo = _mm256_set1_ps(-kRatioClamp), ratio_hi = _mm256_set1_ps(kRatioClamp);
   // Only one clip side can count in a row (it depends on the sign of A): one accumulator.
   const bool counts_low = p.advantage < 0, counts_any = p.advantage != 0;
   const __m256 clip_bound = counts_low ? lo : hi;
@@ -172,11 +176,14 @@ int64_t row_avx2(const GrpoTokenPassArgs& a, int64_t row, const RowParams& p, Ro
       continue;
     }
 
-    const __m256 rho = exp_avx2(log_ratio);
+    const __m256 clamped = _mm256_min_ps(_mm256_max_ps(log_ratio, ratio_lo), ratio_hi);
+    const __m256 rho = exp_avx2(clamped);
     const __m256 clipped = _mm256_min_ps(_mm256_max_ps(rho, lo), hi);
     const __m256 unclipped_term = _mm256_mul_ps(rho, adv), clipped_term = _mm256_mul_ps(clipped, adv);
     __m256 s = _mm256_min_ps(unclipped_term, clipped_term);
-    __m256 ds = _mm256_and_ps(_mm256_cmp_ps(unclipped_term, clipped_term, _CMP_LE_OQ), unclipped_term);
+    const __m256 unclipped_live = _mm256_and_ps(_mm256_cmp_ps(unclipped_term, clipped_term, _CMP_LE_OQ),
+                                                _mm256_cmp_ps(log_ratio, clamped, _CMP_EQ_OQ));
+    __m256 ds = _mm256_and_ps(unclipped_live, unclipped_term);
     if (p.dual) {
       const __m256 active = _mm256_cmp_ps(s, dual_bound, _CMP_LT_OQ);
       s = _mm256_blendv_ps(s, dual_bound, active);

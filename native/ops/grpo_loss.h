@@ -29,6 +29,12 @@ enum RowStat : int {
 // outside the clamp the KL term is flat in logp, so its gradient there is 0.
 constexpr float kKlClamp = 20.0f;
 
+// ρ = exp(logp − oldLogp) with logp − oldLogp clamped to ±kRatioClamp first (as verl
+// clamps it): above ~88.7 ρ overflows f32, and for A < 0 the unclipped branch −ρA was
+// then +Inf, a loss of +Inf from finite inputs. Outside the clamp the ρ branch is flat in
+// logp (gradient 0), as the KL term is outside its clamp. Both twins must clamp alike.
+constexpr float kRatioClamp = 20.0f;
+
 struct GrpoTokenPassArgs {
   const float* logprobs;      // [rows, T]
   const float* old_logprobs;  // [rows, T]

@@ -15,6 +15,14 @@
 //   ∂L/∂x_v = (g·1[v=y] − p_v·(g + e·(d_v + H))) / τ
 // since x_v − Σ p x = d_v + H. Only lse and H from the forward are needed.
 //
+// lse arrives rounded to f32 at its own magnitude, and at |lse| = 3e6 (logits ±30 at
+// τ = 1e-5) or 1e8 that rounding swallows the whole of log Σ e^(x−m): three tied logits
+// each got p = 1 instead of 1/3. So for rows with |lse| ≥ kLseRecheck the backward first
+// measures what the rounding lost, δ = log Σ_v e^(x_v/τ − lse) (small: the terms are
+// formed against lse itself, exactly near the top), and uses d_v = (x_v/τ − lse) − δ.
+// Below that magnitude δ would be within f32 noise (≤ 2^-18 relative in p) and is not
+// measured, so ordinary rows cost nothing extra and keep their bits.
+//
 // Both directions fold a finiteness probe into the pass (x·0 + acc stays 0 for
 // finite x and turns NaN for NaN or ±Inf), so bad logits are reported exactly, not
 // guessed from the outputs.
@@ -41,6 +49,9 @@ constexpr int64_t kMinPiece = 16384;
 constexpr int64_t kWantItems = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// |lse| from which its f32 rounding (half an ulp, 2^-18 at 64) is worth measuring.
+constexpr float kLseRecheck = 64.0f;
 
 // The piece length depends only on the shape, never on the thread count, so the
 // results are the same bits whatever set_num_threads says.
@@ -178,15 +189,24 @@ Stats forward_piece_scalar(const Row& row, int64_t begin, int64_t end, float inv
 }
 
 template <class Row>
-bool backward_piece_scalar(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float c, float k) {
+bool backward_piece_scalar(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float shift, float c,
+                           float k) {
   bool ok = true;
   for (int64_t i = begin; i < end; ++i) {
     const float r = row.get(i);
     ok = ok && finite(r);
-    const float d = scaled(r, inv_tau) - lse;
+    const float d = (scaled(r, inv_tau) - lse) - shift;
     row.put(i, std::exp(d) * std::fma(k, d, c));
   }
   return !ok;
+}
+
+// Σ e^(x/τ − lse) over part of a row, for the δ of rows with a large |lse| (see top).
+template <class Row>
+float sum_exp_scalar(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse) {
+  float s[8] = {};
+  for (int64_t i = begin; i < end; ++i) s[i & 7] += std::exp(scaled(row.get(i), inv_tau) - lse);
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
 // ---------------------------------------------------------------------------
@@ -314,9 +334,22 @@ Stats forward_piece_avx2(const Row& row, int64_t begin, int64_t end, float inv_t
 }
 
 template <class Row>
-bool backward_piece_avx2(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float c, float k) {
+float sum_exp_avx2(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse) {
   const int64_t vec_end = begin + ((end - begin) & ~int64_t{7});
+  const __m256 tau = _mm256_set1_ps(inv_tau), vlse = _mm256_set1_ps(lse);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = begin; i < vec_end; i += 8)
+    acc = _mm256_add_ps(acc, exp_avx2(_mm256_sub_ps(scaled8(row.get8(i), tau), vlse)));
+  return hsum_avx2(acc) + sum_exp_scalar(row, vec_end, end, inv_tau, lse);
+}
+
+template <class Row>
+bool backward_piece_avx2(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float shift, float c,
+                         float k) {
+  const int64_t vec_end = begin + ((end - begin) & ~int64_t{7});
+  // d = (x/τ − lse) − δ; δ is exactly 0 for ordinary rows, so their bits do not change.
   const __m256 zero = _mm256_setzero_ps(), tau = _mm256_set1_ps(inv_tau), vlse = _mm256_set1_ps(lse);
+  const __m256 vshift = _mm256_set1_ps(shift);
   const __m256 vc = _mm256_set1_ps(c), vk = _mm256_set1_ps(k);
   __m256 probe0 = zero, probe1 = zero;
   int64_t i = begin;
@@ -324,18 +357,19 @@ bool backward_piece_avx2(const Row& row, int64_t begin, int64_t end, float inv_t
     const __m256 x0 = row.get8(i), x1 = row.get8(i + 8);
     probe0 = _mm256_fmadd_ps(x0, zero, probe0);
     probe1 = _mm256_fmadd_ps(x1, zero, probe1);
-    const __m256 d0 = _mm256_sub_ps(scaled8(x0, tau), vlse), d1 = _mm256_sub_ps(scaled8(x1, tau), vlse);
+    const __m256 d0 = _mm256_sub_ps(_mm256_sub_ps(scaled8(x0, tau), vlse), vshift);
+    const __m256 d1 = _mm256_sub_ps(_mm256_sub_ps(scaled8(x1, tau), vlse), vshift);
     row.put8(i, _mm256_mul_ps(exp_avx2(d0), _mm256_fmadd_ps(vk, d0, vc)));
     row.put8(i + 8, _mm256_mul_ps(exp_avx2(d1), _mm256_fmadd_ps(vk, d1, vc)));
   }
   for (; i < vec_end; i += 8) {
     const __m256 x = row.get8(i);
     probe0 = _mm256_fmadd_ps(x, zero, probe0);
-    const __m256 d = _mm256_sub_ps(scaled8(x, tau), vlse);
+    const __m256 d = _mm256_sub_ps(_mm256_sub_ps(scaled8(x, tau), vlse), vshift);
     row.put8(i, _mm256_mul_ps(exp_avx2(d), _mm256_fmadd_ps(vk, d, vc)));
   }
   bool bad = any_nan(_mm256_add_ps(probe0, probe1));
-  bad = backward_piece_scalar(row, vec_end, end, inv_tau, lse, c, k) || bad;
+  bad = backward_piece_scalar(row, vec_end, end, inv_tau, lse, shift, c, k) || bad;
   return bad;
 }
 #endif
@@ -351,11 +385,20 @@ Stats forward_piece(const Row& row, int64_t begin, int64_t end, float inv_tau) {
 }
 
 template <class Row>
-bool backward_piece(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float c, float k) {
+bool backward_piece(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float shift, float c, float k) {
 #if LGRPO_AVX2
-  return backward_piece_avx2(row, begin, end, inv_tau, lse, c, k);
+  return backward_piece_avx2(row, begin, end, inv_tau, lse, shift, c, k);
 #else
-  return backward_piece_scalar(row, begin, end, inv_tau, lse, c, k);
+  return backward_piece_scalar(row, begin, end, inv_tau, lse, shift, c, k);
+#endif
+}
+
+template <class Row>
+float sum_exp(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse) {
+#if LGRPO_AVX2
+  return sum_exp_avx2(row, begin, end, inv_tau, lse);
+#else
+  return sum_exp_scalar(row, begin, end, inv_tau, lse);
 #endif
 }
 
@@ -419,6 +462,27 @@ void backward_typed(const TokenLogprobsBackwardArgs& a) {
   const float inv_tau = 1.0f / a.temperature;
   const int64_t pieces = std::max<int64_t>(ceil_div(V, piece_length(N, V)), 1);
   std::vector<char> bad(static_cast<size_t>(N * pieces), 0);
+
+  // δ per row (see top): measured only where |lse| is large enough for its rounding to show.
+  std::vector<float> shift(static_cast<size_t>(N), 0.0f);
+  bool any_large = false;
+  for (int64_t n = 0; n < N && !any_large; ++n) any_large = std::fabs(a.lse[n]) >= kLseRecheck;
+  if (any_large) {
+    std::vector<float> partial(static_cast<size_t>(N * pieces), 0.0f);
+    for_each_piece(N, V, [&](int64_t item, int64_t n, int64_t begin, int64_t end) {
+      if (std::fabs(a.lse[n]) >= kLseRecheck)
+        partial[item] = sum_exp(row_at<Row>(a.logits, nullptr, n * V), begin, end, inv_tau, a.lse[n]);
+    });
+    for (int64_t n = 0; n < N; ++n) {
+      if (!(std::fabs(a.lse[n]) >= kLseRecheck)) continue;
+      float total = 0.0f;
+      for (int64_t k = 0; k < pieces; ++k) total += partial[n * pieces + k];  // fixed order: same bits per thread count
+      // A sum of 0 or ∞ means this lse is not the forward's for these logits (or they
+      // hold NaN, reported below); keep the lse as given rather than invent a shift.
+      if (total > 0.0f && std::isfinite(total)) shift[n] = std::log(total);
+    }
+  }
+
   for_each_piece(N, V, [&](int64_t item, int64_t n, int64_t begin, int64_t end) {
     const Row row = row_at<Row>(a.logits, a.grad_logits, n * V);
     const float g = a.grad_logprobs[n];
@@ -430,9 +494,9 @@ void backward_typed(const TokenLogprobsBackwardArgs& a) {
     const float c = -(g + ge * H) * inv_tau, k = -ge * inv_tau;
     const bool has_target = y >= begin && y < end;
     const float x_y = has_target ? row.get(y) : 0.0f;  // read before an in-place pass overwrites it
-    bad[item] = backward_piece(row, begin, end, inv_tau, lse, c, k);
+    bad[item] = backward_piece(row, begin, end, inv_tau, lse, shift[n], c, k);
     if (has_target) {
-      const float d = scaled(x_y, inv_tau) - lse, p = std::exp(d);
+      const float d = (scaled(x_y, inv_tau) - lse) - shift[n], p = std::exp(d);
       row.put(y, (g - p * (g + ge * (d + H))) * inv_tau);
     }
   });

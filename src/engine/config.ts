@@ -3,6 +3,7 @@
 // resolved the way transformers resolves them), and written back in a form transformers
 // loads. parameterShapes() is the one place that names the weights and fixes their order.
 import { readFileSync, renameSync, unlinkSync, writeFileSync, statSync } from 'node:fs';
+import { readRegularFileText } from '../safe_read.js';
 import { join } from 'node:path';
 import type { FloatDType } from '../dtype.js';
 
@@ -58,6 +59,8 @@ const KNOWN_KEYS = new Set([
 const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = { qwen2: 32768, llama: 2048 };
 const ARCHITECTURES: Record<ModelType, string> = { qwen2: 'Qwen2ForCausalLM', llama: 'LlamaForCausalLM' };
 
+const MAX_LAYERS = 4096;
+
 class ConfigReader {
   constructor(readonly json: Record<string, unknown>, readonly source: string) {}
 
@@ -69,7 +72,9 @@ class ConfigReader {
     return this.json[key] !== undefined && this.json[key] !== null;
   }
 
-  positiveInt(key: string, fallback?: number): number {
+  // The native engine indexes with 32-bit sizes, and the layout is built layer by layer,
+  // so an absurd count (10^9 layers) must fail here rather than hang or overflow later.
+  positiveInt(key: string, fallback?: number, max = 2 ** 31 - 1): number {
     if (!this.has(key)) {
       if (fallback !== undefined) return fallback;
       this.fail(key, 'is required');
@@ -77,6 +82,7 @@ class ConfigReader {
     const v = this.json[key];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0)
       this.fail(key, `expected a positive integer, got ${JSON.stringify(v)}`);
+    if (v > max) this.fail(key, `${v} exceeds the supported maximum ${max}`);
     return v;
   }
 
@@ -141,7 +147,7 @@ export function parseConfig(json: unknown, source = 'config.json'): ModelConfig 
 
   const hiddenSize = r.positiveInt('hidden_size');
   const intermediateSize = r.positiveInt('intermediate_size');
-  const numHiddenLayers = r.positiveInt('num_hidden_layers');
+  const numHiddenLayers = r.positiveInt('num_hidden_layers', undefined, MAX_LAYERS);
   const numAttentionHeads = r.positiveInt('num_attention_heads');
   const numKeyValueHeads = r.positiveInt('num_key_value_heads', numAttentionHeads);
   const vocabSize = r.positiveInt('vocab_size');
@@ -208,16 +214,20 @@ export function parseConfig(json: unknown, source = 'config.json'): ModelConfig 
 /** Reads and parses config.json; `path` may be the file or the model directory. */
 export function loadConfig(path: string): ModelConfig {
   let file = path;
+  let root: string | undefined;
   try {
-    if (statSync(path).isDirectory()) file = join(path, 'config.json');
+    if (statSync(path).isDirectory()) {
+      file = join(path, 'config.json');
+      root = path;
+    }
   } catch {
-    // fall through: readFileSync below reports the missing path
+    // fall through: the read below reports the missing path
   }
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readRegularFileText(file, root, 16 * 1024 * 1024);
   } catch (e) {
-    throw new Error(`${file}: cannot read the config: ${(e as Error).message}`);
+    throw new Error(`${file}: cannot read the config: ${(e as Error).message}`, { cause: e });
   }
   let json: unknown;
   try {

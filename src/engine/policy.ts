@@ -16,13 +16,14 @@
 //   const g = linearTokenLogprobsBackward(hidden, policy.lmHeadWeight, targets, lse, coeffs);
 //   policy.backward(g.gradHidden, { gradLmHead: g.gradWeight });   // accumulates
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { ensureDir } from '../atomic_file.js';
 import { join } from 'node:path';
 import { addon } from '../native.js';
-import { Tensor, parseDevice, type Device } from '../tensor.js';
-import { isTensor, optionsArg, numberOption, boolOption, tensorArg, type TensorLike } from '../ops/validate.js';
+import { totalmem } from 'node:os';
+import { MAX_CPU_ELEMENTS, Tensor, parseDevice, type Device } from '../tensor.js';
+import { isTensor, optionsArg, numberOption, boolOption, temperatureOption, tensorArg, type TensorLike } from '../ops/validate.js';
 import { eosTokenIds, loadConfig, parameterShapes, parseConfig, saveConfig, type ModelConfig } from './config.js';
-import { loadSafetensorsDir, saveSafetensorsDir, type SafeTensor } from './safetensors.js';
+import { forEachTensor, readSafetensorsDirHeaders, saveSafetensorsDir, type SafeTensor } from './safetensors.js';
 
 export interface PolicyOptions {
   /** 'cpu' (default). CUDA is not available for the engine yet. */
@@ -147,6 +148,7 @@ interface NativePolicy {
 
 // Tensors a checkpoint may carry that are not weights of the model.
 const IGNORED_TENSORS = /\.rotary_emb\.inv_freq$/;
+const SUPPORTED_FILE_DTYPES = new Set(['F32', 'BF16', 'F16']);
 
 function resolveConfig(config: ModelConfig | Record<string, unknown>): ModelConfig {
   if (typeof config !== 'object' || config === null) throw new TypeError('config: expected a ModelConfig or a config.json object');
@@ -229,6 +231,13 @@ export class Policy {
       offset += numel;
       return info;
     });
+    // Parameters and gradients are two f32 buffers of this size: refuse a config that could
+    // not fit before allocating (overcommitted memory fails later, and worse, than here).
+    const bytes = offset * 8;
+    if (!(offset <= MAX_CPU_ELEMENTS) || bytes > totalmem())
+      throw new RangeError(`config: ${config.numHiddenLayers} layers, hidden_size ${config.hiddenSize}, vocab_size ${config.vocabSize} ` +
+        `make ${offset} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB with gradients); this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB` +
+        (offset > MAX_CPU_ELEMENTS ? ' and one buffer holds at most 2^32 values' : ''));
     this.parameterBuffer = Tensor.zeros([offset], 'f32', device);
     this.gradientBuffer = Tensor.zeros([offset], 'f32', device);
     const NativeClass = addon().PolicyModel as new (...args: unknown[]) => NativePolicy;
@@ -288,37 +297,55 @@ export class Policy {
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir: expected a checkpoint directory path');
     const device = resolveDevice(opts.device);
     const config = loadConfig(dir);
-    const { tensors } = loadSafetensorsDir(dir);
+    // Every header is checked against config.json before anything is allocated or read:
+    // a 15 KB checkpoint whose config claimed 10^5 layers once allocated 3.2 GB (and an
+    // unexpected 2 GB tensor was read in full) before its error.
+    const headers = readSafetensorsDirHeaders(dir);
+    const mismatch = (problem: string): never => {
+      throw new Error(`${dir}: the weights do not match config.json (${config.modelType}, ${config.numHiddenLayers} layers): ${problem}`);
+    };
+    // The layer count first: the expected layout of an absurd count is itself large.
+    let layers = 0;
+    for (const name of headers.entries.keys()) {
+      const m = /^model\.layers\.(\d+)\./.exec(name);
+      if (m) layers = Math.max(layers, Number(m[1]) + 1);
+    }
+    if (config.numHiddenLayers > layers)
+      mismatch(`config.json says num_hidden_layers = ${config.numHiddenLayers} but the weights hold ${layers} layer(s)`);
+    const layout = parameterShapes(config);
+    const expected = new Set(layout.map((p) => p.name));
+    const missing = layout.map((p) => p.name).filter((n) => !headers.entries.has(n));
+    let extra = [...headers.entries.keys()].filter((n) => !expected.has(n) && !IGNORED_TENSORS.test(n));
+    // Tied checkpoints are sometimes saved with the (identical) head anyway.
+    const tiedCopy = config.tieWordEmbeddings && extra.includes('lm_head.weight');
+    if (tiedCopy) extra = extra.filter((n) => n !== 'lm_head.weight');
+    if (missing.length || extra.length) {
+      const parts: string[] = [];
+      if (missing.length) parts.push(`missing ${missing.length} tensor(s): ${listNames(missing)}`);
+      if (extra.length) parts.push(`unexpected ${extra.length} tensor(s): ${listNames(extra)}`);
+      mismatch(parts.join('; '));
+    }
+    const wanted = tiedCopy ? [...layout, { name: 'lm_head.weight', shape: [config.vocabSize, config.hiddenSize] }] : layout;
+    for (const p of wanted) {
+      const { entry } = headers.entries.get(p.name)!;
+      if (entry.shape.join() !== p.shape.join())
+        throw new Error(`${dir}: tensor ${p.name} has shape [${entry.shape.join(', ')}] but config.json implies [${p.shape.join(', ')}]`);
+      if (!SUPPORTED_FILE_DTYPES.has(entry.fileDtype))
+        throw new Error(`${dir}: tensor ${p.name} has dtype ${entry.fileDtype}; only F32, BF16 and F16 are supported`);
+    }
+
     const policy = new Policy(config, device, boolOption(opts.recompute, 'recompute', false));
     try {
-      const expected = new Set(policy.layout.map((p) => p.name));
-      const missing = policy.layout.map((p) => p.name).filter((n) => !tensors.has(n));
-      let extra = [...tensors.keys()].filter((n) => !expected.has(n) && !IGNORED_TENSORS.test(n));
-      // Tied checkpoints are sometimes saved with the (identical) head anyway.
-      const tiedCopy = config.tieWordEmbeddings && extra.includes('lm_head.weight');
-      if (tiedCopy) extra = extra.filter((n) => n !== 'lm_head.weight');
-      if (missing.length || extra.length) {
-        const parts: string[] = [];
-        if (missing.length) parts.push(`missing ${missing.length} tensor(s): ${listNames(missing)}`);
-        if (extra.length) parts.push(`unexpected ${extra.length} tensor(s): ${listNames(extra)}`);
-        throw new Error(`${dir}: the weights do not match config.json (${config.modelType}, ${config.numHiddenLayers} layers): ${parts.join('; ')}`);
-      }
-      for (const p of policy.layout) {
-        const t = tensors.get(p.name)!;
-        if (t.shape.join() !== p.shape.join())
-          throw new Error(`${dir}: tensor ${p.name} has shape [${t.shape.join(', ')}] but config.json implies [${p.shape.join(', ')}]`);
-        convertInto(policy.#params.get(p.name)!, t);
-        tensors.delete(p.name);  // let the loaded copy go as soon as it is converted
-      }
-      if (tiedCopy) {
-        const head = new Float32Array(config.vocabSize * config.hiddenSize);
-        const t = tensors.get('lm_head.weight')!;
-        if (t.shape.join() !== `${config.vocabSize},${config.hiddenSize}`)
-          throw new Error(`${dir}: tensor lm_head.weight has shape [${t.shape.join(', ')}], expected [${config.vocabSize}, ${config.hiddenSize}]`);
-        convertInto(head, t);
-        if (!sameBits(head, policy.#params.get('model.embed_tokens.weight')!))
-          throw new Error(`${dir}: tensor lm_head.weight differs from model.embed_tokens.weight but config.json sets tie_word_embeddings`);
-      }
+      forEachTensor(headers, wanted.map((p) => p.name), (name, t) => {
+        if (name === 'lm_head.weight' && tiedCopy) {
+          const head = new Float32Array(config.vocabSize * config.hiddenSize);
+          convertInto(head, t);
+          if (!sameBits(head, policy.#params.get('model.embed_tokens.weight')!))
+            throw new Error(`${dir}: tensor lm_head.weight differs from model.embed_tokens.weight but config.json sets tie_word_embeddings`);
+        } else {
+          convertInto(policy.#params.get(name)!, t);
+        }
+      });
     } catch (e) {
       policy.dispose();
       throw e;
@@ -331,7 +358,7 @@ export class Policy {
     this.#alive();
     const opts = optionsArg(options);
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir: expected a directory path');
-    mkdirSync(dir, { recursive: true });
+    ensureDir(dir);
     const tensors = this.layout.map((p) => [p.name, { dtype: 'f32' as const, shape: p.shape, data: this.#params.get(p.name)! }] as const);
     saveSafetensorsDir(dir, tensors, opts.maxShardBytes === undefined ? {} : { maxShardBytes: opts.maxShardBytes });
     saveConfig(join(dir, 'config.json'), { ...this.config, torchDtype: 'float32' });
@@ -429,7 +456,8 @@ export class Policy {
     const rows = this.#rows(prompts, 'prompts', 1);
     const maxNewTokens = numberOption(options.maxNewTokens, 'maxNewTokens', NaN, { integer: true, min: 0 });
     if (Number.isNaN(maxNewTokens)) throw new TypeError('maxNewTokens: required (a non-negative integer)');
-    const temperature = numberOption(options.temperature, 'temperature', 1, { min: 0 });
+    // 0 is greedy decoding; any other value divides the logits, so the kernels' rule holds.
+    const temperature = options.temperature === 0 ? 0 : temperatureOption(options.temperature);
     const topP = numberOption(options.topP, 'topP', 1, { above: 0, max: 1 });
     const topK = intOption(options.topK, 'topK', 0, 0);
     const seed = options.seed === undefined
@@ -466,7 +494,7 @@ export class Policy {
     const c = this.#rows(completions, 'completions', 0);
     if (p.length !== c.length)
       throw new RangeError(`completions: ${c.length} rows but prompts has ${p.length}`);
-    const temperature = numberOption(opts.temperature, 'temperature', 1, { above: 0 });
+    const temperature = temperatureOption(opts.temperature);
     const full = p.map((row, i) => [...row, ...c[i]]);
     const longest = full.reduce((m, r) => Math.max(m, r.length), 0);
     if (longest > this.config.maxPositionEmbeddings)

@@ -10,11 +10,12 @@
 // the problem rather than reading out of bounds. Tensors are read one at a time straight
 // into their own typed arrays: the file is never held in memory twice, and no typed-array
 // view depends on the header length keeping the data aligned.
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeSync, existsSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, readdirSync, readSync, renameSync, unlinkSync, writeSync, existsSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { toFloat32Array, type DType, type FloatDType, type TypedArray } from '../dtype.js';
-import { writeAtomically } from '../atomic_file.js';
+import { ensureDir, writeAtomically } from '../atomic_file.js';
+import { openRegularFile, readRegularFileText } from '../safe_read.js';
 
 export interface SafeTensor {
   dtype: FloatDType;
@@ -137,20 +138,12 @@ function parseMetadata(value: unknown, fail: (problem: string) => never): Record
 }
 
 /** Reads and validates the header of a safetensors file without reading tensor data. */
-export function readSafetensorsHeader(path: string): SafetensorsHeader {
-  const fd = openOrFail(path);
+export function readSafetensorsHeader(path: string, root?: string): SafetensorsHeader {
+  const fd = openRegularFile(path, root);
   try {
     return readHeader(fd, path);
   } finally {
     closeSync(fd);
-  }
-}
-
-function openOrFail(path: string): number {
-  try {
-    return openSync(path, 'r');
-  } catch (e) {
-    throw new Error(`${path}: cannot open: ${(e as Error).message}`);
   }
 }
 
@@ -245,7 +238,7 @@ function readEntry(fd: number, header: SafetensorsHeader, entry: TensorEntry): S
 
 /** Reads a safetensors file (all tensors, or options.names), after validating its header. */
 export function loadSafetensors(path: string, options: LoadOptions = {}): SafetensorsFile {
-  const fd = openOrFail(path);
+  const fd = openRegularFile(path);
   try {
     const header = readHeader(fd, path);
     let selected = header.entries;
@@ -369,22 +362,39 @@ export function saveSafetensors(path: string, tensors: TensorsInput, options: { 
 // ---------------------------------------------------------------------------------------
 // Checkpoint directories
 
+export interface DirHeaders {
+  dir: string;
+  /** Every tensor the checkpoint holds (for a sharded one, those weight_map lists), with its file. */
+  entries: Map<string, { header: SafetensorsHeader; entry: TensorEntry }>;
+  /** The first file's "__metadata__". */
+  metadata: Record<string, string>;
+  /** How a name absent from `entries` is reported: the file that lists names, and where. */
+  listedIn: { path: string; where: string };
+}
+
 /**
- * Reads a checkpoint directory: model.safetensors, or when that is absent the shards
- * that model.safetensors.index.json maps each tensor to.
+ * Reads and checks the headers of a checkpoint directory (model.safetensors, or the shards
+ * model.safetensors.index.json lists) without reading any tensor data, so a caller can
+ * check names and shapes before allocating anything.
  */
-export function loadSafetensorsDir(dir: string, options: LoadOptions = {}): SafetensorsFile {
+export function readSafetensorsDirHeaders(dir: string): DirHeaders {
+  const entries: DirHeaders['entries'] = new Map();
   const single = join(dir, SINGLE_FILE);
-  if (existsSync(single)) return loadSafetensors(single, options);
+  if (existsSync(single)) {
+    const header = readSafetensorsHeader(single, dir);
+    for (const entry of header.entries) entries.set(entry.name, { header, entry });
+    return { dir, entries, metadata: header.metadata, listedIn: { path: single, where: 'the file' } };
+  }
   const indexPath = join(dir, INDEX_FILE);
   if (!existsSync(indexPath)) throw new Error(`${dir}: neither ${SINGLE_FILE} nor ${INDEX_FILE} is there`);
 
   const fail = (problem: string): never => {
     throw new Error(`${indexPath}: ${problem}`);
   };
+  const text = readRegularFileText(indexPath, dir);
   let index: unknown;
   try {
-    index = JSON.parse(readFileSync(indexPath, 'utf8'));
+    index = JSON.parse(text);
   } catch (e) {
     return fail(`not valid JSON (${(e as Error).message})`);
   }
@@ -398,32 +408,68 @@ export function loadSafetensorsDir(dir: string, options: LoadOptions = {}): Safe
     list.push(name);
     shards.set(file as string, list);
   }
-  let wanted: Set<string> | undefined;
-  if (options.names !== undefined) {
-    wanted = new Set(options.names);
-    for (const name of wanted)
-      if (!Object.hasOwn(index.weight_map, name)) fail(`tensor ${JSON.stringify(name)} is not in weight_map`);
-  }
-  // Check that every shard exists and holds what the index says before reading any data.
-  const plan: Array<{ path: string; names: string[] }> = [];
+  let metadata: Record<string, string> | undefined;
   for (const file of [...shards.keys()].sort()) {
     const path = join(dir, file);
     if (!existsSync(path)) fail(`shard ${file} is missing from ${dir}`);
-    const header = readSafetensorsHeader(path);
-    const present = new Set(header.entries.map((e) => e.name));
-    for (const name of shards.get(file)!)
-      if (!present.has(name)) fail(`tensor ${JSON.stringify(name)} is mapped to ${file}, which does not contain it`);
-    const names = wanted ? shards.get(file)!.filter((n) => wanted!.has(n)) : shards.get(file)!;
-    plan.push({ path, names });
+    const header = readSafetensorsHeader(path, dir);
+    metadata ??= header.metadata;
+    const present = new Map(header.entries.map((e) => [e.name, e]));
+    for (const name of shards.get(file)!) {
+      const entry = present.get(name);
+      if (!entry) fail(`tensor ${JSON.stringify(name)} is mapped to ${file}, which does not contain it`);
+      entries.set(name, { header, entry: entry! });
+    }
+  }
+  return { dir, entries, metadata: metadata ?? {}, listedIn: { path: indexPath, where: 'weight_map' } };
+}
+
+/**
+ * Reads the named tensors of a checkpoint whose headers were read by
+ * readSafetensorsDirHeaders, one at a time, handing each to `use` before reading the next
+ * (so at most one loaded tensor is alive beside whatever `use` keeps).
+ */
+export function forEachTensor(headers: DirHeaders, names: Iterable<string>, use: (name: string, tensor: SafeTensor) => void): void {
+  const byFile = new Map<SafetensorsHeader, TensorEntry[]>();
+  for (const name of names) {
+    const found = headers.entries.get(name);
+    if (!found) throw new Error(`${headers.listedIn.path}: tensor ${JSON.stringify(name)} is not in ${headers.listedIn.where}`);
+    if (!Object.hasOwn(SUPPORTED, found.entry.fileDtype))
+      throw new Error(`${found.header.path}: tensor ${JSON.stringify(name)}: dtype ${found.entry.fileDtype} is not supported (only F32, BF16, F16)`);
+    const list = byFile.get(found.header) ?? [];
+    list.push(found.entry);
+    byFile.set(found.header, list);
+  }
+  for (const [header, list] of byFile) {
+    const fd = openRegularFile(header.path, headers.dir);
+    try {
+      // The file must still be the one whose header was checked.
+      if (fstatSync(fd).size !== header.dataStart + header.dataBytes)
+        throw new Error(`${header.path}: changed size since its header was read`);
+      for (const entry of list) use(entry.name, readEntry(fd, header, entry));
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+/**
+ * Reads a checkpoint directory: model.safetensors, or when that is absent the shards
+ * that model.safetensors.index.json maps each tensor to. Every header is checked before
+ * any tensor data is read.
+ */
+export function loadSafetensorsDir(dir: string, options: LoadOptions = {}): SafetensorsFile {
+  const headers = readSafetensorsDirHeaders(dir);
+  let names = [...headers.entries.keys()];
+  if (options.names !== undefined) {
+    const wanted = new Set(options.names);
+    for (const name of wanted)
+      if (!headers.entries.has(name)) throw new Error(`${headers.listedIn.path}: tensor ${JSON.stringify(name)} is not in ${headers.listedIn.where}`);
+    names = names.filter((n) => wanted.has(n));
   }
   const tensors = new Map<string, SafeTensor>();
-  let metadata: Record<string, string> | undefined;
-  for (const { path, names } of plan) {
-    const file = loadSafetensors(path, { names });
-    metadata ??= file.metadata;
-    for (const [name, t] of file.tensors) tensors.set(name, t);
-  }
-  return { tensors, metadata: metadata ?? {} };
+  forEachTensor(headers, names, (name, t) => tensors.set(name, t));
+  return { tensors, metadata: headers.metadata };
 }
 
 function shardName(i: number, n: number): string {
@@ -452,7 +498,7 @@ export function saveSafetensorsDir(dir: string, tensors: TensorsInput, options: 
     throw new RangeError(`maxShardBytes: expected a positive integer, got ${maxShardBytes}`);
   const metadata = checkMetadata(options.metadata ?? { format: 'pt' });
   const prepared = prepare(tensors);
-  mkdirSync(dir, { recursive: true });
+  ensureDir(dir);
 
   const groups: Prepared[][] = [];
   let current: Prepared[] = [];

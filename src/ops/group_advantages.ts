@@ -2,7 +2,7 @@
 // native/ops/group_advantages.cc (CPU), kernels/group_advantages.cu (CUDA).
 import { addon } from '../native.js';
 import {
-  countGroups, enumOption, isTensor, numberOption, optionsArg, output, sameDevice, tensorArg,
+  enumOption, isTensor, numberOption, optionsArg, output, resolveGroups, sameDevice, tensorArg,
   type Out, type TensorLike,
 } from './validate.js';
 
@@ -40,10 +40,8 @@ export function groupAdvantages<T extends TensorLike>(
   const mode = enumOption(opts.mode, 'mode', ['std', 'mean', 'batch', 'rloo'], 'std');
   const eps = numberOption(opts.eps, 'eps', 1e-6, { min: 0 });
   const std = enumOption(opts.std, 'std', ['unbiased', 'population'], 'unbiased');
-  if (r.isCuda && opts.groups === undefined)
-    throw new TypeError('groups: required when rewards are on a CUDA device (pass the number of groups)');
-  const groups = opts.groups === undefined ? countGroups(ids, 'groupIds') : numberOption(opts.groups, 'groups', 0, { min: 0, integer: true });
-  // Ids and rewards are checked by both native twins, row by row, with the same words.
+  const { groups } = resolveGroups(ids, 'groupIds', opts.groups, r.shape[0], false);
+  // Rewards are checked by both native twins, row by row, with the same words.
   const native = addon().groupAdvantages(r, ids, { mode, eps, std, groups });
   const asTensor = isTensor(rewards);
   return {

@@ -5,7 +5,7 @@ import { addon } from '../native.js';
 import type { Tensor } from '../tensor.js';
 import { lambdaWeights } from './lambda_weights.js';
 import {
-  checkFinite, checkIdRange, countGroups, enumOption, isTensor, numberOption, output, sameDevice, tensorArg,
+  checkFinite, enumOption, isTensor, numberOption, output, resolveGroups, sameDevice, tensorArg,
   type Out, type TensorLike,
 } from './validate.js';
 
@@ -117,8 +117,9 @@ function rowOption(value: unknown, name: string, rows: number, device: string): 
 
 /**
  * The clipped-surrogate policy loss with its gradient w.r.t. logprobs and (for 'lambda')
- * w.r.t. λ, from one pass over the tokens. Per token (spec §3), with ρ = exp(logp − oldLogp):
+ * w.r.t. λ, from one pass over the tokens. Per token (spec §3), with ρ the probability ratio:
  *   s = min(ρA, clip(ρ, 1 − epsLow, 1 + epsHigh)·A)    (dual clip: s = max(s, c·A) for A < 0)
+ *   ρ = exp(clamp(logp − oldLogp, ±20))                (as verl; the ρ branch is flat outside the clamp)
  *   kl = exp(d) − d − 1,  d = clamp(ref − logp, ±20)   (k3; flat in logp outside the clamp)
  *   ℓ = −s + β·kl
  * aggregated as L = (1/N) Σ_i w_i Σ_t mask ℓ (see Aggregation). NaN or Inf in any input,
@@ -133,8 +134,8 @@ export function grpoLoss<T extends TensorLike>(input: GrpoLossInput<T>): GrpoLos
   const old = tensorArg(input.oldLogprobs, 'oldLogprobs', ['f32'], [B, T]);
   const ref = input.refLogprobs === undefined ? undefined : tensorArg(input.refLogprobs, 'refLogprobs', ['f32'], [B, T]);
   const mask = tensorArg(input.mask, 'mask', ['u8', 'f32'], [B, T]);
-  const ids = tensorArg(input.groupIds, 'groupIds', ['i32'], [B]);
-  sameDevice({ logprobs, oldLogprobs: old, refLogprobs: ref, advantages: adv, mask, groupIds: ids });
+  const givenIds = tensorArg(input.groupIds, 'groupIds', ['i32'], [B]);
+  sameDevice({ logprobs, oldLogprobs: old, refLogprobs: ref, advantages: adv, mask, groupIds: givenIds });
 
   if (input.aggregation === undefined) throw new TypeError(`aggregation: required (${AGGREGATIONS.map((a) => `'${a}'`).join(', ')})`);
   const aggregation = enumOption(input.aggregation, 'aggregation', AGGREGATIONS, 'lambda');
@@ -147,18 +148,23 @@ export function grpoLoss<T extends TensorLike>(input: GrpoLossInput<T>): GrpoLos
   if (beta > 0 && !ref) throw new TypeError('refLogprobs: required when beta > 0');
   const maxLength = numberOption(input.maxLength, 'maxLength', Math.max(T, 1), { min: 1, integer: true });
   const normalizer = input.normalizer === undefined ? undefined : numberOption(input.normalizer, 'normalizer', 1, { above: 0 });
+  // Each row's gradients are scaled by w_i/N in f32: an N whose reciprocal overflows f32
+  // (1e-300 was accepted) made them all infinite.
+  if (normalizer !== undefined && !Number.isFinite(Math.fround(1 / normalizer)))
+    throw new RangeError(`normalizer: ${normalizer} is too small (1/normalizer overflows f32); pass the step's token or row count`);
   const weights = rowOption(input.weights, 'weights', B, logprobs.device);
   const dWeights = rowOption(input.dWeightsDLambda, 'dWeightsDLambda', B, logprobs.device);
   if (dWeights && aggregation !== 'lambda') throw new TypeError(`dWeightsDLambda: only used with aggregation 'lambda'`);
   if (dWeights && !weights) throw new TypeError('dWeightsDLambda: pass it together with weights');
   if (weights && aggregation === 'lambda' && !dWeights)
     throw new TypeError("dWeightsDLambda: required with weights in 'lambda' mode (it carries the gradient of lambda)");
-  let groups: number | undefined;
-  if (input.groups !== undefined) groups = numberOption(input.groups, 'groups', 0, { min: 0, integer: true });
-  if (!ids.isCuda) {
-    groups ??= countGroups(ids, 'groupIds');
-    checkIdRange(ids, 'groupIds', groups, 'group id');
-  }
+  // The binding reads the B ids on the host whatever the device, so CUDA ids are read here
+  // too and renumbered like CPU ones when sparse (the result does not depend on labels).
+  const hostIds = givenIds.isCuda ? givenIds.to('cpu') : givenIds;
+  const resolved = resolveGroups(hostIds, 'groupIds', input.groups, B, true);
+  const groups = resolved.groups;
+  const ids = resolved.ids === hostIds ? givenIds : givenIds.isCuda ? resolved.ids.to(givenIds.device) : resolved.ids;
+  if (hostIds !== givenIds) hostIds.dispose();
   checkFinite(adv, 'advantages');
 
   const opts: Record<string, unknown> = { aggregation, lambda, r, epsLow, epsHigh, beta, maxLength };
@@ -166,7 +172,7 @@ export function grpoLoss<T extends TensorLike>(input: GrpoLossInput<T>): GrpoLos
   if (normalizer !== undefined) opts.normalizer = normalizer;
   if (weights) opts.weights = weights;
   if (dWeights) opts.dWeightsDLambda = dWeights;
-  if (groups !== undefined) opts.groups = groups;
+  opts.groups = groups;
   const native = addon().grpoLoss(logprobs, old, ref ?? null, adv, mask, ids, opts);
   const asTensor = isTensor(input.logprobs);
   return {
@@ -215,8 +221,9 @@ export function grpoLossWeights(lengths: TensorLike, groupIds: TensorLike, optio
   const r = numberOption(options.r, 'r', 1 / 9, { min: 0 });
   if (aggregation === 'dr_grpo' && options.maxLength === undefined) throw new TypeError("maxLength: required for 'dr_grpo'");
   const maxLength = numberOption(options.maxLength, 'maxLength', 1, { min: 1, integer: true });
-  const groups = options.groups === undefined ? countGroups(ids, 'groupIds') : numberOption(options.groups, 'groups', 0, { min: 0, integer: true });
-  checkIdRange(ids, 'groupIds', groups, 'group id');
+  const dense = resolveGroups(ids, 'groupIds', options.groups, len.shape[0], true);
+  ids = dense.ids;
+  const groups = dense.groups;
   const values = Float32Array.from(len.cpuData('lengths') as ArrayLike<number>);
   for (let i = 0; i < values.length; i++)
     if (!(values[i] >= 0) || !Number.isFinite(values[i]))

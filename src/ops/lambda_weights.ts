@@ -2,7 +2,7 @@
 // Native twins: native/ops/lambda_weights.cc (CPU), kernels/lambda_weights.cu (CUDA).
 import { addon } from '../native.js';
 import {
-  countGroups, isTensor, numberOption, optionsArg, output, sameDevice, tensorArg,
+  isTensor, numberOption, optionsArg, output, resolveGroups, sameDevice, tensorArg,
   type Out, type TensorLike,
 } from './validate.js';
 
@@ -35,15 +35,13 @@ export function lambdaWeights<T extends TensorLike>(
 ): LambdaWeightsResult<T> {
   const opts = optionsArg(options);
   const len = tensorArg(lengths, 'lengths', ['i32', 'f32'], [null]);
-  const ids = tensorArg(groupIds, 'groupIds', ['i32'], [len.shape[0]]);
-  sameDevice({ lengths: len, groupIds: ids });
+  const given = tensorArg(groupIds, 'groupIds', ['i32'], [len.shape[0]]);
+  sameDevice({ lengths: len, groupIds: given });
   if (opts.lambda === undefined) throw new TypeError('lambda: required (a finite number; 0 gives all weights 1)');
   const lambda = numberOption(opts.lambda, 'lambda', 0);
   const r = numberOption(opts.r, 'r', 1 / 9, { min: 0 });
-  if (len.isCuda && opts.groups === undefined)
-    throw new TypeError('groups: required when lengths are on a CUDA device (pass the number of groups)');
-  const groups = opts.groups === undefined ? countGroups(ids, 'groupIds') : numberOption(opts.groups, 'groups', 0, { min: 0, integer: true });
-  // Ids and lengths are checked by both native twins, row by row, with the same words.
+  const { ids, groups } = resolveGroups(given, 'groupIds', opts.groups, len.shape[0], true);
+  // Lengths are checked by both native twins, row by row, with the same words.
   const native = addon().lambdaWeights(len, ids, { lambda, r, groups });
   const asTensor = isTensor(lengths);
   return {

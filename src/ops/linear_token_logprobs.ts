@@ -7,7 +7,7 @@ import type { FloatDType } from '../dtype.js';
 import { addon } from '../native.js';
 import type { Tensor } from '../tensor.js';
 import {
-  boolOption, checkFinite, checkIdRange, enumOption, isTensor, numberOption, optionsArg, output, sameDevice, tensorArg,
+  boolOption, checkFinite, checkIdRange, enumOption, isTensor, numberOption, optionsArg, output, sameDevice, temperatureOption, tensorArg,
   type Out, type TensorLike,
 } from './validate.js';
 
@@ -82,13 +82,6 @@ function operands(hidden: unknown, weight: unknown, targets: unknown, float16: '
   sameDevice({ hidden: h, weight: w, targets: y });
   checkIdRange(y, 'targets', w.shape[0], 'target');
   return { hidden: h, weight: w, targets: y };
-}
-
-function temperatureOption(value: unknown): number {
-  const t = numberOption(value, 'temperature', 1, { above: 0 });
-  if (!Number.isFinite(Math.fround(1 / Math.fround(t))) || Math.fround(t) === 0)
-    throw new RangeError(`temperature: ${t} has no finite float32 inverse`);
-  return t;
 }
 
 /**

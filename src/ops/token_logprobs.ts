@@ -5,7 +5,7 @@ import type { FloatDType } from '../dtype.js';
 import { addon } from '../native.js';
 import type { Tensor } from '../tensor.js';
 import {
-  boolOption, checkFinite, checkIdRange, enumOption, isTensor, numberOption, optionsArg, output, sameDevice, tensorArg,
+  boolOption, checkFinite, checkIdRange, enumOption, isTensor, optionsArg, output, sameDevice, temperatureOption, tensorArg,
   type Out, type TensorLike,
 } from './validate.js';
 
@@ -70,7 +70,7 @@ export function tokenLogprobs<T extends TensorLike>(
 ): TokenLogprobsResult<T> {
   const opts = optionsArg(options);
   const { x, y } = logitsAndTargets(logits, targets, opts.dtype);
-  const temperature = numberOption(opts.temperature, 'temperature', 1, { above: 0 });
+  const temperature = temperatureOption(opts.temperature);
   const entropy = boolOption(opts.entropy, 'entropy', false);
   const native = addon().tokenLogprobs(x, y, { temperature, entropy });
   const asTensor = isTensor(logits);
@@ -107,7 +107,7 @@ export function tokenLogprobsBackward<T extends TensorLike>(
     h = tensorArg(opts.entropy, 'entropy', ['f32'], [rows]);
   }
   sameDevice({ logits: x, lse: l, gradLogprobs: g, gradEntropy: ge, entropy: h });
-  const temperature = numberOption(opts.temperature, 'temperature', 1, { above: 0 });
+  const temperature = temperatureOption(opts.temperature);
   const inPlace = boolOption(opts.inPlace, 'inPlace', false);
   checkFinite(l, 'lse');
   checkFinite(g, 'gradLogprobs');

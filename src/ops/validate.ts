@@ -97,16 +97,40 @@ export function numberOption(value: unknown, name: string, fallback: number, rul
   return value;
 }
 
+/**
+ * A softmax temperature τ: the kernels multiply by 1/τ in f32. Below the smallest normal
+ * f32 (2^-126 ≈ 1.18e-38) τ loses precision and 1/τ soon overflows (τ = 1e-40 gave NaN
+ * and −Infinity from Policy.sequenceLogprobs), so one rule everywhere: τ ≥ 2^-126.
+ */
+export function temperatureOption(value: unknown, name = 'temperature', fallback = 1): number {
+  const t = numberOption(value, name, fallback, { above: 0 });
+  if (t < MIN_NORMAL_F32)
+    throw new RangeError(`${name}: ${t} is too small: 1/${name} overflows float32 (expected >= 2^-126 ≈ 1.18e-38)`);
+  return t;
+}
+const MIN_NORMAL_F32 = 2 ** -126;
+
+/** A value for an error message; JSON.stringify throws on a BigInt and hides undefined. */
+export function describeValue(value: unknown): string {
+  if (typeof value === 'bigint') return `${value}n`;
+  if (value === undefined) return 'undefined';
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
 export function enumOption<T extends string>(value: unknown, name: string, allowed: readonly T[], fallback: T): T {
   if (value === undefined) return fallback;
   if (typeof value !== 'string' || !allowed.includes(value as T))
-    throw new TypeError(`${name}: expected one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
+    throw new TypeError(`${name}: expected one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describeValue(value)}`);
   return value as T;
 }
 
 export function boolOption(value: unknown, name: string, fallback: boolean): boolean {
   if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw new TypeError(`${name}: expected a boolean, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'boolean') throw new TypeError(`${name}: expected a boolean, got ${describeValue(value)}`);
   return value;
 }
 
@@ -128,6 +152,49 @@ export function countGroups(ids: Tensor, name: string): number {
     if (data[i] > max) max = data[i];
   }
   return max + 1;
+}
+
+/**
+ * Group ids are labels, but the kernels size per-group scratch (and groupAdvantages its
+ * groupMean/groupStd outputs) by the largest id: ids [0, 2^31 − 1] on 2 rows once
+ * allocated and touched gigabytes. `groups` (the option, or the largest id + 1) is
+ * resolved here, for both devices, under one rule:
+ * - `perRowOnly` ops (lambdaWeights, grpoLoss, grpoLossWeights), whose outputs depend only
+ *   on which rows share a group: CPU ids are renumbered densely (in order of first
+ *   appearance) when the count would exceed the row count, which changes no result.
+ * - everywhere else, and for CUDA ids (which stay on the device), the count is bounded
+ *   by the row count with an error that says so.
+ */
+export function resolveGroups(
+  ids: Tensor, name: string, groupsOption: unknown, rows: number, perRowOnly: boolean,
+): { ids: Tensor; groups: number } {
+  const explicit = groupsOption === undefined ? undefined : numberOption(groupsOption, 'groups', 0, { min: 0, integer: true });
+  if (ids.isCuda) {
+    if (explicit === undefined) throw new TypeError(`groups: required when ${name} is on a CUDA device (pass the number of groups)`);
+    if (explicit > Math.max(rows, 1))
+      throw new RangeError(`groups: ${explicit} groups for ${rows} rows; group ids index per-group memory, so renumber them 0..G-1 with G <= the row count`);
+    return { ids, groups: explicit };
+  }
+  const groups = explicit ?? countGroups(ids, name);
+  checkIdRange(ids, name, groups, 'group id');
+  if (groups <= Math.max(rows, 1)) return { ids, groups };
+  if (!perRowOnly) {
+    const data = ids.cpuData(name) as Int32Array;
+    let at = 0;
+    for (let i = 1; i < data.length; i++) if (data[i] > data[at]) at = i;
+    throw new RangeError(explicit !== undefined && (data.length === 0 || data[at] < rows)
+      ? `groups: ${explicit} groups for ${rows} rows; at most one group per row`
+      : `${name}: group id ${data[at]} at index ${at} is not below the row count ${rows}; group ids index groupMean/groupStd, so renumber them 0..G-1`);
+  }
+  const data = ids.cpuData(name) as Int32Array;
+  const dense = new Int32Array(data.length);
+  const index = new Map<number, number>();
+  for (let i = 0; i < data.length; i++) {
+    let k = index.get(data[i]);
+    if (k === undefined) index.set(data[i], (k = index.size));
+    dense[i] = k;
+  }
+  return { ids: Tensor.from(dense), groups: index.size };
 }
 
 /** Rejects NaN and ±Inf in a small CPU float tensor (large ones are checked natively, fused). */

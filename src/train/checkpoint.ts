@@ -12,7 +12,7 @@
 // is the caller's, written through the callback of writeCheckpoint.
 import { existsSync, fsyncSync, closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fsyncDir, writeFileAtomic } from '../atomic_file.js';
+import { ensureDir, fsyncDir, writeFileAtomic } from '../atomic_file.js';
 import { checkRngState, type RngState } from './rng.js';
 
 export const LATEST_FILE = 'latest';
@@ -310,7 +310,7 @@ export async function writeCheckpoint(
     throw new RangeError(`state.step: ${options.state.step} differs from the checkpoint's step ${step}`);
 
   const runDir = resolve(out);
-  mkdirSync(runDir, { recursive: true });
+  ensureDir(runDir, 'out');
   if (writing.has(runDir)) throw new Error(`${runDir}: this process is already writing a checkpoint there`);
   cleanStaleTemps(runDir);
   writing.add(runDir);

@@ -2,7 +2,8 @@
 // its sharp edges — ids are never undefined, decode([]) is '', ids are range-checked — and
 // renders chat templates with @huggingface/jinja. The same wrapper serves the built-in tiny
 // character tokenizer (assets/tiny) and a real model's tokenizer.json.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { ensureDir } from '../atomic_file.js';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
@@ -291,6 +292,6 @@ export function loadTokenizer(dir: string, options: LoadTokenizerOptions = {}): 
 
 /** Writes the tokenizer's source files into dir (for checkpoints), creating it if needed. */
 export function saveTokenizer(tokenizer: TextTokenizer, dir: string): void {
-  mkdirSync(dir, { recursive: true });
+  ensureDir(dir);
   for (const [name, text] of Object.entries(tokenizer.files)) writeFileSync(join(dir, name), text);
 }

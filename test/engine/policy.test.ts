@@ -526,6 +526,18 @@ describe('Policy engine (CPU)', () => {
     nan[30] = NaN;
     assert.throws(() => policy.backward(nan), /^RangeError: gradHidden: row 0/);
     assert.throws(() => policy.backward(new Float32Array(3 * 24), { gradLmHead: new Float32Array(5) }), /^RangeError: gradLmHead:/);
+    // Issue 12 item 7: one rule for both gradients (a NaN gradLmHead was added in silently).
+    const badHead = new Float32Array(V * 24);
+    badHead[5 * 24 + 3] = NaN;
+    const before = Float32Array.from(policy.gradients().get('model.embed_tokens.weight')!);
+    assert.throws(() => policy.backward(new Float32Array(3 * 24), { gradLmHead: badHead }), /^RangeError: gradLmHead: row 5 holds a NaN/);
+    badHead[5 * 24 + 3] = -Infinity;
+    assert.throws(() => policy.backward(new Float32Array(3 * 24), { gradLmHead: badHead }), /^RangeError: gradLmHead: row 5/);
+    assert.deepEqual(policy.gradients().get('model.embed_tokens.weight'), before, 'a rejected call must not touch the gradients');
+    // τ whose inverse overflows float32 is an error here as in the kernels (it gave NaN/−Infinity).
+    for (const temperature of [1e-40, 1e-38])
+      assert.throws(() => policy.sequenceLogprobs([[1, 2]], [[3, 4]], { temperature }), /^RangeError: temperature: .* overflows float32/);
+    assert.throws(() => policy.generate([[1, 2]], { maxNewTokens: 2, temperature: 1e-40 }), /^RangeError: temperature:/);
 
     assert.throws(() => policy.generate([[1, 2]], { maxNewTokens: 2, temperature: -1 }), /^RangeError: temperature:/);
     assert.throws(() => policy.generate([[1, 2]], { maxNewTokens: 2, topP: 0 }), /^RangeError: topP:/);

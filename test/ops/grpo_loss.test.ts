@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Tensor, grpoLoss, grpoLossWeights, type Aggregation, type GrpoLossInput } from '../../src/index.js';
+import { addon } from '../../src/native.js';
 import { KL_CLAMP, grpoLossReference, type GrpoReferenceInput } from '../reference/grpo_loss.js';
 import { ON_GPU, TEST_DEVICE, assertClose, onDevice, rng, values, type Rng } from '../helpers.js';
 
@@ -373,6 +374,54 @@ describe(`grpoLoss on ${TEST_DEVICE}`, () => {
     const i = Math.floor(k / b.T);
     const surrogate = rho * b.advantages[i] <= Math.min(Math.max(rho, 0.8), 1.2) * b.advantages[i] ? -b.advantages[i] * rho : 0;
     assertClose(values(out.gradLogprobs)[k], surrogate / ref.normalizer, { atol: 1e-9, rtol: 1e-5 }, 'gradient at the clamp');
+  });
+
+  // Issue 12 item 6: ρ = e^(logp − oldLogp) overflowed f32 above ~88.7, and for A < 0 the
+  // loss was +Infinity from finite inputs; now the log-ratio is clamped at ±20 (as verl).
+  it('clamps the log-ratio at ±20: finite loss, the ρ branch flat beyond the clamp', () => {
+    const r = rng();
+    let b = makeBatch(r);
+    // Random batches can be tiny: draw until one has a few response tokens with A ≠ 0.
+    const usable = (x: Batch) => x.mask.filter((m, k) => m && x.advantages[Math.floor(k / x.T)] !== 0).length;
+    for (let tries = 0; tries < 50 && usable(b) < 8; tries++) b = makeBatch(r);
+    const changed: number[] = [];
+    for (let i = 0; i < b.B; i++) {
+      if (b.advantages[i] === 0) continue;
+      for (let t = 0; t < b.T && changed.length < 40; t++) {
+        const k = i * b.T + t;
+        if (!b.mask[k] || (t % 2 === 1 && usable(b) > 16)) continue;
+        const gap = [100, 50, -100, 25][changed.length % 4];
+        b.oldLogprobs[k] = -1 - r.next();
+        b.logprobs[k] = b.oldLogprobs[k] + gap;
+        changed.push(k);
+      }
+    }
+    assert.ok(changed.length >= 4, 'batch too small to place clamped tokens');
+    for (const aggregation of MODES) {
+      const { out } = checkAgainstReference(b, { aggregation, lambda: 0.3 }, `clamped ratio ${aggregation}`);
+      assert.ok(Number.isFinite(out.loss), `${aggregation}: loss ${out.loss}`);
+      const g = values(out.gradLogprobs);
+      for (const k of changed) assert.ok(g[k] === 0, `${aggregation}: gradient ${g[k]} at clamped token ${k}`);
+    }
+  });
+
+  it('rejects a normalizer or advantages that would overflow f32 instead of returning Inf', () => {
+    const B = 2, T = 3;
+    const base = {
+      logprobs: new Float32Array(B * T).fill(-1), oldLogprobs: new Float32Array(B * T).fill(-1.1), advantages: Float32Array.of(1, -1),
+      mask: new Uint8Array(B * T).fill(1), groupIds: Int32Array.of(0, 0), aggregation: 'dapo' as const,
+    };
+    assert.throws(() => grpoLoss({ ...base, normalizer: 1e-300 }), (e: Error) => e instanceof RangeError && /normalizer/.test(e.message));
+    assert.throws(() => grpoLoss({ ...base, normalizer: 1e-40 }), (e: Error) => e instanceof RangeError && /normalizer/.test(e.message));
+    assert.ok(Number.isFinite(grpoLoss({ ...base, normalizer: 1e-30 }).loss));
+    // The binding checks too (w_i/N formed in f32), for callers of the raw addon.
+    const t = (a: Float32Array | Uint8Array | Int32Array, shape: number[], dtype: string) => ({ dtype, shape, device: 'cpu', data: a });
+    assert.throws(() => addon().grpoLoss(t(base.logprobs, [B, T], 'f32'), t(base.oldLogprobs, [B, T], 'f32'), null,
+      t(base.advantages, [B], 'f32'), t(base.mask, [B, T], 'u8'), t(base.groupIds, [B], 'i32'), { aggregation: 'dapo', normalizer: 1e-300 }),
+    (e: Error) => e instanceof RangeError && /normalizer/.test(e.message));
+    // Finite advantages whose loss overflows f32 are an error naming them.
+    const huge = { ...base, logprobs: new Float32Array(B * T).fill(19), oldLogprobs: new Float32Array(B * T).fill(0), advantages: Float32Array.of(-3e38, -3e38) };
+    assert.throws(() => grpoLoss(huge), (e: Error) => e instanceof RangeError && /advantages: the loss overflows/.test(e.message));
   });
 
   it('handles an all-padding batch and an empty batch', () => {

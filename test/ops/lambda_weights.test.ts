@@ -132,6 +132,12 @@ describe(`lambdaWeights on ${TEST_DEVICE}`, () => {
   it('handles an empty batch and empty groups', () => {
     const empty = lambdaWeights(onDevice(new Int32Array(0)), onDevice(new Int32Array(0)), { lambda: 1, groups: 0 });
     assert.equal(values(empty.weights).length, 0);
+    if (ON_GPU) {
+      // Device ids index per-group memory, so more groups than rows is refused there (CPU ids are renumbered).
+      assert.throws(() => lambdaWeights(onDevice(new Int32Array([3, 4])), onDevice(new Int32Array([2, 2])), { lambda: 1, groups: 5 }),
+        /groups: 5 groups for 2 rows/);
+      return;
+    }
     const gaps = lambdaWeights(onDevice(new Int32Array([3, 4])), onDevice(new Int32Array([2, 2])), { lambda: 1, groups: 5 });
     const { sums } = groupSums(values(gaps.weights), new Int32Array([2, 2]), 5);
     assertClose(sums, [0, 0, 2, 0, 0], { atol: 1e-6, rtol: 0 }, 'group sums');

@@ -277,6 +277,55 @@ describe(`tokenLogprobs on ${TEST_DEVICE}`, () => {
     }
   });
 
+  // Issue 12 item 5: the backward formed p = exp(x/τ − lse) from the f32 lse, whose
+  // rounding at |lse| = 3e6 or 1e8 swallowed log 3: three tied logits each got p = 1.
+  it('backward keeps p exact for tied logits at huge |x/τ| (the f32 lse has lost log Σ)', () => {
+    const cases: Array<{ top: number; rest: number; temperature: number; dtypes: FloatDType[] }> = [
+      { top: 30, rest: -30, temperature: 1e-5, dtypes: ['f32', 'bf16'] },  // f16 cannot hold a gradient of 1/τ
+      { top: 1e8, rest: -1e8, temperature: 1, dtypes: ['f32', 'bf16'] },
+      { top: 5000, rest: 4990, temperature: 1, dtypes: ['f32'] },  // |lse| ≈ 5e3 with a spread-out tail
+    ];
+    for (const { top, rest, temperature, dtypes } of cases) {
+      for (const vocab of [7, 301, 40_000]) {
+        for (const dtype of dtypes) {
+          const rows = 3;
+          const raw = new Float32Array(rows * vocab).fill(rest);
+          const ties = [1, 4, 5];  // three tied maxima per row; the target is one of them in row 0
+          for (let n = 0; n < rows; n++) for (const v of ties) raw[n * vocab + v] = top;
+          const targets = Int32Array.of(4, 0, 6);
+          const x = stored(raw, dtype);
+          const logits = logitsOn(x, rows, vocab, dtype);
+          const out = tokenLogprobs(logits, onDevice(targets), { temperature });
+          const g = Float32Array.of(1, 1, 1);
+          const grad = values(tokenLogprobsBackward(logits, onDevice(targets), out.lse, onDevice(g), { temperature }));
+          const expected = tokenLogprobsBackwardReference(x.exact, targets, vocab, g, new Float32Array(rows), temperature);
+          const label = `top ${top}, τ ${temperature}, V ${vocab}, ${dtype}`;
+          // p_v = −grad_v·τ away from the target: 1/3 at each tie when the rest is far below
+          // (the forward was always exact).
+          const tiedP = -grad[1 * vocab + 1] * temperature;
+          // The gradient is stored in the logits' dtype: bf16 keeps 8 bits of it.
+          const rtol = dtype === 'bf16' ? 4e-3 : 1e-5;
+          if (top - rest > 100) assertClose(tiedP, 1 / 3, { atol: 0, rtol }, `p at a tie, ${label}`);
+          assertClose(tiedP, -expected[1 * vocab + 1] * temperature, { atol: 0, rtol: Math.max(rtol, 1e-4) }, `p at a tie, ${label}`);
+          const scale = 1 / temperature;
+          assertClose(grad, expected, { atol: 1e-4 * scale, rtol: dtype === 'bf16' ? 4e-3 : 1e-4 }, `gradLogits ${label}`);
+        }
+      }
+    }
+  });
+
+  // Issue 12 item 5: τ = 1e-38 was accepted; its inverse overflows float32.
+  it('rejects temperatures whose inverse overflows float32, in every op', () => {
+    const logits = onDevice(Float32Array.of(0, 1, 2, 3), [2, 2]);
+    const targets = onDevice(Int32Array.of(0, 1));
+    for (const temperature of [1e-38, 1e-40, 1e-46, 2.9e-39])
+      for (const call of [
+        () => tokenLogprobs(logits, targets, { temperature }),
+        () => tokenLogprobsBackward(logits, targets, onDevice(new Float32Array(2)), onDevice(new Float32Array(2)), { temperature }),
+      ]) assert.throws(call, (e: Error) => e instanceof RangeError && /^temperature: .* 1\/temperature overflows float32/.test(e.message));
+    assert.doesNotThrow(() => tokenLogprobs(onDevice(Float32Array.of(0, 1e-30, 0, 0), [2, 2]), targets, { temperature: 1e-30 }));
+  });
+
   it('rejects NaN and ±Inf anywhere in the logits with a RangeError naming the row', () => {
     const r = rng('tokenLogprobs nonfinite');
     for (const dtype of DTYPES) {

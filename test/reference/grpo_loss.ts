@@ -46,6 +46,8 @@ export interface GrpoReference {
 }
 
 export const KL_CLAMP = 20;
+/** logp − oldLogp is clamped to ±RATIO_CLAMP before exp (as verl does); the ρ branch is flat outside. */
+export const RATIO_CLAMP = 20;
 
 export function grpoLossReference(x: GrpoReferenceInput): GrpoReference {
   const { B, T } = x;
@@ -92,11 +94,13 @@ export function grpoLossReference(x: GrpoReferenceInput): GrpoReference {
     for (let t = 0; t < T; t++) {
       const k = i * T + t;
       const lp = x.logprobs[k];
-      const rho = Math.exp(lp - x.oldLogprobs[k]);
+      const logRatio = lp - x.oldLogprobs[k];
+      const clampedLogRatio = Math.min(Math.max(logRatio, -RATIO_CLAMP), RATIO_CLAMP);
+      const rho = Math.exp(clampedLogRatio);
       const clipped = Math.min(Math.max(rho, 1 - epsLow), 1 + epsHigh);
       let s = Math.min(rho * A, clipped * A);
       // ∂s/∂logp = ρA where the unclipped branch is the min, else 0 (clip(ρ) is then constant).
-      let dsdlp = rho * A <= clipped * A ? rho * A : 0;
+      let dsdlp = rho * A <= clipped * A && logRatio === clampedLogRatio ? rho * A : 0;
       let dualActive = false;
       if (x.dualClip !== undefined && A < 0 && s < x.dualClip * A) {
         s = x.dualClip * A;
