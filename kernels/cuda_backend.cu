@@ -37,6 +37,16 @@ std::vector<CudaDeviceInfo> cuda_devices() {
   return out;
 }
 
+std::string cuda_unavailable_reason() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return cudaGetErrorString(err);
+  }
+  return count == 0 ? "the driver reports no CUDA device" : "";
+}
+
 void cuda_check_device(int device) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {

@@ -19,6 +19,8 @@ struct CudaDeviceInfo {
 bool cuda_compiled();
 // True in the LGRPO_CUDA_EMU test build, whose one device runs on the CPU.
 bool cuda_emulated();
+// Why cuda_devices() is empty, in the runtime's words ("" when it is not; never throws).
+std::string cuda_unavailable_reason();
 // Devices usable now; empty when no driver or GPU is present (never throws).
 std::vector<CudaDeviceInfo> cuda_devices();
 void* cuda_alloc(size_t bytes, int device);

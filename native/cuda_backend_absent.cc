@@ -19,6 +19,7 @@ namespace {
 
 bool cuda_compiled() { return false; }
 bool cuda_emulated() { return false; }
+std::string cuda_unavailable_reason() { return "this addon was built without CUDA (nvcc was not on PATH at install)"; }
 std::vector<CudaDeviceInfo> cuda_devices() { return {}; }
 void* cuda_alloc(size_t, int) { no_cuda(); }
 void cuda_free(void*, int) noexcept {}

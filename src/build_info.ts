@@ -9,6 +9,8 @@ export interface BuildInfo {
   cuda: boolean;
   /** true in the emulated test build (LGRPO_CUDA_EMU): its one cuda:0 runs on the CPU */
   cudaEmulated: boolean;
+  /** why cudaDevices is empty, in the CUDA runtime's words ('' when it is not) */
+  cudaUnavailable: string;
   /** devices usable now (empty without a GPU or driver) */
   cudaDevices: CudaDeviceInfo[];
   /** vector instruction set of the CPU twins */

@@ -44,7 +44,7 @@ export interface NativeAddon {
   empty(shape: number[], dtype: string, device: string): NativeTensor;
   release(tensor: NativeTensor): void;
   toDevice(tensor: NativeTensor, device: string): NativeTensor;
-  buildInfo(): { cuda: boolean; cudaEmulated: boolean; cudaDevices: CudaDeviceInfo[]; simd: string; threads: number; externalBuffers: boolean };
+  buildInfo(): { cuda: boolean; cudaEmulated: boolean; cudaUnavailable: string; cudaDevices: CudaDeviceInfo[]; simd: string; threads: number; externalBuffers: boolean };
   setNumThreads(n: number): void;
   liveNativeBlocks(): number;
   [kernel: string]: any;

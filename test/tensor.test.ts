@@ -114,6 +114,13 @@ describe('Tensor', () => {
     assert.equal(typeof info.simd, 'string');
   });
 
+  it('says why no CUDA device is usable, in the runtime\'s words', () => {
+    const info = buildInfo();
+    assert.equal(typeof info.cudaUnavailable, 'string');
+    if (info.cudaDevices.length === 0) assert.ok(info.cudaUnavailable.length > 0, 'an empty reason with no devices');
+    else assert.equal(info.cudaUnavailable, '');
+  });
+
   it('explains that CUDA is unavailable instead of crashing', { skip: buildInfo().cudaDevices.length > 0 }, () => {
     assert.throws(() => Tensor.zeros([4], 'f32', 'cuda:0'), (e: Error) => /cuda/i.test(e.message) && !/undefined/.test(e.message));
     assert.throws(() => Tensor.from(new Float32Array(4)).to('cuda:0'), /cuda/i);

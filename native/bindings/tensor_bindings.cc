@@ -55,6 +55,7 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
     devices.Set(i++, dev);
   }
   o.Set("cudaDevices", devices);
+  o.Set("cudaUnavailable", cuda_unavailable_reason());
   o.Set("simd", simd_level_name());
   o.Set("threads", num_threads());
   o.Set("externalBuffers", external_buffers_allowed());

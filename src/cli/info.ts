@@ -18,13 +18,13 @@ export const infoCommand: CommandModule<object, InfoArgs> = {
     }
     const devices = info.cudaDevices.length
       ? info.cudaDevices.map((d) => `cuda:${d.index} ${d.name} (sm ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB)`).join('; ')
-      : 'none usable (no GPU or driver)';
+      : `none usable: ${info.cudaUnavailable || 'no device'}`;
     const lines = [
       `lgrpo-native ${info.version}`,
       `addon:        ${info.addonPath}`,
       `simd:         ${info.simd}`,
       `threads:      ${info.threads} (LGRPO_NUM_THREADS overrides)`,
-      `cuda:         ${info.cuda ? 'compiled in' : 'not compiled in'}`,
+      `cuda:         ${info.cudaEmulated ? 'emulated (the LGRPO_CUDA_EMU test build: kernels/*.cu run on the CPU)' : info.cuda ? 'compiled in' : 'not compiled in'}`,
       `cuda devices: ${devices}`,
       `zero-copy:    ${info.zeroCopy ? 'yes' : 'no'}; external buffers: ${info.externalBuffers ? 'yes' : 'no (outputs live in V8 memory)'}`,
       `node:         ${process.version} ${process.platform} ${process.arch}`,
