@@ -252,6 +252,7 @@ if (ON_GPU) {
       for (const c of [
         { B: 3, T: 35, Hq: 14, Hkv: 2, hd: 24, lengths: [35, 6, 0] },
         { B: 2, T: 18, Hq: 3, Hkv: 3, hd: 160, lengths: [18, 17] },
+        { B: 2, T: 9, Hq: 10, Hkv: 1, hd: 16, lengths: [4, 9] },  // a group wider than one block's 8 rows
       ] as Case[]) {
         const x = inputs(r, c);
         const fwd = values(attentionForward(dev(x.q), dev(x.k), dev(x.v), dev(Tensor.from(x.lengths))).out) as Float32Array;
