@@ -2,6 +2,8 @@
 // allocation request explains how to get a CUDA build.
 #include "common.h"
 #include "cuda_backend.h"
+#include "engine/backend.h"
+#include "ops/attention.h"
 #include "ops/grpo_loss.h"
 #include "ops/group_advantages.h"
 #include "ops/lambda_weights.h"
@@ -37,6 +39,10 @@ void linear_token_logprobs_backward_cuda(const LinearTokenLogprobsBackwardArgs&)
 void group_advantages_cuda(const GroupAdvantagesArgs&) { no_cuda(); }
 void lambda_weights_cuda(const LambdaWeightsArgs&) { no_cuda(); }
 void grpo_token_pass_cuda(const GrpoTokenPassArgs&) { no_cuda(); }
+int64_t attention_forward_cuda(const AttentionForwardArgs&) { no_cuda(); }
+void attention_backward_cuda(const AttentionBackwardArgs&) { no_cuda(); }
+int64_t attention_decode_cuda(const AttentionDecodeArgs&) { no_cuda(); }
+void sample_cuda(const SampleArgs&) { no_cuda(); }
 void mask_lengths_cuda(const void*, DType, int64_t, int64_t, float*, int) { no_cuda(); }
 
 }  // namespace lgrpo

@@ -3,7 +3,7 @@
 // attentionBackward(q, k, v, lengths, out, lse, dout, {scale?}) → {dq, dk, dv}
 // attentionDecode(q f32[B,Hq,hd], kCache f32[B,S,Hkv,hd], vCache f32[B,S,Hkv,hd], lengths i32[B], {scale?})
 //   → out f32[B,Hq,hd]
-// scale defaults to 1/sqrt(hd).
+// scale defaults to 1/sqrt(hd). Every tensor on one device: CUDA tensors run the CUDA twins.
 #include <cmath>
 
 #include "../binding.h"
@@ -12,19 +12,20 @@
 namespace lgrpo {
 namespace {
 
-TensorRef f32_arg(const Napi::CallbackInfo& info, size_t i, const char* name, size_t rank, const char* op) {
+// `first` is the call's first tensor (null for that one): all must share its device.
+TensorRef f32_arg(const Napi::CallbackInfo& info, size_t i, const char* name, size_t rank, const TensorRef* first) {
   TensorRef t = tensor_arg(info, i, name);
   expect_dtype(t, {DType::F32}, name);
   expect_rank(t, rank, name);
-  expect_cpu(t, name, op);
+  if (first) expect_same_device(*first, t, name);
   return t;
 }
 
-TensorRef lengths_arg(const Napi::CallbackInfo& info, size_t i, int64_t batch, const char* op) {
+TensorRef lengths_arg(const Napi::CallbackInfo& info, size_t i, int64_t batch, const TensorRef& first) {
   TensorRef t = tensor_arg(info, i, "lengths");
   expect_dtype(t, {DType::I32}, "lengths");
   expect_shape(t, {batch}, "lengths");
-  expect_cpu(t, "lengths", op);
+  expect_same_device(first, t, "lengths");
   return t;
 }
 
@@ -53,27 +54,26 @@ struct QkvArgs {
   TensorRef q, k, v, lengths;
 };
 
-QkvArgs qkv_args(const Napi::CallbackInfo& info, const char* op) {
+QkvArgs qkv_args(const Napi::CallbackInfo& info) {
   QkvArgs in;
-  in.q = f32_arg(info, 0, "q", 4, op);
+  in.q = f32_arg(info, 0, "q", 4, nullptr);
   const int64_t B = in.q.shape[0], T = in.q.shape[1], Hq = in.q.shape[2], hd = in.q.shape[3];
-  in.k = f32_arg(info, 1, "k", 4, op);
+  in.k = f32_arg(info, 1, "k", 4, &in.q);
   if (in.k.shape[0] != B || in.k.shape[1] != T || in.k.shape[3] != hd)
     throw Error("k: expected shape [" + std::to_string(B) + ", " + std::to_string(T) + ", kvHeads, " + std::to_string(hd) +
                     "] to match q " + shape_string(in.q.shape) + ", got " + shape_string(in.k.shape),
                 Error::Range);
   check_heads(Hq, in.k.shape[2], hd, "k");
-  in.v = f32_arg(info, 2, "v", 4, op);
+  in.v = f32_arg(info, 2, "v", 4, &in.q);
   if (in.v.shape != in.k.shape)
     throw Error("v: expected shape " + shape_string(in.k.shape) + " (that of k), got " + shape_string(in.v.shape), Error::Range);
-  in.lengths = lengths_arg(info, 3, B, op);
+  in.lengths = lengths_arg(info, 3, B, in.q);
   return in;
 }
 
 Napi::Value attention_forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* op = "attentionForward";
-  const QkvArgs in = qkv_args(info, op);
+  const QkvArgs in = qkv_args(info);
   const TensorRef &q = in.q, &k = in.k, &v = in.v, &len = in.lengths;
   const int64_t B = q.shape[0], T = q.shape[1], Hq = q.shape[2], hd = q.shape[3];
   Napi::Object opts = options_arg(info, 4);
@@ -95,7 +95,13 @@ Napi::Value attention_forward(const Napi::CallbackInfo& info) {
   a.out = static_cast<float*>(data);
   out.Set("lse", allocate_tensor(env, {B, Hq, T}, DType::F32, q.device, &data));
   a.lse = static_cast<float*>(data);
-  int64_t bad = attention_forward_cpu(a);
+  int64_t bad;
+  if (q.device.is_cuda()) {
+    a.device = q.device.index;
+    bad = attention_forward_cuda(a);
+  } else {
+    bad = attention_forward_cpu(a);
+  }
   if (bad >= 0)
     throw Error("q, k, v: a non-finite value reached attention at " + bad_row(bad, Hq, T) + "; inputs must be finite",
                 Error::Range);
@@ -104,15 +110,14 @@ Napi::Value attention_forward(const Napi::CallbackInfo& info) {
 
 Napi::Value attention_backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* op = "attentionBackward";
-  const QkvArgs in = qkv_args(info, op);
+  const QkvArgs in = qkv_args(info);
   const TensorRef &q = in.q, &k = in.k, &v = in.v, &len = in.lengths;
   const int64_t B = q.shape[0], T = q.shape[1], Hq = q.shape[2], hd = q.shape[3];
-  TensorRef o = f32_arg(info, 4, "out", 4, op);
+  TensorRef o = f32_arg(info, 4, "out", 4, &q);
   if (o.shape != q.shape) throw Error("out: expected shape " + shape_string(q.shape) + " (that of q), got " + shape_string(o.shape), Error::Range);
-  TensorRef lse = f32_arg(info, 5, "lse", 3, op);
+  TensorRef lse = f32_arg(info, 5, "lse", 3, &q);
   expect_shape(lse, {B, Hq, T}, "lse");
-  TensorRef dout = f32_arg(info, 6, "dout", 4, op);
+  TensorRef dout = f32_arg(info, 6, "dout", 4, &q);
   if (dout.shape != q.shape)
     throw Error("dout: expected shape " + shape_string(q.shape) + " (that of q), got " + shape_string(dout.shape), Error::Range);
   Napi::Object opts = options_arg(info, 7);
@@ -139,25 +144,29 @@ Napi::Value attention_backward(const Napi::CallbackInfo& info) {
   a.dk = static_cast<float*>(data);
   result.Set("dv", allocate_tensor(env, k.shape, DType::F32, q.device, &data));
   a.dv = static_cast<float*>(data);
-  attention_backward_cpu(a);
+  if (q.device.is_cuda()) {
+    a.device = q.device.index;
+    attention_backward_cuda(a);
+  } else {
+    attention_backward_cpu(a);
+  }
   return result;
 }
 
 Napi::Value attention_decode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* op = "attentionDecode";
-  TensorRef q = f32_arg(info, 0, "q", 3, op);
+  TensorRef q = f32_arg(info, 0, "q", 3, nullptr);
   const int64_t B = q.shape[0], Hq = q.shape[1], hd = q.shape[2];
-  TensorRef kc = f32_arg(info, 1, "kCache", 4, op);
+  TensorRef kc = f32_arg(info, 1, "kCache", 4, &q);
   if (kc.shape[0] != B || kc.shape[3] != hd)
     throw Error("kCache: expected shape [" + std::to_string(B) + ", maxSeq, kvHeads, " + std::to_string(hd) + "] to match q " +
                     shape_string(q.shape) + ", got " + shape_string(kc.shape),
                 Error::Range);
   check_heads(Hq, kc.shape[2], hd, "kCache");
-  TensorRef vc = f32_arg(info, 2, "vCache", 4, op);
+  TensorRef vc = f32_arg(info, 2, "vCache", 4, &q);
   if (vc.shape != kc.shape)
     throw Error("vCache: expected shape " + shape_string(kc.shape) + " (that of kCache), got " + shape_string(vc.shape), Error::Range);
-  TensorRef len = lengths_arg(info, 3, B, op);
+  TensorRef len = lengths_arg(info, 3, B, q);
   Napi::Object opts = options_arg(info, 4);
 
   AttentionDecodeArgs a{};
@@ -174,7 +183,13 @@ Napi::Value attention_decode(const Napi::CallbackInfo& info) {
   void* data;
   Napi::Object out = allocate_tensor(env, q.shape, DType::F32, q.device, &data);
   a.out = static_cast<float*>(data);
-  int64_t bad = attention_decode_cpu(a);
+  int64_t bad;
+  if (q.device.is_cuda()) {
+    a.device = q.device.index;
+    bad = attention_decode_cuda(a);
+  } else {
+    bad = attention_decode_cpu(a);
+  }
   if (bad >= 0)
     throw Error("q, kCache, vCache: a non-finite value reached attention at row " + std::to_string(bad / Hq) + ", head " +
                     std::to_string(bad % Hq) + "; inputs must be finite",

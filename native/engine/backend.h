@@ -44,7 +44,13 @@ struct SampleArgs {
   int64_t step;
   int32_t* tokens;            // host [rows] out
   float* logprobs;            // host [rows] out
+  int device = 0;             // CUDA twin: the device `logits` lives on (CPU twin: unused)
 };
+
+// The sampler of each backend, also reachable outside the tables (sampleRows in
+// native/bindings/sample.cc, for tests). The CUDA twin is kernels/sample.cu.
+void sample_cpu(const SampleArgs& a);
+void sample_cuda(const SampleArgs& a);
 
 struct Backend {
   const char* name;

@@ -315,6 +315,8 @@ void cpu_sample(const SampleArgs& a) {
 
 }  // namespace
 
+void sample_cpu(const SampleArgs& a) { cpu_sample(a); }
+
 double counter_uniform(uint64_t seed, uint64_t key, uint64_t counter) {
   uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ull);
   h = mix64(h ^ (key * 0xd1b54a32d192ed03ull + 0x8cb92ba72f3d8dd7ull));

@@ -34,6 +34,7 @@ struct AttentionForwardArgs {
   float scale;
   float* out;              // [B, T, Hq, hd] out
   float* lse;              // [B, Hq, T] out: logsumexp of each row's scores (0 at padded rows)
+  int device = 0;          // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 struct AttentionBackwardArgs {
@@ -49,6 +50,7 @@ struct AttentionBackwardArgs {
   float* dq;               // [B, T, Hq, hd] out, overwritten
   float* dk;               // [B, T, Hkv, hd] out, overwritten (summed over the group's query heads)
   float* dv;               // [B, T, Hkv, hd] out, overwritten
+  int device = 0;          // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 struct AttentionDecodeArgs {
@@ -59,6 +61,7 @@ struct AttentionDecodeArgs {
   int64_t batch, max_seq, q_heads, kv_heads, head_dim;
   float scale;
   float* out;              // [B, Hq, hd] out (0 where lengths is 0)
+  int device = 0;          // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 // The forward and decode return the index (in [B, Hq, T] resp. [B, Hq] order) of the
@@ -67,5 +70,10 @@ struct AttentionDecodeArgs {
 int64_t attention_forward_cpu(const AttentionForwardArgs& a);
 void attention_backward_cpu(const AttentionBackwardArgs& a);
 int64_t attention_decode_cpu(const AttentionDecodeArgs& a);
+// CUDA twins (kernels/attention.cu), same contract; head_dim at most 256. Decode gives
+// the CUDA forward's exact bits; CUDA and CPU agree to rounding, not bit for bit.
+int64_t attention_forward_cuda(const AttentionForwardArgs& a);
+void attention_backward_cuda(const AttentionBackwardArgs& a);
+int64_t attention_decode_cuda(const AttentionDecodeArgs& a);
 
 }  // namespace lgrpo

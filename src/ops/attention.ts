@@ -1,7 +1,8 @@
 // attentionForward / attentionBackward / attentionDecode: causal grouped-query
 // self-attention of the Qwen2/Llama engine over right-padded rows, and its one-position
 // KV-cache decode. See native/ops/attention.h for the contract (padding, lse, decode ==
-// forward bit for bit). Engine leaf op (f32, CPU): native twin native/ops/attention.cc.
+// forward bit for bit). Engine leaf op (f32): CPU twin native/ops/attention.cc, CUDA twin
+// kernels/attention.cu (CUDA tensors; every argument on one device).
 // Internal: not exported from the package index.
 import { addon } from '../native.js';
 import { Tensor } from '../tensor.js';

@@ -4,7 +4,7 @@ import { Tensor } from '../../src/index.js';
 import { addon } from '../../src/native.js';
 import { attentionBackward, attentionDecode, attentionForward } from '../../src/ops/attention.js';
 import { attentionBackwardReference, attentionReference, type AttentionDims } from '../reference/attention.js';
-import { ON_GPU, assertClose, rng, type Rng } from '../helpers.js';
+import { ON_GPU, TEST_DEVICE, assertClose, rng, values, type Rng } from '../helpers.js';
 import { hashInChild, here } from './thread_determinism.js';
 
 interface Case extends AttentionDims {
@@ -201,11 +201,118 @@ describe('attention (engine leaf, CPU)', () => {
     assert.throws(() => addon().attentionDecode(t([2, 4, 6]), t([2, 5, 2, 6]), t([2, 5, 2, 6]), Tensor.from(Int32Array.from([0, 7])), {}), /lengths: length 7 of row 1/);
   });
 
-  if (ON_GPU) {
-    it('says clearly that CUDA tensors are not supported yet', () => {
-      const q = Tensor.from(new Float32Array(24), [1, 2, 2, 6]).to('cuda:0');
-      const k = Tensor.from(new Float32Array(12), [1, 2, 1, 6]).to('cuda:0');
-      assert.throws(() => attentionForward(q, k, k, Tensor.from(Int32Array.from([2])).to('cuda:0')), /not yet available on CUDA/);
-    });
-  }
 });
+
+// The CUDA twins against the CPU twin on the same inputs (NaN-poisoned padding included).
+// Tolerances: forward out and lse within 1e-5 + 1e-5·|x| (both are f32 with different sum
+// orders and exp), gradients within 5e-5 + 1e-4·|x| (sums of up to T·G terms); decode
+// must give the CUDA forward's exact bits, as the CPU decode gives the CPU forward's.
+if (ON_GPU) {
+  describe(`attention on ${TEST_DEVICE} (CUDA twins vs the CPU twin)`, () => {
+    const dev = (t: Tensor) => t.to(TEST_DEVICE);
+    /** Ragged lengths with 0 and T; T not a multiple of the 32-key tile (nor 16 for 256-wide heads);
+     *  Hq/Hkv of 1, 2 and 7; awkward head dims on every path (<=64, <=128, <=256). */
+    function deviceCases(r: Rng): Case[] {
+      return [
+        { B: 3, T: 37, Hq: 2, Hkv: 2, hd: 8, lengths: r.shuffle([37, 0, 19]) },
+        { B: 2, T: 45, Hq: 4, Hkv: 2, hd: 13, lengths: r.shuffle([45, 33]) },
+        { B: 3, T: 23, Hq: 7, Hkv: 1, hd: 40, lengths: r.shuffle([23, 0, 1]) },
+        { B: 2, T: 70, Hq: 14, Hkv: 2, hd: 64, lengths: r.shuffle([70, 41]) },
+        { B: 2, T: 33, Hq: 2, Hkv: 1, hd: 70, lengths: r.shuffle([33, 32]) },
+        { B: 1, T: 21, Hq: 3, Hkv: 3, hd: 160, lengths: [21] },
+      ];
+    }
+    const tol = { atol: 1e-5, rtol: 1e-5 }, gradTol = { atol: 5e-5, rtol: 1e-4 };
+
+    it('forward and backward match the CPU twin', () => {
+      const r = rng('attention cuda');
+      for (const c of deviceCases(r)) {
+        const x = inputs(r, c);
+        const len = Tensor.from(x.lengths);
+        const cpu = attentionForward(x.q, x.k, x.v, len);
+        const gpu = attentionForward(dev(x.q), dev(x.k), dev(x.v), dev(len));
+        assert.equal(gpu.out.device, TEST_DEVICE);
+        assert.deepEqual(gpu.lse.shape, [c.B, c.Hq, c.T]);
+        assertClose(values(gpu.out), cpu.out.data as Float32Array, tol, `out ${label(c)}`);
+        assertClose(values(gpu.lse), cpu.lse.data as Float32Array, tol, `lse ${label(c)}`);
+        const gCpu = attentionBackward(x.q, x.k, x.v, len, cpu.out, cpu.lse, x.dout);
+        const gGpu = attentionBackward(dev(x.q), dev(x.k), dev(x.v), dev(len), gpu.out, gpu.lse, dev(x.dout));
+        assertClose(values(gGpu.dq), gCpu.dq.data as Float32Array, gradTol, `dq ${label(c)}`);
+        assertClose(values(gGpu.dk), gCpu.dk.data as Float32Array, gradTol, `dk ${label(c)}`);
+        assertClose(values(gGpu.dv), gCpu.dv.data as Float32Array, gradTol, `dv ${label(c)}`);
+        // One owner per gradient element, fixed sum orders: the same bits again.
+        const again = attentionBackward(dev(x.q), dev(x.k), dev(x.v), dev(len), gpu.out, gpu.lse, dev(x.dout));
+        assert.deepEqual(values(again.dk), values(gGpu.dk), `dk repeat ${label(c)}`);
+        assert.deepEqual(values(again.dq), values(gGpu.dq), `dq repeat ${label(c)}`);
+      }
+    });
+
+    it('decode over a device KV cache gives the CUDA forward rows exactly, and the CPU decode to rounding', () => {
+      const r = rng('attention cuda decode');
+      for (const c of [
+        { B: 3, T: 35, Hq: 14, Hkv: 2, hd: 24, lengths: [35, 6, 0] },
+        { B: 2, T: 18, Hq: 3, Hkv: 3, hd: 160, lengths: [18, 17] },
+        { B: 2, T: 9, Hq: 10, Hkv: 1, hd: 16, lengths: [4, 9] },  // a group wider than one block's 8 rows
+      ] as Case[]) {
+        const x = inputs(r, c);
+        const fwd = values(attentionForward(dev(x.q), dev(x.k), dev(x.v), dev(Tensor.from(x.lengths))).out) as Float32Array;
+        const S = c.T + 5;
+        const rowQ = c.Hq * c.hd, rowKv = c.Hkv * c.hd;
+        const kc = new Float32Array(c.B * S * rowKv).fill(NaN), vc = kc.slice();
+        const qData = x.q.data as Float32Array, kData = x.k.data as Float32Array, vData = x.v.data as Float32Array;
+        for (let b = 0; b < c.B; b++)
+          for (let t = 0; t < c.lengths[b]; t++) {
+            kc.set(kData.subarray((b * c.T + t) * rowKv, (b * c.T + t + 1) * rowKv), (b * S + t) * rowKv);
+            vc.set(vData.subarray((b * c.T + t) * rowKv, (b * c.T + t + 1) * rowKv), (b * S + t) * rowKv);
+          }
+        const kct = Tensor.from(kc, [c.B, S, c.Hkv, c.hd]), vct = Tensor.from(vc, [c.B, S, c.Hkv, c.hd]);
+        const kcd = dev(kct), vcd = dev(vct);
+        // Every step t: row b attends its tokens 0..t (entries past that hold NaN or later tokens).
+        for (let t = 0; t < c.T; t++) {
+          const q = new Float32Array(c.B * rowQ);
+          const lengths = new Int32Array(c.B);
+          for (let b = 0; b < c.B; b++) {
+            if (t >= c.lengths[b]) continue;
+            q.set(qData.subarray((b * c.T + t) * rowQ, (b * c.T + t + 1) * rowQ), b * rowQ);
+            lengths[b] = t + 1;
+          }
+          const qt = Tensor.from(q, [c.B, c.Hq, c.hd]), lt = Tensor.from(lengths);
+          const got = values(attentionDecode(dev(qt), kcd, vcd, dev(lt))) as Float32Array;
+          const cpu = attentionDecode(qt, kct, vct, lt).data as Float32Array;
+          assertClose(got, cpu, tol, `decode vs CPU, step ${t}, ${label(c)}`);
+          for (let b = 0; b < c.B; b++) {
+            const want = t < c.lengths[b] ? fwd.subarray((b * c.T + t) * rowQ, (b * c.T + t + 1) * rowQ) : new Float32Array(rowQ);
+            assert.deepEqual(got.subarray(b * rowQ, (b + 1) * rowQ), want, `row ${b}, step ${t}, ${label(c)}`);
+          }
+        }
+      }
+    });
+
+    it('rejects bad lengths, non-finite inputs, mixed devices and too wide heads as the CPU twin does', () => {
+      const t = (shape: number[]) => Tensor.from(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape);
+      const q = dev(t([2, 3, 4, 6])), k = dev(t([2, 3, 2, 6])), v = dev(t([2, 3, 2, 6]));
+      const len = (...l: number[]) => dev(Tensor.from(Int32Array.from(l)));
+      // The wrapper cannot read device lengths: the twin checks them, in the CPU twin's words.
+      assert.throws(() => attentionForward(q, k, v, len(3, 4)), /lengths: length 4 of row 1 is outside \[0, 3\] \(the sequence length\)/);
+      assert.throws(() => attentionForward(q, k, v, len(-1, 9)), /lengths: length -1 of row 0/);
+      const ok = attentionForward(q, k, v, len(3, 1));
+      assert.throws(() => attentionBackward(q, k, v, len(3, 5), ok.out, ok.lse, q), /lengths: length 5 of row 1 is outside \[0, 3\]/);
+      assert.throws(() => attentionDecode(dev(t([2, 4, 6])), dev(t([2, 5, 2, 6])), dev(t([2, 5, 2, 6])), len(0, 6)),
+        /lengths: length 6 of row 1 is outside \[0, 5\] \(the cache size\)/);
+      assert.throws(() => addon().attentionForward(q, k, v, len(9, 0), {}), /lengths: length 9 of row 0/);
+      const bad = new Float32Array(2 * 3 * 4 * 6);
+      bad[(1 * 3 + 2) * 24 + 3 * 6 + 1] = Infinity;  // row 1, position 2, head 3: live when lengths[1] = 3
+      assert.throws(() => attentionForward(dev(Tensor.from(bad, [2, 3, 4, 6])), k, v, len(3, 3)),
+        /q, k, v: a non-finite value reached attention at row 1, head 3, position 2/);
+      // Padding is never read, so the same value at a padded position is fine.
+      assertClose(values(attentionForward(dev(Tensor.from(bad, [2, 3, 4, 6])), k, v, len(3, 2)).out), new Float32Array(bad.length), {}, 'padded Inf');
+      const badV = new Float32Array(2 * 5 * 2 * 6);
+      badV[(0 * 5 + 1) * 12 + 1 * 6] = NaN;  // row 0, cache entry 1, kv head 1 (query heads 2, 3)
+      assert.throws(() => attentionDecode(dev(t([2, 4, 6])), dev(t([2, 5, 2, 6])), dev(Tensor.from(badV, [2, 5, 2, 6])), len(2, 0)),
+        /q, kCache, vCache: a non-finite value reached attention at row 0, head 2/);
+      assert.throws(() => attentionForward(q, t([2, 3, 2, 6]), v, len(3, 1)), /k: is on cpu but q is on cuda/);
+      assert.throws(() => addon().attentionForward(q, k, v, Tensor.from(Int32Array.of(3, 1)), {}), /lengths: is on cpu but the other inputs are on cuda/);
+      assert.throws(() => attentionForward(dev(t([1, 2, 1, 257])), dev(t([1, 2, 1, 257])), dev(t([1, 2, 1, 257])), len(2)), /headDim 257 is above 256/);
+    });
+  });
+}
