@@ -2,6 +2,7 @@
 // allocation request explains how to get a CUDA build.
 #include "common.h"
 #include "cuda_backend.h"
+#include "ops/gemm.h"
 #include "ops/grpo_loss.h"
 #include "ops/group_advantages.h"
 #include "ops/lambda_weights.h"
@@ -37,5 +38,6 @@ void group_advantages_cuda(const GroupAdvantagesArgs&) { no_cuda(); }
 void lambda_weights_cuda(const LambdaWeightsArgs&) { no_cuda(); }
 void grpo_token_pass_cuda(const GrpoTokenPassArgs&) { no_cuda(); }
 void mask_lengths_cuda(const void*, DType, int64_t, int64_t, float*, int) { no_cuda(); }
+void gemm_f32_cuda(const GemmArgs&) { no_cuda(); }
 
 }  // namespace lgrpo
