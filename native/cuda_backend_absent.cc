@@ -7,6 +7,7 @@
 #include "ops/group_advantages.h"
 #include "ops/lambda_weights.h"
 #include "ops/linear_token_logprobs.h"
+#include "ops/rms_norm.h"
 #include "ops/token_logprobs.h"
 
 namespace lgrpo {
@@ -39,5 +40,7 @@ void lambda_weights_cuda(const LambdaWeightsArgs&) { no_cuda(); }
 void grpo_token_pass_cuda(const GrpoTokenPassArgs&) { no_cuda(); }
 void mask_lengths_cuda(const void*, DType, int64_t, int64_t, float*, int) { no_cuda(); }
 void gemm_f32_cuda(const GemmArgs&) { no_cuda(); }
+int64_t rms_norm_forward_cuda(const RmsNormForwardArgs&) { no_cuda(); }
+void rms_norm_backward_cuda(const RmsNormBackwardArgs&) { no_cuda(); }
 
 }  // namespace lgrpo
