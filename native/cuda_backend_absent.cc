@@ -8,6 +8,7 @@
 #include "ops/lambda_weights.h"
 #include "ops/linear_token_logprobs.h"
 #include "ops/rms_norm.h"
+#include "ops/swiglu.h"
 #include "ops/token_logprobs.h"
 
 namespace lgrpo {
@@ -42,5 +43,7 @@ void mask_lengths_cuda(const void*, DType, int64_t, int64_t, float*, int) { no_c
 void gemm_f32_cuda(const GemmArgs&) { no_cuda(); }
 int64_t rms_norm_forward_cuda(const RmsNormForwardArgs&) { no_cuda(); }
 void rms_norm_backward_cuda(const RmsNormBackwardArgs&) { no_cuda(); }
+void swiglu_forward_cuda(const SwigluForwardArgs&) { no_cuda(); }
+void swiglu_backward_cuda(const SwigluBackwardArgs&) { no_cuda(); }
 
 }  // namespace lgrpo
