@@ -2,6 +2,7 @@
 // allocation request explains how to get a CUDA build.
 #include "common.h"
 #include "cuda_backend.h"
+#include "ops/embedding.h"
 #include "ops/gemm.h"
 #include "ops/grpo_loss.h"
 #include "ops/group_advantages.h"
@@ -45,5 +46,7 @@ int64_t rms_norm_forward_cuda(const RmsNormForwardArgs&) { no_cuda(); }
 void rms_norm_backward_cuda(const RmsNormBackwardArgs&) { no_cuda(); }
 void swiglu_forward_cuda(const SwigluForwardArgs&) { no_cuda(); }
 void swiglu_backward_cuda(const SwigluBackwardArgs&) { no_cuda(); }
+void embedding_forward_cuda(const EmbeddingForwardArgs&) { no_cuda(); }
+void embedding_backward_cuda(const EmbeddingBackwardArgs&) { no_cuda(); }
 
 }  // namespace lgrpo
