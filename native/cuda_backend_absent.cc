@@ -9,6 +9,7 @@
 #include "ops/lambda_weights.h"
 #include "ops/linear_token_logprobs.h"
 #include "ops/rms_norm.h"
+#include "ops/rope.h"
 #include "ops/swiglu.h"
 #include "ops/token_logprobs.h"
 
@@ -48,5 +49,8 @@ void swiglu_forward_cuda(const SwigluForwardArgs&) { no_cuda(); }
 void swiglu_backward_cuda(const SwigluBackwardArgs&) { no_cuda(); }
 void embedding_forward_cuda(const EmbeddingForwardArgs&) { no_cuda(); }
 void embedding_backward_cuda(const EmbeddingBackwardArgs&) { no_cuda(); }
+void rope_table_cuda(double, int64_t, int64_t, float*, float*, int) { no_cuda(); }
+void rope_forward_cuda(const RopeArgs&) { no_cuda(); }
+void rope_backward_cuda(const RopeArgs&) { no_cuda(); }
 
 }  // namespace lgrpo
