@@ -2,6 +2,7 @@
 // allocation request explains how to get a CUDA build.
 #include "common.h"
 #include "cuda_backend.h"
+#include "ops/adamw.h"
 #include "ops/embedding.h"
 #include "ops/gemm.h"
 #include "ops/grpo_loss.h"
@@ -52,5 +53,8 @@ void embedding_backward_cuda(const EmbeddingBackwardArgs&) { no_cuda(); }
 void rope_table_cuda(double, int64_t, int64_t, float*, float*, int) { no_cuda(); }
 void rope_forward_cuda(const RopeArgs&) { no_cuda(); }
 void rope_backward_cuda(const RopeArgs&) { no_cuda(); }
+void adamw_step_cuda(const AdamwArgs&) { no_cuda(); }
+double grad_sum_squares_cuda(const float*, int64_t, int) { no_cuda(); }
+void scale_in_place_cuda(float*, int64_t, float, int) { no_cuda(); }
 
 }  // namespace lgrpo
