@@ -87,7 +87,7 @@ describe(`swiglu (engine leaf) on ${TEST_DEVICE}`, () => {
     // (|g| > 88) may differ by subnormals, hence the 1e-30 floor.
     it('matches the CPU twin on the same inputs, forward and backward', () => {
       const r = rng('swiglu twin');
-      for (const n of [1, 7, 255, 256, 257, 4867, 70001]) {
+      for (const n of [0, 1, 7, 255, 256, 257, 4867, 70001]) {
         const g = gates(r, n), u = r.normals(n), d = r.normals(n);
         const hCpu = swigluForward(g, u), bCpu = swigluBackward(g, u, d);
         const gt = onDevice(g), ut = onDevice(u);
