@@ -23,7 +23,8 @@ constexpr int kColumns = 32;   // dweight: columns per block (one warp wide)
 constexpr int kRowLanes = 8;   // dweight: rows summed side by side per block
 
 // Sum over the block in a fixed tree (shuffles within warps, then warp 0 over the warps);
-// every thread gets the result.
+// every thread gets the result. Once per kernel: a second call would need a barrier
+// before scratch is written again.
 __device__ float block_sum(float v, float* scratch) {
 #pragma unroll
   for (int mask = 16; mask > 0; mask >>= 1) v += __shfl_xor_sync(0xffffffffu, v, mask);
@@ -37,9 +38,7 @@ __device__ float block_sum(float v, float* scratch) {
     if (lane == 0) scratch[kWarps] = v;
   }
   __syncthreads();
-  const float total = scratch[kWarps];
-  __syncthreads();  // scratch is reused by the next call
-  return total;
+  return scratch[kWarps];
 }
 
 __global__ void __launch_bounds__(kThreads)
