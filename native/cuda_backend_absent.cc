@@ -3,11 +3,17 @@
 #include "common.h"
 #include "cuda_backend.h"
 #include "engine/backend.h"
+#include "ops/adamw.h"
 #include "ops/attention.h"
+#include "ops/embedding.h"
+#include "ops/gemm.h"
 #include "ops/grpo_loss.h"
 #include "ops/group_advantages.h"
 #include "ops/lambda_weights.h"
 #include "ops/linear_token_logprobs.h"
+#include "ops/rms_norm.h"
+#include "ops/rope.h"
+#include "ops/swiglu.h"
 #include "ops/token_logprobs.h"
 
 namespace lgrpo {
@@ -44,5 +50,18 @@ void attention_backward_cuda(const AttentionBackwardArgs&) { no_cuda(); }
 int64_t attention_decode_cuda(const AttentionDecodeArgs&) { no_cuda(); }
 void sample_cuda(const SampleArgs&) { no_cuda(); }
 void mask_lengths_cuda(const void*, DType, int64_t, int64_t, float*, int) { no_cuda(); }
+void gemm_f32_cuda(const GemmArgs&) { no_cuda(); }
+int64_t rms_norm_forward_cuda(const RmsNormForwardArgs&) { no_cuda(); }
+void rms_norm_backward_cuda(const RmsNormBackwardArgs&) { no_cuda(); }
+void swiglu_forward_cuda(const SwigluForwardArgs&) { no_cuda(); }
+void swiglu_backward_cuda(const SwigluBackwardArgs&) { no_cuda(); }
+void embedding_forward_cuda(const EmbeddingForwardArgs&) { no_cuda(); }
+void embedding_backward_cuda(const EmbeddingBackwardArgs&) { no_cuda(); }
+void rope_table_cuda(double, int64_t, int64_t, float*, float*, int) { no_cuda(); }
+void rope_forward_cuda(const RopeArgs&) { no_cuda(); }
+void rope_backward_cuda(const RopeArgs&) { no_cuda(); }
+void adamw_step_cuda(const AdamwArgs&) { no_cuda(); }
+double grad_sum_squares_cuda(const float*, int64_t, int) { no_cuda(); }
+void scale_in_place_cuda(float*, int64_t, float, int) { no_cuda(); }
 
 }  // namespace lgrpo

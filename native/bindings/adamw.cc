@@ -2,6 +2,7 @@
 //   one torch.optim.AdamW step, in place on param, expAvg and expAvgSq (all f32, same numel).
 // gradSumSquares(x f32) → number: Σ x² in double (deterministic), for global grad-norm clipping.
 // scaleInPlace(x f32, c) → undefined: x ← x·c.
+// All on the CPU or all on one CUDA device (the CUDA twins in kernels/adamw.cu).
 #include <cmath>
 #include <string>
 
@@ -11,10 +12,11 @@
 namespace lgrpo {
 namespace {
 
-TensorRef f32_cpu_arg(const Napi::CallbackInfo& info, size_t index, const char* name, const char* op) {
+// An f32 tensor argument; on `like`'s device when given.
+TensorRef f32_arg(const Napi::CallbackInfo& info, size_t index, const char* name, const TensorRef* like = nullptr) {
   TensorRef t = tensor_arg(info, index, name);
   expect_dtype(t, {DType::F32}, name);
-  expect_cpu(t, name, op);
+  if (like) expect_same_device(*like, t, name);
   return t;
 }
 
@@ -35,11 +37,10 @@ bool overlaps(const TensorRef& x, const TensorRef& y) {
 }
 
 Napi::Value adamw_step(const Napi::CallbackInfo& info) {
-  const char* op = "adamwStep";
-  TensorRef param = f32_cpu_arg(info, 0, "param", op);
-  TensorRef grad = f32_cpu_arg(info, 1, "grad", op);
-  TensorRef m = f32_cpu_arg(info, 2, "expAvg", op);
-  TensorRef v = f32_cpu_arg(info, 3, "expAvgSq", op);
+  TensorRef param = f32_arg(info, 0, "param");
+  TensorRef grad = f32_arg(info, 1, "grad", &param);
+  TensorRef m = f32_arg(info, 2, "expAvg", &param);
+  TensorRef v = f32_arg(info, 3, "expAvgSq", &param);
   Napi::Object opts = options_arg(info, 4);
   const int64_t n = param.numel();
   const TensorRef* others[] = {&grad, &m, &v};
@@ -72,21 +73,32 @@ Napi::Value adamw_step(const Napi::CallbackInfo& info) {
   if (!(step >= 1 && step <= 9.0e15) || step != std::floor(step))
     throw Error("step: expected an integer >= 1 (1 for the first update)", Error::Range);
   a.step = static_cast<int64_t>(step);
-  adamw_step_cpu(a);
+  if (param.device.is_cuda()) {
+    a.device = param.device.index;
+    adamw_step_cuda(a);
+  } else {
+    adamw_step_cpu(a);
+  }
   return info.Env().Undefined();
 }
 
 Napi::Value grad_sum_squares(const Napi::CallbackInfo& info) {
-  TensorRef x = f32_cpu_arg(info, 0, "x", "gradSumSquares");
-  return Napi::Number::New(info.Env(), grad_sum_squares_cpu(static_cast<const float*>(x.data), x.numel()));
+  TensorRef x = f32_arg(info, 0, "x");
+  const auto* data = static_cast<const float*>(x.data);
+  const double sum = x.device.is_cuda() ? grad_sum_squares_cuda(data, x.numel(), x.device.index)
+                                        : grad_sum_squares_cpu(data, x.numel());
+  return Napi::Number::New(info.Env(), sum);
 }
 
 Napi::Value scale_in_place(const Napi::CallbackInfo& info) {
-  TensorRef x = f32_cpu_arg(info, 0, "x", "scaleInPlace");
+  TensorRef x = f32_arg(info, 0, "x");
   if (info.Length() < 2 || !info[1].IsNumber()) throw Error("c: expected a number", Error::Type);
   const double c = info[1].As<Napi::Number>().DoubleValue();
   if (!std::isfinite(c)) throw Error("c: expected a finite number", Error::Range);
-  scale_in_place_cpu(static_cast<float*>(x.data), x.numel(), static_cast<float>(c));
+  if (x.device.is_cuda())
+    scale_in_place_cuda(static_cast<float*>(x.data), x.numel(), static_cast<float>(c), x.device.index);
+  else
+    scale_in_place_cpu(static_cast<float*>(x.data), x.numel(), static_cast<float>(c));
   return info.Env().Undefined();
 }
 

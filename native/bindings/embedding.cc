@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "../binding.h"
+#include "../cuda_backend.h"
 #include "../ops/embedding.h"
 
 namespace lgrpo {
@@ -16,8 +17,7 @@ Napi::Value embedding_forward(const Napi::CallbackInfo& info) {
   expect_dtype(table, {DType::F32}, "table");
   expect_rank(table, 2, "table");
   expect_dtype(ids, {DType::I32}, "ids");
-  expect_cpu(table, "table", "embeddingForward");
-  expect_cpu(ids, "ids", "embeddingForward");
+  expect_same_device(table, ids, "ids");
   EmbeddingForwardArgs a{};
   a.table = static_cast<const float*>(table.data);
   a.vocab = table.shape[0];
@@ -29,7 +29,12 @@ Napi::Value embedding_forward(const Napi::CallbackInfo& info) {
   void* data;
   Napi::Object out = allocate_tensor(info.Env(), shape, DType::F32, table.device, &data);
   a.out = static_cast<float*>(data);
-  embedding_forward_cpu(a);
+  if (table.device.is_cuda()) {
+    a.device = table.device.index;
+    embedding_forward_cuda(a);
+  } else {
+    embedding_forward_cpu(a);
+  }
   return out;
 }
 
@@ -38,8 +43,7 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
   TensorRef dout = tensor_arg(info, 1, "dout");
   expect_dtype(ids, {DType::I32}, "ids");
   expect_dtype(dout, {DType::F32}, "dout");
-  expect_cpu(ids, "ids", "embeddingBackward");
-  expect_cpu(dout, "dout", "embeddingBackward");
+  expect_same_device(ids, dout, "dout");
   if (dout.shape.size() != ids.shape.size() + 1 ||
       !std::equal(ids.shape.begin(), ids.shape.end(), dout.shape.begin()))
     throw Error("dout: expected shape " + shape_string(ids.shape) + " + [dim] (the shape of ids plus the embedding dim), got " +
@@ -55,7 +59,7 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
     TensorRef dt = unpack_tensor(info[3], "dtable");
     expect_dtype(dt, {DType::F32}, "dtable");
     expect_rank(dt, 2, "dtable");
-    expect_cpu(dt, "dtable", "embeddingBackward");
+    expect_same_device(ids, dt, "dtable");
     if (dt.shape[1] != a.dim)
       throw Error("dtable: expected " + std::to_string(a.dim) + " columns (the last dim of dout), got shape " +
                       shape_string(dt.shape), Error::Range);
@@ -72,9 +76,17 @@ Napi::Value embedding_backward(const Napi::CallbackInfo& info) {
     void* data;
     result = allocate_tensor(info.Env(), {a.vocab, a.dim}, DType::F32, dout.device, &data);
     a.dtable = static_cast<float*>(data);
-    std::fill(a.dtable, a.dtable + a.vocab * a.dim, 0.0f);
+    if (dout.device.is_cuda())
+      cuda_memset_zero(a.dtable, sizeof(float) * static_cast<size_t>(a.vocab * a.dim), dout.device.index);
+    else
+      std::fill(a.dtable, a.dtable + a.vocab * a.dim, 0.0f);
   }
-  embedding_backward_cpu(a);
+  if (ids.device.is_cuda()) {
+    a.device = ids.device.index;
+    embedding_backward_cuda(a);
+  } else {
+    embedding_backward_cpu(a);
+  }
   return result;
 }
 

@@ -18,11 +18,12 @@ int64_t size_option(const Napi::Object& opts, const char* key, int64_t fallback)
   return static_cast<int64_t>(v);
 }
 
-// Checks that a rows×cols matrix with leading dimension ld fits in t; returns the
-// number of elements it spans (0 for an empty matrix).
-int64_t check_matrix(const TensorRef& t, const char* arg, int64_t rows, int64_t cols, int64_t ld) {
+// Checks that a rows×cols matrix with leading dimension ld fits in t and lives where
+// `first` (the matrix a) does; returns the number of elements it spans (0 for an empty matrix).
+int64_t check_matrix(const TensorRef& t, const char* arg, int64_t rows, int64_t cols, int64_t ld,
+                     const TensorRef& first) {
   expect_dtype(t, {DType::F32}, arg);
-  expect_cpu(t, arg, "gemm");
+  expect_same_device(first, t, arg);
   if (ld < cols)
     throw Error(std::string(arg) + ": leading dimension " + std::to_string(ld) + " is smaller than its " +
                     std::to_string(cols) + " columns", Error::Range);
@@ -62,16 +63,21 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   if (!std::isfinite(beta)) throw Error("beta: expected a finite number", Error::Range);
   g.alpha = static_cast<float>(alpha);
   g.beta = static_cast<float>(beta);
-  const int64_t a_span = check_matrix(a, "a", a_rows, a_cols, g.lda);
-  const int64_t b_span = check_matrix(b, "b", b_rows, b_cols, g.ldb);
-  const int64_t c_span = check_matrix(c, "c", g.m, g.n, g.ldc);
+  const int64_t a_span = check_matrix(a, "a", a_rows, a_cols, g.lda, a);
+  const int64_t b_span = check_matrix(b, "b", b_rows, b_cols, g.ldb, a);
+  const int64_t c_span = check_matrix(c, "c", g.m, g.n, g.ldc, a);
   g.a = static_cast<const float*>(a.data);
   g.b = static_cast<const float*>(b.data);
   g.c = static_cast<float*>(c.data);
   // C is written while A and B are still being read: shared memory would corrupt both.
   if (overlaps(g.c, c_span, g.a, a_span)) throw Error("c: must not share memory with a", Error::Range);
   if (overlaps(g.c, c_span, g.b, b_span)) throw Error("c: must not share memory with b", Error::Range);
-  gemm_f32(g);
+  if (a.device.is_cuda()) {
+    g.device = a.device.index;
+    gemm_f32_cuda(g);
+  } else {
+    gemm_f32(g);
+  }
   return info.Env().Undefined();
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "../binding.h"
+#include "../cuda_backend.h"
 #include "../ops/rms_norm.h"
 
 namespace lgrpo {
@@ -18,8 +19,7 @@ Napi::Value rms_norm_forward(const Napi::CallbackInfo& info) {
   expect_rank(x, 2, "x");
   expect_dtype(w, {DType::F32}, "weight");
   expect_shape(w, {x.shape[1]}, "weight");
-  expect_cpu(x, "x", "rmsNormForward");
-  expect_cpu(w, "weight", "rmsNormForward");
+  expect_same_device(x, w, "weight");
   if (x.shape[1] < 1) throw Error("x: the feature dimension must be at least 1", Error::Range);
   double eps = number_option(opts, "eps", 1e-6);
   if (!(eps > 0 && std::isfinite(eps))) throw Error("eps: expected a finite number > 0", Error::Range);
@@ -36,7 +36,13 @@ Napi::Value rms_norm_forward(const Napi::CallbackInfo& info) {
   a.y = static_cast<float*>(data);
   out.Set("rstd", allocate_tensor(env, {a.rows}, DType::F32, x.device, &data));
   a.rstd = static_cast<float*>(data);
-  int64_t bad = rms_norm_forward_cpu(a);
+  int64_t bad;
+  if (x.device.is_cuda()) {
+    a.device = x.device.index;
+    bad = rms_norm_forward_cuda(a);
+  } else {
+    bad = rms_norm_forward_cpu(a);
+  }
   if (bad >= 0)
     throw Error("x: row " + std::to_string(bad) + " contains a non-finite value (or its squares overflow)", Error::Range);
   return out;
@@ -57,10 +63,9 @@ Napi::Value rms_norm_backward(const Napi::CallbackInfo& info) {
   expect_shape(rstd, {rows}, "rstd");
   expect_dtype(dy, {DType::F32}, "dy");
   expect_shape(dy, {rows, dim}, "dy");
-  expect_cpu(x, "x", "rmsNormBackward");
-  expect_cpu(w, "weight", "rmsNormBackward");
-  expect_cpu(rstd, "rstd", "rmsNormBackward");
-  expect_cpu(dy, "dy", "rmsNormBackward");
+  expect_same_device(x, w, "weight");
+  expect_same_device(x, rstd, "rstd");
+  expect_same_device(x, dy, "dy");
 
   RmsNormBackwardArgs a{};
   a.x = static_cast<const float*>(x.data);
@@ -69,23 +74,26 @@ Napi::Value rms_norm_backward(const Napi::CallbackInfo& info) {
   a.dy = static_cast<const float*>(dy.data);
   a.rows = rows;
   a.dim = dim;
+  if (x.device.is_cuda()) a.device = x.device.index;
   Napi::Object out = Napi::Object::New(env);
   void* data;
   if (info.Length() > 4 && !info[4].IsUndefined() && !info[4].IsNull()) {
     TensorRef dw = unpack_tensor(info[4], "dweight");
     expect_dtype(dw, {DType::F32}, "dweight");
     expect_shape(dw, {dim}, "dweight");
-    expect_cpu(dw, "dweight", "rmsNormBackward");
+    expect_same_device(x, dw, "dweight");
     a.dweight = static_cast<float*>(dw.data);
     out.Set("dweight", info[4]);
   } else {
     out.Set("dweight", allocate_tensor(env, {dim}, DType::F32, x.device, &data));
     a.dweight = static_cast<float*>(data);
-    std::fill(a.dweight, a.dweight + dim, 0.0f);
+    if (x.device.is_cuda()) cuda_memset_zero(a.dweight, sizeof(float) * static_cast<size_t>(dim), a.device);
+    else std::fill(a.dweight, a.dweight + dim, 0.0f);
   }
   out.Set("dx", allocate_tensor(env, {rows, dim}, DType::F32, x.device, &data));
   a.dx = static_cast<float*>(data);
-  rms_norm_backward_cpu(a);
+  if (x.device.is_cuda()) rms_norm_backward_cuda(a);
+  else rms_norm_backward_cpu(a);
   return out;
 }
 

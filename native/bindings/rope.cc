@@ -3,7 +3,8 @@
 //   rotate in place (forward by +angle, backward by −angle) and return undefined. The
 //   leading dims ("..." = [B, T] for prefill, [B] for decode) must equal positions' shape.
 //   cos/sin: optional tables f32[P, hd/2] from ropeTable; positions must then be < P.
-// ropeTable(theta, headDim, positions) → {cos f32[P, hd/2], sin f32[P, hd/2]}
+//   Every tensor on one device; CUDA tensors go to the CUDA twin.
+// ropeTable(theta, headDim, positions, device?) → {cos f32[P, hd/2], sin f32[P, hd/2]} on device (default cpu)
 #include <vector>
 
 #include "../binding.h"
@@ -21,7 +22,6 @@ double theta_option(const Napi::Object& opts) {
 std::vector<int64_t> leading(const TensorRef& t) { return std::vector<int64_t>(t.shape.begin(), t.shape.end() - 2); }
 
 Napi::Value rope_apply(const Napi::CallbackInfo& info, bool backward) {
-  const char* op = backward ? "ropeBackward" : "ropeForward";
   const char* qn = backward ? "dq" : "q";
   const char* kn = backward ? "dk" : "k";
   TensorRef q = tensor_arg(info, 0, qn);
@@ -29,7 +29,6 @@ Napi::Value rope_apply(const Napi::CallbackInfo& info, bool backward) {
   if (q.shape.size() < 3)
     throw Error(std::string(qn) + ": expected shape [..., heads, headDim] with at least one leading dim, got " +
                     shape_string(q.shape), Error::Range);
-  expect_cpu(q, qn, op);
   const int64_t hd = q.shape.back();
   if (hd < 2 || hd % 2 != 0) throw Error(std::string(qn) + ": headDim must be even and >= 2, got " + std::to_string(hd), Error::Range);
   RopeArgs a{};
@@ -40,7 +39,7 @@ Napi::Value rope_apply(const Napi::CallbackInfo& info, bool backward) {
   if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
     TensorRef k = unpack_tensor(info[1], kn);
     expect_dtype(k, {DType::F32}, kn);
-    expect_cpu(k, kn, op);
+    expect_same_device(q, k, kn);
     if (k.shape.size() != q.shape.size() || leading(k) != lead || k.shape.back() != hd)
       throw Error(std::string(kn) + ": expected leading dims " + shape_string(lead) + " and headDim " + std::to_string(hd) +
                       " as in " + qn + " " + shape_string(q.shape) + ", got " + shape_string(k.shape),
@@ -50,7 +49,7 @@ Napi::Value rope_apply(const Napi::CallbackInfo& info, bool backward) {
   }
   TensorRef pos = tensor_arg(info, 2, "positions");
   expect_dtype(pos, {DType::I32}, "positions");
-  expect_cpu(pos, "positions", op);
+  expect_same_device(q, pos, "positions");
   if (pos.shape != lead)
     throw Error("positions: expected shape " + shape_string(lead) + " (the leading dims of " + qn + "), got " +
                     shape_string(pos.shape), Error::Range);
@@ -69,14 +68,20 @@ Napi::Value rope_apply(const Napi::CallbackInfo& info, bool backward) {
       throw Error("cos: expected shape [positions, " + std::to_string(hd / 2) + "], got " + shape_string(c.shape), Error::Range);
     expect_dtype(s, {DType::F32}, "sin");
     expect_shape(s, {c.shape[0], c.shape[1]}, "sin");
-    expect_cpu(c, "cos", op);
-    expect_cpu(s, "sin", op);
+    expect_same_device(q, c, "cos");
+    expect_same_device(q, s, "sin");
     a.cos_table = static_cast<const float*>(c.data);
     a.sin_table = static_cast<const float*>(s.data);
     a.table_positions = c.shape[0];
   }
-  if (backward) rope_backward_cpu(a);
-  else rope_forward_cpu(a);
+  if (q.device.is_cuda()) {
+    a.device = q.device.index;
+    if (backward) rope_backward_cuda(a);
+    else rope_forward_cuda(a);
+  } else {
+    if (backward) rope_backward_cpu(a);
+    else rope_forward_cpu(a);
+  }
   return info.Env().Undefined();
 }
 
@@ -98,11 +103,19 @@ Napi::Value rope_table(const Napi::CallbackInfo& info) {
   int64_t hd = integer(1, "headDim", 2);
   if (hd % 2 != 0) throw Error("headDim: must be even, got " + std::to_string(hd), Error::Range);
   int64_t positions = integer(2, "positions", 0);
+  Device device;
+  if (info.Length() > 3 && !info[3].IsUndefined()) {
+    if (!info[3].IsString()) throw Error("device: expected a string such as 'cpu' or 'cuda:0'", Error::Type);
+    device = parse_device(info[3].As<Napi::String>(), "device");
+  }
   void *c, *s;
   Napi::Object out = Napi::Object::New(env);
-  out.Set("cos", allocate_tensor(env, {positions, hd / 2}, DType::F32, Device{}, &c));
-  out.Set("sin", allocate_tensor(env, {positions, hd / 2}, DType::F32, Device{}, &s));
-  rope_table_cpu(theta, hd, positions, static_cast<float*>(c), static_cast<float*>(s));
+  out.Set("cos", allocate_tensor(env, {positions, hd / 2}, DType::F32, device, &c));
+  out.Set("sin", allocate_tensor(env, {positions, hd / 2}, DType::F32, device, &s));
+  if (device.is_cuda())
+    rope_table_cuda(theta, hd, positions, static_cast<float*>(c), static_cast<float*>(s), device.index);
+  else
+    rope_table_cpu(theta, hd, positions, static_cast<float*>(c), static_cast<float*>(s));
   return out;
 }
 

@@ -7,10 +7,10 @@
 namespace lgrpo {
 namespace {
 
-TensorRef same_shape_arg(const Napi::CallbackInfo& info, size_t i, const char* name, const TensorRef* like, const char* op) {
+TensorRef same_shape_arg(const Napi::CallbackInfo& info, size_t i, const char* name, const TensorRef* like) {
   TensorRef t = tensor_arg(info, i, name);
   expect_dtype(t, {DType::F32}, name);
-  expect_cpu(t, name, op);
+  if (like) expect_same_device(*like, t, name);
   if (like && t.shape != like->shape)
     throw Error(std::string(name) + ": expected shape " + shape_string(like->shape) + " (that of gate), got " +
                     shape_string(t.shape), Error::Range);
@@ -18,8 +18,8 @@ TensorRef same_shape_arg(const Napi::CallbackInfo& info, size_t i, const char* n
 }
 
 Napi::Value swiglu_forward(const Napi::CallbackInfo& info) {
-  TensorRef g = same_shape_arg(info, 0, "gate", nullptr, "swigluForward");
-  TensorRef u = same_shape_arg(info, 1, "up", &g, "swigluForward");
+  TensorRef g = same_shape_arg(info, 0, "gate", nullptr);
+  TensorRef u = same_shape_arg(info, 1, "up", &g);
   SwigluForwardArgs a{};
   a.gate = static_cast<const float*>(g.data);
   a.up = static_cast<const float*>(u.data);
@@ -27,15 +27,20 @@ Napi::Value swiglu_forward(const Napi::CallbackInfo& info) {
   void* data;
   Napi::Object h = allocate_tensor(info.Env(), g.shape, DType::F32, g.device, &data);
   a.h = static_cast<float*>(data);
-  swiglu_forward_cpu(a);
+  if (g.device.is_cuda()) {
+    a.device = g.device.index;
+    swiglu_forward_cuda(a);
+  } else {
+    swiglu_forward_cpu(a);
+  }
   return h;
 }
 
 Napi::Value swiglu_backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  TensorRef g = same_shape_arg(info, 0, "gate", nullptr, "swigluBackward");
-  TensorRef u = same_shape_arg(info, 1, "up", &g, "swigluBackward");
-  TensorRef dh = same_shape_arg(info, 2, "dh", &g, "swigluBackward");
+  TensorRef g = same_shape_arg(info, 0, "gate", nullptr);
+  TensorRef u = same_shape_arg(info, 1, "up", &g);
+  TensorRef dh = same_shape_arg(info, 2, "dh", &g);
   SwigluBackwardArgs a{};
   a.gate = static_cast<const float*>(g.data);
   a.up = static_cast<const float*>(u.data);
@@ -47,15 +52,20 @@ Napi::Value swiglu_backward(const Napi::CallbackInfo& info) {
   a.dgate = static_cast<float*>(data);
   out.Set("dup", allocate_tensor(env, g.shape, DType::F32, g.device, &data));
   a.dup = static_cast<float*>(data);
-  swiglu_backward_cpu(a);
+  if (g.device.is_cuda()) {
+    a.device = g.device.index;
+    swiglu_backward_cuda(a);
+  } else {
+    swiglu_backward_cpu(a);
+  }
   return out;
 }
 
 }  // namespace
 
 void register_swiglu(Napi::Env env, Napi::Object exports) {
-  exports.Set("swigluForward", Napi::Function::New<guarded<swiglu_forward>>(env, "swigluForward"));
-  exports.Set("swigluBackward", Napi::Function::New<guarded<swiglu_backward>>(env, "swigluBackward"));
+  exports.Set("swigluForward", Napi::Function::New<guarded<swiglu_forward>>(env));
+  exports.Set("swigluBackward", Napi::Function::New<guarded<swiglu_backward>>(env));
 }
 
 static BindingRegistrar registrar(register_swiglu);

@@ -15,26 +15,6 @@ namespace {
 
 constexpr int64_t kGrainBlocks = 2048;  // 8-float blocks per thread at least: 64 KiB
 
-struct AdamwConstants {
-  float decay, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias2_sqrt, eps;
-};
-
-AdamwConstants constants_for(const AdamwArgs& a) {
-  // Scalars in double, rounded once to f32, as torch does with Python floats on f32 tensors.
-  const double step = static_cast<double>(a.step);
-  const double bias1 = 1.0 - std::pow(a.beta1, step);
-  const double bias2 = 1.0 - std::pow(a.beta2, step);
-  AdamwConstants k;
-  k.decay = static_cast<float>(1.0 - a.lr * a.weight_decay);
-  k.one_minus_beta1 = static_cast<float>(1.0 - a.beta1);
-  k.beta2 = static_cast<float>(a.beta2);
-  k.one_minus_beta2 = static_cast<float>(1.0 - a.beta2);
-  k.neg_step_size = static_cast<float>(-(a.lr / bias1));
-  k.bias2_sqrt = static_cast<float>(std::sqrt(bias2));
-  k.eps = static_cast<float>(a.eps);
-  return k;
-}
-
 inline void adamw_one(const AdamwConstants& k, float& p, float g, float& m, float& v) {
   const float decayed = p * k.decay;
   m = std::fma(k.one_minus_beta1, g - m, m);
@@ -104,14 +84,29 @@ double chunk_sum_squares(const float* x, int64_t n) {
 
 }  // namespace
 
+AdamwConstants adamw_constants(const AdamwArgs& a) {
+  const double step = static_cast<double>(a.step);
+  const double bias1 = 1.0 - std::pow(a.beta1, step);
+  const double bias2 = 1.0 - std::pow(a.beta2, step);
+  AdamwConstants k;
+  k.decay = static_cast<float>(1.0 - a.lr * a.weight_decay);
+  k.one_minus_beta1 = static_cast<float>(1.0 - a.beta1);
+  k.beta2 = static_cast<float>(a.beta2);
+  k.one_minus_beta2 = static_cast<float>(1.0 - a.beta2);
+  k.neg_step_size = static_cast<float>(-(a.lr / bias1));
+  k.bias2_sqrt = static_cast<float>(std::sqrt(bias2));
+  k.eps = static_cast<float>(a.eps);
+  return k;
+}
+
 void adamw_step_cpu(const AdamwArgs& a) {
   if (a.n <= 0) return;
-  const AdamwConstants k = constants_for(a);
+  const AdamwConstants k = adamw_constants(a);
   parallel_blocks(a.n, [&](int64_t begin, int64_t end) { adamw_range(a, k, begin, end); });
 }
 
 double grad_sum_squares_cpu(const float* x, int64_t n) {
-  constexpr int64_t kChunk = int64_t(1) << 16;
+  constexpr int64_t kChunk = kGradSumSquaresChunk;
   if (n <= 0) return 0.0;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<size_t>(chunks));

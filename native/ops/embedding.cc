@@ -12,9 +12,8 @@
 #include "../simd.h"
 
 namespace lgrpo {
-namespace {
 
-void check_ids(const int32_t* ids, int64_t n, int64_t vocab) {
+void check_embedding_ids(const int32_t* ids, int64_t n, int64_t vocab) {
   for (int64_t i = 0; i < n; ++i)
     if (ids[i] < 0 || ids[i] >= vocab)
       throw Error("ids: token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) + " is outside [0, " +
@@ -22,10 +21,8 @@ void check_ids(const int32_t* ids, int64_t n, int64_t vocab) {
                   Error::Range);
 }
 
-}  // namespace
-
 void embedding_forward_cpu(const EmbeddingForwardArgs& a) {
-  check_ids(a.ids, a.n, a.vocab);
+  check_embedding_ids(a.ids, a.n, a.vocab);
   const int64_t D = a.dim;
   parallel_for(a.n, std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1)), [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i)
@@ -34,7 +31,7 @@ void embedding_forward_cpu(const EmbeddingForwardArgs& a) {
 }
 
 void embedding_backward_cpu(const EmbeddingBackwardArgs& a) {
-  check_ids(a.ids, a.n, a.vocab);
+  check_embedding_ids(a.ids, a.n, a.vocab);
   const int64_t D = a.dim;
   // Blocks of 16 columns (one cache line) so threads never write the same line.
   const int64_t blocks = (D + 15) / 16;

@@ -9,7 +9,7 @@
 // restarted at fixed multiples of the K block (kGemmKC), whichever thread owns it.
 // beta = 0 never reads C (so C may hold garbage or NaN); alpha = 0 or K = 0 only
 // scales C by beta. NaN and Inf in A or B propagate as IEEE arithmetic says.
-// CPU only; the CUDA twin comes with the engine's CUDA leaves.
+// The CUDA twin (kernels/gemm.cu) follows the same K blocking and fold into C.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +28,7 @@ struct GemmArgs {
   float beta = 0.0f;
   float* c = nullptr;    // [M, N], must not overlap A or B
   int64_t ldc = 0;
+  int device = 0;        // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 // Blocking of K: the one blocking parameter the bits depend on (see above).
@@ -41,6 +42,9 @@ void gemm_f32(const GemmArgs& args);
 // caller already parallelises (packing buffers are thread-local). Bit-identical to
 // gemm_f32 on the same sub-block.
 void gemm_f32_serial(const GemmArgs& args);
+
+// The CUDA twin, on args.device; asynchronous (errors surface at the next synchronising call).
+void gemm_f32_cuda(const GemmArgs& args);
 
 inline void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,

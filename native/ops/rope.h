@@ -24,6 +24,7 @@ struct RopeArgs {
   const float* cos_table;    // [table_positions, head_dim/2] from rope_table_cpu, or nullptr
   const float* sin_table;    // same layout
   int64_t table_positions;
+  int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 // Fills cos/sin [positions, head_dim/2] for positions 0 .. positions-1.
@@ -32,5 +33,11 @@ void rope_table_cpu(double theta, int64_t head_dim, int64_t positions, float* co
 // Both throw lgrpo::Error naming `positions` (before touching q or k) on a bad position.
 void rope_forward_cpu(const RopeArgs& a);   // rotate by +angle
 void rope_backward_cpu(const RopeArgs& a);  // rotate gradients dq, dk (passed as q, k) by −angle
+
+// The CUDA twins (kernels/rope.cu): the same values (up to the last bit of the double
+// cos/sin) and the same errors; the table is written on `device`.
+void rope_table_cuda(double theta, int64_t head_dim, int64_t positions, float* cos_out, float* sin_out, int device);
+void rope_forward_cuda(const RopeArgs& a);
+void rope_backward_cuda(const RopeArgs& a);
 
 }  // namespace lgrpo

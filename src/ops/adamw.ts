@@ -1,9 +1,10 @@
 // Optimiser leaves (engine-internal, not exported from the package index): a fused AdamW
 // step, the sum of squares for global grad-norm clipping, and an in-place scale. Buffers
-// are flat: f32 Tensors of any shape or Float32Arrays. Native twin: native/ops/adamw.cc.
+// are flat: f32 Tensors of any shape or Float32Arrays, all on one device. Native twins:
+// native/ops/adamw.cc (CPU) and kernels/adamw.cu (CUDA), with the same bits.
 import { addon } from '../native.js';
 import { Tensor } from '../tensor.js';
-import { numberOption, optionsArg } from './validate.js';
+import { numberOption, optionsArg, sameDevice } from './validate.js';
 
 export type FlatF32 = Tensor | Float32Array;
 
@@ -26,7 +27,6 @@ function flat(value: unknown, name: string): Tensor {
   if (value instanceof Tensor) {
     value.assertAlive(name);
     if (value.dtype !== 'f32') throw new TypeError(`${name}: expected dtype f32, got ${value.dtype}`);
-    if (value.isCuda) throw new TypeError(`${name}: the optimiser ops are not yet available on CUDA tensors`);
     return value;
   }
   if (value instanceof Float32Array) return Tensor.from(value);
@@ -53,6 +53,7 @@ export function adamwStep(param: FlatF32, grad: FlatF32, expAvg: FlatF32, expAvg
   const eps = numberOption(opts.eps, 'eps', 1e-8, { above: 0 });
   const weightDecay = numberOption(opts.weightDecay, 'weightDecay', 0.01, { min: 0 });
   const p = flat(param, 'param'), g = flat(grad, 'grad'), m = flat(expAvg, 'expAvg'), v = flat(expAvgSq, 'expAvgSq');
+  sameDevice({ param: p, grad: g, expAvg: m, expAvgSq: v });
   for (const [name, t] of [['grad', g], ['expAvg', m], ['expAvgSq', v]] as const)
     if (t.numel !== p.numel) throw new RangeError(`${name}: has ${t.numel} elements, param has ${p.numel}`);
   addon().adamwStep(p, g, m, v, { lr, beta1, beta2, eps, weightDecay, step });

@@ -1,6 +1,7 @@
 // embeddingForward / embeddingBackward: token embedding lookup of the Qwen2/Llama engine
-// and its deterministic scatter-add backward. Engine leaf op (f32, CPU): native twin
-// native/ops/embedding.cc. Internal: not exported from the package index.
+// and its deterministic scatter-add backward. Engine leaf op (f32): native twins
+// native/ops/embedding.cc (CPU) and kernels/embedding.cu (CUDA). Internal: not exported
+// from the package index.
 import { addon } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { checkIdRange, numberOption, optionsArg, sameDevice, tensorArg, type TensorLike } from './validate.js';

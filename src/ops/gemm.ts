@@ -8,7 +8,7 @@
 // those of the stored matrix; transA / transB apply op(X) = Xᵀ on top.
 import { addon } from '../native.js';
 import { Tensor } from '../tensor.js';
-import { boolOption, numberOption, optionsArg } from './validate.js';
+import { boolOption, numberOption, optionsArg, sameDevice } from './validate.js';
 
 export interface MatrixView {
   data: Tensor | Float32Array;
@@ -50,7 +50,6 @@ function resolveMatrix(value: unknown, name: string): Resolved {
     if (value.dtype !== 'f32') throw new TypeError(`${name}: expected dtype f32, got ${value.dtype}`);
     if (value.shape.length !== 2)
       throw new RangeError(`${name}: expected a rank-2 tensor [rows, cols], got shape [${value.shape.join(', ')}] (pass {data, rows, cols} to reshape)`);
-    if (value.isCuda) throw new TypeError(`${name}: gemm is not yet available on CUDA tensors`);
     const [rows, cols] = value.shape;
     return { tensor: value, rows, cols, ld: cols };
   }
@@ -67,7 +66,6 @@ function resolveMatrix(value: unknown, name: string): Resolved {
     tensor = view.data;
     tensor.assertAlive(`${name}.data`);
     if (tensor.dtype !== 'f32') throw new TypeError(`${name}.data: expected dtype f32, got ${tensor.dtype}`);
-    if (tensor.isCuda) throw new TypeError(`${name}.data: gemm is not yet available on CUDA tensors`);
   } else if (view.data instanceof Float32Array) {
     tensor = Tensor.from(view.data);
   } else {
@@ -95,6 +93,7 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
   const alpha = numberOption(opts.alpha, 'alpha', 1);
   const beta = numberOption(opts.beta, 'beta', 0);
   const A = resolveMatrix(a, 'a'), B = resolveMatrix(b, 'b'), Cm = resolveMatrix(c, 'c');
+  sameDevice({ a: A.tensor, b: B.tensor, c: Cm.tensor });
   const m = transA ? A.cols : A.rows, k = transA ? A.rows : A.cols;
   const kb = transB ? B.cols : B.rows, n = transB ? B.rows : B.cols;
   const opName = (t: boolean, x: string) => (t ? `${x}ᵀ` : x);

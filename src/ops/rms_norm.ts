@@ -1,6 +1,7 @@
 // rmsNormForward / rmsNormBackward: RMSNorm of the Qwen2/Llama engine,
-// y = x · rsqrt(mean(x²) + eps) · w over rows. Engine leaf op (f32, CPU): native twin
-// native/ops/rms_norm.cc. Internal: not exported from the package index.
+// y = x · rsqrt(mean(x²) + eps) · w over rows. Engine leaf op (f32): native twins
+// native/ops/rms_norm.cc (CPU) and kernels/rms_norm.cu (CUDA). Internal: not exported
+// from the package index.
 import { addon } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { isTensor, numberOption, optionsArg, output, sameDevice, tensorArg, type Out, type TensorLike } from './validate.js';

@@ -1,10 +1,10 @@
 // ropeForward / ropeBackward / ropeTable: rotary position embedding of the Qwen2/Llama
 // engine, Hugging Face rotate_half convention (see native/ops/rope.h for the exact
 // numerics). Rotates q and k IN PLACE; the backward rotates gradients by −angle.
-// Engine leaf op (f32, CPU): native twin native/ops/rope.cc. Internal: not exported
-// from the package index.
+// Engine leaf op (f32): native twins native/ops/rope.cc (CPU) and kernels/rope.cu
+// (CUDA). Internal: not exported from the package index.
 import { addon } from '../native.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, parseDevice, type Device } from '../tensor.js';
 import { numberOption, optionsArg, sameDevice, tensorArg, type TensorLike } from './validate.js';
 
 export interface RopeOptions {
@@ -67,8 +67,11 @@ export function ropeBackward(dq: Tensor, dk: Tensor | null, positions: TensorLik
   rope('ropeBackward', dq, dk, positions, options);
 }
 
-/** cos/sin tables [positions, headDim/2] for positions 0 .. positions-1, for reuse across calls. */
-export function ropeTable(theta: number, headDim: number, positions: number): { cos: Tensor; sin: Tensor } {
+/**
+ * cos/sin tables [positions, headDim/2] for positions 0 .. positions-1, for reuse across
+ * calls, built on `device` (default 'cpu'): the same values on every device.
+ */
+export function ropeTable(theta: number, headDim: number, positions: number, device: Device = 'cpu'): { cos: Tensor; sin: Tensor } {
   const required = (value: unknown, name: string) => {
     if (value === undefined) throw new TypeError(`${name}: required`);
   };
@@ -79,6 +82,6 @@ export function ropeTable(theta: number, headDim: number, positions: number): { 
   numberOption(headDim, 'headDim', 0, { min: 2, integer: true });
   if (headDim % 2 !== 0) throw new RangeError(`headDim: must be even, got ${headDim}`);
   numberOption(positions, 'positions', 0, { min: 0, integer: true, max: 2 ** 31 - 1 });
-  const native = addon().ropeTable(theta, headDim, positions);
+  const native = addon().ropeTable(theta, headDim, positions, parseDevice(device));
   return { cos: Tensor.fromNative(native.cos), sin: Tensor.fromNative(native.sin) };
 }

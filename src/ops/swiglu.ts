@@ -1,6 +1,7 @@
 // swigluForward / swigluBackward: the gated MLP activation of the Qwen2/Llama engine,
-// h = silu(gate) · up, elementwise. Engine leaf op (f32, CPU): native twin
-// native/ops/swiglu.cc. Internal: not exported from the package index.
+// h = silu(gate) · up, elementwise. Engine leaf op (f32): native twins
+// native/ops/swiglu.cc (CPU) and kernels/swiglu.cu (CUDA). Internal: not exported from
+// the package index.
 import { addon } from '../native.js';
 import { isTensor, output, sameDevice, tensorArg, type Out, type TensorLike } from './validate.js';
 

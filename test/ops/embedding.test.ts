@@ -4,7 +4,7 @@ import { Tensor } from '../../src/index.js';
 import { addon } from '../../src/native.js';
 import { embeddingBackward, embeddingForward } from '../../src/ops/embedding.js';
 import { embeddingBackwardReference, embeddingReference } from '../reference/embedding.js';
-import { ON_GPU, assertClose, rng, values, type Rng } from '../helpers.js';
+import { ON_GPU, TEST_DEVICE, assertClose, onDevice, rng, values, type Rng } from '../helpers.js';
 import { hashInChild, here } from './thread_determinism.js';
 
 /** Ids with heavy repetition (a hot id), both ends of the vocabulary, and random rest. */
@@ -15,17 +15,18 @@ function ids(r: Rng, n: number, vocab: number): Int32Array {
   return out;
 }
 
-describe('embedding (engine leaf, CPU)', () => {
+describe(`embedding (engine leaf) on ${TEST_DEVICE}`, () => {
   it('forward gathers rows and backward scatter-adds them (float64 reference)', () => {
     const r = rng('embedding');
     const cases: [number, number, number[]][] = [[1, 1, [3]], [7, 13, [2, 5]], [50, 131, [4, 9]], [1000, 64, [1, 1]], [5, 3, [0]]];
     for (const [vocab, dim, shape] of cases) {
       const n = shape.reduce((a, b) => a * b, 1);
       const table = r.normals(vocab * dim), id = ids(r, n, vocab), dout = r.normals(n * dim);
-      const out = embeddingForward(Tensor.from(table, [vocab, dim]), Tensor.from(id, [...shape]));
+      const out = embeddingForward(onDevice(table, [vocab, dim]), onDevice(id, [...shape]));
       assert.deepEqual(out.shape, [...shape, dim]);
+      assert.equal(out.device, TEST_DEVICE);
       assertClose(values(out), embeddingReference(table, dim, id), { atol: 0, rtol: 0 }, 'rows are copied exactly');
-      const dtable = embeddingBackward(Tensor.from(id, [...shape]), Tensor.from(dout, [...shape, dim]), { vocab });
+      const dtable = embeddingBackward(onDevice(id, [...shape]), onDevice(dout, [...shape, dim]), { vocab });
       assert.deepEqual(dtable.shape, [vocab, dim]);
       assertClose(values(dtable), embeddingBackwardReference(id, dout, vocab, dim), { atol: 1e-5, rtol: 1e-5 }, 'dtable');
     }
@@ -46,8 +47,8 @@ describe('embedding (engine leaf, CPU)', () => {
     const r = rng('embedding accumulate');
     const vocab = 11, dim = 6, n = 30;
     const id = ids(r, n, vocab), dout = r.normals(n * dim), prior = r.normals(vocab * dim);
-    const dtable = Tensor.from(prior.slice(), [vocab, dim]);
-    const result = embeddingBackward(id, Tensor.from(dout, [n, dim]), { dtable });
+    const dtable = onDevice(prior.slice(), [vocab, dim]);
+    const result = embeddingBackward(onDevice(id), onDevice(dout, [n, dim]), { dtable });
     assert.equal(result, dtable);
     const ref = embeddingBackwardReference(id, dout, vocab, dim);
     assertClose(values(dtable), Float64Array.from(ref, (g, i) => g + prior[i]), { atol: 1e-5, rtol: 1e-5 }, 'dtable +=');
@@ -56,9 +57,10 @@ describe('embedding (engine leaf, CPU)', () => {
   it('is deterministic: identical bits twice, and for 1, 2 or 3 threads', () => {
     const r = rng('embedding determinism');
     const vocab = 40, dim = 131, n = 300;
-    const id = ids(r, n, vocab), dout = Tensor.from(r.normals(n * dim), [n, dim]);
+    const id = onDevice(ids(r, n, vocab)), dout = onDevice(r.normals(n * dim), [n, dim]);
     const once = () => values(embeddingBackward(id, dout, { vocab }));
     assert.deepEqual(once(), once());
+    if (ON_GPU) return;  // the rest is about the CPU twin's thread count
     const seed = r.int(1, 2 ** 31);
     const hashes = [1, 2, 3].map((threads) =>
       hashInChild(threads, `
@@ -94,9 +96,42 @@ describe('embedding (engine leaf, CPU)', () => {
   });
 
   if (ON_GPU) {
-    it('says clearly that CUDA tensors are not supported yet', () => {
-      const t = Tensor.from(new Float32Array(12), [4, 3]).to('cuda:0');
-      assert.throws(() => embeddingForward(t, Tensor.from(Int32Array.from([0])).to('cuda:0')), /not yet available on CUDA/);
+    it('checks ids on the device too, before writing anything, and rejects mixed devices', () => {
+      const table = onDevice(new Float32Array(12), [4, 3]);
+      const dout = onDevice(new Float32Array(6), [2, 3]);
+      assert.throws(() => embeddingForward(table, onDevice(Int32Array.from([0, 4]))), { name: 'RangeError', message: /^ids: token id 4 at index 1 is outside \[0, 4\)/ });
+      assert.throws(() => embeddingForward(table, onDevice(Int32Array.from([-1]))), { name: 'RangeError', message: /^ids: token id -1 at index 0/ });
+      assert.throws(() => embeddingBackward(onDevice(Int32Array.from([0, 9])), dout, { vocab: 4 }), { name: 'RangeError', message: /^ids: token id 9 at index 1/ });
+      const before = Float32Array.from({ length: 12 }, (_, i) => i);
+      const dtable = onDevice(before, [4, 3]);
+      assert.throws(() => embeddingBackward(onDevice(Int32Array.from([1, 7])), onDevice(Float32Array.from([1, 2, 3, 4, 5, 6]), [2, 3]), { dtable }), /ids: token id 7/);
+      assert.deepEqual(values(dtable), before, 'dtable untouched');
+      assert.throws(() => embeddingForward(table, Int32Array.from([0])), { name: 'TypeError', message: /^ids: is on cpu/ });
+      assert.throws(() => embeddingBackward(Int32Array.from([0, 1]), dout, { vocab: 4 }), { name: 'TypeError', message: /is on/ });
+      assert.throws(() => addon().embeddingBackward(onDevice(Int32Array.from([0, 1])), dout, {}, Tensor.from(new Float32Array(12), [4, 3])),
+        { name: 'TypeError', message: /^dtable: is on cpu/ });
+    });
+
+    // Both twins copy rows exactly and add each position's gradient onto its dtable row
+    // one at a time in position order, starting from the prior value: the same additions
+    // in the same order, so the bits must agree exactly (tolerance 0).
+    it('matches the CPU twin bit for bit, forward and backward (repeated ids, accumulation)', () => {
+      const r = rng('embedding twin');
+      const cases: [number, number, number][] = [[1, 1, 1], [4, 3, 0], [7, 13, 10], [50, 300, 97], [1000, 64, 2000], [3, 257, 513]];
+      for (const [vocab, dim, n] of cases) {
+        const label = `vocab=${vocab} dim=${dim} n=${n}`;
+        const table = r.normals(vocab * dim), id = ids(r, n, vocab), dout = r.normals(n * dim), prior = r.normals(vocab * dim);
+        const outCpu = embeddingForward(Tensor.from(table, [vocab, dim]), Tensor.from(id));
+        const outDev = embeddingForward(onDevice(table, [vocab, dim]), onDevice(id));
+        assertClose(values(outDev), values(outCpu), { atol: 0, rtol: 0 }, `forward ${label}`);
+        const dtCpu = Tensor.from(prior.slice(), [vocab, dim]);
+        embeddingBackward(id, Tensor.from(dout, [n, dim]), { dtable: dtCpu });
+        const dtDev = onDevice(prior.slice(), [vocab, dim]);
+        embeddingBackward(onDevice(id), onDevice(dout, [n, dim]), { dtable: dtDev });
+        assertClose(values(dtDev), values(dtCpu), { atol: 0, rtol: 0 }, `dtable += ${label}`);
+        const fresh = values(embeddingBackward(onDevice(id), onDevice(dout, [n, dim]), { vocab }));
+        assertClose(fresh, values(embeddingBackward(id, Tensor.from(dout, [n, dim]), { vocab })), { atol: 0, rtol: 0 }, `dtable ${label}`);
+      }
     });
   }
 });

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Tensor } from '../../src/index.js';
+import { Tensor, buildInfo } from '../../src/index.js';
 import { gemm, measurePeakFlops, type MatrixView } from '../../src/ops/gemm.js';
 import { addon } from '../../src/native.js';
 import { gemmReference, type StoredMatrix } from '../reference/gemm.js';
-import { ON_GPU, rng, type Rng } from '../helpers.js';
+import { ON_GPU, TEST_DEVICE, onDevice, rng, values, type Rng } from '../helpers.js';
 
 const U = 2 ** -24;  // f32 unit roundoff
 const SIZES = [1, 3, 17, 67, 129];
@@ -43,6 +43,16 @@ function check(c: MatrixView & StoredMatrix, before: Float32Array, ref: ReturnTy
   }
 }
 
+/** The same view with its storage on the test device (a Tensor there, the host array here). */
+function deviceView(m: MatrixView & StoredMatrix): MatrixView {
+  return ON_GPU ? { ...m, data: onDevice(m.data as Float32Array) } : m;
+}
+
+/** C's storage after the call, as host values. */
+function hostData(view: MatrixView): Float32Array {
+  return values(view.data) as Float32Array;
+}
+
 function runCase(r: Rng, transA: boolean, transB: boolean, m: number, n: number, k: number, opts: { alpha?: number; beta?: number; pad?: boolean } = {}) {
   const padOf = () => (opts.pad ? r.int(1, 6) : 0);
   const a = transA ? stored(r, k, m, padOf()) : stored(r, m, k, padOf());
@@ -52,12 +62,13 @@ function runCase(r: Rng, transA: boolean, transB: boolean, m: number, n: number,
   if (beta === 0) (c.data as Float32Array).forEach((_, i, d) => { d[i] = NaN; });  // beta = 0 must never read C
   const before = Float32Array.from(c.data as Float32Array);
   const ref = gemmReference(a, b, { ...c, data: before }, transA, transB, alpha, beta);
-  const out = gemm(a, b, c, { transA, transB, alpha, beta });
-  assert.equal(out, c);
-  check(c, before, ref, k, `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'} m=${m} n=${n} k=${k} alpha=${alpha} beta=${beta}`);
+  const cv = deviceView(c);
+  const out = gemm(deviceView(a), deviceView(b), cv, { transA, transB, alpha, beta });
+  assert.equal(out, cv);
+  check({ ...c, data: hostData(cv) }, before, ref, k, `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'} m=${m} n=${n} k=${k} alpha=${alpha} beta=${beta}`);
 }
 
-describe('gemm (CPU)', { skip: ON_GPU ? 'CPU-only engine leaf' : false }, () => {
+describe(`gemm on ${TEST_DEVICE}`, () => {
   for (const [transA, transB] of OPS) {
     const name = `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}`;
     it(`${name}: matches the float64 reference for every M, N, K in {1, 3, 17, 67, 129}`, () => {
@@ -76,7 +87,8 @@ describe('gemm (CPU)', { skip: ON_GPU ? 'CPU-only engine leaf' : false }, () => 
 
     it(`${name}: several K, M and N blocks, split across threads`, () => {
       // K = 520 crosses two K-block boundaries (256), M = 200 two row blocks, and the
-      // 2·M·N·K = 31 MFLOP is enough for the work to be split between threads.
+      // 2·M·N·K = 31 MFLOP is enough for the work to be split between threads. On CUDA,
+      // several 64×64 tiles each way, none of them full at the edges.
       const r = rng(`gemm ${name} blocks`);
       runCase(r, transA, transB, 200, 150, 520, { beta: 1, pad: true });
       // Every K block after the first must add to C, whatever beta is.
@@ -95,33 +107,34 @@ describe('gemm (CPU)', { skip: ON_GPU ? 'CPU-only engine leaf' : false }, () => 
         runCase(r, transA, transB, m, n, k, { alpha: 1.5, beta: 0.5 });
       }
     }
-    const c = new Float32Array([NaN, NaN]);
-    gemm({ data: new Float32Array(0), rows: 2, cols: 0 }, { data: new Float32Array(0), rows: 0, cols: 1 }, { data: c, rows: 2, cols: 1 });
-    assert.deepEqual(Array.from(c), [0, 0]);
+    const c = { data: onDevice(new Float32Array([NaN, NaN])), rows: 2, cols: 1 };
+    gemm({ data: onDevice(new Float32Array(0)), rows: 2, cols: 0 }, { data: onDevice(new Float32Array(0)), rows: 0, cols: 1 }, c);
+    assert.deepEqual(Array.from(hostData(c)), [0, 0]);
   });
 
   it('alpha = 0 does not read A or B: C becomes beta·C exactly', () => {
     const r = rng('gemm alpha0');
     const a = new Float32Array(12).fill(NaN), b = new Float32Array(20).fill(Infinity);
-    const c0 = r.normals(15), c = Float32Array.from(c0);
-    gemm({ data: a, rows: 3, cols: 4 }, { data: b, rows: 4, cols: 5 }, { data: c, rows: 3, cols: 5 }, { alpha: 0, beta: 0.3 });
-    assert.deepEqual(Array.from(c), Array.from(c0, (x) => Math.fround(x * Math.fround(0.3))));
+    const c0 = r.normals(15), c = { data: onDevice(Float32Array.from(c0)), rows: 3, cols: 5 };
+    gemm({ data: onDevice(a), rows: 3, cols: 4 }, { data: onDevice(b), rows: 4, cols: 5 }, c, { alpha: 0, beta: 0.3 });
+    assert.deepEqual(Array.from(hostData(c)), Array.from(c0, (x) => Math.fround(x * Math.fround(0.3))));
   });
 
   it('accepts rank-2 Tensors and views over Tensors', () => {
     const r = rng('gemm tensors');
-    const x = Tensor.from(r.normals(5 * 7), [5, 7]), w = Tensor.from(r.normals(4 * 7), [4, 7]);
-    const y = Tensor.from(new Float32Array(20), [5, 4]);
+    const xs = r.normals(5 * 7), ws = r.normals(4 * 7);
+    const x = onDevice(xs, [5, 7]), w = onDevice(ws, [4, 7]);
+    const y = onDevice(new Float32Array(20), [5, 4]);
     assert.equal(gemm(x, w, y, { transB: true }), y);
-    const ref = gemmReference({ data: x.data as Float32Array, rows: 5, cols: 7, ld: 7 }, { data: w.data as Float32Array, rows: 4, cols: 7, ld: 7 },
+    const ref = gemmReference({ data: xs, rows: 5, cols: 7, ld: 7 }, { data: ws, rows: 4, cols: 7, ld: 7 },
       { data: new Float32Array(20), rows: 5, cols: 4, ld: 4 }, false, true, 1, 0);
-    check({ data: y.data as Float32Array, rows: 5, cols: 4, ld: 4 }, new Float32Array(20), ref, 7, 'tensor');
+    check({ data: values(y) as Float32Array, rows: 5, cols: 4, ld: 4 }, new Float32Array(20), ref, 7, 'tensor');
     // The first 3 columns of w's rows as a [4, 3] view with ld 7.
-    const y2 = new Float32Array(5 * 4);
-    gemm({ data: x, rows: 5, cols: 3, ld: 7 }, { data: w, rows: 4, cols: 3, ld: 7 }, { data: y2, rows: 5, cols: 4 }, { transB: true });
-    const ref2 = gemmReference({ data: x.data as Float32Array, rows: 5, cols: 3, ld: 7 }, { data: w.data as Float32Array, rows: 4, cols: 3, ld: 7 },
-      { data: y2, rows: 5, cols: 4, ld: 4 }, false, true, 1, 0);
-    check({ data: y2, rows: 5, cols: 4, ld: 4 }, new Float32Array(20), ref2, 3, 'view');
+    const y2 = { data: onDevice(new Float32Array(5 * 4)), rows: 5, cols: 4 };
+    gemm({ data: x, rows: 5, cols: 3, ld: 7 }, { data: w, rows: 4, cols: 3, ld: 7 }, y2, { transB: true });
+    const ref2 = gemmReference({ data: xs, rows: 5, cols: 3, ld: 7 }, { data: ws, rows: 4, cols: 3, ld: 7 },
+      { data: new Float32Array(20), rows: 5, cols: 4, ld: 4 }, false, true, 1, 0);
+    check({ data: hostData(y2), rows: 5, cols: 4, ld: 4 }, new Float32Array(20), ref2, 3, 'view');
   });
 
   it('rejects bad inputs with errors naming the argument', () => {
@@ -150,7 +163,63 @@ describe('gemm (CPU)', { skip: ON_GPU ? 'CPU-only engine leaf' : false }, () => 
     assert.throws(() => addon().gemm(t(6), t(15), t(10), { m: 2, n: 5, k: 3, ldc: 4 }), { name: 'RangeError', message: /^c: leading dimension/ });
     assert.throws(() => addon().gemm(t(6), t(15), t(10), { m: 2e15, n: 5, k: 3 }), { name: 'RangeError', message: /^a: / });
     assert.throws(() => addon().gemm(t(6), Tensor.from(new Int32Array(15)), t(10), { m: 2, n: 5, k: 3 }), { name: 'TypeError', message: /^b: / });
+    if (ON_GPU) {
+      const d = (n: number) => onDevice(f(n));
+      assert.throws(() => gemm(v(2, 3), { data: d(15), rows: 3, cols: 5 }, v(2, 5)), { name: 'TypeError', message: new RegExp(`^b: is on ${TEST_DEVICE} but a is on cpu`) });
+      assert.throws(() => addon().gemm(d(6), t(15), d(10), { m: 2, n: 5, k: 3 }), { name: 'TypeError', message: new RegExp(`^b: is on cpu but the other inputs are on ${TEST_DEVICE}`) });
+      assert.throws(() => addon().gemm(d(6), d(15), t(10), { m: 2, n: 5, k: 3 }), { name: 'TypeError', message: /^c: is on cpu/ });
+      assert.throws(() => addon().gemm(d(6), d(15), d(10), { m: 2, n: 5, k: 3, lda: 9 }), { name: 'RangeError', message: /^a: / });
+      const onDev = d(100);
+      assert.throws(() => gemm({ data: onDev, rows: 3, cols: 3 }, { data: d(9), rows: 3, cols: 3 }, { data: onDev, rows: 3, cols: 3 }),
+        { name: 'RangeError', message: /^c: must not share memory with a/ });
+    }
   });
+
+  if (ON_GPU) {
+    // Both twins fold each K block of 256 into C with the same fused multiply-adds in the
+    // same order, so against the AVX2+FMA CPU build the bits must agree exactly. Otherwise
+    // (a scalar CPU build) each is within (K + 4)·u·Σ|terms| of the exact value, so they
+    // are within twice that of each other. Padding must stay as it was on both.
+    it('matches the CPU twin on the same inputs: both transposes, beta 0 and 1, edge tiles, 0 rows', () => {
+      const r = rng('gemm twin');
+      const exact = buildInfo().simd === 'avx2+fma';
+      const shapes: [number, number, number][] = [
+        [1, 1, 1], [1, 65, 300], [63, 1, 17], [65, 130, 257], [64, 64, 256], [0, 5, 7], [5, 0, 7], [130, 67, 520], [3, 200, 1],
+      ];
+      for (const [transA, transB] of OPS) for (const beta of [0, 1]) for (const [m, n, k] of shapes) {
+        const label = `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'} m=${m} n=${n} k=${k} beta=${beta}`;
+        const a = transA ? stored(r, k, m, r.int(0, 4)) : stored(r, m, k, r.int(0, 4));
+        const b = transB ? stored(r, n, k, r.int(0, 4)) : stored(r, k, n, r.int(0, 4));
+        const c = stored(r, m, n, r.int(0, 4), 7.5);
+        if (beta === 0) (c.data as Float32Array).fill(NaN);  // never read, on either device
+        const before = Float32Array.from(c.data as Float32Array);
+        const alpha = r.uniform(0.5, 2);
+        const cpu = { ...c, data: Float32Array.from(before) };
+        gemm(a, b, cpu, { transA, transB, alpha, beta });
+        const dev = deviceView({ ...c, data: Float32Array.from(before) });
+        gemm(deviceView(a), deviceView(b), dev, { transA, transB, alpha, beta });
+        const got = hostData(dev), want = cpu.data;
+        const ref = gemmReference(a, b, { ...c, data: before }, transA, transB, alpha, beta);
+        const bound = 2 * (k + 4) * U * 1.01;
+        assert.equal(got.length, want.length);
+        for (let i = 0; i < got.length; i++) {
+          const row = Math.floor(i / c.ld), col = i % c.ld;
+          if (col >= n) {
+            if (!Object.is(got[i], before[i])) assert.fail(`${label}: padding c[${row}][${col}] changed to ${got[i]}`);
+            continue;
+          }
+          if (!Number.isFinite(got[i])) assert.fail(`${label}: c[${row}][${col}] is ${got[i]} on ${TEST_DEVICE}`);
+          if (exact) {
+            if (!Object.is(got[i], want[i])) assert.fail(`${label}: c[${row}][${col}] = ${got[i]} on ${TEST_DEVICE}, ${want[i]} on the CPU`);
+          } else {
+            const tol = bound * ref.magnitude[row * n + col] + 1e-35;
+            if (!(Math.abs(got[i] - want[i]) <= tol))
+              assert.fail(`${label}: c[${row}][${col}] = ${got[i]} on ${TEST_DEVICE}, ${want[i]} on the CPU (> ${tol.toExponential(3)})`);
+          }
+        }
+      }
+    });
+  }
 
   it('measurePeakFlops returns a positive GFLOP/s figure', () => {
     const peak = measurePeakFlops(0.02);

@@ -16,7 +16,7 @@ function inChild(threads: number): Record<string, string> {
   return JSON.parse(res.stdout.trim().split('\n').pop() as string);
 }
 
-describe('gemm and optimiser leaves: bits independent of the thread count', { skip: ON_GPU ? 'CPU-only engine leaves' : false }, () => {
+describe('gemm and optimiser leaves: bits independent of the thread count', { skip: ON_GPU ? 'about the CPU twins (their thread count); the CUDA twins are compared with them in gemm.test and adamw.test' : false }, () => {
   it('gives identical bits twice in a row, and with 1 and 3 threads', () => {
     const here = threadCases();
     assert.deepEqual(threadCases(), here, 'a second run in this process differs');
