@@ -48,6 +48,9 @@ void grpo_token_pass_cuda(const GrpoTokenPassArgs&) { no_cuda(); }
 int64_t attention_forward_cuda(const AttentionForwardArgs&) { no_cuda(); }
 void attention_backward_cuda(const AttentionBackwardArgs&) { no_cuda(); }
 int64_t attention_decode_cuda(const AttentionDecodeArgs&) { no_cuda(); }
+const Backend& cuda_backend() { no_cuda(); }
+EngineDeviceScope::EngineDeviceScope(int) : previous_(0) {}
+EngineDeviceScope::~EngineDeviceScope() {}
 void sample_cuda(const SampleArgs&) { no_cuda(); }
 void mask_lengths_cuda(const void*, DType, int64_t, int64_t, float*, int) { no_cuda(); }
 void gemm_f32_cuda(const GemmArgs&) { no_cuda(); }

@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "../binding.h"
+#include "../cuda_backend.h"
 #include "../parallel.h"
 #include "../engine/model.h"
 
@@ -113,23 +114,35 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
       check_buffer(params, "parameters");
       check_buffer(grads, "gradients");
       if (params.data == grads.data) throw Error("gradients: must not share memory with parameters", Error::Type);
-      model_ = std::make_unique<Model>(config, cpu_backend(), bool_option(opts, "recompute", false));
+      expect_same_device(params, grads, "gradients");
+      device_ = params.device;
+      // CUDA parameters put the whole engine on their device: the same orchestration over
+      // the CUDA table (kernels/backend_cuda.cu).
+      EngineDeviceScope scope(device_.index);
+      model_ = std::make_unique<Model>(config, device_.is_cuda() ? cuda_backend() : cpu_backend(),
+                                       bool_option(opts, "recompute", false));
       params_ = Napi::Persistent(info[1].As<Napi::Object>());
       grads_ = Napi::Persistent(info[2].As<Napi::Object>());
       return info.Env().Undefined();
     });
   }
 
+  // The model's arenas are device memory of its own device: free them there.
+  ~PolicyModel() override {
+    EngineDeviceScope scope(device_.index);
+    model_.reset();
+  }
+
  private:
   template <Napi::Value (PolicyModel::*Method)(const Napi::CallbackInfo&)>
   Napi::Value Guard(const Napi::CallbackInfo& info) {
-    return translate_errors(info.Env(), [&] { return (this->*Method)(info); });
+    return translate_errors(info.Env(), [&] {
+      EngineDeviceScope scope(device_.index);
+      return (this->*Method)(info);
+    });
   }
 
   void check_buffer(const TensorRef& t, const char* name) const {
-    if (t.device.is_cuda())
-      throw Error(std::string(name) + ": the CUDA engine backend is not available yet; use a CPU tensor",
-                  Error::Type);
     expect_dtype(t, {DType::F32}, name);
     if (t.numel() != count_)
       throw Error(std::string(name) + ": holds " + std::to_string(t.numel()) + " values but the model has " +
@@ -145,12 +158,55 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
   // The buffer behind a kept tensor object, checked again: it may have been released.
   float* resolve(Napi::ObjectReference& ref, const char* name) {
     Napi::Object o = ref.Value();
+    if (device_.is_cuda()) {  // unpack_tensor refuses a released device block
+      const TensorRef t = unpack_tensor(o, name);
+      check_buffer(t, name);
+      return static_cast<float*>(t.data);
+    }
     Napi::Value data = o.Get("data");
     if (!data.IsTypedArray() || data.As<Napi::TypedArray>().ArrayBuffer().IsDetached())
       throw Error(std::string(name) + ": the buffer was released (was the tensor disposed?)", Error::Generic);
     const TensorRef t = unpack_tensor(o, name);
     check_buffer(t, name);
     return static_cast<float*>(t.data);
+  }
+
+  // A device array read back for the finiteness probes (empty on the CPU, where the
+  // probes read the caller's memory). A device-side probe would save the round trip.
+  std::vector<float> host_copy(const float* p, int64_t n) const {
+    std::vector<float> out;
+    if (!device_.is_cuda() || n <= 0) return out;
+    out.resize(static_cast<size_t>(n));
+    cuda_copy_to_host(out.data(), p, static_cast<size_t>(n) * sizeof(float), device_.index);
+    return out;
+  }
+
+  // The CUDA forward writes a device buffer kept across calls (regrown for larger batches,
+  // or when a caller disposed it) and returns a tensor over it [B·T, D], valid until the
+  // next forward, as the CPU forward's Float32Array view is.
+  Napi::Value ForwardOnDevice(Napi::Env env, Model& m, const BatchArgs& b, const float* params, size_t needed) {
+    bool fresh = hidden_device_.IsEmpty();
+    if (!fresh) {
+      try {
+        fresh = unpack_tensor(hidden_device_.Value(), "hidden").numel() < static_cast<int64_t>(needed);
+      } catch (const Error&) {
+        fresh = true;  // disposed by its user
+      }
+    }
+    if (fresh) {
+      void* data = nullptr;
+      Napi::Object t = allocate_tensor(env, {static_cast<int64_t>(std::max<size_t>(needed, 1))}, DType::F32, device_, &data);
+      hidden_device_ = Napi::Persistent(t);
+      ++hidden_allocations_;
+    }
+    const TensorRef buffer = unpack_tensor(hidden_device_.Value(), "hidden");
+    m.forward(params, b.ids, b.lengths, b.batch, b.seq, static_cast<float*>(buffer.data));
+    Napi::Object view = Napi::Object::New(env);
+    view.Set("dtype", "f32");
+    view.Set("shape", shape_array(env, {b.batch * b.seq, m.config().hidden}));
+    view.Set("device", device_name(device_));
+    view.Set("handle", hidden_device_.Value().Get("handle"));
+    return view;
   }
 
   Napi::Value Layout(const Napi::CallbackInfo& info) {
@@ -174,6 +230,7 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
     const float* params = resolve(params_, "parameters");
     const int64_t D = m.config().hidden;
     const size_t needed = static_cast<size_t>(b.batch * b.seq * D);
+    if (device_.is_cuda()) return ForwardOnDevice(env, m, b, params, needed);
     // The hidden output lives in one buffer reused across calls, regrown only when a
     // larger batch comes (or if someone released it).
     if (hidden_.IsEmpty() || hidden_.Value().IsDetached() || hidden_.Value().ByteLength() < needed * sizeof(float)) {
@@ -198,19 +255,22 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
     const int64_t B = m.last_batch(), T = m.last_seq();
     TensorRef grad = tensor_arg(info, 0, "gradHidden");
     expect_dtype(grad, {DType::F32}, "gradHidden");
-    if (grad.device.is_cuda()) throw Error("gradHidden: the CUDA engine backend is not available yet", Error::Type);
+    if (grad.device != device_)
+      throw Error("gradHidden: is on " + device_name(grad.device) + " but the model is on " + device_name(device_), Error::Type);
     expect_shape(grad, {B * T, D}, "gradHidden");
     const Napi::Object opts = options_arg(info, 1);
     const float* head_grad = nullptr;
     if (has_option(opts, "gradLmHead")) {
       TensorRef g = unpack_tensor(opts.Get("gradLmHead"), "gradLmHead");
       expect_dtype(g, {DType::F32}, "gradLmHead");
-      if (g.device.is_cuda()) throw Error("gradLmHead: the CUDA engine backend is not available yet", Error::Type);
+      if (g.device != device_)
+        throw Error("gradLmHead: is on " + device_name(g.device) + " but the model is on " + device_name(device_), Error::Type);
       expect_shape(g, {V, D}, "gradLmHead");
       head_grad = static_cast<const float*>(g.data);
       // The same rule as gradHidden: a NaN would be added into the head's gradient silently.
+      const std::vector<float> head_host = host_copy(head_grad, V * D);
       for (int64_t v = 0; v < V; ++v) {
-        const float* row = head_grad + v * D;
+        const float* row = (device_.is_cuda() ? head_host.data() : head_grad) + v * D;
         float probe = 0.0f;
         for (int64_t i = 0; i < D; ++i) probe += row[i] - row[i];
         if (probe != 0.0f)
@@ -222,8 +282,9 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
     // A NaN here would silently poison every gradient; padded rows are ignored anyway.
     const float* gh = static_cast<const float*>(grad.data);
     const std::vector<int32_t>& lengths = last_lengths();
+    const std::vector<float> gh_host = host_copy(gh, B * T * D);
     for (int64_t b = 0; b < B; ++b) {
-      const float* row = gh + b * T * D;
+      const float* row = (device_.is_cuda() ? gh_host.data() : gh) + b * T * D;
       const int64_t n = static_cast<int64_t>(lengths[b]) * D;
       float probe = 0.0f;  // x − x is 0 for finite x, NaN otherwise
       for (int64_t i = 0; i < n; ++i) probe += row[i] - row[i];
@@ -324,7 +385,15 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
     out.Set("trainingAllocations", static_cast<double>(s.training_allocations));
     out.Set("inferenceBytes", static_cast<double>(s.inference_bytes));
     out.Set("inferenceAllocations", static_cast<double>(s.inference_allocations));
-    out.Set("hiddenBytes", hidden_.IsEmpty() ? 0.0 : static_cast<double>(hidden_.Value().ByteLength()));
+    double hidden_bytes = hidden_.IsEmpty() ? 0.0 : static_cast<double>(hidden_.Value().ByteLength());
+    if (!hidden_device_.IsEmpty()) {
+      try {
+        hidden_bytes = static_cast<double>(unpack_tensor(hidden_device_.Value(), "hidden").bytes());
+      } catch (const Error&) {
+      }
+    }
+    out.Set("hiddenBytes", hidden_bytes);
+    out.Set("device", device_name(device_));
     out.Set("hiddenAllocations", static_cast<double>(hidden_allocations_));
     out.Set("recompute", model().recompute());
     return out;
@@ -335,6 +404,7 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
     params_.Reset();
     grads_.Reset();
     hidden_.Reset();
+    hidden_device_.Reset();
     return info.Env().Undefined();
   }
 
@@ -344,6 +414,8 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
   int64_t count_ = 0;
   Napi::ObjectReference params_, grads_;
   Napi::Reference<Napi::ArrayBuffer> hidden_;
+  Napi::ObjectReference hidden_device_;
+  Device device_;
   int64_t hidden_allocations_ = 0;
 };
 

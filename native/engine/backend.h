@@ -98,6 +98,20 @@ struct Backend {
 
 const Backend& cpu_backend();
 
+// The CUDA table (kernels/backend_cuda.cu; throws where CUDA is not compiled in). Its
+// entries run on the device of the innermost EngineDeviceScope of the calling thread.
+const Backend& cuda_backend();
+class EngineDeviceScope {
+ public:
+  explicit EngineDeviceScope(int device);
+  ~EngineDeviceScope();
+  EngineDeviceScope(const EngineDeviceScope&) = delete;
+  EngineDeviceScope& operator=(const EngineDeviceScope&) = delete;
+
+ private:
+  int previous_;
+};
+
 // The engine's counter-based generator: a uniform in [0, 1) with 53 random bits, a pure
 // function of (seed, key, counter), so draws never depend on order or threads. The
 // sampler uses key = row, counter = step; random initialisation key = tensor, counter = pair.

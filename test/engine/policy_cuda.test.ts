@@ -1,0 +1,138 @@
+// The policy engine on a CUDA device (kernels/backend_cuda.cu under the same orchestration
+// as the CPU engine) against the CPU engine, through the native PolicyModel: the same
+// weights, batch and gradients on both devices must give the same hidden states, every
+// parameter gradient, sequence log-probs and generations, within f32 summation-order
+// tolerances. Runs wherever a CUDA device exists: the emulated cuda:0 in CI, a GPU.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Policy, Tensor, buildInfo } from '../../src/index.js';
+import { parseConfig, type ModelConfig } from '../../src/engine/config.js';
+import type { NativeTensor } from '../../src/native.js';
+import { addon } from '../../src/native.js';
+import { assertClose, rng, type Rng } from '../helpers.js';
+
+const DEVICE = buildInfo().cudaDevices.length > 0 ? 'cuda:0' : undefined;
+
+interface NativePolicy {
+  forward(ids: Tensor, lengths: Tensor): Float32Array | NativeTensor;
+  backward(gradHidden: Tensor, opts: { gradLmHead?: Tensor }): void;
+  sequenceLogprobs(ids: Tensor, lengths: Tensor, promptLengths: Tensor, opts: { temperature?: number }): Float32Array;
+  generate(ids: Tensor, lengths: Tensor, opts: Record<string, unknown>): { tokens: Int32Array[]; logprobs: Float32Array[]; stopped: Uint8Array };
+  stats(): { device: string };
+  dispose(): void;
+}
+
+const CONFIGS: Record<string, ModelConfig> = {
+  // Qwen2: q/k/v biases, tied head, GQA 4 over 2, head_dim 6.
+  qwenTied: parseConfig({
+    model_type: 'qwen2', hidden_size: 24, intermediate_size: 40, num_hidden_layers: 2, num_attention_heads: 4,
+    num_key_value_heads: 2, vocab_size: 37, tie_word_embeddings: true, max_position_embeddings: 64, rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+  }),
+  // Llama with q/k/v/o biases, untied head, 3 query heads over 1, head_dim 10 ≠ hidden/heads.
+  llamaBias: parseConfig({
+    model_type: 'llama', hidden_size: 24, intermediate_size: 36, num_hidden_layers: 2, num_attention_heads: 3,
+    num_key_value_heads: 1, head_dim: 10, vocab_size: 37, tie_word_embeddings: false, attention_bias: true,
+    max_position_embeddings: 64, rms_norm_eps: 1e-6, rope_theta: 500,
+  }),
+};
+
+function host(x: Float32Array | NativeTensor): Float32Array {
+  if (x instanceof Float32Array) return x;
+  return addon().toDevice(x, 'cpu').data as Float32Array;
+}
+
+function pair(config: ModelConfig, r: Rng, recompute: boolean) {
+  const policy = Policy.random(config, { seed: r.int(0, 1e9), initializerRange: 0.25 });
+  for (const [name, view] of policy.parameters()) {
+    if (name.endsWith('norm.weight')) for (let i = 0; i < view.length; i++) view[i] = 1 + 0.3 * r.normal();
+    else if (name.endsWith('.bias')) for (let i = 0; i < view.length; i++) view[i] = 0.3 * r.normal();
+  }
+  const P = policy.parameterBuffer.numel;
+  const Native = addon().PolicyModel as new (...args: unknown[]) => NativePolicy;
+  const cpuGrads = Tensor.zeros([P]);
+  const cudaParams = policy.parameterBuffer.to(DEVICE!), cudaGrads = Tensor.zeros([P], 'f32', DEVICE!);
+  const cpu = new Native(config, policy.parameterBuffer, cpuGrads, { recompute });
+  const cuda = new Native(config, cudaParams, cudaGrads, { recompute });
+  return { policy, cpu, cuda, cpuGrads, cudaGrads, cudaParams };
+}
+
+function batch(r: Rng, lengths: number[], vocab: number) {
+  const T = Math.max(...lengths);
+  const ids = new Int32Array(lengths.length * T);
+  lengths.forEach((len, b) => { for (let t = 0; t < len; t++) ids[b * T + t] = r.int(0, vocab); });
+  return { ids: Tensor.from(ids, [lengths.length, T]), lengths: Tensor.from(Int32Array.from(lengths)), T };
+}
+
+describe('the policy engine on CUDA matches the CPU engine', { skip: DEVICE ? false : 'no CUDA device in this build' }, () => {
+  for (const [name, config] of Object.entries(CONFIGS)) {
+    for (const recompute of [false, true]) {
+      it(`${name}${recompute ? ' (recompute)' : ''}: forward, every parameter gradient, sequence log-probs`, () => {
+        const r = rng('policy cuda');
+        const { cpu, cuda, cpuGrads, cudaGrads, cudaParams } = pair(config, r, recompute);
+        const lengths = [5, 0, 9, 1, 7];
+        const { ids, lengths: lens, T } = batch(r, lengths, config.vocabSize);
+        const D = config.hiddenSize, V = config.vocabSize;
+        const hCpu = host(cpu.forward(ids, lens));
+        const hCuda = host(cuda.forward(ids, lens));
+        assert.equal(cuda.stats().device, DEVICE);
+        assertClose(hCuda, hCpu, { atol: 2e-5, rtol: 2e-5 }, 'hidden');
+
+        const gh = new Float32Array(lengths.length * T * D);
+        lengths.forEach((len, b) => { for (let i = 0; i < len * D; i++) gh[b * T * D + i] = r.normal(); });
+        const head = Float32Array.from({ length: V * D }, () => 0.1 * r.normal());
+        cpu.backward(Tensor.from(gh, [lengths.length * T, D]), { gradLmHead: Tensor.from(head, [V, D]) });
+        const ghDev = Tensor.from(gh, [lengths.length * T, D]).to(DEVICE!), headDev = Tensor.from(head, [V, D]).to(DEVICE!);
+        cuda.backward(ghDev, { gradLmHead: headDev });
+        assertClose(cudaGrads.to('cpu').data as Float32Array, cpuGrads.data as Float32Array, { atol: 1e-4, rtol: 1e-4 }, 'parameter gradients');
+
+        const seqLengths = lengths.map((len) => Math.max(len, 1));
+        const b2 = batch(r, seqLengths, V);
+        const pl = Tensor.from(Int32Array.from(seqLengths, (len) => Math.max(1, len - 3)));
+        for (const temperature of [1, 0.7]) {
+          assertClose(cuda.sequenceLogprobs(b2.ids, b2.lengths, pl, { temperature }), cpu.sequenceLogprobs(b2.ids, b2.lengths, pl, { temperature }),
+            { atol: 2e-5, rtol: 2e-5 }, `sequence log-probs (τ ${temperature})`);
+        }
+        for (const t of [ghDev, headDev, cudaParams, cudaGrads]) t.dispose();
+        cpu.dispose();
+        cuda.dispose();
+      });
+    }
+  }
+
+  it('generates the CPU engine\'s tokens, greedy and seeded, with its log-probs', () => {
+    const r = rng('policy cuda');
+    const config = CONFIGS.qwenTied;
+    const { cpu, cuda, cudaParams, cudaGrads } = pair(config, r, false);
+    const { ids, lengths } = batch(r, [3, 6, 1], config.vocabSize);
+    for (const opts of [
+      { maxNewTokens: 8, temperature: 0 },
+      { maxNewTokens: 8, temperature: 0.9, seed: 7 },
+      { maxNewTokens: 8, temperature: 1, topK: 5, topP: 0.9, seed: 11, stopIds: Tensor.from(Int32Array.of(3)) },
+    ]) {
+      const a = cpu.generate(ids, lengths, opts), b = cuda.generate(ids, lengths, opts);
+      assert.deepEqual(b.tokens.map((t) => Array.from(t)), a.tokens.map((t) => Array.from(t)), JSON.stringify({ ...opts, stopIds: undefined }));
+      assert.deepEqual(Array.from(b.stopped), Array.from(a.stopped));
+      b.logprobs.forEach((lp, row) => assertClose(lp, a.logprobs[row], { atol: 2e-5, rtol: 2e-5 }, `log-probs of row ${row}`));
+    }
+    cudaParams.dispose();
+    cudaGrads.dispose();
+    cpu.dispose();
+    cuda.dispose();
+  });
+
+  it('refuses gradients on another device than the model', () => {
+    const r = rng('policy cuda');
+    const config = CONFIGS.llamaBias;
+    const { cuda, cudaParams, cudaGrads } = pair(config, r, false);
+    const { ids, lengths, T } = batch(r, [2, 3], config.vocabSize);
+    cuda.forward(ids, lengths);
+    assert.throws(() => cuda.backward(Tensor.from(new Float32Array(2 * T * config.hiddenSize), [2 * T, config.hiddenSize]), {}),
+      /gradHidden: is on cpu but the model is on cuda:0/);
+    assert.throws(() => new (addon().PolicyModel as new (...a: unknown[]) => NativePolicy)(config, cudaParams, Tensor.zeros([cudaParams.numel]), {}),
+      /gradients: is on cpu but the other inputs are on cuda:0/);
+    cudaParams.dispose();
+    cudaGrads.dispose();
+    cuda.dispose();
+  });
+});
