@@ -250,9 +250,18 @@ TensorRef unpack_tensor(const Napi::Value& v, const char* arg) {
     if (block->device != t.device)
       throw Error(std::string(arg) + ": says it is on " + device_name(t.device) + " but its memory is on " +
                       device_name(block->device), Error::Type);
-    if (block->bytes < t.bytes())
+    // A view (Tensor.view) starts `offset` bytes into the block.
+    double offset = 0;
+    Napi::Value off = o.Get("offset");
+    if (!off.IsUndefined()) {
+      offset = off.IsNumber() ? off.As<Napi::Number>().DoubleValue() : -1;
+      if (!(offset >= 0) || offset != static_cast<double>(static_cast<int64_t>(offset)) ||
+          static_cast<int64_t>(offset) % static_cast<int64_t>(dtype_size(t.dtype)) != 0)
+        throw Error(std::string(arg) + ": offset must be a non-negative multiple of the element size", Error::Range);
+    }
+    if (offset > static_cast<double>(block->bytes) || block->bytes - static_cast<size_t>(offset) < t.bytes())
       throw Error(std::string(arg) + ": shape " + shape_string(t.shape) + " exceeds its storage", Error::Range);
-    t.data = block->data;
+    t.data = static_cast<char*>(block->data) + static_cast<size_t>(offset);
     return t;
   }
   Napi::Value data = o.Get("data");

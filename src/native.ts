@@ -37,6 +37,8 @@ export interface NativeTensor {
   device: string;
   data?: ArrayBufferView;
   handle?: object;
+  /** bytes into the handle's memory where a CUDA view starts */
+  offset?: number;
 }
 
 /* eslint-disable @typescript-eslint/no-explicit-any */

@@ -54,6 +54,8 @@ export class Tensor implements NativeTensor {
   data?: TypedArray;
   /** Native handle of device memory (CUDA tensors only). */
   handle?: object;
+  /** Where a CUDA view starts in its handle's memory, in bytes (0 for a whole block). */
+  offset?: number;
   #disposed = false;
   #ownsNative: boolean;
 
@@ -63,7 +65,24 @@ export class Tensor implements NativeTensor {
     this.device = native.device as Device;
     this.data = native.data as TypedArray | undefined;
     this.handle = native.handle;
+    if (native.offset) this.offset = native.offset;
     this.#ownsNative = ownsNative;
+  }
+
+  /**
+   * A tensor over `shape` elements of this one's memory from element `start`, without
+   * copying (the CPU's subarray, for CUDA tensors too). The view never frees the memory:
+   * it stays valid while this tensor is alive.
+   */
+  view(start: number, shape: readonly number[]): Tensor {
+    this.assertAlive('tensor');
+    const dims = checkShape(shape, 'shape');
+    const count = product(dims);
+    if (!Number.isSafeInteger(start) || start < 0 || start + count > this.numel)
+      throw new RangeError(`start: [${start}, ${start + count}) is outside the tensor's ${this.numel} elements`);
+    if (this.data) return new Tensor({ dtype: this.dtype, shape: dims, device: this.device, data: this.data.subarray(start, start + count) }, false);
+    const offset = (this.offset ?? 0) + start * DTYPE_BYTES.get(this.dtype)!;
+    return new Tensor({ dtype: this.dtype, shape: dims, device: this.device, handle: this.handle, offset }, false);
   }
 
   /** Wraps memory that native code allocated; the tensor owns it. */

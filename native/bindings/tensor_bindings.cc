@@ -27,6 +27,14 @@ Napi::Value empty(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Sets every element to 0 in place, on either device (a CUDA policy's zeroGrad).
+Napi::Value fill_zero(const Napi::CallbackInfo& info) {
+  const TensorRef t = tensor_arg(info, 0, "tensor");
+  if (t.device.is_cuda()) cuda_memset_zero(t.data, t.bytes(), t.device.index);
+  else if (t.bytes() > 0) std::memset(t.data, 0, t.bytes());
+  return info.Env().Undefined();
+}
+
 Napi::Value release(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsObject()) throw Error("release(tensor): expected a tensor object", Error::Type);
   release_tensor(info.Env(), info[0].As<Napi::Object>());
@@ -80,6 +88,7 @@ Napi::Value live_blocks(const Napi::CallbackInfo& info) {
 void register_tensor_bindings(Napi::Env env, Napi::Object exports) {
   exports.Set("empty", Napi::Function::New<guarded<empty>>(env, "empty"));
   exports.Set("release", Napi::Function::New<guarded<release>>(env, "release"));
+  exports.Set("fillZero", Napi::Function::New<guarded<fill_zero>>(env, "fillZero"));
   exports.Set("toDevice", Napi::Function::New<guarded<to_device>>(env, "toDevice"));
   exports.Set("buildInfo", Napi::Function::New<guarded<build_info>>(env, "buildInfo"));
   exports.Set("setNumThreads", Napi::Function::New<guarded<set_threads>>(env, "setNumThreads"));

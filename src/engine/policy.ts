@@ -18,7 +18,8 @@
 import { randomBytes } from 'node:crypto';
 import { ensureDir } from '../atomic_file.js';
 import { join } from 'node:path';
-import { addon } from '../native.js';
+import { addon, type NativeTensor } from '../native.js';
+import { buildInfo } from '../build_info.js';
 import { totalmem } from 'node:os';
 import { MAX_CPU_ELEMENTS, Tensor, parseDevice, type Device } from '../tensor.js';
 import { isTensor, optionsArg, numberOption, boolOption, temperatureOption, tensorArg, type TensorLike } from '../ops/validate.js';
@@ -133,7 +134,7 @@ export interface PolicyStats {
 
 interface NativePolicy {
   layout(): { name: string; shape: number[]; offset: number }[];
-  forward(ids: Tensor, lengths: Tensor): Float32Array;
+  forward(ids: Tensor, lengths: Tensor): Float32Array | NativeTensor;
   backward(gradHidden: Tensor, options: { gradLmHead?: Tensor }): void;
   sequenceLogprobs(ids: Tensor, lengths: Tensor, promptLengths: Tensor, options: { temperature: number }): Float32Array;
   generate(ids: Tensor, lengths: Tensor, options: Record<string, unknown>): {
@@ -157,8 +158,10 @@ function resolveConfig(config: ModelConfig | Record<string, unknown>): ModelConf
 
 function resolveDevice(device: unknown): Device {
   const d = parseDevice((device ?? 'cpu') as string, 'device');
-  if (d !== 'cpu')
-    throw new Error(`device: the CUDA engine backend is not available yet (asked for '${d}'); use device 'cpu'`);
+  if (d === 'cpu') return d;
+  const info = buildInfo();
+  if (!info.cudaDevices.some((x) => `cuda:${x.index}` === d))
+    throw new Error(`device: ${d} is not available (${info.cudaUnavailable || `usable: ${info.cudaDevices.map((x) => `cuda:${x.index}`).join(', ')}`}); use device 'cpu'`);
   return d;
 }
 
@@ -215,12 +218,13 @@ export class Policy {
   readonly gradientBuffer: Tensor;
   readonly layout: readonly ParameterInfo[];
   #native: NativePolicy;
-  #params: Map<string, Float32Array>;
-  #grads: Map<string, Float32Array>;
+  // Host views of the buffers (CPU policies only: a CUDA policy's weights stay on its device).
+  #params: Map<string, Float32Array> | undefined;
+  #grads: Map<string, Float32Array> | undefined;
   #lastForward: { rows: number } | undefined;
   #disposed = false;
 
-  private constructor(config: ModelConfig, device: Device, recompute: boolean) {
+  private constructor(config: ModelConfig, device: Device, recompute: boolean, initial?: Tensor) {
     this.config = config;
     this.device = device;
     const shapes = parameterShapes(config);
@@ -238,7 +242,7 @@ export class Policy {
       throw new RangeError(`config: ${config.numHiddenLayers} layers, hidden_size ${config.hiddenSize}, vocab_size ${config.vocabSize} ` +
         `make ${offset} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB with gradients); this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB` +
         (offset > MAX_CPU_ELEMENTS ? ' and one buffer holds at most 2^32 values' : ''));
-    this.parameterBuffer = Tensor.zeros([offset], 'f32', device);
+    this.parameterBuffer = initial ? initial.to(device) : Tensor.zeros([offset], 'f32', device);
     this.gradientBuffer = Tensor.zeros([offset], 'f32', device);
     const NativeClass = addon().PolicyModel as new (...args: unknown[]) => NativePolicy;
     this.#native = new NativeClass(config, this.parameterBuffer, this.gradientBuffer, { recompute });
@@ -249,12 +253,43 @@ export class Policy {
         nativeLayout.some((e, i) => e.name !== this.layout[i].name || e.offset !== this.layout[i].offset ||
                                     e.shape.join() !== this.layout[i].shape.join()))
       throw new Error('lgrpo-native: the native parameter layout differs from parameterShapes(); rebuild the addon');
+    if (device !== 'cpu') return;
     const views = (buffer: Tensor) => {
       const data = buffer.data as Float32Array;
       return new Map(this.layout.map((p) => [p.name, data.subarray(p.offset, p.offset + p.numel)] as const));
     };
     this.#params = views(this.parameterBuffer);
     this.#grads = views(this.gradientBuffer);
+  }
+
+  /**
+   * This policy's weights in a new policy on `device` (a copy: the two are independent).
+   * A CUDA policy runs forward, backward, sequenceLogprobs and generate on its device;
+   * its hidden states and head are CUDA tensors, and its weights are read or written
+   * through `parameterBuffer` (or `to('cpu')`), not `parameters()`.
+   */
+  to(device: Device | 'cuda', options: { recompute?: boolean } = {}): Policy {
+    this.#alive();
+    const d = resolveDevice(device);
+    return new Policy(this.config, d, boolOption(options.recompute, 'recompute', this.recompute), this.parameterBuffer);
+  }
+
+  /** A CPU policy built by `build`, moved to `device` when that is a CUDA device. */
+  static #onDevice(device: Device, build: (cpu: Device) => Policy): Policy {
+    const cpu = build('cpu');
+    if (device === 'cpu') return cpu;
+    try {
+      return cpu.to(device);
+    } finally {
+      cpu.dispose();
+    }
+  }
+
+  #hostViews(which: 'parameters' | 'gradients'): Map<string, Float32Array> {
+    const views = which === 'parameters' ? this.#params : this.#grads;
+    if (!views)
+      throw new TypeError(`${which}: this policy's weights live on ${this.device}; use ${which === 'parameters' ? 'parameterBuffer' : 'gradientBuffer'} (a ${this.device} Tensor) or policy.to('cpu')`);
+    return views;
   }
 
   /**
@@ -266,6 +301,7 @@ export class Policy {
     const opts = optionsArg(options);
     const cfg = resolveConfig(config);
     const device = resolveDevice(opts.device);
+    if (device !== 'cpu') return Policy.#onDevice(device, () => Policy.random(config, { ...opts, device: 'cpu' }));
     const seed = numberOption(opts.seed, 'seed', 0, { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER });
     const fromConfig = cfg.extra.initializer_range;
     const std = numberOption(opts.initializerRange, 'initializerRange',
@@ -274,14 +310,14 @@ export class Policy {
     // Each tensor draws from its own stream (key = its index in the layout), so its
     // values depend on the seed and its own shape only.
     policy.layout.forEach(({ name }, key) => {
-      const view = policy.#params.get(name)!;
+      const view = policy.#hostViews('parameters').get(name)!;
       if (name.endsWith('norm.weight')) view.fill(1);
       else if (name.endsWith('.bias')) view.fill(0);
       else addon().policyInitNormal(Tensor.from(view), { seed, key, std });
     });
     if (cfg.padTokenId !== undefined) {
       const D = cfg.hiddenSize;
-      policy.#params.get('model.embed_tokens.weight')!.fill(0, cfg.padTokenId * D, (cfg.padTokenId + 1) * D);
+      policy.#hostViews('parameters').get('model.embed_tokens.weight')!.fill(0, cfg.padTokenId * D, (cfg.padTokenId + 1) * D);
     }
     return policy;
   }
@@ -296,6 +332,7 @@ export class Policy {
     const opts = optionsArg(options);
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir: expected a checkpoint directory path');
     const device = resolveDevice(opts.device);
+    if (device !== 'cpu') return Policy.#onDevice(device, () => Policy.fromPretrained(dir, { ...opts, device: 'cpu' }));
     const config = loadConfig(dir);
     // Every header is checked against config.json before anything is allocated or read:
     // a 15 KB checkpoint whose config claimed 10^5 layers once allocated 3.2 GB (and an
@@ -340,10 +377,10 @@ export class Policy {
         if (name === 'lm_head.weight' && tiedCopy) {
           const head = new Float32Array(config.vocabSize * config.hiddenSize);
           convertInto(head, t);
-          if (!sameBits(head, policy.#params.get('model.embed_tokens.weight')!))
+          if (!sameBits(head, policy.#hostViews('parameters').get('model.embed_tokens.weight')!))
             throw new Error(`${dir}: tensor lm_head.weight differs from model.embed_tokens.weight but config.json sets tie_word_embeddings`);
         } else {
-          convertInto(policy.#params.get(name)!, t);
+          convertInto(policy.#hostViews('parameters').get(name)!, t);
         }
       });
     } catch (e) {
@@ -359,7 +396,9 @@ export class Policy {
     const opts = optionsArg(options);
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir: expected a directory path');
     ensureDir(dir);
-    const tensors = this.layout.map((p) => [p.name, { dtype: 'f32' as const, shape: p.shape, data: this.#params.get(p.name)! }] as const);
+    const host = this.device === 'cpu' ? undefined : this.parameterBuffer.to('cpu');
+    const flat = (host ?? this.parameterBuffer).data as Float32Array;
+    const tensors = this.layout.map((p) => [p.name, { dtype: 'f32' as const, shape: p.shape, data: flat.subarray(p.offset, p.offset + p.numel) }] as const);
     saveSafetensorsDir(dir, tensors, opts.maxShardBytes === undefined ? {} : { maxShardBytes: opts.maxShardBytes });
     saveConfig(join(dir, 'config.json'), { ...this.config, torchDtype: 'float32' });
   }
@@ -367,13 +406,13 @@ export class Policy {
   /** name → Float32Array view of the parameter (in layout order); writes go to the model. */
   parameters(): Map<string, Float32Array> {
     this.#alive();
-    return this.#params;
+    return this.#hostViews('parameters');
   }
 
   /** name → Float32Array view of the accumulated gradient. */
   gradients(): Map<string, Float32Array> {
     this.#alive();
-    return this.#grads;
+    return this.#hostViews('gradients');
   }
 
   get numParameters(): number {
@@ -383,13 +422,13 @@ export class Policy {
   /** The LM-head weight [V, D] as a view (the embedding when tied): pass it to linearTokenLogprobs. */
   get lmHeadWeight(): Tensor {
     this.#alive();
-    return Tensor.from(this.#params.get(this.#headName())!, [this.config.vocabSize, this.config.hiddenSize]);
+    return this.parameterBuffer.view(this.#headOffset(), [this.config.vocabSize, this.config.hiddenSize]);
   }
 
   /** The LM-head gradient [V, D] as a view (the embedding's when tied). */
   get lmHeadGrad(): Tensor {
     this.#alive();
-    return Tensor.from(this.#grads.get(this.#headName())!, [this.config.vocabSize, this.config.hiddenSize]);
+    return this.gradientBuffer.view(this.#headOffset(), [this.config.vocabSize, this.config.hiddenSize]);
   }
 
   get recompute(): boolean {
@@ -406,7 +445,7 @@ export class Policy {
   /** Sets every gradient to 0. */
   zeroGrad(): void {
     this.#alive();
-    (this.gradientBuffer.data as Float32Array).fill(0);
+    addon().fillZero(this.gradientBuffer);
   }
 
   /**
@@ -420,7 +459,7 @@ export class Policy {
     const out = this.#native.forward(ids, lengths);
     this.#lastForward = { rows: B * T };
     return {
-      hidden: Tensor.from(out, [B * T, this.config.hiddenSize]),
+      hidden: ArrayBuffer.isView(out) ? Tensor.from(out, [B * T, this.config.hiddenSize]) : Tensor.fromNative(out),
       batch: B,
       seq: T,
       lengths: lengths.data as Int32Array,
@@ -441,7 +480,7 @@ export class Policy {
     if (opts.gradLmHead !== undefined)
       nativeOpts.gradLmHead = tensorArg(opts.gradLmHead, 'gradLmHead', ['f32'], [this.config.vocabSize, this.config.hiddenSize]);
     for (const [name, t] of [['gradHidden', g], ['gradLmHead', nativeOpts.gradLmHead]] as const)
-      if (t && t.isCuda) throw new TypeError(`${name}: the CUDA engine backend is not available yet; pass a CPU tensor`);
+      if (t && t.device !== this.device) throw new TypeError(`${name}: is on ${t.device} but the policy is on ${this.device}; move it there`);
     this.#native.backward(g, nativeOpts);
   }
 
@@ -536,6 +575,10 @@ export class Policy {
 
   #headName(): string {
     return this.config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+  }
+
+  #headOffset(): number {
+    return this.layout.find((p) => p.name === this.#headName())!.offset;
   }
 
   #tokenId(id: unknown, name: string): number {

@@ -552,7 +552,8 @@ describe('Policy engine (CPU)', () => {
     assert.throws(() => policy.sequenceLogprobs([[]], [[1]]), /^RangeError: prompts\[0\]/);
     assert.throws(() => policy.sequenceLogprobs([[1]], [[1]], { temperature: 0 }), /^RangeError: temperature:/);
 
-    assert.throws(() => Policy.random(config, { device: 'cuda' }), /^Error: device: the CUDA engine backend is not available yet/);
+    // A device the build cannot see is refused with the runtime's reason (the engine itself runs on CUDA devices).
+    assert.throws(() => Policy.random(config, { device: 'cuda:7' }), /^Error: device: cuda:7 is not available \(.+\); use device 'cpu'/);
     assert.throws(() => Policy.random(config, { device: 'tpu' as never }), /^TypeError: device:/);
     // The raw native object is just as careful.
     const PolicyModel = addon().PolicyModel;

@@ -5,7 +5,10 @@
 // tolerances. Runs wherever a CUDA device exists: the emulated cuda:0 in CI, a GPU.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Policy, Tensor, buildInfo } from '../../src/index.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Policy, Tensor, buildInfo, linearTokenLogprobs, linearTokenLogprobsBackward } from '../../src/index.js';
 import { parseConfig, type ModelConfig } from '../../src/engine/config.js';
 import type { NativeTensor } from '../../src/native.js';
 import { addon } from '../../src/native.js';
@@ -134,5 +137,59 @@ describe('the policy engine on CUDA matches the CPU engine', { skip: DEVICE ? fa
     cudaParams.dispose();
     cudaGrads.dispose();
     cuda.dispose();
+  });
+});
+
+describe('Policy on a CUDA device', { skip: DEVICE ? false : 'no CUDA device in this build' }, () => {
+  it('trains through the fused LM head on the device as the CPU policy does, and saves what it holds', () => {
+    const r = rng('policy cuda');
+    const config = CONFIGS.llamaBias;
+    const seed = r.int(0, 1e9);
+    const cpu = Policy.random(config, { seed, initializerRange: 0.25 });
+    const gpu = Policy.random(config, { seed, initializerRange: 0.25, device: DEVICE! });
+    assert.equal(gpu.device, DEVICE);
+    assert.deepEqual(Array.from(gpu.parameterBuffer.to('cpu').data as Float32Array), Array.from(cpu.parameterBuffer.data as Float32Array));
+    assert.throws(() => gpu.parameters(), /parameters: this policy's weights live on cuda:0; use parameterBuffer/);
+
+    const rows = [[1, 5, 9, 2], [7, 3], [4, 4, 4, 8, 0, 1]];
+    const results = [cpu, gpu].map((policy) => {
+      const onIt = <A extends Float32Array | Int32Array>(a: A) => (policy.device === 'cpu' ? Tensor.from(a) : Tensor.from(a).to(policy.device));
+      policy.zeroGrad();
+      const f = policy.forward({ ids: rows });
+      assert.equal(f.hidden.device, policy.device);
+      const T = f.seq;
+      const targets = new Int32Array(rows.length * T);
+      rows.forEach((row, b) => row.forEach((_, t) => { targets[b * T + t] = row[(t + 1) % row.length]; }));
+      const y = onIt(targets);
+      const lp = linearTokenLogprobs(f.hidden, policy.lmHeadWeight, y, { entropy: true });
+      const g = new Float32Array(rows.length * T);
+      rows.forEach((row, b) => row.forEach((_, t) => { g[b * T + t] = -1 / row.length; }));
+      const back = linearTokenLogprobsBackward(f.hidden, policy.lmHeadWeight, y, lp.lse, onIt(g));
+      policy.backward(back.gradHidden, { gradLmHead: back.gradWeight });
+      const host = (t: Tensor) => (t.isCuda ? t.to('cpu') : t).data as Float32Array;
+      const gen = policy.generate([[1, 2, 3], [9]], { maxNewTokens: 5, temperature: 0, stopIds: [] });
+      return { logprobs: host(lp.logprobs as Tensor), grads: Float32Array.from(host(policy.gradientBuffer)), tokens: gen.tokens };
+    });
+    assertClose(results[1].logprobs, results[0].logprobs, { atol: 2e-5, rtol: 2e-5 }, 'token log-probs');
+    assertClose(results[1].grads, results[0].grads, { atol: 1e-4, rtol: 1e-4 }, 'parameter gradients');
+    assert.ok(results[0].grads.some((x) => x !== 0), 'the CPU gradients are all zero: the comparison would prove nothing');
+    assert.deepEqual(results[1].tokens, results[0].tokens);
+
+    gpu.zeroGrad();
+    assert.ok((gpu.gradientBuffer.to('cpu').data as Float32Array).every((x) => x === 0), 'zeroGrad on the device');
+    const dir = mkdtempSync(join(tmpdir(), 'lgrpo-cuda-policy-'));
+    try {
+      gpu.save(dir);
+      const back = Policy.fromPretrained(dir);
+      assert.deepEqual(Array.from(back.parameterBuffer.data as Float32Array), Array.from(cpu.parameterBuffer.data as Float32Array));
+      const again = Policy.fromPretrained(dir, { device: DEVICE! });
+      assert.equal(again.device, DEVICE);
+      back.dispose();
+      again.dispose();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    cpu.dispose();
+    gpu.dispose();
   });
 });
