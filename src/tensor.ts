@@ -139,6 +139,22 @@ export class Tensor implements NativeTensor {
     return Tensor.fromNative(addon().toDevice(this, parseDevice(device)));
   }
 
+  /** Copies `src`'s values into this tensor's memory, from either device (same dtype and size). */
+  copyFrom(src: Tensor): this {
+    this.assertAlive('tensor');
+    if (!(src instanceof Tensor)) throw new TypeError('src: expected a Tensor');
+    src.assertAlive('src');
+    addon().copyInto(this, src);
+    return this;
+  }
+
+  /** Sets every element to 0 in place, on either device. */
+  zero(): this {
+    this.assertAlive('tensor');
+    addon().fillZero(this);
+    return this;
+  }
+
   /** The values as a Float32Array (CPU only; converts bf16/f16/i32/u8). */
   toFloat32(): Float32Array {
     const data = this.cpuData('tensor');

@@ -1,4 +1,7 @@
 // Tensor lifetime, device transfer and build information.
+#include <cstring>
+#include <vector>
+
 #include "../binding.h"
 #include "../cuda_backend.h"
 #include "../parallel.h"
@@ -32,6 +35,36 @@ Napi::Value fill_zero(const Napi::CallbackInfo& info) {
   const TensorRef t = tensor_arg(info, 0, "tensor");
   if (t.device.is_cuda()) cuda_memset_zero(t.data, t.bytes(), t.device.index);
   else if (t.bytes() > 0) std::memset(t.data, 0, t.bytes());
+  return info.Env().Undefined();
+}
+
+// dst's memory := src's values, across devices (same dtype and element count).
+Napi::Value copy_into(const Napi::CallbackInfo& info) {
+  const TensorRef dst = tensor_arg(info, 0, "dst");
+  const TensorRef src = tensor_arg(info, 1, "src");
+  if (dst.dtype != src.dtype)
+    throw Error(std::string("src: dtype ") + dtype_name(src.dtype) + " differs from the destination's " + dtype_name(dst.dtype),
+                Error::Type);
+  if (dst.numel() != src.numel())
+    throw Error("src: holds " + std::to_string(src.numel()) + " elements, the destination " + std::to_string(dst.numel()),
+                Error::Range);
+  const size_t bytes = dst.bytes();
+  if (bytes == 0) return info.Env().Undefined();
+  if (dst.device.is_cuda() && src.device.is_cuda()) {
+    if (dst.device == src.device) {
+      cuda_copy_device_to_device(dst.data, src.data, bytes, dst.device.index);
+    } else {
+      std::vector<unsigned char> staging(bytes);
+      cuda_copy_to_host(staging.data(), src.data, bytes, src.device.index);
+      cuda_copy_to_device(dst.data, staging.data(), bytes, dst.device.index);
+    }
+  } else if (dst.device.is_cuda()) {
+    cuda_copy_to_device(dst.data, src.data, bytes, dst.device.index);
+  } else if (src.device.is_cuda()) {
+    cuda_copy_to_host(dst.data, src.data, bytes, src.device.index);
+  } else {
+    std::memmove(dst.data, src.data, bytes);
+  }
   return info.Env().Undefined();
 }
 
@@ -89,6 +122,7 @@ void register_tensor_bindings(Napi::Env env, Napi::Object exports) {
   exports.Set("empty", Napi::Function::New<guarded<empty>>(env, "empty"));
   exports.Set("release", Napi::Function::New<guarded<release>>(env, "release"));
   exports.Set("fillZero", Napi::Function::New<guarded<fill_zero>>(env, "fillZero"));
+  exports.Set("copyInto", Napi::Function::New<guarded<copy_into>>(env, "copyInto"));
   exports.Set("toDevice", Napi::Function::New<guarded<to_device>>(env, "toDevice"));
   exports.Set("buildInfo", Napi::Function::New<guarded<build_info>>(env, "buildInfo"));
   exports.Set("setNumThreads", Napi::Function::New<guarded<set_threads>>(env, "setNumThreads"));

@@ -12,6 +12,7 @@
 // State files are one safetensors file: the moments as `<name>.exp_avg` and
 // `<name>.exp_avg_sq`, the scalars as JSON in the header's metadata. One file written by
 // rename can never pair the moments of one save with the step count of another.
+import { addon } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { adamwStep, gradSumSquares, scaleInPlace } from '../ops/adamw.js';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors, type TensorInput } from './safetensors.js';
@@ -147,11 +148,16 @@ function entriesOf<T>(value: unknown, name: string): Array<readonly [string, T]>
 }
 
 /** The buffer as an f32 CPU Tensor over the same memory (never a copy). */
+function hostCopy(t: Tensor): Float32Array {
+  if (!t.isCuda) return (t.data as Float32Array).slice();
+  const host = t.to('cpu');
+  return host.data as Float32Array;
+}
+
 function wrap(value: unknown, arg: string): Tensor {
   if (value instanceof Tensor) {
     value.assertAlive(arg);
     if (value.dtype !== 'f32') throw new TypeError(`${arg}: expected dtype f32, got ${value.dtype}`);
-    if (value.isCuda) throw new TypeError(`${arg}: AdamW is not yet available on CUDA tensors`);
     return value;
   }
   if (value instanceof Float32Array) return Tensor.from(value);
@@ -244,6 +250,8 @@ export class AdamW {
       const param = wrap(value, `params[${JSON.stringify(name)}]`);
       if (!gradMap.has(name)) throw new TypeError(`grads: no gradient for parameter ${JSON.stringify(name)}`);
       const grad = wrap(gradMap.get(name), `grads[${JSON.stringify(name)}]`);
+      if (grad.device !== param.device)
+        throw new TypeError(`grads[${JSON.stringify(name)}]: is on ${grad.device} but its parameter is on ${param.device}`);
       if (grad.numel !== param.numel)
         throw new RangeError(`grads[${JSON.stringify(name)}]: has ${grad.numel} values, the parameter has ${param.numel}`);
       return { name, param, grad };
@@ -251,7 +259,9 @@ export class AdamW {
     AdamW.#checkDisjoint(wrapped);
     const slots: Slot[] = wrapped.map(({ name, param, grad }) => ({
       name, shape: [...param.shape], numel: param.numel, param, grad,
-      expAvg: Tensor.zeros(param.shape), expAvgSq: Tensor.zeros(param.shape), decay: !noDecay(name),
+      // Moments live where their parameter does (a CUDA policy's optimiser never leaves the device).
+      expAvg: Tensor.zeros(param.shape, 'f32', param.device), expAvgSq: Tensor.zeros(param.shape, 'f32', param.device),
+      decay: !noDecay(name),
     }));
     this.#slots = slots;
     this.#byName = new Map(slots.map((s) => [s.name, s]));
@@ -260,14 +270,20 @@ export class AdamW {
   // The fused update requires distinct buffers; catching aliasing here (tied weights
   // listed twice, a gradient sharing a parameter's memory) keeps step() all-or-nothing.
   static #checkDisjoint(slots: Array<{ name: string; param: Tensor; grad: Tensor }>): void {
-    const spans: Array<{ buffer: ArrayBufferLike; begin: number; end: number; label: string }> = [];
+    const spans: Array<{ buffer: object; begin: number; end: number; label: string }> = [];
     for (const s of slots)
       for (const [kind, t] of [['params', s.param], ['grads', s.grad]] as const) {
+        const label = `${kind}[${JSON.stringify(s.name)}]`;
+        if (t.isCuda) {  // device memory: spans of the same native block (views carry an offset)
+          const begin = t.offset ?? 0, bytes = 4 * t.numel;
+          if (bytes > 0) spans.push({ buffer: t.handle!, begin, end: begin + bytes, label });
+          continue;
+        }
         const data = t.data as Float32Array;
         if (data.byteLength > 0)
-          spans.push({ buffer: data.buffer, begin: data.byteOffset, end: data.byteOffset + data.byteLength, label: `${kind}[${JSON.stringify(s.name)}]` });
+          spans.push({ buffer: data.buffer, begin: data.byteOffset, end: data.byteOffset + data.byteLength, label });
       }
-    const byBuffer = new Map<ArrayBufferLike, typeof spans>();
+    const byBuffer = new Map<object, typeof spans>();
     for (const span of spans) {
       const list = byBuffer.get(span.buffer) ?? [];
       list.push(span);
@@ -329,7 +345,7 @@ export class AdamW {
   /** Sets every gradient to 0. */
   zeroGrad(): void {
     this.#checkUsable();
-    for (const s of this.#slots) (s.grad.data as Float32Array).fill(0);
+    for (const s of this.#slots) addon().fillZero(s.grad);
   }
 
   /** √(Σ g²) over all gradients, in parameter order; NaN or Inf when any gradient is. */
@@ -357,6 +373,7 @@ export class AdamW {
       for (const [kind, t] of [['params', s.param], ['grads', s.grad]] as const) {
         const arg = `${kind}[${JSON.stringify(s.name)}]`;
         t.assertAlive(arg);
+        if (t.isCuda) continue;  // device memory cannot be detached behind the tensor's back
         if (t.data === undefined || t.data.length !== s.numel)
           throw new RangeError(`${arg}: now holds ${t.data?.length ?? 0} values, had ${s.numel} (buffer detached or replaced?)`);
       }
@@ -399,8 +416,8 @@ export class AdamW {
     for (const s of this.#slots)
       moments.set(s.name, {
         shape: [...s.shape],
-        expAvg: (s.expAvg.data as Float32Array).slice(),
-        expAvgSq: (s.expAvgSq.data as Float32Array).slice(),
+        expAvg: hostCopy(s.expAvg),
+        expAvgSq: hostCopy(s.expAvgSq),
       });
     return { step: this.#step, hyperparameters: this.hyperparameters, noDecay: this.paramGroups().noDecay, moments };
   }
@@ -436,8 +453,16 @@ export class AdamW {
 
     for (const [name, m] of moments) {
       const slot = this.#byName.get(name)!;
-      (slot.expAvg.data as Float32Array).set(m.expAvg);
-      (slot.expAvgSq.data as Float32Array).set(m.expAvgSq);
+      if (slot.param.isCuda) {
+        for (const key of ['expAvg', 'expAvgSq'] as const) {
+          const moved = Tensor.from(m[key], slot.shape).to(slot.param.device);
+          slot[key].dispose();
+          slot[key] = moved;
+        }
+      } else {
+        (slot.expAvg.data as Float32Array).set(m.expAvg);
+        (slot.expAvgSq.data as Float32Array).set(m.expAvgSq);
+      }
     }
     this.#step = step;
     if (hyper.lr !== null && typeof this.#lr === 'number') this.#lr = hyper.lr;
@@ -478,8 +503,8 @@ export class AdamW {
     this.#checkUsable();
     const tensors = new Map<string, TensorInput>();
     for (const s of this.#slots) {
-      tensors.set(`${s.name}.exp_avg`, { dtype: 'f32', shape: s.shape, data: s.expAvg.data });
-      tensors.set(`${s.name}.exp_avg_sq`, { dtype: 'f32', shape: s.shape, data: s.expAvgSq.data });
+      tensors.set(`${s.name}.exp_avg`, { dtype: 'f32', shape: s.shape, data: s.expAvg.isCuda ? hostCopy(s.expAvg) : s.expAvg.data });
+      tensors.set(`${s.name}.exp_avg_sq`, { dtype: 'f32', shape: s.shape, data: s.expAvgSq.isCuda ? hostCopy(s.expAvgSq) : s.expAvgSq.data });
     }
     const scalars = {
       version: STATE_VERSION,

@@ -409,6 +409,17 @@ export class Policy {
     return this.#hostViews('parameters');
   }
 
+  /**
+   * name → Tensor view of each parameter and of its gradient, on the policy's device
+   * (views of parameterBuffer and gradientBuffer, no copies): what an optimiser of a
+   * CUDA policy takes, e.g. `new AdamW(p.parameters, p.gradients, opts)`.
+   */
+  tensors(): { parameters: Map<string, Tensor>; gradients: Map<string, Tensor> } {
+    this.#alive();
+    const views = (buffer: Tensor) => new Map(this.layout.map((p) => [p.name, buffer.view(p.offset, p.shape)] as const));
+    return { parameters: views(this.parameterBuffer), gradients: views(this.gradientBuffer) };
+  }
+
   /** name → Float32Array view of the accumulated gradient. */
   gradients(): Map<string, Float32Array> {
     this.#alive();

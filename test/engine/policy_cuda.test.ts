@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Policy, Tensor, buildInfo, linearTokenLogprobs, linearTokenLogprobsBackward } from '../../src/index.js';
+import { AdamW, Policy, Tensor, buildInfo, linearTokenLogprobs, linearTokenLogprobsBackward } from '../../src/index.js';
 import { parseConfig, type ModelConfig } from '../../src/engine/config.js';
 import type { NativeTensor } from '../../src/native.js';
 import { addon } from '../../src/native.js';
@@ -193,3 +193,34 @@ describe('Policy on a CUDA device', { skip: DEVICE ? false : 'no CUDA device in 
     gpu.dispose();
   });
 });
+
+describe('AdamW on a CUDA policy', { skip: DEVICE ? false : 'no CUDA device in this build' }, () => {
+  it('steps the device weights as it steps the CPU weights (clipping, decay groups, state round trip)', () => {
+    const r = rng('adamw cuda');
+    const config = CONFIGS.qwenTied;
+    const seed = r.int(0, 1e9);
+    const policies = [Policy.random(config, { seed, initializerRange: 0.25 }), Policy.random(config, { seed, initializerRange: 0.25, device: DEVICE! })];
+    const grads = Float32Array.from({ length: policies[0].numParameters }, () => r.normal());
+    const after = policies.map((policy) => {
+      const { parameters, gradients } = policy.tensors();
+      const opt = new AdamW(parameters, gradients, { lr: 1e-2, weightDecay: 0.1, maxGradNorm: 1 });
+      const results = [];
+      for (let step = 0; step < 3; step++) {
+        policy.gradientBuffer.copyFrom(Tensor.from(grads.map((x) => x * (step + 1))));
+        results.push(opt.step());
+      }
+      const state = opt.state();
+      const opt2 = new AdamW(parameters, gradients, { lr: 1e-2, weightDecay: 0.1, maxGradNorm: 1 });
+      opt2.loadState(state);
+      assert.deepEqual(opt2.state().moments, state.moments, 'moments after a state round trip');
+      return { results, params: Float32Array.from((policy.parameterBuffer.isCuda ? policy.parameterBuffer.to('cpu') : policy.parameterBuffer).data as Float32Array) };
+    });
+    for (let i = 0; i < 3; i++) {
+      assertClose(after[1].results[i].gradNorm, after[0].results[i].gradNorm, { atol: 0, rtol: 1e-6 }, `grad norm, step ${i + 1}`);
+      assert.equal(after[1].results[i].clipped, after[0].results[i].clipped);
+    }
+    assertClose(after[1].params, after[0].params, { atol: 1e-6, rtol: 1e-6 }, 'weights after 3 steps');
+    for (const p of policies) p.dispose();
+  });
+});
+
