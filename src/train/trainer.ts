@@ -27,11 +27,10 @@
 // therefore writes the same lines as an uninterrupted run, timings aside.
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { AdamW, NonFiniteGradError } from '../engine/adamw.js';
+import { AdamW } from '../engine/adamw.js';
 import { Policy } from '../engine/policy.js';
 import { linearWarmup } from '../engine/schedule.js';
 import { groupAdvantages } from '../ops/group_advantages.js';
-import { grpoLoss, grpoLossWeights } from '../ops/grpo_loss.js';
 import { fsyncDir } from '../atomic_file.js';
 import { findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
@@ -46,8 +45,8 @@ import { supervisedWarmup } from './sft.js';
 import { arithTask } from './tasks/arith.js';
 import { jsonlTask } from './tasks/jsonl.js';
 import type { Example, Task } from './tasks/types.js';
-import { completionPass } from './token_pass.js';
 import { loadTokenizer, saveTokenizer, type TextTokenizer } from './tokenizer.js';
+import { policyUpdate } from './update.js';
 
 // What a program needs to start a run: resolveConfig({...flags}) → train(config).
 export { resolveConfig, type TrainConfig } from './config.js';
@@ -431,94 +430,16 @@ class Trainer {
         groupIds.push(gi);
       }
     });
-    const B = prompts.length;
     const groups = kept.length;
     const ids = Int32Array.from(groupIds);
     const rewards = Float32Array.from(rewardsList);
     const adv = groupAdvantages(rewards, ids, { mode: c.advantage, groups }).advantages as Float32Array;
-    const lengths = Int32Array.from(completions, (comp, i) => (c.maskTruncated && !stopped[i] ? 0 : comp.length));
-
-    let t = performance.now();
+    const t = performance.now();
     let ref: Float32Array[] | null = null;
     if (c.beta > 0) ref = this.reference!.sequenceLogprobs(prompts, completions, { temperature: c.temperature });
-    const old: Float32Array[] = new Array(B);
-
-    // Micro-batch boundaries (the last may be short when dynamic sampling shrank the batch).
-    const bounds: Array<[number, number]> = [];
-    for (let a = 0; a < B; a += c.microBatch) bounds.push([a, Math.min(B, a + c.microBatch)]);
-
-    let lossSum = 0, gradLambdaSum = 0, entropySum = 0, entropyTokens = 0;
-    const weighted: Sums = { clipLow: 0, clipHigh: 0, ratio: 0, kl: 0, tokens: 0 };
-    let lastUpdate: { lr: number; gradNorm: number; clipped: boolean } | null = null;
-    let skipped = 0;
-    let weightMin = Infinity, weightMax = -Infinity;
-    for (let it = 0; it < c.iterations; it++) {
-      const w = grpoLossWeights(lengths, ids, { aggregation: c.loss, lambda: this.lambda, r: c.lambdaR, maxLength: c.maxNewTokens, groups });
-      if (it === 0)
-        for (let i = 0; i < B; i++)
-          if (lengths[i] > 0) {
-            weightMin = Math.min(weightMin, w.weights[i]);
-            weightMax = Math.max(weightMax, w.weights[i]);
-          }
-      this.policy.zeroGrad();
-      let gradLambda = 0;
-      for (const [a, b] of bounds) {
-        const pass = completionPass(this.policy, prompts.slice(a, b), completions.slice(a, b), { temperature: c.temperature, entropy: it === 0 });
-        const rows = b - a;
-        let Tc = 1;
-        for (let i = a; i < b; i++) Tc = Math.max(Tc, completions[i].length);
-        const lp = new Float32Array(rows * Tc), oldLp = new Float32Array(rows * Tc), mask = new Uint8Array(rows * Tc);
-        const refLp = ref ? new Float32Array(rows * Tc) : undefined;
-        for (let r = 0; r < rows; r++) {
-          const i = a + r;
-          const from = pass.offsets[r], n = completions[i].length;
-          const here = pass.logprobs.subarray(from, from + n);
-          if (it === 0) {
-            old[i] = here.slice();
-            if (pass.entropy && lengths[i] > 0)
-              for (let j = 0; j < n; j++) {
-                entropySum += pass.entropy[from + j];
-                entropyTokens++;
-              }
-          }
-          lp.set(here, r * Tc);
-          oldLp.set(old[i], r * Tc);
-          if (refLp) refLp.set(ref![i], r * Tc);
-          mask.fill(1, r * Tc, r * Tc + lengths[i]);
-        }
-        const res = grpoLoss({
-          logprobs: lp, oldLogprobs: oldLp, refLogprobs: refLp, advantages: adv.subarray(a, b), mask,
-          groupIds: ids.subarray(a, b), groups, aggregation: c.loss, lambda: this.lambda, r: c.lambdaR,
-          epsLow: c.epsilon, epsHigh: c.epsilonHigh, beta: c.beta, maxLength: c.maxNewTokens,
-          weights: w.weights.subarray(a, b),
-          dWeightsDLambda: c.loss === 'lambda' ? w.dWeightsDLambda.subarray(a, b) : undefined,
-          normalizer: w.normalizer,
-        });
-        lossSum += res.loss;
-        gradLambda += res.gradLambda;
-        const tok = res.stats.tokens;
-        weighted.clipLow += res.stats.clipFracLow * tok;
-        weighted.clipHigh += res.stats.clipFracHigh * tok;
-        weighted.ratio += res.stats.ratioMean * tok;
-        weighted.kl += res.stats.klMean * tok;
-        weighted.tokens += tok;
-        const g = res.gradLogprobs as Float32Array;
-        const coeff = new Float32Array(pass.tokens);
-        for (let r = 0; r < rows; r++) coeff.set(g.subarray(r * Tc, r * Tc + completions[a + r].length), pass.offsets[r]);
-        pass.backward(coeff);
-      }
-      try {
-        const u = this.optimizer.step();
-        lastUpdate = { lr: u.lr, gradNorm: u.gradNorm, clipped: u.clipped };
-      } catch (e) {
-        if (!(e instanceof NonFiniteGradError)) throw e;
-        skipped++;
-        this.log(`warning: step ${this.step + 1}: ${e.message} The update was skipped.`);
-      }
-      gradLambdaSum += gradLambda;
-      if (c.loss === 'lambda' && !c.lambdaFixed && c.lambdaLr > 0 && Number.isFinite(gradLambda)) this.lambda -= c.lambdaLr * gradLambda;
-    }
-    this.policy.zeroGrad();
+    const u = policyUpdate(this.policy, this.optimizer, this.lambda, { prompts, completions, stopped, advantages: adv, groupIds: ids, groups, ref }, c,
+      (message) => this.log(`warning: step ${this.step + 1}: ${message}`));
+    this.lambda = u.lambda;
     timing.train += (performance.now() - t) / 1000;
 
     // Metrics over everything sampled this step.
@@ -539,19 +460,19 @@ class Trainer {
     const record: MetricRecord = {
       kind: 'train',
       step: this.step + 1,
-      loss: lossSum / c.iterations,
+      loss: u.lossSum / c.iterations,
       reward_mean: mean(all.rewards),
       reward_std: std(all.rewards),
       accuracy: all.correct.filter(Boolean).length / n,
       advantage_mean: mean(adv),
       advantage_std: std(adv),
       advantage_abs_mean: mean(absAdv),
-      clip_frac_low: weighted.tokens ? weighted.clipLow / weighted.tokens : 0,
-      clip_frac_high: weighted.tokens ? weighted.clipHigh / weighted.tokens : 0,
-      ratio_mean: weighted.tokens ? weighted.ratio / weighted.tokens : 1,
+      clip_frac_low: u.tokens ? u.clipLow / u.tokens : 0,
+      clip_frac_high: u.tokens ? u.clipHigh / u.tokens : 0,
+      ratio_mean: u.tokens ? u.ratio / u.tokens : 1,
     };
-    if (c.beta > 0) record.kl = weighted.tokens ? weighted.kl / weighted.tokens : 0;
-    if (entropyTokens > 0) record.entropy = entropySum / entropyTokens;
+    if (c.beta > 0) record.kl = u.tokens ? u.kl / u.tokens : 0;
+    if (u.entropyTokens > 0) record.entropy = u.entropySum / u.entropyTokens;
     record.mean_length = mean(all.lengths);
     if (lenCorrect.length) record.length_correct = mean(lenCorrect);
     if (lenWrong.length) record.length_wrong = mean(lenWrong);
@@ -563,17 +484,17 @@ class Trainer {
     }
     if (c.loss === 'lambda') {
       record.lambda = this.lambda;
-      record.lambda_grad = gradLambdaSum / c.iterations;
+      record.lambda_grad = u.gradLambda.reduce((x, y) => x + y, 0) / c.iterations;
     }
-    if (weightMin <= weightMax) {
-      record.weight_min = weightMin;
-      record.weight_max = weightMax;
+    if (u.weightMin <= u.weightMax) {
+      record.weight_min = u.weightMin;
+      record.weight_max = u.weightMax;
     }
-    if (lastUpdate) {
-      record.lr = lastUpdate.lr;
-      record.grad_norm = lastUpdate.gradNorm;
+    if (u.lastUpdate) {
+      record.lr = u.lastUpdate.lr;
+      record.grad_norm = u.lastUpdate.gradNorm;
     }
-    if (skipped) record.skipped_updates = skipped;
+    if (u.skipped) record.skipped_updates = u.skipped;
     if (this.rewards.length > 1) for (const [name, values] of Object.entries(components)) record[metricName(name)] = mean(values);
     record.reward_failures = all.failures;
     record.time_rollout = timing.rollout;
