@@ -52,7 +52,7 @@ export interface UpdateResult {
   lossSum: number;
   /** ∂L/∂λ of each iteration (summed over its micro-batches). */
   gradLambda: number[];
-  /** Range of the weights over rows with at least one loss token (±Infinity when none). */
+  /** Range over the rows with loss tokens of the weights the final λ gives the batch (±Infinity when none). */
   weightMin: number;
   weightMax: number;
   /** Entropy summed over the first iteration's loss tokens, and their count. */
@@ -74,13 +74,48 @@ export function lossLengths(completions: readonly (readonly number[])[], stopped
   return Int32Array.from(completions, (comp, i) => (maskTruncated && !stopped[i] ? 0 : comp.length));
 }
 
-/** The whole step's weights, ∂w/∂λ and normaliser for these loss lengths. */
+/**
+ * The whole step's weights, ∂w/∂λ and normaliser for these loss lengths. A row without
+ * loss tokens (a cut row under --mask-truncated) is no response of its group as far as
+ * the loss goes: under 'lambda' it takes no part in its group's length statistics or
+ * softmax, so it neither counts as the group's shortest response nor draws weight away
+ * from the rows that are trained (docs/lambda-grpo-math.md §4: G_g counts the rows weighted).
+ * The other aggregations already give such a row nothing (and keep their normalisers).
+ */
 export function stepWeights(
   lengths: Int32Array,
   groupIds: Int32Array,
   options: { aggregation: Aggregation; lambda: number; r: number; maxLength: number; groups: number },
 ): GrpoLossWeights {
-  return grpoLossWeights(lengths, groupIds, options);
+  const whole = grpoLossWeights(lengths, groupIds, options);
+  if (options.aggregation !== 'lambda') return whole;
+  const rows: number[] = [];
+  for (let i = 0; i < lengths.length; i++) if (lengths[i] > 0) rows.push(i);
+  if (rows.length === lengths.length) return whole;
+  const weights = new Float32Array(lengths.length), dWeightsDLambda = new Float32Array(lengths.length);
+  if (rows.length > 0) {
+    // Renumbered so that a group left without rows is no group at all.
+    const renumber = new Map<number, number>();
+    const ids = Int32Array.from(rows, (i) => {
+      let id = renumber.get(groupIds[i]);
+      if (id === undefined) renumber.set(groupIds[i], (id = renumber.size));
+      return id;
+    });
+    const kept = grpoLossWeights(Int32Array.from(rows, (i) => lengths[i]), ids, { ...options, groups: renumber.size });
+    rows.forEach((i, k) => {
+      weights[i] = kept.weights[k];
+      dWeightsDLambda[i] = kept.dWeightsDLambda[k];
+    });
+  }
+  return { weights, dWeightsDLambda, normalizer: whole.normalizer };
+}
+
+function setWeightRange(result: UpdateResult, weights: Float32Array, lengths: Int32Array): void {
+  for (let i = 0; i < lengths.length; i++)
+    if (lengths[i] > 0) {
+      result.weightMin = Math.min(result.weightMin, weights[i]);
+      result.weightMax = Math.max(result.weightMax, weights[i]);
+    }
 }
 
 /**
@@ -111,12 +146,6 @@ export function policyUpdate(
   };
   for (let it = 0; it < s.iterations; it++) {
     const w = stepWeights(lengths, ids, { aggregation: s.loss, lambda, r: s.lambdaR, maxLength: s.maxNewTokens, groups });
-    if (it === 0)
-      for (let i = 0; i < B; i++)
-        if (lengths[i] > 0) {
-          result.weightMin = Math.min(result.weightMin, w.weights[i]);
-          result.weightMax = Math.max(result.weightMax, w.weights[i]);
-        }
     policy.zeroGrad();
     let gradLambda = 0;
     for (const [a, b] of bounds) {
@@ -164,18 +193,29 @@ export function policyUpdate(
       for (let r = 0; r < rows; r++) coeff.set(g.subarray(r * Tc, r * Tc + completions[a + r].length), pass.offsets[r]);
       pass.backward(coeff);
     }
+    result.gradLambda.push(gradLambda);
+    const learnsLambda = s.loss === 'lambda' && !s.lambdaFixed && s.lambdaLr > 0;
+    let updated = true;
     try {
       const u = optimizer.step();
       result.lastUpdate = { lr: u.lr, gradNorm: u.gradNorm, clipped: u.clipped };
     } catch (e) {
       if (!(e instanceof NonFiniteGradError)) throw e;
       result.skipped++;
-      warn(`${e.message} The update was skipped.`);
+      updated = false;
+      // λ and the policy are one model: a step that cannot move the policy moves neither.
+      warn(`${e.message} The update was skipped${learnsLambda ? `, and λ stays at ${lambda}` : ''}.`);
     }
-    result.gradLambda.push(gradLambda);
-    if (s.loss === 'lambda' && !s.lambdaFixed && s.lambdaLr > 0 && Number.isFinite(gradLambda)) lambda -= s.lambdaLr * gradLambda;
+    if (learnsLambda && updated) {
+      if (Number.isFinite(gradLambda)) lambda -= s.lambdaLr * gradLambda;
+      else warn(`∂L/∂λ is ${gradLambda} (iteration ${it + 1}); λ stays at ${lambda}.`);
+    }
   }
   policy.zeroGrad();
   result.lambda = lambda;
+  // The weight range is logged beside λ, so it is the range this λ gives the batch: with
+  // several iterations the λ of any one pass would be a different one.
+  const final = stepWeights(lengths, ids, { aggregation: s.loss, lambda, r: s.lambdaR, maxLength: s.maxNewTokens, groups });
+  setWeightRange(result, final.weights, lengths);
   return result;
 }

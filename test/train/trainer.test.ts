@@ -148,19 +148,23 @@ test('resuming with a different configuration is refused', async () => {
   await assert.rejects(train(resolveConfig({ resume: out }).config, { progress: quietStream() }), /--steps: the checkpoint is at step 1/);
 });
 
-test('micro-batches change neither the loss nor the gradient of a step', async () => {
+test('micro-batches that split groups change neither the loss, ∂L/∂λ nor the gradient of a step (λ ≠ 0)', async () => {
+  // λ starts away from 0 so the weights differ from row to row, and micro-batches of 3 cut
+  // the groups of 4: a micro-batch computing its own weights or normaliser would show.
   const step1 = async (microBatch: number) => {
     const out = freshDir(`mb${microBatch}`);
-    await train(resolveConfig(tinyArgs(out, { steps: 1, 'micro-batch': microBatch, 'eval-every': 0, 'prompts-per-step': 3 })).config, { progress: quietStream() });
+    await train(resolveConfig(tinyArgs(out, { steps: 1, 'micro-batch': microBatch, 'eval-every': 0, 'prompts-per-step': 3, 'lambda-init': 0.8 })).config, { progress: quietStream() });
     return readMetrics(join(out, 'metrics.jsonl')).find((r) => r.kind === 'train')!;
   };
   const whole = await step1(12);
-  const pieces = await step1(4);
-  for (const key of ['loss', 'grad_norm', 'lambda_grad', 'entropy', 'weight_min', 'weight_max']) {
+  const pieces = await step1(3);
+  for (const key of ['loss', 'grad_norm', 'lambda_grad', 'lambda', 'entropy', 'weight_min', 'weight_max']) {
     const x = whole[key] as number, y = pieces[key] as number;
-    assert.ok(Number.isFinite(x) && Math.abs(x - y) <= 1e-4 * Math.abs(x) + 1e-7, `${key}: ${x} (one micro-batch) vs ${y} (three)`);
+    assert.ok(Number.isFinite(x) && Math.abs(x - y) <= 1e-4 * Math.abs(x) + 1e-7, `${key}: ${x} (one micro-batch) vs ${y} (four)`);
   }
   assert.ok((whole.grad_norm as number) > 0);
+  assert.ok(Math.abs(whole.lambda_grad as number) > 1e-6, `λ has a gradient: ${whole.lambda_grad}`);
+  assert.ok((whole.weight_max as number) - (whole.weight_min as number) > 1e-3, `the weights differ: ${whole.weight_min}..${whole.weight_max}`);
 });
 
 test('a reward module that throws counts as 0 and the run goes on', async () => {
