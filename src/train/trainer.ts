@@ -25,13 +25,13 @@
 // functions of --seed), weights and optimiser moments are saved bit for bit, and all of
 // step N's metric lines are written before checkpoint N. A run resumed from checkpoint N
 // therefore writes the same lines as an uninterrupted run, timings aside.
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AdamW } from '../engine/adamw.js';
 import { Policy } from '../engine/policy.js';
 import { linearWarmup } from '../engine/schedule.js';
 import { groupAdvantages } from '../ops/group_advantages.js';
-import { fsyncDir } from '../atomic_file.js';
+import { recoverDir, writeDirAtomic } from './atomic_dir.js';
 import { findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
 import { METRICS_FILE, MetricsWriter, type MetricRecord } from './metrics.js';
@@ -137,15 +137,13 @@ function metricName(rewardName: string): string {
   return `reward_${rewardName.replace(/\.[cm]?js$/, '').replace(/[^A-Za-z0-9_]+/g, '_')}`;
 }
 
-/** Writes a directory by filling a temporary sibling and renaming it into place. */
-function writeDirAtomic(dir: string, fill: (tmp: string) => void): void {
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  fill(tmp);
-  rmSync(dir, { recursive: true, force: true });
-  renameSync(tmp, dir);
-  fsyncDir(resolve(dir, '..'));
+/**
+ * Whether the run keeps its reference policy in REFERENCE_DIR: whenever the reference is
+ * the policy at step 0 and --model cannot give it back, because it is the tiny model (a
+ * seed, not a directory) or the warm-up changed the weights the directory holds.
+ */
+function savesReference(c: TrainConfig): boolean {
+  return c.beta > 0 && c.refModel === c.model && (c.model === 'tiny' || c.sftSteps > 0);
 }
 
 function samplesFile(step: number): string {
@@ -249,7 +247,7 @@ class Trainer {
     if (c.beta > 0 && c.refModel === c.model) {
       // The reference is this policy now, at step 0; saved, so a resumed run gets it back.
       this.reference = this.#copyPolicy();
-      if (c.model === 'tiny')
+      if (savesReference(c))
         writeDirAtomic(join(this.out, REFERENCE_DIR), (tmp) => {
           this.policy.save(tmp);
           saveTokenizer(this.tokenizer, tmp);
@@ -266,12 +264,14 @@ class Trainer {
   loadReference(): Policy {
     const c = this.config;
     let dir: string;
-    if (c.refModel === 'tiny' || (c.refModel === c.model && c.model === 'tiny')) {
-      if (c.model !== 'tiny') throw new Error("--ref-model: 'tiny' is only a reference for --model tiny");
+    if (c.refModel === 'tiny' && c.model !== 'tiny') throw new Error("--ref-model: 'tiny' is only a reference for --model tiny");
+    if (savesReference(c)) {
       dir = join(this.out, REFERENCE_DIR);
       const source = join(this.sourceRunDir ?? this.out, REFERENCE_DIR);
+      recoverDir(source);
+      if (source !== dir) recoverDir(dir);
       // Resumed into another directory: the reference comes along, for later resumes too.
-      if (!existsSync(dir) && existsSync(source)) cpSync(source, dir, { recursive: true });
+      if (!existsSync(dir) && existsSync(source)) writeDirAtomic(dir, (tmp) => cpSync(source, tmp, { recursive: true }));
       if (!existsSync(dir)) throw new Error(`--resume: the run's reference policy ${dir} is missing (it is written at step 0 when --beta > 0)`);
     } else {
       dir = c.refModel!;
@@ -292,8 +292,16 @@ class Trainer {
     if (state.configHash !== configHash(c)) {
       const saved = state.config ?? {};
       const now = configToJson(c);
+      // --steps is part of the hash only under a decaying schedule (configHash), so it is named only then.
+      const decays = c.lrSchedule !== 'constant';
       const differ = CONFIG_KEYS.map((k) => OPTIONS[k].flag)
-        .filter((f) => JSON.stringify(saved[f]) !== JSON.stringify(now[f]) && !['out', 'resume', 'device', 'steps', 'eval-every', 'save-every', 'keep-checkpoints'].includes(f));
+        .filter((f) => JSON.stringify(saved[f]) !== JSON.stringify(now[f]) && !['out', 'resume', 'device', 'eval-every', 'save-every', 'keep-checkpoints'].includes(f))
+        .filter((f) => f !== 'steps' || decays);
+      if (differ.length === 1 && differ[0] === 'steps')
+        throw new Error(
+          `--resume: ${found.dir} was trained for --steps ${saved.steps} with --lr-schedule ${c.lrSchedule}, which decays the learning rate to 0 at --steps; ` +
+          `--steps ${c.steps} would change the rates of the steps already taken. Resume with --steps ${saved.steps}, or start a new run with --model pointing at the checkpoint.`,
+        );
       throw new Error(
         `--resume: ${found.dir} was trained with a different configuration (${differ.length ? differ.map((f) => `--${f}`).join(', ') : 'see its config'}); ` +
         'resuming would not continue the same run. Start a new run with --model pointing at the checkpoint instead.',

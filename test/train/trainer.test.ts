@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { resolveConfig } from '../../src/train/config.js';
 import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
 import { train, DYNAMIC_SAMPLING_MAX_ROUNDS, OPTIMIZER_FILE } from '../../src/train/trainer.js';
-import { loadModelDir } from '../../src/train/model.js';
+import { loadModelDir, tinyModel } from '../../src/train/model.js';
+import { saveTokenizer } from '../../src/train/tokenizer.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lgrpo-trainer-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -146,6 +147,10 @@ test('resuming with a different configuration is refused', async () => {
   await train(resolveConfig(tinyArgs(out, { steps: 1 })).config, { progress: quietStream() });
   await assert.rejects(train(resolveConfig({ resume: out, steps: 2, epsilon: 0.3 }).config, { progress: quietStream() }), /different configuration \(--epsilon\)/);
   await assert.rejects(train(resolveConfig({ resume: out }).config, { progress: quietStream() }), /--steps: the checkpoint is at step 1/);
+  // A decaying schedule reaches 0 at --steps: more steps would change the rates already used.
+  const decaying = freshDir('refuse-cosine');
+  await train(resolveConfig(tinyArgs(decaying, { steps: 1, 'lr-schedule': 'cosine', 'sft-steps': 0, 'eval-every': 0 })).config, { progress: quietStream() });
+  await assert.rejects(train(resolveConfig({ resume: decaying, steps: 2 }).config, { progress: quietStream() }), /--steps .*--lr-schedule cosine/);
 });
 
 test('micro-batches that split groups change neither the loss, ∂L/∂λ nor the gradient of a step (λ ≠ 0)', async () => {
@@ -241,6 +246,30 @@ test('β > 0: KL to the frozen step-0 policy is logged, and the reference surviv
   assert.ok(kl[0] >= 0 && kl[0] < 1e-5, `kl at step 1: ${kl[0]}`);
   assert.ok(kl[1] > 10 * kl[0] && kl[2] > 0, `kl ${kl.join(', ')}`);
   assert.deepEqual(withoutTimings(readMetrics(join(out, 'metrics.jsonl'))), withoutTimings(readMetrics(join(straight, 'metrics.jsonl'))));
+});
+
+test('β > 0 with a --model directory and a warm-up: the reference is the warmed-up policy, saved with the run for resumes', async () => {
+  // A model directory that is not the tiny built-in: the warm-up changes it, so the
+  // reference (the policy at step 0) is no longer what the directory holds.
+  const modelDir = join(root, 'model-dir');
+  const { policy, tokenizer } = tinyModel(11);
+  policy.save(modelDir);
+  saveTokenizer(tokenizer, modelDir);
+  policy.dispose();
+  const args = { model: modelDir, beta: 0.5, steps: 3, 'sft-steps': 8, 'eval-every': 0, 'save-every': 1 };
+  const out = freshDir('kl-dir');
+  await train(resolveConfig(tinyArgs(out, { ...args, steps: 2 })).config, { progress: quietStream() });
+  assert.ok(existsSync(join(out, 'reference', 'model.safetensors')), 'the warmed-up reference is saved with the run');
+  await train(resolveConfig({ resume: out, steps: 3 }).config, { progress: quietStream() });
+  const straight = freshDir('kl-dir-straight');
+  await train(resolveConfig(tinyArgs(straight, args)).config, { progress: quietStream() });
+  const kl = readMetrics(join(straight, 'metrics.jsonl')).filter((r) => r.kind === 'train').map((r) => r.kl as number);
+  assert.ok(kl[0] < 1e-5, `step 1 trains the reference itself: kl ${kl[0]}`);
+  assert.deepEqual(withoutTimings(readMetrics(join(out, 'metrics.jsonl'))), withoutTimings(readMetrics(join(straight, 'metrics.jsonl'))));
+  // Without a warm-up the directory is the reference: nothing is copied.
+  const plain = freshDir('kl-dir-plain');
+  await train(resolveConfig(tinyArgs(plain, { ...args, steps: 1, 'sft-steps': 0 })).config, { progress: quietStream() });
+  assert.ok(!existsSync(join(plain, 'reference')));
 });
 
 test('--mask-truncated leaves cut responses out of the loss, and truncation is warned about', async () => {
