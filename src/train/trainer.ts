@@ -41,12 +41,13 @@ import { writeRunReport } from './report.js';
 import { isCorrect } from './rewards/math.js';
 import { resolveReward, scoreAll, type RewardWarning, type WeightedReward } from './rewards/loader.js';
 import { Rng } from './rng.js';
-import { supervisedWarmup } from './sft.js';
+import { supervisedWarmup, type WarmupRecord } from './sft.js';
 import { arithTask } from './tasks/arith.js';
 import { jsonlTask } from './tasks/jsonl.js';
 import type { Example, Task } from './tasks/types.js';
 import { loadTokenizer, saveTokenizer, type TextTokenizer } from './tokenizer.js';
 import { policyUpdate } from './update.js';
+import { loadWarmup, saveWarmup, warmupCachePath } from './warmup_cache.js';
 
 // What a program needs to start a run: resolveConfig({...flags}) → train(config).
 export { resolveConfig, type TrainConfig } from './config.js';
@@ -69,6 +70,15 @@ export interface TrainHooks {
   signal?: AbortSignal;
   /** Where progress and warnings go; default process.stderr; null: silent. */
   progress?: ProgressStream | null;
+  /** Put before every progress line (e.g. which run of a comparison, and its ETA). */
+  progressLabel?: () => string;
+  /** Called after each training step's metrics are written. */
+  onStep?: (step: number) => void;
+  /**
+   * A folder for supervised warm-ups: one already there for this model, seed and length
+   * is loaded instead of computed (the run is the same); one computed is left there.
+   */
+  warmupCache?: string;
 }
 
 export interface EvalSummary {
@@ -90,7 +100,8 @@ export interface TrainResult {
   checkpoint: string | null;
   /** Wall time of this process's run (warm-up included). */
   seconds: number;
-  warmup: { steps: number; seconds: number; finalLoss: number } | null;
+  /** The supervised warm-up; `cached`: loaded from hooks.warmupCache (seconds are those it took then). */
+  warmup: { steps: number; seconds: number; finalLoss: number; cached?: boolean } | null;
 }
 
 /** The task a config names. */
@@ -156,6 +167,7 @@ class Trainer {
   progress: Progress | null;
   readonly stream: ProgressStream | null;
   readonly signal: AbortSignal | undefined;
+  readonly hooks: TrainHooks;
   task!: Task;
   rewards!: WeightedReward[];
   policy!: Policy;
@@ -183,8 +195,9 @@ class Trainer {
     this.config = config;
     this.out = config.out;
     this.signal = hooks.signal;
+    this.hooks = hooks;
     this.stream = hooks.progress === undefined ? process.stderr : hooks.progress;
-    this.progress = this.stream === null ? null : new Progress({ total: config.steps, stream: this.stream, startStep: 0 });
+    this.progress = this.stream === null ? null : new Progress({ total: config.steps, stream: this.stream, startStep: 0, label: hooks.progressLabel });
   }
 
   log(message: string): void {
@@ -233,16 +246,29 @@ class Trainer {
     this.sampling = new Rng(c.seed).fork();
     this.lambda = c.loss === 'lambda' ? c.lambdaInit : 0;
     if (c.sftSteps > 0) {
-      this.log(`supervised warm-up: ${c.sftSteps} steps`);
-      const result = await supervisedWarmup(this.policy, this.tokenizer, {
-        steps: c.sftSteps,
-        seed: c.seed,
-        signal: this.signal,
-        onLog: (r) => this.metrics.write({ kind: 'warmup', step: 0, ...r }),
-      });
-      this.warmup = { steps: result.steps, seconds: result.seconds, finalLoss: result.finalLoss };
-      if (result.interrupted) return;
-      this.log(`supervised warm-up done in ${result.seconds.toFixed(1)} s, loss ${result.finalLoss.toFixed(4)}`);
+      const cache = this.hooks.warmupCache === undefined ? null : warmupCachePath(this.hooks.warmupCache, c);
+      const cached = cache === null ? null : loadWarmup(cache, this.policy);
+      if (cached) {
+        for (const r of cached.records) this.metrics.write({ kind: 'warmup', step: 0, ...r });
+        this.warmup = { steps: cached.steps, seconds: cached.seconds, finalLoss: cached.finalLoss, cached: true };
+        this.log(`supervised warm-up: ${c.sftSteps} steps, reused from ${cache}`);
+      } else {
+        this.log(`supervised warm-up: ${c.sftSteps} steps`);
+        const records: WarmupRecord[] = [];
+        const result = await supervisedWarmup(this.policy, this.tokenizer, {
+          steps: c.sftSteps,
+          seed: c.seed,
+          signal: this.signal,
+          onLog: (r) => {
+            records.push(r);
+            this.metrics.write({ kind: 'warmup', step: 0, ...r });
+          },
+        });
+        this.warmup = { steps: result.steps, seconds: result.seconds, finalLoss: result.finalLoss };
+        if (result.interrupted) return;
+        if (cache !== null) saveWarmup(cache, this.policy, { records, ...this.warmup });
+        this.log(`supervised warm-up done in ${result.seconds.toFixed(1)} s, loss ${result.finalLoss.toFixed(4)}`);
+      }
     }
     if (c.beta > 0 && c.refModel === c.model) {
       // The reference is this policy now, at step 0; saved, so a resumed run gets it back.
@@ -595,11 +621,12 @@ class Trainer {
       }
       // (A run resumed from checkpoint-0 was stopped right after its warm-up, before this eval.)
       if ((!resumed || this.step === 0) && c.evalEvery > 0) await this.runEval();
-      if (this.stream !== null) this.progress = new Progress({ total: c.steps, stream: this.stream, startStep: this.step });
+      if (this.stream !== null) this.progress = new Progress({ total: c.steps, stream: this.stream, startStep: this.step, label: this.hooks.progressLabel });
       while (this.step < c.steps) {
         const record = await this.trainStep();
         this.step++;
         this.metrics.write(record);
+        this.hooks.onStep?.(this.step);
         this.progress?.update(this.step, {
           reward: record.reward_mean as number, accuracy: record.accuracy as number, meanLength: record.mean_length as number,
           lambda: record.lambda as number | undefined,

@@ -172,6 +172,28 @@ test('micro-batches that split groups change neither the loss, ∂L/∂λ nor th
   assert.ok((whole.weight_max as number) - (whole.weight_min as number) > 1e-3, `the weights differ: ${whole.weight_min}..${whole.weight_max}`);
 });
 
+test('a cached warm-up is reused, and the run is the one that computes it', async () => {
+  const cache = freshDir('warmups');
+  const args = { steps: 2, 'eval-every': 2 };
+  const first = await train(resolveConfig(tinyArgs(freshDir('cache-a'), { ...args, loss: 'grpo' })).config, { progress: quietStream(), warmupCache: cache });
+  assert.equal(first.warmup?.cached, undefined, 'computed the first time');
+  assert.equal(readdirSync(cache).length, 1);
+  const lines: string[] = [];
+  const reused = freshDir('cache-b');
+  const second = await train(resolveConfig(tinyArgs(reused, { ...args, loss: 'lambda' })).config, { progress: quietStream(lines), warmupCache: cache });
+  assert.equal(second.warmup?.cached, true);
+  assert.match(lines.join(''), /reused from/);
+  const computed = freshDir('cache-c');
+  await train(resolveConfig(tinyArgs(computed, { ...args, loss: 'lambda' })).config, { progress: quietStream() });
+  assert.deepEqual(withoutTimings(readMetrics(join(reused, 'metrics.jsonl'))), withoutTimings(readMetrics(join(computed, 'metrics.jsonl'))));
+  // Same seed, same warmed-up weights: the losses start from the same held-out accuracy.
+  assert.equal(first.evals[0].accuracy, second.evals[0].accuracy);
+  // Another seed is another warm-up.
+  const other = await train(resolveConfig(tinyArgs(freshDir('cache-d'), { ...args, seed: 1 })).config, { progress: quietStream(), warmupCache: cache });
+  assert.equal(other.warmup?.cached, undefined);
+  assert.equal(readdirSync(cache).length, 2);
+});
+
 test('a reward module that throws counts as 0 and the run goes on', async () => {
   const out = freshDir('throws');
   const lines: string[] = [];
