@@ -1,5 +1,4 @@
-// The λ-GRPO training loop (spec: /work/shared/spec/lambda-grpo.md, contract in the
-// trainer notes). One step:
+// The λ-GRPO training loop (the math: docs/lambda-grpo-math.md). One step:
 //
 //   1. rollout   P prompts from the task's deterministic stream, each sampled G times by
 //                the engine (KV cache; temperature, top-p, stop at end-of-sequence), with a
@@ -8,9 +7,9 @@
 //                with --dynamic-sampling, groups whose rewards are all equal are dropped
 //                and more prompts sampled to refill the step (bounded, as DAPO/verl do);
 //   3. advantage groupAdvantages over the groups (rows of one prompt);
-//   4. train     μ = --iterations passes over the batch in micro-batches: forward →
-//                fused LM-head log-probs on the completion tokens → grpoLoss with the
-//                WHOLE step's weights and normaliser (grpoLossWeights, so the split into
+//   4. train     (update.ts) μ = --iterations passes over the batch in micro-batches:
+//                forward → fused LM-head log-probs on the completion tokens → grpoLoss
+//                with the WHOLE step's weights and normaliser (so the split into
 //                micro-batches changes nothing) → backward; after the last micro-batch one
 //                AdamW update (clipping, schedule) and one λ update (plain SGD on ∂L/∂λ
 //                summed over the micro-batches, unless --lambda-fixed).
@@ -18,7 +17,8 @@
 // Old log-probs: the policy that sampled is the policy before this step's first update,
 // so the first pass's log-probs (detached) ARE the old log-probs — TRL does the same
 // with one iteration — and later iterations reuse them. Reference log-probs (β > 0) come
-// from a frozen copy of the policy at step 0 (after any supervised warm-up).
+// from a frozen copy of the policy at step 0 (after any supervised warm-up), which the run
+// directory keeps whenever --model cannot give it back.
 //
 // Exact resume: every random choice comes from state that a checkpoint holds (the
 // sampling RNG, the data cursor; the tiny model's initialisation and the warm-up are
