@@ -45,14 +45,25 @@ function combinations(g) {
   return acc;
 }
 const keyOf = (o) => JSON.stringify(Object.keys(o).sort().map((k) => [k, o[k]]));
+const runName = (options) => Object.entries(options).map(([k, v]) => `${k}=${v}`).join(',') || 'defaults';
+const runDir = (options, seed) => join(out, 'runs', `${runName(options)}-seed${seed}`.replace(/[^A-Za-z0-9=,.+-]/g, '_'));
+/** The value a run used for a flag: its config.json's, so an option left out shows the default of that day. */
+function used(row, flag) {
+  if (flag in row.options) return row.options[flag];
+  try {
+    return JSON.parse(readFileSync(join(runDir(row.options, row.seed), 'config.json'), 'utf8'))[flag];
+  } catch {
+    return '?';
+  }
+}
 
 if (!values['table-only'])
   for (const combo of combinations(grid)) {
     const options = { ...fixed, ...combo };
     for (const seed of seeds) {
       if (done.some((d) => d.key === keyOf(options) && d.seed === seed)) continue;
-      const name = Object.entries(options).map(([k, v]) => `${k}=${v}`).join(',') || 'defaults';
-      const dir = join(out, 'runs', `${name}-seed${seed}`.replace(/[^A-Za-z0-9=,.+-]/g, '_'));
+      const name = runName(options);
+      const dir = runDir(options, seed);
       const { config } = resolveConfig({ ...options, seed, out: dir, 'save-every': 0, 'keep-checkpoints': 1 });
       const load = loadavg()[0];
       process.stderr.write(`${name} seed ${seed} (load ${load.toFixed(2)})\n`);
@@ -96,7 +107,7 @@ const rows = [...groups.values()].map((runs) => ({
 }));
 rows.sort((a, b) => b.gain.mean - a.gain.mean);
 for (const r of rows)
-  lines.push(`| ${optionKeys.map((k) => r.runs[0].options[k] ?? 'default').join(' | ')} | ${r.runs.map((x) => x.seed).join(',')} | ${fmt(r.gain, 3)} | ${fmt(r.bestGain, 3)} | ${r.final.mean.toFixed(3)} | ${r.length.mean.toFixed(1)} | ${r.seconds.toFixed(0)} (${r.load.toFixed(1)}) |`);
+  lines.push(`| ${optionKeys.map((k) => used(r.runs[0], k)).join(' | ')} | ${r.runs.map((x) => x.seed).join(',')} | ${fmt(r.gain, 3)} | ${fmt(r.bestGain, 3)} | ${r.final.mean.toFixed(3)} | ${r.length.mean.toFixed(1)} | ${r.seconds.toFixed(0)} (${r.load.toFixed(1)}) |`);
 const table = lines.join('\n');
 console.log(table);
 if (values.table) writeFileSync(values.table, `${table}\n`);

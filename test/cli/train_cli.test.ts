@@ -14,9 +14,10 @@ after(() => rmSync(root, { recursive: true, force: true }));
 
 const cli = (...args: string[]) => run(args, root);
 
-// A tiny model trained for two steps, shared by the eval and sample tests.
+// A tiny model trained for two steps, shared by the eval and sample tests. A constant
+// rate, so that a resumed run may raise --steps.
 const RUN = join(root, 'run');
-const TINY = ['--sft-steps', '10', '--prompts-per-step', '2', '--group-size', '2', '--max-new-tokens', '8', '--eval-size', '4'];
+const TINY = ['--sft-steps', '10', '--prompts-per-step', '2', '--group-size', '2', '--max-new-tokens', '8', '--eval-size', '4', '--lr-schedule', 'constant'];
 let trained: ReturnType<typeof cli>;
 before(() => {
   trained = cli('train', '--steps', '2', '--eval-every', '1', '--out', RUN, ...TINY);

@@ -29,11 +29,14 @@ writeFileSync(DIGIT_REWARD, 'export default (example, completion) => completion.
 const THROWING_REWARD = join(root, 'throws.mjs');
 writeFileSync(THROWING_REWARD, "export default () => { throw new Error('boom from a user reward'); };\n");
 
-/** The CI-sized default configuration: the tiny model, a short warm-up, 2 prompts × 4 samples. */
+/**
+ * The CI-sized default configuration: the tiny model, a short warm-up, 2 prompts × 4
+ * samples; a constant rate, so that a resumed run may raise --steps.
+ */
 function tinyArgs(out: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     out, steps: 3, 'sft-steps': 8, 'prompts-per-step': 2, 'group-size': 4, 'max-new-tokens': 10,
-    'eval-size': 6, 'eval-every': 2, 'save-every': 2, warmup: 0, lr: 3e-3,
+    'eval-size': 6, 'eval-every': 2, 'save-every': 2, warmup: 0, lr: 3e-3, 'lr-schedule': 'constant',
     reward: ['math', `${DIGIT_REWARD}=0.5`], ...extra,
   };
 }
@@ -218,7 +221,7 @@ test('the updates optimise the reward: rewarding digits makes the responses digi
   const out = freshDir('digits');
   const { config } = resolveConfig({
     out, steps: 10, 'sft-steps': 0, 'prompts-per-step': 4, 'group-size': 8, 'max-new-tokens': 8, 'eval-every': 0,
-    warmup: 0, lr: 1e-2, reward: [DIGIT_REWARD],
+    warmup: 0, lr: 1e-2, 'lr-schedule': 'constant', reward: [DIGIT_REWARD],
   });
   await train(config, { progress: quietStream() });
   const reward = readMetrics(join(out, 'metrics.jsonl')).filter((r) => r.kind === 'train').map((r) => r.reward_mean as number);
