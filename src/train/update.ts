@@ -206,9 +206,9 @@ export function policyUpdate(
       // λ and the policy are one model: a step that cannot move the policy moves neither.
       warn(`${e.message} The update was skipped${learnsLambda ? `, and λ stays at ${lambda}` : ''}.`);
     }
-    if (learnsLambda && updated) {
-      if (Number.isFinite(gradLambda)) lambda -= s.lambdaLr * gradLambda;
-      else warn(`∂L/∂λ is ${gradLambda} (iteration ${it + 1}); λ stays at ${lambda}.`);
+    if (learnsLambda) {
+      if (!Number.isFinite(gradLambda)) warn(`∂L/∂λ is ${gradLambda} (iteration ${it + 1}); λ stays at ${lambda}.`);
+      else if (updated) lambda -= s.lambdaLr * gradLambda;
     }
   }
   policy.zeroGrad();
