@@ -58,7 +58,7 @@ export class Rng {
   }
 }
 
-/** |actual - expected| <= atol + rtol·|expected| elementwise; NaN or Inf in actual fails. */
+/** |actual - expected| <= atol + rtol·|expected| elementwise; a NaN in either fails, an infinity unless both are the same. */
 export function assertClose(
   actual: ArrayLike<number> | number,
   expected: ArrayLike<number> | number,
@@ -71,7 +71,8 @@ export function assertClose(
   assert.equal(a.length, e.length, `${label}: length ${a.length} != expected ${e.length}`);
   let worst = -1, worstExcess = 0;
   for (let i = 0; i < a.length; i++) {
-    if (!Number.isFinite(a[i]) && a[i] !== e[i]) assert.fail(`${label}[${i}] is ${a[i]} (expected ${e[i]})`);
+    // A NaN never passes, on either side; an infinity only against the same infinity.
+    if ((!Number.isFinite(a[i]) || !Number.isFinite(e[i])) && !(a[i] === e[i])) assert.fail(`${label}[${i}] is ${a[i]} (expected ${e[i]})`);
     if (!Number.isFinite(e[i])) continue;
     const excess = Math.abs(a[i] - e[i]) - (atol + rtol * Math.abs(e[i]));
     if (excess > worstExcess) { worstExcess = excess; worst = i; }

@@ -1,5 +1,5 @@
 // The in-process baseline: what a careful TypeScript programmer would write without
-// thinking about speed. Straight from the spec (/work/shared/spec/lambda-grpo.md),
+// thinking about speed. Straight from the math (docs/lambda-grpo-math.md),
 // single-threaded, Math.exp, a materialised row of logits where that is the obvious
 // thing to do. The benchmark reports the kernels' speed-up over these, and compares
 // their outputs as a sanity check that both computed the same thing.

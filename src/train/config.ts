@@ -29,8 +29,9 @@ import { BUILTIN_REWARDS as BUILTIN_REWARD_FNS } from './rewards/loader.js';
 // trainer's author tunes for that budget (the contract's own defaults — group size 8,
 // ε 0.2, β 0, λ init 0, r 1/9, λ lr 0.1, temperature 1 — are fixed below, not here).
 
+// Steps, rate and schedule come from scripts/sweep-defaults.mjs (docs/defaults-sweep.md).
 /** Training steps of the default run (after the supervised warm-up of DEFAULT_SFT_STEPS). */
-export const DEFAULT_STEPS = 600;
+export const DEFAULT_STEPS = 150;
 /** Prompts per step P; each is sampled --group-size times. */
 export const DEFAULT_PROMPTS_PER_STEP = 16;
 /** Upper bound of the micro-batch when --micro-batch is not given: the largest divisor of P·G not above it is used. */
@@ -38,7 +39,9 @@ export const DEFAULT_MICRO_BATCH_CAP = 32;
 /** Response length limit: the longest step-by-step arith answer is 35 tokens with its end token. */
 export const DEFAULT_MAX_NEW_TOKENS = 40;
 /** Peak AdamW learning rate of the policy. */
-export const DEFAULT_LR = 3e-5;
+export const DEFAULT_LR = 1e-4;
+/** The rate decays to 0 at --steps: the last policy, not a lucky eval in the middle, is the run's result. */
+export const DEFAULT_LR_SCHEDULE: ScheduleKind = 'cosine';
 /** Linear learning-rate warmup, in training steps. */
 export const DEFAULT_WARMUP = 5;
 /** Evaluate every this many steps. */
@@ -257,7 +260,7 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
     describe: 'peak AdamW learning rate',
   },
   lrSchedule: {
-    flag: 'lr-schedule', kind: 'string', group: G_OPT, default: 'constant', choices: LR_SCHEDULES,
+    flag: 'lr-schedule', kind: 'string', group: G_OPT, default: DEFAULT_LR_SCHEDULE, choices: LR_SCHEDULES,
     describe: 'after the warmup: hold the peak, or decay linearly or along a cosine to 0 at --steps',
   },
   warmup: {

@@ -36,6 +36,8 @@ export interface ProgressOptions {
   tty?: boolean;
   /** Clock in milliseconds; default Date.now. */
   now?: () => number;
+  /** Put before every line (status and messages), e.g. which run of several this is. */
+  label?: () => string;
 }
 
 /** 3725 s → "1h02m", 192 s → "3m12s", 7.4 s → "7s". */
@@ -68,6 +70,7 @@ export class Progress {
   readonly #now: () => number;
   readonly #startStep: number;
   readonly #startTime: number;
+  readonly #label: (() => string) | undefined;
   #step: number;
   #stats: ProgressStats = {};
   #evalAccuracy: number | undefined;
@@ -87,6 +90,12 @@ export class Progress {
     this.#startStep = startStep;
     this.#step = startStep;
     this.#startTime = this.#now();
+    this.#label = options.label;
+  }
+
+  #prefix(): string {
+    const label = this.#label?.();
+    return label ? `${label} ` : '';
   }
 
   /** Seconds left at the pace of this process so far; undefined before its first step. */
@@ -111,7 +120,7 @@ export class Progress {
     const parts = fields.filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${v}`);
     parts.push(this.#step >= this.total ? `took ${formatDuration((this.#now() - this.#startTime) / 1000)}` : `eta ${eta === undefined ? '?' : formatDuration(eta)}`);
     const width = String(this.total).length;
-    return `step ${String(this.#step).padStart(width)}/${this.total}  ${parts.join('  ')}`;
+    return `${this.#prefix()}step ${String(this.#step).padStart(width)}/${this.total}  ${parts.join('  ')}`;
   }
 
   /** Call after step `step` completed. */
@@ -140,7 +149,7 @@ export class Progress {
   /** A message on its own line; the status line (on a terminal) is redrawn below it. */
   log(message: string): void {
     if (this.#tty && this.#drawn) this.#stream.write('\r\x1b[2K');
-    this.#stream.write(`${message}\n`);
+    this.#stream.write(`${this.#prefix()}${message}\n`);
     this.#drawn = false;
     if (this.#tty && this.#step > this.#startStep) this.#redraw();
   }

@@ -23,6 +23,8 @@ export interface ReportOptions {
   title?: string;
   /** Shown in the header; default now. */
   generatedAt?: Date;
+  /** A table shown above the plots (compare's statistics), with notes under it. */
+  summary?: { header: string[]; rows: string[][]; notes?: string[] };
 }
 
 interface SeriesSpec {
@@ -302,6 +304,13 @@ function renderConfigTable(runs: ReportRun[]): string {
   );
 }
 
+function renderSummary(summary: NonNullable<ReportOptions['summary']>): string {
+  const head = `<tr>${summary.header.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>`;
+  const body = summary.rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
+  const notes = (summary.notes ?? []).map((n) => `<p class="muted">${esc(n)}</p>`).join('');
+  return `<table class="data" id="summary"><thead>${head}</thead><tbody>${body}</tbody></table>${notes}`;
+}
+
 function renderRunLegend(runs: ReportRun[]): string {
   const items = runs.map((run, i) => {
     const train = lastOf(run.records, 'train');
@@ -406,6 +415,7 @@ export function renderReport(runs: ReportRun[], options: ReportOptions = {}): st
     '</head><body>',
     `<h1>${esc(title)}</h1>`,
     `<p class="muted">Generated ${esc(generated)} by lgrpo-native.</p>`,
+    options.summary ? renderSummary(options.summary) : '',
     runs.length ? renderRunLegend(runs) : '<p class="muted">No runs.</p>',
     `<div class="grid-plots">${plots.map((p) => p.html).join('')}</div>`,
     '<h2>Last evaluation</h2>',

@@ -1,5 +1,4 @@
-// The λ-GRPO training loop (spec: /work/shared/spec/lambda-grpo.md, contract in the
-// trainer notes). One step:
+// The λ-GRPO training loop (the math: docs/lambda-grpo-math.md). One step:
 //
 //   1. rollout   P prompts from the task's deterministic stream, each sampled G times by
 //                the engine (KV cache; temperature, top-p, stop at end-of-sequence), with a
@@ -8,9 +7,9 @@
 //                with --dynamic-sampling, groups whose rewards are all equal are dropped
 //                and more prompts sampled to refill the step (bounded, as DAPO/verl do);
 //   3. advantage groupAdvantages over the groups (rows of one prompt);
-//   4. train     μ = --iterations passes over the batch in micro-batches: forward →
-//                fused LM-head log-probs on the completion tokens → grpoLoss with the
-//                WHOLE step's weights and normaliser (grpoLossWeights, so the split into
+//   4. train     (update.ts) μ = --iterations passes over the batch in micro-batches:
+//                forward → fused LM-head log-probs on the completion tokens → grpoLoss
+//                with the WHOLE step's weights and normaliser (so the split into
 //                micro-batches changes nothing) → backward; after the last micro-batch one
 //                AdamW update (clipping, schedule) and one λ update (plain SGD on ∂L/∂λ
 //                summed over the micro-batches, unless --lambda-fixed).
@@ -18,21 +17,21 @@
 // Old log-probs: the policy that sampled is the policy before this step's first update,
 // so the first pass's log-probs (detached) ARE the old log-probs — TRL does the same
 // with one iteration — and later iterations reuse them. Reference log-probs (β > 0) come
-// from a frozen copy of the policy at step 0 (after any supervised warm-up).
+// from a frozen copy of the policy at step 0 (after any supervised warm-up), which the run
+// directory keeps whenever --model cannot give it back.
 //
 // Exact resume: every random choice comes from state that a checkpoint holds (the
 // sampling RNG, the data cursor; the tiny model's initialisation and the warm-up are
 // functions of --seed), weights and optimiser moments are saved bit for bit, and all of
 // step N's metric lines are written before checkpoint N. A run resumed from checkpoint N
 // therefore writes the same lines as an uninterrupted run, timings aside.
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { AdamW, NonFiniteGradError } from '../engine/adamw.js';
+import { AdamW } from '../engine/adamw.js';
 import { Policy } from '../engine/policy.js';
 import { linearWarmup } from '../engine/schedule.js';
 import { groupAdvantages } from '../ops/group_advantages.js';
-import { grpoLoss, grpoLossWeights } from '../ops/grpo_loss.js';
-import { fsyncDir } from '../atomic_file.js';
+import { recoverDir, writeDirAtomic } from './atomic_dir.js';
 import { findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
 import { METRICS_FILE, MetricsWriter, type MetricRecord } from './metrics.js';
@@ -42,12 +41,13 @@ import { writeRunReport } from './report.js';
 import { isCorrect } from './rewards/math.js';
 import { resolveReward, scoreAll, type RewardWarning, type WeightedReward } from './rewards/loader.js';
 import { Rng } from './rng.js';
-import { supervisedWarmup } from './sft.js';
+import { supervisedWarmup, type WarmupRecord } from './sft.js';
 import { arithTask } from './tasks/arith.js';
 import { jsonlTask } from './tasks/jsonl.js';
 import type { Example, Task } from './tasks/types.js';
-import { completionPass } from './token_pass.js';
 import { loadTokenizer, saveTokenizer, type TextTokenizer } from './tokenizer.js';
+import { policyUpdate } from './update.js';
+import { loadWarmup, saveWarmup, warmupCachePath } from './warmup_cache.js';
 
 // What a program needs to start a run: resolveConfig({...flags}) → train(config).
 export { resolveConfig, type TrainConfig } from './config.js';
@@ -70,6 +70,15 @@ export interface TrainHooks {
   signal?: AbortSignal;
   /** Where progress and warnings go; default process.stderr; null: silent. */
   progress?: ProgressStream | null;
+  /** Put before every progress line (e.g. which run of a comparison, and its ETA). */
+  progressLabel?: () => string;
+  /** Called after each training step's metrics are written. */
+  onStep?: (step: number) => void;
+  /**
+   * A folder for supervised warm-ups: one already there for this model, seed and length
+   * is loaded instead of computed (the run is the same); one computed is left there.
+   */
+  warmupCache?: string;
 }
 
 export interface EvalSummary {
@@ -91,7 +100,8 @@ export interface TrainResult {
   checkpoint: string | null;
   /** Wall time of this process's run (warm-up included). */
   seconds: number;
-  warmup: { steps: number; seconds: number; finalLoss: number } | null;
+  /** The supervised warm-up; `cached`: loaded from hooks.warmupCache (seconds are those it took then). */
+  warmup: { steps: number; seconds: number; finalLoss: number; cached?: boolean } | null;
 }
 
 /** The task a config names. */
@@ -138,15 +148,13 @@ function metricName(rewardName: string): string {
   return `reward_${rewardName.replace(/\.[cm]?js$/, '').replace(/[^A-Za-z0-9_]+/g, '_')}`;
 }
 
-/** Writes a directory by filling a temporary sibling and renaming it into place. */
-function writeDirAtomic(dir: string, fill: (tmp: string) => void): void {
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  fill(tmp);
-  rmSync(dir, { recursive: true, force: true });
-  renameSync(tmp, dir);
-  fsyncDir(resolve(dir, '..'));
+/**
+ * Whether the run keeps its reference policy in REFERENCE_DIR: whenever the reference is
+ * the policy at step 0 and --model cannot give it back, because it is the tiny model (a
+ * seed, not a directory) or the warm-up changed the weights the directory holds.
+ */
+function savesReference(c: TrainConfig): boolean {
+  return c.beta > 0 && c.refModel === c.model && (c.model === 'tiny' || c.sftSteps > 0);
 }
 
 function samplesFile(step: number): string {
@@ -159,6 +167,7 @@ class Trainer {
   progress: Progress | null;
   readonly stream: ProgressStream | null;
   readonly signal: AbortSignal | undefined;
+  readonly hooks: TrainHooks;
   task!: Task;
   rewards!: WeightedReward[];
   policy!: Policy;
@@ -186,8 +195,9 @@ class Trainer {
     this.config = config;
     this.out = config.out;
     this.signal = hooks.signal;
+    this.hooks = hooks;
     this.stream = hooks.progress === undefined ? process.stderr : hooks.progress;
-    this.progress = this.stream === null ? null : new Progress({ total: config.steps, stream: this.stream, startStep: 0 });
+    this.progress = this.stream === null ? null : new Progress({ total: config.steps, stream: this.stream, startStep: 0, label: hooks.progressLabel });
   }
 
   log(message: string): void {
@@ -236,21 +246,34 @@ class Trainer {
     this.sampling = new Rng(c.seed).fork();
     this.lambda = c.loss === 'lambda' ? c.lambdaInit : 0;
     if (c.sftSteps > 0) {
-      this.log(`supervised warm-up: ${c.sftSteps} steps`);
-      const result = await supervisedWarmup(this.policy, this.tokenizer, {
-        steps: c.sftSteps,
-        seed: c.seed,
-        signal: this.signal,
-        onLog: (r) => this.metrics.write({ kind: 'warmup', step: 0, ...r }),
-      });
-      this.warmup = { steps: result.steps, seconds: result.seconds, finalLoss: result.finalLoss };
-      if (result.interrupted) return;
-      this.log(`supervised warm-up done in ${result.seconds.toFixed(1)} s, loss ${result.finalLoss.toFixed(4)}`);
+      const cache = this.hooks.warmupCache === undefined ? null : warmupCachePath(this.hooks.warmupCache, c);
+      const cached = cache === null ? null : loadWarmup(cache, this.policy);
+      if (cached) {
+        for (const r of cached.records) this.metrics.write({ kind: 'warmup', step: 0, ...r });
+        this.warmup = { steps: cached.steps, seconds: cached.seconds, finalLoss: cached.finalLoss, cached: true };
+        this.log(`supervised warm-up: ${c.sftSteps} steps, reused from ${cache}`);
+      } else {
+        this.log(`supervised warm-up: ${c.sftSteps} steps`);
+        const records: WarmupRecord[] = [];
+        const result = await supervisedWarmup(this.policy, this.tokenizer, {
+          steps: c.sftSteps,
+          seed: c.seed,
+          signal: this.signal,
+          onLog: (r) => {
+            records.push(r);
+            this.metrics.write({ kind: 'warmup', step: 0, ...r });
+          },
+        });
+        this.warmup = { steps: result.steps, seconds: result.seconds, finalLoss: result.finalLoss };
+        if (result.interrupted) return;
+        if (cache !== null) saveWarmup(cache, this.policy, { records, ...this.warmup });
+        this.log(`supervised warm-up done in ${result.seconds.toFixed(1)} s, loss ${result.finalLoss.toFixed(4)}`);
+      }
     }
     if (c.beta > 0 && c.refModel === c.model) {
       // The reference is this policy now, at step 0; saved, so a resumed run gets it back.
       this.reference = this.#copyPolicy();
-      if (c.model === 'tiny')
+      if (savesReference(c))
         writeDirAtomic(join(this.out, REFERENCE_DIR), (tmp) => {
           this.policy.save(tmp);
           saveTokenizer(this.tokenizer, tmp);
@@ -267,12 +290,14 @@ class Trainer {
   loadReference(): Policy {
     const c = this.config;
     let dir: string;
-    if (c.refModel === 'tiny' || (c.refModel === c.model && c.model === 'tiny')) {
-      if (c.model !== 'tiny') throw new Error("--ref-model: 'tiny' is only a reference for --model tiny");
+    if (c.refModel === 'tiny' && c.model !== 'tiny') throw new Error("--ref-model: 'tiny' is only a reference for --model tiny");
+    if (savesReference(c)) {
       dir = join(this.out, REFERENCE_DIR);
       const source = join(this.sourceRunDir ?? this.out, REFERENCE_DIR);
+      recoverDir(source);
+      if (source !== dir) recoverDir(dir);
       // Resumed into another directory: the reference comes along, for later resumes too.
-      if (!existsSync(dir) && existsSync(source)) cpSync(source, dir, { recursive: true });
+      if (!existsSync(dir) && existsSync(source)) writeDirAtomic(dir, (tmp) => cpSync(source, tmp, { recursive: true }));
       if (!existsSync(dir)) throw new Error(`--resume: the run's reference policy ${dir} is missing (it is written at step 0 when --beta > 0)`);
     } else {
       dir = c.refModel!;
@@ -293,8 +318,16 @@ class Trainer {
     if (state.configHash !== configHash(c)) {
       const saved = state.config ?? {};
       const now = configToJson(c);
+      // --steps is part of the hash only under a decaying schedule (configHash), so it is named only then.
+      const decays = c.lrSchedule !== 'constant';
       const differ = CONFIG_KEYS.map((k) => OPTIONS[k].flag)
-        .filter((f) => JSON.stringify(saved[f]) !== JSON.stringify(now[f]) && !['out', 'resume', 'device', 'steps', 'eval-every', 'save-every', 'keep-checkpoints'].includes(f));
+        .filter((f) => JSON.stringify(saved[f]) !== JSON.stringify(now[f]) && !['out', 'resume', 'device', 'eval-every', 'save-every', 'keep-checkpoints'].includes(f))
+        .filter((f) => f !== 'steps' || decays);
+      if (differ.length === 1 && differ[0] === 'steps')
+        throw new Error(
+          `--resume: ${found.dir} was trained for --steps ${saved.steps} with --lr-schedule ${c.lrSchedule}, which decays the learning rate to 0 at --steps; ` +
+          `--steps ${c.steps} would change the rates of the steps already taken. Resume with --steps ${saved.steps}, or start a new run with --model pointing at the checkpoint.`,
+        );
       throw new Error(
         `--resume: ${found.dir} was trained with a different configuration (${differ.length ? differ.map((f) => `--${f}`).join(', ') : 'see its config'}); ` +
         'resuming would not continue the same run. Start a new run with --model pointing at the checkpoint instead.',
@@ -431,94 +464,16 @@ class Trainer {
         groupIds.push(gi);
       }
     });
-    const B = prompts.length;
     const groups = kept.length;
     const ids = Int32Array.from(groupIds);
     const rewards = Float32Array.from(rewardsList);
     const adv = groupAdvantages(rewards, ids, { mode: c.advantage, groups }).advantages as Float32Array;
-    const lengths = Int32Array.from(completions, (comp, i) => (c.maskTruncated && !stopped[i] ? 0 : comp.length));
-
-    let t = performance.now();
+    const t = performance.now();
     let ref: Float32Array[] | null = null;
     if (c.beta > 0) ref = this.reference!.sequenceLogprobs(prompts, completions, { temperature: c.temperature });
-    const old: Float32Array[] = new Array(B);
-
-    // Micro-batch boundaries (the last may be short when dynamic sampling shrank the batch).
-    const bounds: Array<[number, number]> = [];
-    for (let a = 0; a < B; a += c.microBatch) bounds.push([a, Math.min(B, a + c.microBatch)]);
-
-    let lossSum = 0, gradLambdaSum = 0, entropySum = 0, entropyTokens = 0;
-    const weighted: Sums = { clipLow: 0, clipHigh: 0, ratio: 0, kl: 0, tokens: 0 };
-    let lastUpdate: { lr: number; gradNorm: number; clipped: boolean } | null = null;
-    let skipped = 0;
-    let weightMin = Infinity, weightMax = -Infinity;
-    for (let it = 0; it < c.iterations; it++) {
-      const w = grpoLossWeights(lengths, ids, { aggregation: c.loss, lambda: this.lambda, r: c.lambdaR, maxLength: c.maxNewTokens, groups });
-      if (it === 0)
-        for (let i = 0; i < B; i++)
-          if (lengths[i] > 0) {
-            weightMin = Math.min(weightMin, w.weights[i]);
-            weightMax = Math.max(weightMax, w.weights[i]);
-          }
-      this.policy.zeroGrad();
-      let gradLambda = 0;
-      for (const [a, b] of bounds) {
-        const pass = completionPass(this.policy, prompts.slice(a, b), completions.slice(a, b), { temperature: c.temperature, entropy: it === 0 });
-        const rows = b - a;
-        let Tc = 1;
-        for (let i = a; i < b; i++) Tc = Math.max(Tc, completions[i].length);
-        const lp = new Float32Array(rows * Tc), oldLp = new Float32Array(rows * Tc), mask = new Uint8Array(rows * Tc);
-        const refLp = ref ? new Float32Array(rows * Tc) : undefined;
-        for (let r = 0; r < rows; r++) {
-          const i = a + r;
-          const from = pass.offsets[r], n = completions[i].length;
-          const here = pass.logprobs.subarray(from, from + n);
-          if (it === 0) {
-            old[i] = here.slice();
-            if (pass.entropy && lengths[i] > 0)
-              for (let j = 0; j < n; j++) {
-                entropySum += pass.entropy[from + j];
-                entropyTokens++;
-              }
-          }
-          lp.set(here, r * Tc);
-          oldLp.set(old[i], r * Tc);
-          if (refLp) refLp.set(ref![i], r * Tc);
-          mask.fill(1, r * Tc, r * Tc + lengths[i]);
-        }
-        const res = grpoLoss({
-          logprobs: lp, oldLogprobs: oldLp, refLogprobs: refLp, advantages: adv.subarray(a, b), mask,
-          groupIds: ids.subarray(a, b), groups, aggregation: c.loss, lambda: this.lambda, r: c.lambdaR,
-          epsLow: c.epsilon, epsHigh: c.epsilonHigh, beta: c.beta, maxLength: c.maxNewTokens,
-          weights: w.weights.subarray(a, b),
-          dWeightsDLambda: c.loss === 'lambda' ? w.dWeightsDLambda.subarray(a, b) : undefined,
-          normalizer: w.normalizer,
-        });
-        lossSum += res.loss;
-        gradLambda += res.gradLambda;
-        const tok = res.stats.tokens;
-        weighted.clipLow += res.stats.clipFracLow * tok;
-        weighted.clipHigh += res.stats.clipFracHigh * tok;
-        weighted.ratio += res.stats.ratioMean * tok;
-        weighted.kl += res.stats.klMean * tok;
-        weighted.tokens += tok;
-        const g = res.gradLogprobs as Float32Array;
-        const coeff = new Float32Array(pass.tokens);
-        for (let r = 0; r < rows; r++) coeff.set(g.subarray(r * Tc, r * Tc + completions[a + r].length), pass.offsets[r]);
-        pass.backward(coeff);
-      }
-      try {
-        const u = this.optimizer.step();
-        lastUpdate = { lr: u.lr, gradNorm: u.gradNorm, clipped: u.clipped };
-      } catch (e) {
-        if (!(e instanceof NonFiniteGradError)) throw e;
-        skipped++;
-        this.log(`warning: step ${this.step + 1}: ${e.message} The update was skipped.`);
-      }
-      gradLambdaSum += gradLambda;
-      if (c.loss === 'lambda' && !c.lambdaFixed && c.lambdaLr > 0 && Number.isFinite(gradLambda)) this.lambda -= c.lambdaLr * gradLambda;
-    }
-    this.policy.zeroGrad();
+    const u = policyUpdate(this.policy, this.optimizer, this.lambda, { prompts, completions, stopped, advantages: adv, groupIds: ids, groups, ref }, c,
+      (message) => this.log(`warning: step ${this.step + 1}: ${message}`));
+    this.lambda = u.lambda;
     timing.train += (performance.now() - t) / 1000;
 
     // Metrics over everything sampled this step.
@@ -539,19 +494,19 @@ class Trainer {
     const record: MetricRecord = {
       kind: 'train',
       step: this.step + 1,
-      loss: lossSum / c.iterations,
+      loss: u.lossSum / c.iterations,
       reward_mean: mean(all.rewards),
       reward_std: std(all.rewards),
       accuracy: all.correct.filter(Boolean).length / n,
       advantage_mean: mean(adv),
       advantage_std: std(adv),
       advantage_abs_mean: mean(absAdv),
-      clip_frac_low: weighted.tokens ? weighted.clipLow / weighted.tokens : 0,
-      clip_frac_high: weighted.tokens ? weighted.clipHigh / weighted.tokens : 0,
-      ratio_mean: weighted.tokens ? weighted.ratio / weighted.tokens : 1,
+      clip_frac_low: u.tokens ? u.clipLow / u.tokens : 0,
+      clip_frac_high: u.tokens ? u.clipHigh / u.tokens : 0,
+      ratio_mean: u.tokens ? u.ratio / u.tokens : 1,
     };
-    if (c.beta > 0) record.kl = weighted.tokens ? weighted.kl / weighted.tokens : 0;
-    if (entropyTokens > 0) record.entropy = entropySum / entropyTokens;
+    if (c.beta > 0) record.kl = u.tokens ? u.kl / u.tokens : 0;
+    if (u.entropyTokens > 0) record.entropy = u.entropySum / u.entropyTokens;
     record.mean_length = mean(all.lengths);
     if (lenCorrect.length) record.length_correct = mean(lenCorrect);
     if (lenWrong.length) record.length_wrong = mean(lenWrong);
@@ -563,17 +518,17 @@ class Trainer {
     }
     if (c.loss === 'lambda') {
       record.lambda = this.lambda;
-      record.lambda_grad = gradLambdaSum / c.iterations;
+      record.lambda_grad = u.gradLambda.reduce((x, y) => x + y, 0) / c.iterations;
     }
-    if (weightMin <= weightMax) {
-      record.weight_min = weightMin;
-      record.weight_max = weightMax;
+    if (u.weightMin <= u.weightMax) {
+      record.weight_min = u.weightMin;
+      record.weight_max = u.weightMax;
     }
-    if (lastUpdate) {
-      record.lr = lastUpdate.lr;
-      record.grad_norm = lastUpdate.gradNorm;
+    if (u.lastUpdate) {
+      record.lr = u.lastUpdate.lr;
+      record.grad_norm = u.lastUpdate.gradNorm;
     }
-    if (skipped) record.skipped_updates = skipped;
+    if (u.skipped) record.skipped_updates = u.skipped;
     if (this.rewards.length > 1) for (const [name, values] of Object.entries(components)) record[metricName(name)] = mean(values);
     record.reward_failures = all.failures;
     record.time_rollout = timing.rollout;
@@ -666,11 +621,12 @@ class Trainer {
       }
       // (A run resumed from checkpoint-0 was stopped right after its warm-up, before this eval.)
       if ((!resumed || this.step === 0) && c.evalEvery > 0) await this.runEval();
-      if (this.stream !== null) this.progress = new Progress({ total: c.steps, stream: this.stream, startStep: this.step });
+      if (this.stream !== null) this.progress = new Progress({ total: c.steps, stream: this.stream, startStep: this.step, label: this.hooks.progressLabel });
       while (this.step < c.steps) {
         const record = await this.trainStep();
         this.step++;
         this.metrics.write(record);
+        this.hooks.onStep?.(this.step);
         this.progress?.update(this.step, {
           reward: record.reward_mean as number, accuracy: record.accuracy as number, meanLength: record.mean_length as number,
           lambda: record.lambda as number | undefined,

@@ -2,7 +2,7 @@
 // its errors, a tiny train run, then eval, sample and compare on it.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -14,9 +14,10 @@ after(() => rmSync(root, { recursive: true, force: true }));
 
 const cli = (...args: string[]) => run(args, root);
 
-// A tiny model trained for two steps, shared by the eval and sample tests.
+// A tiny model trained for two steps, shared by the eval and sample tests. A constant
+// rate, so that a resumed run may raise --steps.
 const RUN = join(root, 'run');
-const TINY = ['--sft-steps', '10', '--prompts-per-step', '2', '--group-size', '2', '--max-new-tokens', '8', '--eval-size', '4'];
+const TINY = ['--sft-steps', '10', '--prompts-per-step', '2', '--group-size', '2', '--max-new-tokens', '8', '--eval-size', '4', '--lr-schedule', 'constant'];
 let trained: ReturnType<typeof cli>;
 before(() => {
   trained = cli('train', '--steps', '2', '--eval-every', '1', '--out', RUN, ...TINY);
@@ -103,22 +104,31 @@ test('sample prints completions of prompts', () => {
   assert.match(greedyMany.stderr, /--n: .*--temperature > 0/);
 });
 
-test('compare runs each loss with the same seeds, prints a table and writes one report', () => {
+test('compare runs each loss on the same seeds from one warm-up per seed, prints intervals and paired differences, writes one report', () => {
   const out = join(root, 'compare');
-  const r = cli('compare', '--losses', 'grpo,lambda', '--seeds', '2', '--steps', '1', '--eval-every', '1', '--out', out, ...TINY);
+  const r = cli('compare', '--losses', 'grpo,lambda', '--seeds', '2', '--steps', '2', '--eval-every', '1', '--out', out, ...TINY);
   assert.equal(r.status, 0, r.stderr);
   const lines = r.stdout.split('\n');
-  assert.match(lines[0], /loss +final accuracy +step-0 accuracy +mean length +final λ/);
-  assert.match(r.stdout, /\ngrpo +\d\.\d{3} ± \d\.\d{3} .* —/);
-  assert.match(r.stdout, /\nlambda +\d\.\d{3} ± \d\.\d{3} .* -?\d\.\d{4} ± \d\.\d{4}/);
+  assert.match(lines[0], /^loss +seeds +step-0 acc +final acc +final − grpo +best acc +best − grpo +mean length +final λ$/);
+  assert.match(r.stdout, /\ngrpo +2 +\d\.\d{3} ± \d\.\d{3} +\d\.\d{3} ± \d\.\d{3} +— +\d\.\d{3} ± \d\.\d{3} +— +[\d.]+ ± [\d.]+ +—/);
+  assert.match(r.stdout, /\nlambda +2 .* [+-]\d\.\d{3} ± \d\.\d{3} .* -?\d\.\d{3} ± \d\.\d{3}$/m);
   for (const run of ['grpo-seed0', 'grpo-seed1', 'lambda-seed0', 'lambda-seed1']) assert.ok(existsSync(join(out, run, 'metrics.jsonl')), run);
+  // One warm-up per seed, reused by the second loss; progress names the run.
+  assert.equal(readdirSync(join(out, 'warmups')).length, 2);
+  assert.equal(r.stderr.match(/reused from/g)?.length, 2, r.stderr);
+  assert.match(r.stderr, /\[2\/4 lambda seed 0 \| all done in [^\]]+\] step 1\/2/);
+  assert.match(r.stderr, /\[4\/4 lambda seed 1 \| all done in \d+s\] step 1\/2/);
   const summary = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8'));
   assert.deepEqual(summary.rows.map((row: { loss: string }) => row.loss), ['grpo', 'lambda']);
-  // The same seed starts every loss from the same warmed-up model.
+  assert.equal(summary.runs.length, 4);
+  // The same seed starts every loss from the same warmed-up model on the same eval set.
   assert.deepEqual(summary.rows[0].startAccuracy, summary.rows[1].startAccuracy);
+  assert.equal(summary.rows[1].finalVsBaseline.n, 2);
   const html = readFileSync(join(out, 'report.html'), 'utf8');
-  assert.match(html, /grpo seed 1/);
-  assert.match(html, /lambda seed 0/);
+  assert.match(html, /<table class="data" id="summary">/);
+  assert.match(html, /grpo \(mean of 2 seeds\)/);
+  assert.match(html, /lambda \(mean of 2 seeds\)/);
+  assert.match(html, /data-plot="lambda"/);
   const bad = cli('compare', '--losses', 'grpo,ppo', '--out', join(root, 'bad'));
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--losses/);

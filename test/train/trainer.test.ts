@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { resolveConfig } from '../../src/train/config.js';
 import { readMetrics, type MetricRecord } from '../../src/train/metrics.js';
 import { train, DYNAMIC_SAMPLING_MAX_ROUNDS, OPTIMIZER_FILE } from '../../src/train/trainer.js';
-import { loadModelDir } from '../../src/train/model.js';
+import { loadModelDir, tinyModel } from '../../src/train/model.js';
+import { saveTokenizer } from '../../src/train/tokenizer.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lgrpo-trainer-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -28,11 +29,14 @@ writeFileSync(DIGIT_REWARD, 'export default (example, completion) => completion.
 const THROWING_REWARD = join(root, 'throws.mjs');
 writeFileSync(THROWING_REWARD, "export default () => { throw new Error('boom from a user reward'); };\n");
 
-/** The CI-sized default configuration: the tiny model, a short warm-up, 2 prompts × 4 samples. */
+/**
+ * The CI-sized default configuration: the tiny model, a short warm-up, 2 prompts × 4
+ * samples; a constant rate, so that a resumed run may raise --steps.
+ */
 function tinyArgs(out: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     out, steps: 3, 'sft-steps': 8, 'prompts-per-step': 2, 'group-size': 4, 'max-new-tokens': 10,
-    'eval-size': 6, 'eval-every': 2, 'save-every': 2, warmup: 0, lr: 3e-3,
+    'eval-size': 6, 'eval-every': 2, 'save-every': 2, warmup: 0, lr: 3e-3, 'lr-schedule': 'constant',
     reward: ['math', `${DIGIT_REWARD}=0.5`], ...extra,
   };
 }
@@ -146,21 +150,51 @@ test('resuming with a different configuration is refused', async () => {
   await train(resolveConfig(tinyArgs(out, { steps: 1 })).config, { progress: quietStream() });
   await assert.rejects(train(resolveConfig({ resume: out, steps: 2, epsilon: 0.3 }).config, { progress: quietStream() }), /different configuration \(--epsilon\)/);
   await assert.rejects(train(resolveConfig({ resume: out }).config, { progress: quietStream() }), /--steps: the checkpoint is at step 1/);
+  // A decaying schedule reaches 0 at --steps: more steps would change the rates already used.
+  const decaying = freshDir('refuse-cosine');
+  await train(resolveConfig(tinyArgs(decaying, { steps: 1, 'lr-schedule': 'cosine', 'sft-steps': 0, 'eval-every': 0 })).config, { progress: quietStream() });
+  await assert.rejects(train(resolveConfig({ resume: decaying, steps: 2 }).config, { progress: quietStream() }), /--steps .*--lr-schedule cosine/);
 });
 
-test('micro-batches change neither the loss nor the gradient of a step', async () => {
+test('micro-batches that split groups change neither the loss, ∂L/∂λ nor the gradient of a step (λ ≠ 0)', async () => {
+  // λ starts away from 0 so the weights differ from row to row, and micro-batches of 3 cut
+  // the groups of 4: a micro-batch computing its own weights or normaliser would show.
   const step1 = async (microBatch: number) => {
     const out = freshDir(`mb${microBatch}`);
-    await train(resolveConfig(tinyArgs(out, { steps: 1, 'micro-batch': microBatch, 'eval-every': 0, 'prompts-per-step': 3 })).config, { progress: quietStream() });
+    await train(resolveConfig(tinyArgs(out, { steps: 1, 'micro-batch': microBatch, 'eval-every': 0, 'prompts-per-step': 3, 'lambda-init': 0.8 })).config, { progress: quietStream() });
     return readMetrics(join(out, 'metrics.jsonl')).find((r) => r.kind === 'train')!;
   };
   const whole = await step1(12);
-  const pieces = await step1(4);
-  for (const key of ['loss', 'grad_norm', 'lambda_grad', 'entropy', 'weight_min', 'weight_max']) {
+  const pieces = await step1(3);
+  for (const key of ['loss', 'grad_norm', 'lambda_grad', 'lambda', 'entropy', 'weight_min', 'weight_max']) {
     const x = whole[key] as number, y = pieces[key] as number;
-    assert.ok(Number.isFinite(x) && Math.abs(x - y) <= 1e-4 * Math.abs(x) + 1e-7, `${key}: ${x} (one micro-batch) vs ${y} (three)`);
+    assert.ok(Number.isFinite(x) && Math.abs(x - y) <= 1e-4 * Math.abs(x) + 1e-7, `${key}: ${x} (one micro-batch) vs ${y} (four)`);
   }
   assert.ok((whole.grad_norm as number) > 0);
+  assert.ok(Math.abs(whole.lambda_grad as number) > 1e-6, `λ has a gradient: ${whole.lambda_grad}`);
+  assert.ok((whole.weight_max as number) - (whole.weight_min as number) > 1e-3, `the weights differ: ${whole.weight_min}..${whole.weight_max}`);
+});
+
+test('a cached warm-up is reused, and the run is the one that computes it', async () => {
+  const cache = freshDir('warmups');
+  const args = { steps: 2, 'eval-every': 2 };
+  const first = await train(resolveConfig(tinyArgs(freshDir('cache-a'), { ...args, loss: 'grpo' })).config, { progress: quietStream(), warmupCache: cache });
+  assert.equal(first.warmup?.cached, undefined, 'computed the first time');
+  assert.equal(readdirSync(cache).length, 1);
+  const lines: string[] = [];
+  const reused = freshDir('cache-b');
+  const second = await train(resolveConfig(tinyArgs(reused, { ...args, loss: 'lambda' })).config, { progress: quietStream(lines), warmupCache: cache });
+  assert.equal(second.warmup?.cached, true);
+  assert.match(lines.join(''), /reused from/);
+  const computed = freshDir('cache-c');
+  await train(resolveConfig(tinyArgs(computed, { ...args, loss: 'lambda' })).config, { progress: quietStream() });
+  assert.deepEqual(withoutTimings(readMetrics(join(reused, 'metrics.jsonl'))), withoutTimings(readMetrics(join(computed, 'metrics.jsonl'))));
+  // Same seed, same warmed-up weights: the losses start from the same held-out accuracy.
+  assert.equal(first.evals[0].accuracy, second.evals[0].accuracy);
+  // Another seed is another warm-up.
+  const other = await train(resolveConfig(tinyArgs(freshDir('cache-d'), { ...args, seed: 1 })).config, { progress: quietStream(), warmupCache: cache });
+  assert.equal(other.warmup?.cached, undefined);
+  assert.equal(readdirSync(cache).length, 2);
 });
 
 test('a reward module that throws counts as 0 and the run goes on', async () => {
@@ -187,7 +221,7 @@ test('the updates optimise the reward: rewarding digits makes the responses digi
   const out = freshDir('digits');
   const { config } = resolveConfig({
     out, steps: 10, 'sft-steps': 0, 'prompts-per-step': 4, 'group-size': 8, 'max-new-tokens': 8, 'eval-every': 0,
-    warmup: 0, lr: 1e-2, reward: [DIGIT_REWARD],
+    warmup: 0, lr: 1e-2, 'lr-schedule': 'constant', reward: [DIGIT_REWARD],
   });
   await train(config, { progress: quietStream() });
   const reward = readMetrics(join(out, 'metrics.jsonl')).filter((r) => r.kind === 'train').map((r) => r.reward_mean as number);
@@ -237,6 +271,30 @@ test('β > 0: KL to the frozen step-0 policy is logged, and the reference surviv
   assert.ok(kl[0] >= 0 && kl[0] < 1e-5, `kl at step 1: ${kl[0]}`);
   assert.ok(kl[1] > 10 * kl[0] && kl[2] > 0, `kl ${kl.join(', ')}`);
   assert.deepEqual(withoutTimings(readMetrics(join(out, 'metrics.jsonl'))), withoutTimings(readMetrics(join(straight, 'metrics.jsonl'))));
+});
+
+test('β > 0 with a --model directory and a warm-up: the reference is the warmed-up policy, saved with the run for resumes', async () => {
+  // A model directory that is not the tiny built-in: the warm-up changes it, so the
+  // reference (the policy at step 0) is no longer what the directory holds.
+  const modelDir = join(root, 'model-dir');
+  const { policy, tokenizer } = tinyModel(11);
+  policy.save(modelDir);
+  saveTokenizer(tokenizer, modelDir);
+  policy.dispose();
+  const args = { model: modelDir, beta: 0.5, steps: 3, 'sft-steps': 8, 'eval-every': 0, 'save-every': 1 };
+  const out = freshDir('kl-dir');
+  await train(resolveConfig(tinyArgs(out, { ...args, steps: 2 })).config, { progress: quietStream() });
+  assert.ok(existsSync(join(out, 'reference', 'model.safetensors')), 'the warmed-up reference is saved with the run');
+  await train(resolveConfig({ resume: out, steps: 3 }).config, { progress: quietStream() });
+  const straight = freshDir('kl-dir-straight');
+  await train(resolveConfig(tinyArgs(straight, args)).config, { progress: quietStream() });
+  const kl = readMetrics(join(straight, 'metrics.jsonl')).filter((r) => r.kind === 'train').map((r) => r.kl as number);
+  assert.ok(kl[0] < 1e-5, `step 1 trains the reference itself: kl ${kl[0]}`);
+  assert.deepEqual(withoutTimings(readMetrics(join(out, 'metrics.jsonl'))), withoutTimings(readMetrics(join(straight, 'metrics.jsonl'))));
+  // Without a warm-up the directory is the reference: nothing is copied.
+  const plain = freshDir('kl-dir-plain');
+  await train(resolveConfig(tinyArgs(plain, { ...args, steps: 1, 'sft-steps': 0 })).config, { progress: quietStream() });
+  assert.ok(!existsSync(join(plain, 'reference')));
 });
 
 test('--mask-truncated leaves cut responses out of the loss, and truncation is warned about', async () => {

@@ -1,0 +1,50 @@
+// The supervised warm-up's result kept for reuse: `compare` trains every loss of a seed
+// from the same warmed-up weights, computed once. The warm-up is a function of the model,
+// the seed and its length alone (its data and its optimiser are its own), so a run that
+// loads it continues exactly as one that computed it: the weights are kept as the raw
+// fp32 parameter buffer, bit for bit, whatever dtype the model directory stores.
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Policy } from '../engine/policy.js';
+import { writeDirAtomic } from './atomic_dir.js';
+import type { TrainConfig } from './config.js';
+import type { WarmupRecord } from './sft.js';
+
+const PARAMS_FILE = 'parameters.f32';
+const INFO_FILE = 'warmup.json';
+
+export interface CachedWarmup {
+  /** The metric lines the warm-up wrote. */
+  records: WarmupRecord[];
+  steps: number;
+  seconds: number;
+  finalLoss: number;
+}
+
+/** The folder in `cacheDir` that holds the warm-up this config would compute. */
+export function warmupCachePath(cacheDir: string, c: Pick<TrainConfig, 'model' | 'seed' | 'sftSteps' | 'task'>): string {
+  const model = c.model === 'tiny' ? 'tiny' : resolve(c.model);
+  const key = createHash('sha256').update(JSON.stringify({ model, seed: c.seed, sftSteps: c.sftSteps, task: c.task })).digest('hex').slice(0, 16);
+  return join(resolve(cacheDir), `warmup-${key}`);
+}
+
+/** Loads a cached warm-up into `policy` (same architecture); null when there is none. */
+export function loadWarmup(dir: string, policy: Policy): CachedWarmup | null {
+  if (!existsSync(join(dir, INFO_FILE))) return null;
+  const info = JSON.parse(readFileSync(join(dir, INFO_FILE), 'utf8')) as CachedWarmup & { parameters: number };
+  const target = policy.parameterBuffer.data as Float32Array;
+  const bytes = readFileSync(join(dir, PARAMS_FILE));
+  if (info.parameters !== target.length || bytes.length !== target.length * 4)
+    throw new Error(`${dir}: the cached warm-up has ${info.parameters} parameters, the policy ${target.length}; delete the folder to recompute it`);
+  target.set(new Float32Array(bytes.buffer, bytes.byteOffset, target.length));
+  return { records: info.records, steps: info.steps, seconds: info.seconds, finalLoss: info.finalLoss };
+}
+
+export function saveWarmup(dir: string, policy: Policy, warmup: CachedWarmup): void {
+  const params = policy.parameterBuffer.data as Float32Array;
+  writeDirAtomic(dir, (tmp) => {
+    writeFileSync(join(tmp, PARAMS_FILE), new Uint8Array(params.buffer, params.byteOffset, params.byteLength));
+    writeFileSync(join(tmp, INFO_FILE), `${JSON.stringify({ ...warmup, parameters: params.length }, null, 1)}\n`);
+  });
+}
