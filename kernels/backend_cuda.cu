@@ -3,10 +3,8 @@
 // helpers below. The table has no device argument: every entry works on the device of
 // the innermost EngineDeviceScope on this thread (the binding opens one per call).
 //
-// The helpers that take host indices or lengths (mask_padding, gather_rows,
-// scatter_rows) issue one device copy or memset per row instead of uploading the
-// indices: correct and allocation-free, but a launch per row; a batched kernel can
-// replace them without changing the table.
+// mask_padding issues one memset per padded row (host lengths, no upload); gather_rows
+// and scatter_rows are the rows twins (kernels/rows.cu: the index uploaded, one launch).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 #include "../native/cuda_backend.h"
 #include "../native/engine/backend.h"
 #include "../native/ops/adamw.h"
+#include "../native/ops/rows.h"
 #include "cuda_check.cuh"
 
 namespace lgrpo {
@@ -91,14 +90,11 @@ void cuda_mask_padding(float* x, int64_t batch, int64_t seq, int64_t cols, const
 }
 
 void cuda_gather_rows(const float* src, int64_t cols, const int64_t* host_index, int64_t n, float* dst) {
-  for (int64_t i = 0; i < n; ++i)
-    cuda_engine_copy(dst + i * cols, src + host_index[i] * cols, static_cast<size_t>(cols) * sizeof(float));
+  gather_rows_cuda(RowsArgs{src, dst, cols, host_index, n, t_engine_device});
 }
 
 void cuda_scatter_rows(const float* src, int64_t cols, const int64_t* host_index, int64_t n, float* dst) {
-  for (int64_t i = 0; i < n; ++i)
-    if (host_index[i] >= 0)
-      cuda_engine_copy(dst + host_index[i] * cols, src + i * cols, static_cast<size_t>(cols) * sizeof(float));
+  scatter_rows_cuda(RowsArgs{src, dst, cols, host_index, n, t_engine_device});
 }
 
 // The twins take their device from their arguments: stamp this scope's device on a copy.

@@ -13,6 +13,7 @@
 #include "ops/linear_token_logprobs.h"
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
+#include "ops/rows.h"
 #include "ops/swiglu.h"
 #include "ops/token_logprobs.h"
 
@@ -49,6 +50,8 @@ int64_t attention_forward_cuda(const AttentionForwardArgs&) { no_cuda(); }
 void attention_backward_cuda(const AttentionBackwardArgs&) { no_cuda(); }
 int64_t attention_decode_cuda(const AttentionDecodeArgs&) { no_cuda(); }
 const Backend& cuda_backend() { no_cuda(); }
+void gather_rows_cuda(const RowsArgs&) { no_cuda(); }
+void scatter_rows_cuda(const RowsArgs&) { no_cuda(); }
 EngineDeviceScope::EngineDeviceScope(int) : previous_(0) {}
 EngineDeviceScope::~EngineDeviceScope() {}
 void sample_cuda(const SampleArgs&) { no_cuda(); }

@@ -4,6 +4,7 @@
 // into text, and evaluate greedy accuracy on held-out examples.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Device } from '../tensor.js';
 import { Policy } from '../engine/policy.js';
 import { eosTokenIds } from '../engine/config.js';
 import { findCheckpoint } from './checkpoint.js';
@@ -53,9 +54,9 @@ export function checkVocab(policy: Policy, tokenizer: TextTokenizer, where: stri
 }
 
 /** A fresh tiny model (seeded) with the built-in tokenizer. */
-export function tinyModel(seed: number): LoadedModel {
+export function tinyModel(seed: number, device: Device = 'cpu'): LoadedModel {
   const tokenizer = loadTokenizer('tiny');
-  const policy = Policy.random(tinyModelConfig(tokenizer.vocabSize), { seed });
+  const policy = Policy.random(tinyModelConfig(tokenizer.vocabSize), { seed, device });
   return { policy, tokenizer, dir: null };
 }
 
@@ -79,7 +80,7 @@ export function resolveModelDir(path: string): string {
 export function loadModelDir(path: string, options: { device?: string } = {}): LoadedModel {
   const dir = resolveModelDir(path);
   const tokenizer = loadTokenizer(dir);
-  const policy = Policy.fromPretrained(dir, { device: (options.device ?? 'cpu') as 'cpu' });
+  const policy = Policy.fromPretrained(dir, { device: (options.device ?? 'cpu') as Device });
   try {
     checkVocab(policy, tokenizer, dir);
   } catch (e) {

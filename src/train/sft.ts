@@ -58,7 +58,8 @@ export async function supervisedWarmup(policy: Policy, tokenizer: TextTokenizer,
   const examples = sftExamples(options.steps * batch, options.seed, { ...options.task, stepFraction: SFT_STEP_FRACTION });
   const prompts = examples.map((e) => tokenizer.encodePrompt(e.prompt));
   const completions = examples.map((e) => [...tokenizer.encode(e.completion), tokenizer.eosId]);
-  const optimizer = new AdamW(policy.parameters(), policy.gradients(), {
+  const { parameters, gradients } = policy.tensors();  // views on the policy's device
+  const optimizer = new AdamW(parameters, gradients, {
     lr: linearWarmup(options.lr ?? SFT_LR, Math.min(SFT_LR_WARMUP, options.steps), options.steps, { schedule: 'cosine' }),
     maxGradNorm: 1,
   });

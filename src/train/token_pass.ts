@@ -9,6 +9,7 @@
 // Both the supervised warm-up and the GRPO loss go through here.
 import type { Policy } from '../engine/policy.js';
 import { linearTokenLogprobs, linearTokenLogprobsBackward } from '../ops/linear_token_logprobs.js';
+import { gatherRows, scatterRows } from '../ops/rows.js';
 import { Tensor } from '../tensor.js';
 
 export interface TokenPass {
@@ -30,8 +31,10 @@ export interface TokenPassOptions {
   entropy?: boolean;
 }
 
-function dataOf(t: unknown): Float32Array {
-  return (t instanceof Tensor ? t.data : t) as Float32Array;
+// Per-token values cross to TypeScript as host arrays, whichever device the pass ran on.
+function hostOf(t: unknown): Float32Array {
+  if (!(t instanceof Tensor)) return t as Float32Array;
+  return (t.isCuda ? t.to('cpu') : t).data as Float32Array;
 }
 
 export function completionPass(
@@ -42,7 +45,6 @@ export function completionPass(
 ): TokenPass {
   const temperature = options.temperature ?? 1;
   const B = prompts.length;
-  const D = policy.config.hiddenSize;
   const offsets = new Int32Array(B + 1);
   for (let r = 0; r < B; r++) offsets[r + 1] = offsets[r] + completions[r].length;
   const N = offsets[B];
@@ -52,8 +54,6 @@ export function completionPass(
 
   const rows = prompts.map((p, r) => [...p, ...completions[r]]);
   const { hidden, seq: T } = policy.forward({ ids: rows });
-  const h = hidden.data as Float32Array;
-  const gathered = new Float32Array(N * D);
   const targets = new Int32Array(N);
   // position[n]: the row-major [B·T] index of the hidden state that predicts token n.
   const position = new Int32Array(N);
@@ -61,18 +61,17 @@ export function completionPass(
     const start = prompts[r].length - 1;
     for (let j = 0; j < completions[r].length; j++) {
       const n = offsets[r] + j;
-      const at = r * T + start + j;
-      position[n] = at;
+      position[n] = r * T + start + j;
       targets[n] = completions[r][j];
-      gathered.set(h.subarray(at * D, at * D + D), n * D);
     }
   }
-  const hiddenT = Tensor.from(gathered, [N, D]);
-  const targetsT = Tensor.from(targets);
+  // Everything N×D or bigger stays on the policy's device; only per-token values cross.
+  const hiddenT = gatherRows(hidden, position);
+  const targetsT = policy.device === 'cpu' ? Tensor.from(targets) : Tensor.from(targets).to(policy.device);
   const weight = policy.lmHeadWeight;
   const out = linearTokenLogprobs(hiddenT, weight, targetsT, { temperature, entropy: options.entropy === true });
-  const logprobs = dataOf(out.logprobs);
-  const entropy = out.entropy === undefined ? undefined : dataOf(out.entropy);
+  const logprobs = hostOf(out.logprobs);
+  const entropy = out.entropy === undefined ? undefined : hostOf(out.entropy);
 
   return {
     tokens: N,
@@ -83,13 +82,12 @@ export function completionPass(
       if (gradLogprobs.length !== N) throw new RangeError(`gradLogprobs: expected ${N} values, got ${gradLogprobs.length}`);
       // All-zero (e.g. every advantage 0 and no KL): nothing to accumulate.
       if (gradLogprobs.every((g) => g === 0)) return;
-      const g = linearTokenLogprobsBackward(hiddenT, weight, targetsT, out.lse, Tensor.from(gradLogprobs), { temperature });
-      const gh = dataOf(g.gradHidden);
-      const full = new Float32Array(B * T * D);
-      for (let n = 0; n < N; n++) full.set(gh.subarray(n * D, n * D + D), position[n] * D);
-      policy.backward(Tensor.from(full, [B * T, D]), { gradLmHead: g.gradWeight });
-      // The head gradient is [V, D]: free it now rather than at the next GC.
-      for (const t of [g.gradWeight, g.gradHidden]) if (t instanceof Tensor) t.dispose();
+      const gradT = policy.device === 'cpu' ? Tensor.from(gradLogprobs) : Tensor.from(gradLogprobs).to(policy.device);
+      const g = linearTokenLogprobsBackward(hiddenT, weight, targetsT, out.lse, gradT, { temperature });
+      const full = scatterRows(g.gradHidden as Tensor, position, B * T);
+      policy.backward(full, { gradLmHead: g.gradWeight });
+      // The head gradient is [V, D]: free it (and the rest) now rather than at the next GC.
+      for (const t of [g.gradWeight, g.gradHidden, full, gradT]) if (t instanceof Tensor) t.dispose();
     },
   };
 }

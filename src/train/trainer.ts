@@ -225,7 +225,8 @@ class Trainer {
       ? linearWarmup(c.lr, c.warmup)
       : linearWarmup(c.lr, Math.min(c.warmup, c.steps), c.steps, { schedule: c.lrSchedule });
     // AdamW counts updates; the schedule counts training steps (each makes μ updates).
-    return new AdamW(this.policy.parameters(), this.policy.gradients(), {
+    const { parameters, gradients } = this.policy.tensors();  // views on the policy's device
+    return new AdamW(parameters, gradients, {
       lr: (update: number) => schedule(Math.ceil(update / c.iterations)),
       weightDecay: c.weightDecay,
       maxGradNorm: c.maxGradNorm,
@@ -238,7 +239,7 @@ class Trainer {
     this.metrics = MetricsWriter.open(join(this.out, METRICS_FILE));
     writeRunConfig(this.out, c);
     if (c.model === 'tiny') {
-      ({ policy: this.policy, tokenizer: this.tokenizer } = tinyModel(c.seed));
+      ({ policy: this.policy, tokenizer: this.tokenizer } = tinyModel(c.seed, c.device));
     } else {
       ({ policy: this.policy, tokenizer: this.tokenizer } = loadModelDir(c.model, { device: c.device }));
     }
@@ -282,9 +283,7 @@ class Trainer {
   }
 
   #copyPolicy(): Policy {
-    const copy = Policy.random(this.policy.config, { seed: 0 });
-    (copy.parameterBuffer.data as Float32Array).set(this.policy.parameterBuffer.data as Float32Array);
-    return copy;
+    return this.policy.to(this.policy.device);
   }
 
   loadReference(): Policy {
@@ -350,7 +349,7 @@ class Trainer {
     writeRunConfig(this.out, c);
 
     this.tokenizer = loadTokenizer(found.dir);
-    this.policy = Policy.fromPretrained(found.dir, { device: c.device as 'cpu' });
+    this.policy = Policy.fromPretrained(found.dir, { device: c.device });
     checkVocab(this.policy, this.tokenizer, found.dir);
     this.optimizer = this.#makeOptimizer();
     this.optimizer.loadStateFile(join(found.dir, OPTIMIZER_FILE));
@@ -673,7 +672,5 @@ class Trainer {
  * the current step is checkpointed.
  */
 export async function train(config: TrainConfig, hooks: TrainHooks = {}): Promise<TrainResult> {
-  if (config.device !== 'cpu')
-    throw new Error(`--device: the engine runs on the CPU only for now (the CUDA kernels exist; the CUDA model engine does not yet); got ${config.device}`);
   return new Trainer(config, hooks).run();
 }

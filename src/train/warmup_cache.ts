@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { Tensor } from '../tensor.js';
 import type { Policy } from '../engine/policy.js';
 import { writeDirAtomic } from './atomic_dir.js';
 import type { TrainConfig } from './config.js';
@@ -33,16 +34,18 @@ export function warmupCachePath(cacheDir: string, c: Pick<TrainConfig, 'model' |
 export function loadWarmup(dir: string, policy: Policy): CachedWarmup | null {
   if (!existsSync(join(dir, INFO_FILE))) return null;
   const info = JSON.parse(readFileSync(join(dir, INFO_FILE), 'utf8')) as CachedWarmup & { parameters: number };
-  const target = policy.parameterBuffer.data as Float32Array;
+  const count = policy.parameterBuffer.numel;
   const bytes = readFileSync(join(dir, PARAMS_FILE));
-  if (info.parameters !== target.length || bytes.length !== target.length * 4)
-    throw new Error(`${dir}: the cached warm-up has ${info.parameters} parameters, the policy ${target.length}; delete the folder to recompute it`);
-  target.set(new Float32Array(bytes.buffer, bytes.byteOffset, target.length));
+  if (info.parameters !== count || bytes.length !== count * 4)
+    throw new Error(`${dir}: the cached warm-up has ${info.parameters} parameters, the policy ${count}; delete the folder to recompute it`);
+  // Copied (not viewed): the file's bytes need not be 4-byte aligned, and the policy may live on a GPU.
+  policy.parameterBuffer.copyFrom(Tensor.from(new Float32Array(new Uint8Array(bytes).buffer, 0, count)));
   return { records: info.records, steps: info.steps, seconds: info.seconds, finalLoss: info.finalLoss };
 }
 
 export function saveWarmup(dir: string, policy: Policy, warmup: CachedWarmup): void {
-  const params = policy.parameterBuffer.data as Float32Array;
+  const buffer = policy.parameterBuffer;
+  const params = (buffer.isCuda ? buffer.to('cpu') : buffer).data as Float32Array;
   writeDirAtomic(dir, (tmp) => {
     writeFileSync(join(tmp, PARAMS_FILE), new Uint8Array(params.buffer, params.byteOffset, params.byteLength));
     writeFileSync(join(tmp, INFO_FILE), `${JSON.stringify({ ...warmup, parameters: params.length }, null, 1)}\n`);
