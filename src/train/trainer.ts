@@ -33,7 +33,7 @@ import { linearWarmup } from '../engine/schedule.js';
 import { groupAdvantages } from '../ops/group_advantages.js';
 import { grpoLoss, grpoLossWeights } from '../ops/grpo_loss.js';
 import { fsyncDir } from '../atomic_file.js';
-import { findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
+import { clearUnfinishedRun, findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
 import { METRICS_FILE, MetricsWriter, type MetricRecord } from './metrics.js';
 import { checkVocab, decodeCompletion, evaluate, loadModelDir, stopIds, tinyModel, type EvalResult } from './model.js';
@@ -100,8 +100,8 @@ export function loadTask(config: Pick<TrainConfig, 'task' | 'seed' | 'evalSize'>
 }
 
 /** The reward terms a config names. */
-export async function loadRewards(config: Pick<TrainConfig, 'reward'>): Promise<WeightedReward[]> {
-  return Promise.all(config.reward.map((r) => resolveReward(r.kind === 'builtin' ? r.name : r.path, r.weight)));
+export async function loadRewards(config: Pick<TrainConfig, 'reward'> & Partial<Pick<TrainConfig, 'rewardTimeout'>>): Promise<WeightedReward[]> {
+  return Promise.all(config.reward.map((r) => resolveReward(r.kind === 'builtin' ? r.name : r.path, r.weight, config.rewardTimeout)));
 }
 
 interface Rollout {
@@ -225,6 +225,7 @@ class Trainer {
   async fresh(): Promise<void> {
     const c = this.config;
     // Refuses a directory that already holds a run's metrics before anything is written.
+    if (c.restart) clearUnfinishedRun(this.out);
     this.metrics = MetricsWriter.open(join(this.out, METRICS_FILE));
     writeRunConfig(this.out, c);
     if (c.model === 'tiny') {
@@ -296,7 +297,7 @@ class Trainer {
       const differ = CONFIG_KEYS.map((k) => OPTIONS[k].flag)
         .filter((f) => JSON.stringify(saved[f]) !== JSON.stringify(now[f]) && !['out', 'resume', 'device', 'steps', 'eval-every', 'save-every', 'keep-checkpoints'].includes(f));
       throw new Error(
-        `--resume: ${found.dir} was trained with a different configuration (${differ.length ? differ.map((f) => `--${f}`).join(', ') : 'see its config'}); ` +
+        `--resume: ${found.dir} was trained with a different configuration (${differ.length ? differ.map((f) => `--${f}`).join(', ') : c.task !== 'arith' ? `the contents of --task ${c.task} changed since` : 'see its config'}); ` +
         'resuming would not continue the same run. Start a new run with --model pointing at the checkpoint instead.',
       );
     }
