@@ -36,7 +36,7 @@ import { fsyncDir } from '../atomic_file.js';
 import { clearUnfinishedRun, findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
 import { METRICS_FILE, MetricsWriter, type MetricRecord } from './metrics.js';
-import { checkVocab, decodeCompletion, evaluate, loadModelDir, stopIds, tinyModel, type EvalResult } from './model.js';
+import { checkPromptLengths, checkVocab, decodeCompletion, evaluate, loadModelDir, stopIds, tinyModel, type EvalResult } from './model.js';
 import { Progress, type ProgressStream } from './progress.js';
 import { writeRunReport } from './report.js';
 import { isCorrect } from './rewards/math.js';
@@ -205,6 +205,7 @@ class Trainer {
     if (c.resume !== null) await this.resumeFrom(c.resume);
     else await this.fresh();
     this.stops = stopIds(this.policy, this.tokenizer);
+    checkPromptLengths(this.task, this.tokenizer, this.policy.config.maxPositionEmbeddings, c.maxNewTokens);
     if (c.beta > 0 && this.reference === null) this.reference = this.loadReference();
   }
 

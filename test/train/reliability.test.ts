@@ -84,3 +84,15 @@ test('--restart starts over a run that stopped before its first checkpoint, and 
   // Now it holds a checkpoint: --restart would throw that away, so it is refused.
   await assert.rejects(train(resolveConfig(tinyArgs(out, { restart: true, steps: 2 })).config, { progress: quiet() }), /--restart: .* holds 1 checkpoint/);
 });
+
+// Item 15: an over-long prompt failed only when it was sampled, blaming --max-new-tokens.
+test('an over-long prompt in a JSONL task is an error naming it before training starts', { timeout: 120_000 }, async () => {
+  const file = join(root, 'long.jsonl');
+  const lines = [];
+  for (let a = 1; a <= 4; a++) for (let b = 1; b <= 4; b++) lines.push(JSON.stringify({ question: `${a}+${b}=?\n`, answer: a + b }));
+  lines[5] = JSON.stringify({ question: `${'1+'.repeat(200)}1=?\n`, answer: 201 });
+  writeFileSync(file, lines.join('\n') + '\n');
+  const out = freshDir('long');
+  await assert.rejects(train(resolveConfig(tinyArgs(out, { task: file })).config, { progress: quiet() }),
+    /--task .*: (a training|held-out) example.*\(prompt "1\+1\+.*\) is \d+ tokens; with --max-new-tokens 4 it exceeds the model's max_position_embeddings 128/);
+});
