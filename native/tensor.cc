@@ -120,8 +120,14 @@ Napi::Value typed_array_for(Napi::Env env, Napi::ArrayBuffer buffer, DType dtype
   throw Error("unknown dtype", Error::Type);
 }
 
+// Node 20 builds external ArrayBuffers through node::Buffer, whose limit is 2^32 bytes
+// (buffer.constants.MAX_LENGTH). Above it creation fails *after* calling our finalizer,
+// which has then freed the block: freeing it again below crashed every CPU tensor over
+// 4 GiB. Such blocks are V8-owned instead (written in place all the same).
+constexpr size_t kMaxExternalBytes = size_t{1} << 32;
+
 Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
-  if (external_state != 0) {
+  if (external_state != 0 && bytes <= kMaxExternalBytes) {
     // malloc with manual alignment rather than aligned_alloc: glibc's memalign asks for
     // extra slack, so the hole a freed block leaves never fits the next same-sized request
     // and the heap grows without bound under allocate/free cycles.
@@ -145,9 +151,12 @@ Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
       *data_out = data;
       return Napi::ArrayBuffer(env, value);
     }
+    // Only a refusal of external memory leaves the block ours to free; any other failure
+    // may already have run the finalizer (see kMaxExternalBytes), so it is left alone.
+    if (status != napi_no_external_buffers_allowed)
+      throw Napi::Error::New(env, "could not create an ArrayBuffer of " + std::to_string(bytes) + " bytes");
     std::free(raw);
     delete block;
-    if (status != napi_no_external_buffers_allowed) throw Napi::Error::New(env, "could not create an ArrayBuffer");
     // The runtime (e.g. Electron's sandbox) forbids external memory: let V8 own it.
     external_state = 0;
   }
