@@ -32,7 +32,7 @@ import { Policy } from '../engine/policy.js';
 import { linearWarmup } from '../engine/schedule.js';
 import { groupAdvantages } from '../ops/group_advantages.js';
 import { grpoLoss, grpoLossWeights } from '../ops/grpo_loss.js';
-import { fsyncDir } from '../atomic_file.js';
+import { ensureDir, fsyncDir } from '../atomic_file.js';
 import { clearUnfinishedRun, findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
 import { METRICS_FILE, MetricsWriter, type MetricRecord } from './metrics.js';
@@ -201,7 +201,7 @@ class Trainer {
     const c = this.config;
     this.task = loadTask(c);
     this.rewards = await loadRewards(c);
-    mkdirSync(this.out, { recursive: true });
+    ensureDir(this.out, 'out');  // not mkdirSync({recursive}): it spins forever under /proc
     if (c.resume !== null) await this.resumeFrom(c.resume);
     else await this.fresh();
     this.stops = stopIds(this.policy, this.tokenizer);

@@ -4,6 +4,8 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { resolveConfig } from '../../src/train/config.js';
 import { readMetrics } from '../../src/train/metrics.js';
@@ -95,4 +97,14 @@ test('an over-long prompt in a JSONL task is an error naming it before training 
   const out = freshDir('long');
   await assert.rejects(train(resolveConfig(tinyArgs(out, { task: file })).config, { progress: quiet() }),
     /--task .*: (a training|held-out) example.*\(prompt "1\+1\+.*\) is \d+ tokens; with --max-new-tokens 4 it exceeds the model's max_position_embeddings 128/);
+});
+
+// Item 4's twin in the trainer: Node's recursive mkdir spun forever at 100% CPU under /proc.
+// A child process: a synchronous spin cannot be interrupted by a test timeout.
+test('--out under /proc fails at once instead of spinning', () => {
+  const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+  const r = spawnSync(process.execPath, [main, 'train', '--out', '/proc/lgrpo-run/x', '--steps', '1'], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(r.signal, null, 'spun until killed');
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /out: cannot create \/proc\/lgrpo-run\/x/);
 });
