@@ -120,12 +120,7 @@ Napi::Value typed_array_for(Napi::Env env, Napi::ArrayBuffer buffer, DType dtype
   throw Error("unknown dtype", Error::Type);
 }
 
-// Node 20 builds external ArrayBuffers through node::Buffer, whose limit is 2^32 bytes
-// (buffer.constants.MAX_LENGTH). Above it creation fails *after* calling our finalizer,
-// which has then freed the block: freeing it again below crashed every CPU tensor over
-// 4 GiB. Such blocks are V8-owned instead (written in place all the same).
-constexpr size_t kMaxExternalBytes = size_t{1} << 32;
-
+// Blocks over kMaxExternalBytes are V8-owned (see tensor.h).
 Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
   if (external_state != 0 && bytes <= kMaxExternalBytes) {
     // malloc with manual alignment rather than aligned_alloc: glibc's memalign asks for
