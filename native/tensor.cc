@@ -1,5 +1,6 @@
 #include "tensor.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -173,7 +174,7 @@ int64_t checked_numel(const std::vector<int64_t>& shape, DType dtype, const char
       throw Error(std::string(arg) + ": shape " + shape_string(shape) + " has more than 2^53 - 1 elements", Error::Range);
     n *= s;
   }
-  if (n > kMaxTensorElements / static_cast<int64_t>(dtype_size(dtype)))
+  if (n > kMaxTensorElements / std::max<int64_t>(1, static_cast<int64_t>(dtype_size(dtype))))
     throw Error(std::string(arg) + ": shape " + shape_string(shape) + " of " + dtype_name(dtype) +
                     " needs more than 2^53 - 1 bytes", Error::Range);
   return n;
