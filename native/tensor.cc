@@ -1,5 +1,6 @@
 #include "tensor.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -126,8 +127,9 @@ Napi::Value typed_array_for(Napi::Env env, Napi::ArrayBuffer buffer, DType dtype
   throw Error("unknown dtype", Error::Type);
 }
 
+// Blocks over kMaxExternalBytes are V8-owned (see tensor.h).
 Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
-  if (external_state != 0) {
+  if (external_state != 0 && bytes <= kMaxExternalBytes) {
     // malloc with manual alignment rather than aligned_alloc: glibc's memalign asks for
     // extra slack, so the hole a freed block leaves never fits the next same-sized request
     // and the heap grows without bound under allocate/free cycles.
@@ -151,9 +153,12 @@ Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
       *data_out = data;
       return Napi::ArrayBuffer(env, value);
     }
+    // Only a refusal of external memory leaves the block ours to free; any other failure
+    // may already have run the finalizer (see kMaxExternalBytes), so it is left alone.
+    if (status != napi_no_external_buffers_allowed)
+      throw Napi::Error::New(env, "could not create an ArrayBuffer of " + std::to_string(bytes) + " bytes");
     std::free(raw);
     delete block;
-    if (status != napi_no_external_buffers_allowed) throw Napi::Error::New(env, "could not create an ArrayBuffer");
     // The runtime (e.g. Electron's sandbox) forbids external memory: let V8 own it.
     external_state = 0;
   }
@@ -175,7 +180,7 @@ int64_t checked_numel(const std::vector<int64_t>& shape, DType dtype, const char
       throw Error(std::string(arg) + ": shape " + shape_string(shape) + " has more than 2^53 - 1 elements", Error::Range);
     n *= s;
   }
-  if (n > kMaxTensorElements / static_cast<int64_t>(dtype_size(dtype)))
+  if (n > kMaxTensorElements / std::max<int64_t>(1, static_cast<int64_t>(dtype_size(dtype))))
     throw Error(std::string(arg) + ": shape " + shape_string(shape) + " of " + dtype_name(dtype) +
                     " needs more than 2^53 - 1 bytes", Error::Range);
   return n;

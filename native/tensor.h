@@ -24,6 +24,11 @@ namespace lgrpo {
 // in Node 20, so CPU allocations stop there.
 constexpr int64_t kMaxTensorElements = (int64_t{1} << 53) - 1;
 constexpr int64_t kMaxCpuTensorElements = int64_t{1} << 32;
+// Node 20 builds external ArrayBuffers through node::Buffer, whose limit is 2^32 bytes
+// (buffer.constants.MAX_LENGTH). Above it creation fails *after* calling our finalizer,
+// which has then freed the block (freeing it again crashed every CPU tensor over 4 GiB).
+// Larger CPU blocks are V8-owned instead: written in place all the same, and zeroed.
+constexpr size_t kMaxExternalBytes = size_t{1} << 32;
 
 // Element count of `shape`, checked: throws a RangeError naming `arg` when the product
 // overflows or exceeds kMaxTensorElements (or its byte count exceeds it).

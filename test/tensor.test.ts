@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { spawnSync } from 'node:child_process';
+import { totalmem } from 'node:os';
 import { Tensor, buildInfo, f32ToBf16, groupAdvantages, release, tokenLogprobs, tokenLogprobsBackward } from '../src/index.js';
 import { addon } from '../src/native.js';
 
@@ -179,6 +180,20 @@ describe('Tensor', () => {
     const t = Tensor.zeros([3]);
     release({ nested: [t] });
     assert.equal(t.disposed, true);
+  });
+
+  // Found by the fuzzer: Node 20 refuses external ArrayBuffers over 2^32 bytes after
+  // running their finalizer, and the addon then freed the block again (SIGSEGV for any CPU
+  // tensor over 4 GiB). V8 hands such blocks out zeroed and untouched, so this costs
+  // address space, not memory.
+  it('allocates CPU tensors over 4 GiB', { skip: totalmem() < 8 * 2 ** 30 }, async () => {
+    let t: Tensor | undefined = Tensor.zeros([2 ** 30 + 16], 'f32');
+    assert.equal(t.data!.length, 2 ** 30 + 16);
+    t.data![2 ** 30 + 3] = 5;
+    assert.equal(t.data![2 ** 30 + 3], 5);
+    t.dispose();
+    t = undefined;
+    await collectGarbage();
   });
 });
 

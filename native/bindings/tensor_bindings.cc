@@ -26,7 +26,9 @@ Napi::Value empty(const Napi::CallbackInfo& info) {
   Device device = parse_device(info[2].As<Napi::String>(), "device");
   void* data;
   Napi::Object out = allocate_tensor(info.Env(), spec.shape, spec.dtype, device, &data);
-  if (!device.is_cuda() && spec.bytes() > 0) std::memset(data, 0, spec.bytes());
+  // V8-owned blocks (over kMaxExternalBytes) come zeroed, in pages not yet touched:
+  // clearing them again would fault in gigabytes at once.
+  if (!device.is_cuda() && spec.bytes() > 0 && spec.bytes() <= kMaxExternalBytes) std::memset(data, 0, spec.bytes());
   return out;
 }
 

@@ -52,6 +52,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // |lse| from which its f32 rounding (half an ulp, 2^-18 at 64) is worth measuring.
 constexpr float kLseRecheck = 64.0f;
+// How far above 0 a log-probability may come out before the given lse is refused.
+constexpr float kLseSlack = 1e-3f;
 
 // The piece length depends only on the shape, never on the thread count, so the
 // results are the same bits whatever set_num_threads says.
@@ -188,16 +190,20 @@ Stats forward_piece_scalar(const Row& row, int64_t begin, int64_t end, float inv
   return st;
 }
 
+// Also raises *max_d to the largest d = log p seen: above ~0 the lse was not this row's.
 template <class Row>
 bool backward_piece_scalar(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float shift, float c,
-                           float k) {
+                           float k, float* max_d) {
   bool ok = true;
+  float top = *max_d;
   for (int64_t i = begin; i < end; ++i) {
     const float r = row.get(i);
     ok = ok && finite(r);
     const float d = (scaled(r, inv_tau) - lse) - shift;
+    top = std::max(top, d);
     row.put(i, std::exp(d) * std::fma(k, d, c));
   }
+  *max_d = top;
   return !ok;
 }
 
@@ -345,13 +351,14 @@ float sum_exp_avx2(const Row& row, int64_t begin, int64_t end, float inv_tau, fl
 
 template <class Row>
 bool backward_piece_avx2(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float shift, float c,
-                         float k) {
+                         float k, float* max_d) {
   const int64_t vec_end = begin + ((end - begin) & ~int64_t{7});
   // d = (x/τ − lse) − δ; δ is exactly 0 for ordinary rows, so their bits do not change.
   const __m256 zero = _mm256_setzero_ps(), tau = _mm256_set1_ps(inv_tau), vlse = _mm256_set1_ps(lse);
   const __m256 vshift = _mm256_set1_ps(shift);
   const __m256 vc = _mm256_set1_ps(c), vk = _mm256_set1_ps(k);
   __m256 probe0 = zero, probe1 = zero;
+  __m256 top = _mm256_set1_ps(-INFINITY);
   int64_t i = begin;
   for (; i + 16 <= vec_end; i += 16) {
     const __m256 x0 = row.get8(i), x1 = row.get8(i + 8);
@@ -359,6 +366,7 @@ bool backward_piece_avx2(const Row& row, int64_t begin, int64_t end, float inv_t
     probe1 = _mm256_fmadd_ps(x1, zero, probe1);
     const __m256 d0 = _mm256_sub_ps(_mm256_sub_ps(scaled8(x0, tau), vlse), vshift);
     const __m256 d1 = _mm256_sub_ps(_mm256_sub_ps(scaled8(x1, tau), vlse), vshift);
+    top = _mm256_max_ps(top, _mm256_max_ps(d0, d1));
     row.put8(i, _mm256_mul_ps(exp_avx2(d0), _mm256_fmadd_ps(vk, d0, vc)));
     row.put8(i + 8, _mm256_mul_ps(exp_avx2(d1), _mm256_fmadd_ps(vk, d1, vc)));
   }
@@ -366,10 +374,12 @@ bool backward_piece_avx2(const Row& row, int64_t begin, int64_t end, float inv_t
     const __m256 x = row.get8(i);
     probe0 = _mm256_fmadd_ps(x, zero, probe0);
     const __m256 d = _mm256_sub_ps(_mm256_sub_ps(scaled8(x, tau), vlse), vshift);
+    top = _mm256_max_ps(top, d);
     row.put8(i, _mm256_mul_ps(exp_avx2(d), _mm256_fmadd_ps(vk, d, vc)));
   }
   bool bad = any_nan(_mm256_add_ps(probe0, probe1));
-  bad = backward_piece_scalar(row, vec_end, end, inv_tau, lse, shift, c, k) || bad;
+  *max_d = std::max(*max_d, hmax_avx2(top));
+  bad = backward_piece_scalar(row, vec_end, end, inv_tau, lse, shift, c, k, max_d) || bad;
   return bad;
 }
 #endif
@@ -385,11 +395,12 @@ Stats forward_piece(const Row& row, int64_t begin, int64_t end, float inv_tau) {
 }
 
 template <class Row>
-bool backward_piece(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float shift, float c, float k) {
+bool backward_piece(const Row& row, int64_t begin, int64_t end, float inv_tau, float lse, float shift, float c, float k,
+                    float* max_d) {
 #if LGRPO_AVX2
-  return backward_piece_avx2(row, begin, end, inv_tau, lse, shift, c, k);
+  return backward_piece_avx2(row, begin, end, inv_tau, lse, shift, c, k, max_d);
 #else
-  return backward_piece_scalar(row, begin, end, inv_tau, lse, shift, c, k);
+  return backward_piece_scalar(row, begin, end, inv_tau, lse, shift, c, k, max_d);
 #endif
 }
 
@@ -462,6 +473,10 @@ void backward_typed(const TokenLogprobsBackwardArgs& a) {
   const float inv_tau = 1.0f / a.temperature;
   const int64_t pieces = std::max<int64_t>(ceil_div(V, piece_length(N, V)), 1);
   std::vector<char> bad(static_cast<size_t>(N * pieces), 0);
+  std::vector<float> max_d(static_cast<size_t>(N * pieces), -INFINITY);
+  for (int64_t n = 0; n < N; ++n)
+    if (!std::isfinite(a.lse[n]))
+      throw Error("lse: row " + std::to_string(n) + " is " + std::to_string(a.lse[n]) + "; it must be finite", Error::Range);
 
   // δ per row (see top): measured only where |lse| is large enough for its rounding to show.
   std::vector<float> shift(static_cast<size_t>(N), 0.0f);
@@ -494,7 +509,7 @@ void backward_typed(const TokenLogprobsBackwardArgs& a) {
     const float c = -(g + ge * H) * inv_tau, k = -ge * inv_tau;
     const bool has_target = y >= begin && y < end;
     const float x_y = has_target ? row.get(y) : 0.0f;  // read before an in-place pass overwrites it
-    bad[item] = backward_piece(row, begin, end, inv_tau, lse, shift[n], c, k);
+    bad[item] = backward_piece(row, begin, end, inv_tau, lse, shift[n], c, k, &max_d[item]);
     if (has_target) {
       const float d = (scaled(x_y, inv_tau) - lse) - shift[n], p = std::exp(d);
       row.put(y, (g - p * (g + ge * (d + H))) * inv_tau);
@@ -503,6 +518,14 @@ void backward_typed(const TokenLogprobsBackwardArgs& a) {
   for (int64_t item = 0; item < N * pieces; ++item)
     if (bad[item])
       throw Error("logits: row " + std::to_string(item / pieces) + " contains NaN or Inf", Error::Range);
+  // p = e^d ≤ 1 for the forward's lse (up to its rounding, far below this slack); a larger
+  // d means an lse from other logits or another temperature, and gradients that grow
+  // without bound (they reached ±Inf) rather than an error.
+  for (int64_t item = 0; item < N * pieces; ++item)
+    if (max_d[item] > kLseSlack)
+      throw Error("lse: row " + std::to_string(item / pieces) + " is below the log-sum-exp of logits / temperature (a probability would be " +
+                      std::to_string(std::exp(static_cast<double>(max_d[item]))) +
+                      "); pass the lse tokenLogprobs returned for these logits with the same temperature", Error::Range);
 }
 
 }  // namespace

@@ -236,11 +236,12 @@ export class Policy {
       return info;
     });
     // Parameters and gradients are two f32 buffers of this size: refuse a config that could
-    // not fit before allocating (overcommitted memory fails later, and worse, than here).
+    // not fit, with room left for activations and optimiser state, before allocating
+    // (overcommitted memory fails later, and worse, than here).
     const bytes = offset * 8;
-    if (!(offset <= MAX_CPU_ELEMENTS) || bytes > totalmem())
+    if (!(offset <= MAX_CPU_ELEMENTS) || bytes > totalmem() / 2)
       throw new RangeError(`config: ${config.numHiddenLayers} layers, hidden_size ${config.hiddenSize}, vocab_size ${config.vocabSize} ` +
-        `make ${offset} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB with gradients); this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB` +
+        `make ${offset} parameters (${(bytes / 2 ** 30).toFixed(1)} GiB with gradients); allowed: half of this machine's ${(totalmem() / 2 ** 30).toFixed(1)} GiB` +
         (offset > MAX_CPU_ELEMENTS ? ' and one buffer holds at most 2^32 values' : ''));
     this.parameterBuffer = initial ? initial.to(device) : Tensor.zeros([offset], 'f32', device);
     this.gradientBuffer = Tensor.zeros([offset], 'f32', device);

@@ -404,6 +404,20 @@ function loadFound(dir: string, note?: string): FoundCheckpoint {
 }
 
 /**
+ * --restart: clears the metrics of a run that stopped before its first checkpoint, so a
+ * new run can start over in its directory (nothing there can be resumed). A directory
+ * holding a complete checkpoint is refused: that run can be resumed, and would be lost.
+ */
+export function clearUnfinishedRun(runDir: string): void {
+  if (!existsSync(runDir)) return;
+  cleanStaleTemps(runDir);
+  const checkpoints = listCheckpoints(runDir);
+  if (checkpoints.length)
+    throw new Error(`--restart: ${runDir} holds ${checkpoints.length} checkpoint(s) (newest: step ${checkpoints[checkpoints.length - 1].step}); resume it with --resume ${runDir}, or choose another --out`);
+  for (const name of ['metrics.jsonl', LATEST_FILE]) rmSync(join(runDir, name), { force: true });
+}
+
+/**
  * Resolves --resume: a checkpoint directory (it holds trainer_state.json) as is; a run
  * directory to the checkpoint `latest` names (or, if `latest` is missing or points
  * nowhere, its newest complete checkpoint). A run directory is first repaired with
@@ -449,7 +463,9 @@ export function findCheckpoint(pathOrRunDir: string): FoundCheckpoint {
   }
   const all = listCheckpoints(path);
   if (all.length) return loadFound(all[all.length - 1].dir, note);
+  const stoppedEarly = existsSync(join(path, 'metrics.jsonl'));
   throw new Error(
-    `resume: ${path} is neither a checkpoint directory (no ${TRAINER_STATE_FILE}) nor a run directory with checkpoints (no complete checkpoint-N folder${latest !== undefined ? `; '${LATEST_FILE}' names ${latest}, which is missing` : ''})`,
+    `resume: ${path} is neither a checkpoint directory (no ${TRAINER_STATE_FILE}) nor a run directory with checkpoints (no complete checkpoint-N folder${latest !== undefined ? `; '${LATEST_FILE}' names ${latest}, which is missing` : ''})` +
+    (stoppedEarly ? `; its run stopped before its first checkpoint: start it over with --out ${path} --restart` : ''),
   );
 }

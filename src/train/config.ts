@@ -89,6 +89,8 @@ export interface TrainConfig {
   task: string;
   /** Summed reward terms. */
   reward: RewardSpec[];
+  /** Seconds one reward call may take before it counts as a failure; 0: no limit. */
+  rewardTimeout: number;
   evalSize: number;
   loss: Aggregation;
   lambdaInit: number;
@@ -129,6 +131,8 @@ export interface TrainConfig {
   out: string;
   /** Absolute path given to --resume (run directory or checkpoint), or null. */
   resume: string | null;
+  /** Start over in an --out that holds metrics but no checkpoint (a run killed before its first). */
+  restart: boolean;
   seed: number;
   device: TrainDevice;
 }
@@ -182,6 +186,10 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
   reward: {
     flag: 'reward', kind: 'strings', group: G_MODEL, default: DEFAULT_REWARD,
     describe: `reward terms, summed: a built-in (${BUILTIN_REWARDS.join(', ')}) or a .js/.mjs module exporting (example, completion) => number | Promise<number>; append =W to weight a term, e.g. --reward math --reward format=0.1 --reward ./brevity.js=0.05`,
+  },
+  rewardTimeout: {
+    flag: 'reward-timeout', kind: 'number', group: G_MODEL, default: 60, min: 0,
+    describe: 'seconds one reward call may take to settle; a call still pending then counts as a failure (0, like a throw); 0: no limit',
   },
   evalSize: {
     flag: 'eval-size', kind: 'integer', group: G_MODEL, default: DEFAULT_EVAL_SIZE, min: 1,
@@ -308,6 +316,10 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
     defaultDescription: 'runs/<task>-<loss>-<time>, or the resumed run',
     describe: 'run directory: config, metrics.jsonl, samples, checkpoints, report.html',
   },
+  restart: {
+    flag: 'restart', kind: 'boolean', group: G_RUN, default: false,
+    describe: 'start over in an --out directory whose run stopped before its first checkpoint (its metrics are cleared); refused when it holds a checkpoint',
+  },
   resume: {
     flag: 'resume', kind: 'string', group: G_RUN, default: null, nullable: true,
     defaultDescription: 'none',
@@ -330,7 +342,7 @@ export const CONFIG_KEYS = Object.keys(OPTIONS) as ConfigKey[];
  * other key takes part in configHash, so a resumed run can tell it is continuing the same
  * experiment. `steps` takes part only when a decaying schedule makes the rates depend on it.
  */
-export const RESUME_MUTABLE_KEYS: readonly ConfigKey[] = ['out', 'resume', 'device', 'steps', 'evalEvery', 'saveEvery', 'keepCheckpoints'];
+export const RESUME_MUTABLE_KEYS: readonly ConfigKey[] = ['out', 'resume', 'device', 'steps', 'evalEvery', 'saveEvery', 'keepCheckpoints', 'rewardTimeout', 'restart'];
 
 export type ConfigSource = 'default' | 'checkpoint' | 'file' | 'cli';
 
@@ -802,6 +814,8 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
     resume,
     seed: raw.seed as number,
     device,
+    rewardTimeout: raw.rewardTimeout as number,
+    restart: raw.restart as boolean,
   };
   return { config, sources, warnings, checkpoint };
 }
@@ -849,8 +863,35 @@ export function configHash(config: TrainConfig): string {
     if (key === 'steps' && config.lrSchedule !== 'constant') continue;
     delete json[OPTIONS[key].flag];
   }
+  // The path alone let a run resume on an edited JSONL file without a word: the data
+  // decides what is learned as much as any option.
+  const data = taskDataHash(config.task);
+  if (data !== undefined) json['task-data-sha256'] = data;
   return createHash('sha256').update(canonical(json)).digest('hex');
 }
+
+/**
+ * SHA-256 of a JSONL task file's bytes (undefined for a built-in task), cached by size
+ * and mtime. Once read, a file that has since gone keeps its last hash: a checkpoint
+ * write must not fail because the data was moved after it was loaded.
+ */
+export function taskDataHash(task: string): string | undefined {
+  if ((BUILTIN_TASKS as readonly string[]).includes(task)) return undefined;
+  const last = taskHashes.get(task);
+  let stamp: string;
+  try {
+    const st = statSync(task);
+    stamp = `${st.size}:${st.mtimeMs}`;
+  } catch (e) {
+    if (last) return last.hash;
+    throw new Error(`--task: cannot read ${task}: ${(e as Error).message}`, { cause: e });
+  }
+  if (last?.stamp === stamp) return last.hash;
+  const hash = createHash('sha256').update(readFileSync(task)).digest('hex');
+  taskHashes.set(task, { stamp, hash });
+  return hash;
+}
+const taskHashes = new Map<string, { stamp: string; hash: string }>();
 
 /** The keys whose values differ between two configs (for a readable resume mismatch). */
 export function configDiff(a: TrainConfig, b: TrainConfig): ConfigKey[] {

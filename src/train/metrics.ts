@@ -152,7 +152,7 @@ export class MetricsWriter {
     let lastStep: number | undefined;
     if (resumeStep === undefined) {
       if (existsSync(path) && statSync(path).size > 0)
-        throw new Error(`${path}: already holds metrics; a new run needs a fresh --out directory (or resume this one)`);
+        throw new Error(`${path}: already holds metrics; a new run needs a fresh --out directory (or resume this one; if it stopped before its first checkpoint, --restart starts it over)`);
     } else {
       if (!Number.isSafeInteger(resumeStep) || resumeStep < 0)
         throw new RangeError(`resumeStep: expected a non-negative integer, got ${resumeStep}`);

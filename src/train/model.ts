@@ -10,7 +10,7 @@ import { eosTokenIds } from '../engine/config.js';
 import { findCheckpoint } from './checkpoint.js';
 import { isCorrect } from './rewards/math.js';
 import { scoreAll, type RewardWarning, type WeightedReward } from './rewards/loader.js';
-import type { Example } from './tasks/types.js';
+import type { Example, Task } from './tasks/types.js';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.js';
 
 /**
@@ -193,4 +193,23 @@ export async function evaluate(
     accuracy: correct / n, meanLength: length / n, rewardMean: reward / n, truncatedFrac: truncated / n,
     samples, seconds: (performance.now() - started) / 1000,
   };
+}
+
+/**
+ * Checks, before training starts, that every prompt of a finite task (its training
+ * examples and held-out set) leaves room for --max-new-tokens within the model's
+ * max_position_embeddings. One over-long JSONL prompt otherwise failed only when sampled,
+ * in generate(), with an error blaming --max-new-tokens.
+ */
+export function checkPromptLengths(task: Task, tokenizer: TextTokenizer, maxPositions: number, maxNewTokens: number): void {
+  const check = (example: Example, where: string) => {
+    const length = tokenizer.encodePrompt(example.prompt).length;
+    if (length + maxNewTokens > maxPositions) {
+      const shown = example.prompt.length > 60 ? `${example.prompt.slice(0, 60)}…` : example.prompt;
+      throw new RangeError(`--task ${task.name}: ${where} (prompt ${JSON.stringify(shown)}) is ${length} tokens; with --max-new-tokens ${maxNewTokens} ` +
+        `it exceeds the model's max_position_embeddings ${maxPositions} (shorten or drop it, or lower --max-new-tokens)`);
+    }
+  };
+  if (task.trainSize !== null) for (let i = 0; i < task.trainSize; i++) check(task.trainExample(i), `a training example`);
+  task.evalSet().forEach((e, i) => check(e, `held-out example ${i}`));
 }

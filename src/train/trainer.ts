@@ -31,11 +31,12 @@ import { AdamW } from '../engine/adamw.js';
 import { Policy } from '../engine/policy.js';
 import { linearWarmup } from '../engine/schedule.js';
 import { groupAdvantages } from '../ops/group_advantages.js';
+import { ensureDir, fsyncDir } from '../atomic_file.js';
 import { recoverDir, writeDirAtomic } from './atomic_dir.js';
-import { findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
+import { clearUnfinishedRun, findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
 import { METRICS_FILE, MetricsWriter, type MetricRecord } from './metrics.js';
-import { checkVocab, decodeCompletion, evaluate, loadModelDir, stopIds, tinyModel, type EvalResult } from './model.js';
+import { checkPromptLengths, checkVocab, decodeCompletion, evaluate, loadModelDir, stopIds, tinyModel, type EvalResult } from './model.js';
 import { Progress, type ProgressStream } from './progress.js';
 import { writeRunReport } from './report.js';
 import { isCorrect } from './rewards/math.js';
@@ -110,8 +111,8 @@ export function loadTask(config: Pick<TrainConfig, 'task' | 'seed' | 'evalSize'>
 }
 
 /** The reward terms a config names. */
-export async function loadRewards(config: Pick<TrainConfig, 'reward'>): Promise<WeightedReward[]> {
-  return Promise.all(config.reward.map((r) => resolveReward(r.kind === 'builtin' ? r.name : r.path, r.weight)));
+export async function loadRewards(config: Pick<TrainConfig, 'reward'> & Partial<Pick<TrainConfig, 'rewardTimeout'>>): Promise<WeightedReward[]> {
+  return Promise.all(config.reward.map((r) => resolveReward(r.kind === 'builtin' ? r.name : r.path, r.weight, config.rewardTimeout)));
 }
 
 interface Rollout {
@@ -211,10 +212,11 @@ class Trainer {
     const c = this.config;
     this.task = loadTask(c);
     this.rewards = await loadRewards(c);
-    mkdirSync(this.out, { recursive: true });
+    ensureDir(this.out, 'out');  // not mkdirSync({recursive}): it spins forever under /proc
     if (c.resume !== null) await this.resumeFrom(c.resume);
     else await this.fresh();
     this.stops = stopIds(this.policy, this.tokenizer);
+    checkPromptLengths(this.task, this.tokenizer, this.policy.config.maxPositionEmbeddings, c.maxNewTokens);
     if (c.beta > 0 && this.reference === null) this.reference = this.loadReference();
   }
 
@@ -236,6 +238,7 @@ class Trainer {
   async fresh(): Promise<void> {
     const c = this.config;
     // Refuses a directory that already holds a run's metrics before anything is written.
+    if (c.restart) clearUnfinishedRun(this.out);
     this.metrics = MetricsWriter.open(join(this.out, METRICS_FILE));
     writeRunConfig(this.out, c);
     if (c.model === 'tiny') {
@@ -328,7 +331,7 @@ class Trainer {
           `--steps ${c.steps} would change the rates of the steps already taken. Resume with --steps ${saved.steps}, or start a new run with --model pointing at the checkpoint.`,
         );
       throw new Error(
-        `--resume: ${found.dir} was trained with a different configuration (${differ.length ? differ.map((f) => `--${f}`).join(', ') : 'see its config'}); ` +
+        `--resume: ${found.dir} was trained with a different configuration (${differ.length ? differ.map((f) => `--${f}`).join(', ') : c.task !== 'arith' ? `the contents of --task ${c.task} changed since` : 'see its config'}); ` +
         'resuming would not continue the same run. Start a new run with --model pointing at the checkpoint instead.',
       );
     }

@@ -314,6 +314,23 @@ describe(`tokenLogprobs on ${TEST_DEVICE}`, () => {
     }
   });
 
+  // Found by the fuzzer: an lse that is not the forward's (another temperature, other
+  // logits) made p = e^(x/τ − lse) unbounded, and the gradients came back ±Infinity.
+  it('backward refuses an lse below the log-sum-exp of these logits, naming the row', () => {
+    const logits = onDevice(Float32Array.of(0, 1, 2, 3, 10, 0, 50, -50), [2, 4]);
+    const targets = onDevice(Int32Array.of(0, 1));
+    const g = onDevice(Float32Array.of(1, 1));
+    const warm = tokenLogprobs(logits, targets, { temperature: 2 });
+    assert.throws(() => tokenLogprobsBackward(logits, targets, warm.lse, g, { temperature: 1 }),
+      (e: Error) => e instanceof RangeError && /^lse: row 0 is below the log-sum-exp of logits \/ temperature/.test(e.message));
+    assert.throws(() => tokenLogprobsBackward(logits, targets, onDevice(Float32Array.of(3.5, 0)), g),
+      (e: Error) => e instanceof RangeError && /^lse: row 1/.test(e.message));
+    // The forward's own lse, and one above it (probabilities too small, still finite), pass.
+    const own = tokenLogprobs(logits, targets);
+    assert.doesNotThrow(() => tokenLogprobsBackward(logits, targets, own.lse, g));
+    assert.doesNotThrow(() => tokenLogprobsBackward(logits, targets, onDevice(Float32Array.of(100, 100)), g));
+  });
+
   // Issue 12 item 5: τ = 1e-38 was accepted; its inverse overflows float32.
   it('rejects temperatures whose inverse overflows float32, in every op', () => {
     const logits = onDevice(Float32Array.of(0, 1, 2, 3), [2, 2]);

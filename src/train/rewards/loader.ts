@@ -15,7 +15,17 @@ export interface WeightedReward {
   name: string;
   fn: RewardFn;
   weight: number;
+  /**
+   * Seconds one call may take to settle before it counts as a failure (0: no limit;
+   * default DEFAULT_REWARD_TIMEOUT_S). A promise that never settles once stalled training
+   * forever, with Ctrl-C waiting on the step.
+   */
+  timeoutSeconds?: number;
 }
+
+export const DEFAULT_REWARD_TIMEOUT_S = 60;
+// Rewards are trained on as f32: a finite JS number beyond this (1e39) is Infinity there.
+const F32_MAX = 3.4028234663852886e38;
 
 export const BUILTIN_REWARDS: Readonly<Record<string, RewardFn>> = Object.freeze({
   math: mathReward,
@@ -69,15 +79,16 @@ export async function loadRewardModule(path: string): Promise<RewardFn> {
  * A reward by name: a built-in ("math", "format") or a path to a module. The name used in
  * warnings and metrics is the built-in's name or the file name.
  */
-export async function resolveReward(source: string, weight = 1): Promise<WeightedReward> {
+export async function resolveReward(source: string, weight = 1, timeoutSeconds = DEFAULT_REWARD_TIMEOUT_S): Promise<WeightedReward> {
   if (!Number.isFinite(weight)) throw new RangeError(`weight: expected a finite number for reward "${source}", got ${weight}`);
+  if (!(timeoutSeconds >= 0)) throw new RangeError(`timeoutSeconds: expected a number >= 0 for reward "${source}", got ${timeoutSeconds}`);
   const builtin = Object.hasOwn(BUILTIN_REWARDS, source) ? BUILTIN_REWARDS[source] : undefined;
-  if (builtin !== undefined) return { name: source, fn: builtin, weight };
+  if (builtin !== undefined) return { name: source, fn: builtin, weight, timeoutSeconds };
   if (!/[\\/.]/.test(source)) {
     throw new Error(`reward "${source}": not a built-in reward (${Object.keys(BUILTIN_REWARDS).join(', ')}) nor a path to a .js module`);
   }
   const fn = await loadRewardModule(source);
-  return { name: source.split(/[\\/]/).pop() ?? source, fn, weight };
+  return { name: source.split(/[\\/]/).pop() ?? source, fn, weight, timeoutSeconds };
 }
 
 export interface RewardWarning {
@@ -91,6 +102,13 @@ export interface RewardWarning {
   /** Set when the reward returned a value that is not a finite number. */
   value?: unknown;
   message: string;
+}
+
+class RewardTimeout extends Error {
+  constructor(seconds: number) {
+    super(`did not settle within ${seconds} s (--reward-timeout)`);
+    this.name = 'RewardTimeout';
+  }
 }
 
 export interface ScoreOptions {
@@ -155,25 +173,38 @@ export async function scoreAll(
   let failures = 0;
   for (const reward of rewards) {
     const values = new Float64Array(n);
+    const limit = reward.timeoutSeconds ?? DEFAULT_REWARD_TIMEOUT_S;
+    const timers: ReturnType<typeof setTimeout>[] = [];
     const settled = await Promise.allSettled(
       completions.map((completion, i) => {
         try {
-          return Promise.resolve(reward.fn(examples[i], completion));
+          const value = reward.fn(examples[i], completion);
+          if (limit === 0 || !(value instanceof Promise || (typeof value === 'object' && value !== null && 'then' in value)))
+            return Promise.resolve(value);
+          return Promise.race([Promise.resolve(value), new Promise<never>((_, reject) => {
+            timers.push(setTimeout(() => reject(new RewardTimeout(limit)), limit * 1000));
+          })]);
         } catch (err) {
           return Promise.reject(err);
         }
       }),
     );
+    for (const t of timers) clearTimeout(t);
     for (let i = 0; i < n; i++) {
       const s = settled[i];
       let warning: Omit<RewardWarning, 'message'> | null = null;
       let detail = '';
       if (s.status === 'rejected') {
         warning = { reward: reward.name, index: i, example: examples[i], completion: completions[i], error: s.reason };
-        detail = `threw ${s.reason instanceof Error ? `${s.reason.name}: ${s.reason.message}` : describe(s.reason)}`;
+        detail = s.reason instanceof RewardTimeout
+          ? s.reason.message
+          : `threw ${s.reason instanceof Error ? `${s.reason.name}: ${s.reason.message}` : describe(s.reason)}`;
       } else if (typeof s.value !== 'number' || !Number.isFinite(s.value)) {
         warning = { reward: reward.name, index: i, example: examples[i], completion: completions[i], value: s.value };
         detail = `returned ${describe(s.value)} instead of a finite number`;
+      } else if (Math.abs(s.value) > F32_MAX) {
+        warning = { reward: reward.name, index: i, example: examples[i], completion: completions[i], value: s.value };
+        detail = `returned ${s.value}, beyond float32's range (±3.4e38) that rewards are trained in`;
       } else {
         values[i] = s.value;
         continue;
