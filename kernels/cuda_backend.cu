@@ -54,8 +54,9 @@ void cuda_check_device(int device) {
     count = 0;
   }
   if (device < 0 || device >= count)
-    throw Error("cuda:" + std::to_string(device) + ": no such CUDA device (this machine has " + std::to_string(count) +
-                    "; see buildInfo().cudaDevices)", Error::Range);
+    throw Error("device: cuda:" + std::to_string(device) + " is not a CUDA device of this machine (it has " +
+                    std::to_string(count) + "; see buildInfo().cudaDevices)",
+                Error::Range);
 }
 
 void* cuda_alloc(size_t bytes, int device) {

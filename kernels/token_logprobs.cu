@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include <climits>
+#include <cmath>
 #include <string>
 
 #include "../native/common.h"
@@ -35,8 +36,11 @@ constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 // |lse| from which the backward measures what its f32 rounding lost (the CPU twin's rule).
 constexpr float kLseRecheck = 64.0f;
+// A log-probability above this means the lse came from other logits or another
+// temperature (the CPU twin's rule): an error rather than gradients that blow up.
+constexpr float kLseSlack = 1e-3f;
 
-enum Flag { kBadTarget, kBadLogits, kOverflow, kBadLse, kBadGradLogprobs, kBadGradEntropy, kBadEntropy, kFlagCount };
+enum Flag { kBadTarget, kBadLogits, kOverflow, kBadLse, kBadGradLogprobs, kBadGradEntropy, kBadEntropy, kLseBelow, kFlagCount };
 constexpr unsigned long long kNoRow = kNoProblem;
 
 // flags[f]: the first offending row of kind f (kNoRow when none), per call.
@@ -152,7 +156,7 @@ __global__ void __launch_bounds__(kThreads)
 backward_kernel(const T* logits, T* grad, long long vocab, const int32_t* __restrict__ targets,
                 const float* __restrict__ lse, const float* __restrict__ grad_logprobs,
                 const float* __restrict__ grad_entropy, const float* __restrict__ entropy, float inv_tau,
-                unsigned long long* flags) {
+                unsigned long long* flags, float* row_top) {
   const long long row = blockIdx.x;
   const int y = targets[row];
   if (y < 0 || y >= vocab) {
@@ -189,15 +193,24 @@ backward_kernel(const T* logits, T* grad, long long vocab, const int32_t* __rest
     if (total > 0.0f && isfinite(total)) shift = logf(total);
   }
   bool bad = false;
+  float top = -INFINITY;  // the largest d = log p: above ~0 the lse was not this row's
   for (long long i = threadIdx.x; i < vocab; i += blockDim.x) {
     const float r = to_f32(x[i]);
     bad |= !isfinite(r);
     const float d = (__fmul_rn(r, inv_tau) - L) - shift, p = __expf(d);
+    top = fmaxf(top, d);
     const float gv = ((i == y ? g : 0.0f) - p * fmaf(ge, d, c)) * inv_tau;
     from_f32(gv, out + i);
   }
+  for (int mask = 16; mask > 0; mask >>= 1) top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, mask));
+  __shared__ float warp_tops[kWarps];
+  if (threadIdx.x % 32 == 0) warp_tops[threadIdx.x / 32] = top;
   bad = __syncthreads_or(bad);
-  if (threadIdx.x == 0 && bad) flag_row(flags, kBadLogits, row);
+  if (threadIdx.x != 0) return;
+  if (bad) flag_row(flags, kBadLogits, row);
+  for (int w = 0; w < kWarps; ++w) top = fmaxf(top, warp_tops[w]);
+  row_top[row] = top;
+  if (top > kLseSlack) flag_row(flags, kLseBelow, row);
 }
 
 // Waits for the launch, then throws for the first flag raised, in the CPU twin's order
@@ -244,11 +257,11 @@ void forward_typed(const TokenLogprobsForwardArgs& a, unsigned long long* flags)
 }
 
 template <typename T>
-void backward_typed(const TokenLogprobsBackwardArgs& a, unsigned long long* flags) {
+void backward_typed(const TokenLogprobsBackwardArgs& a, unsigned long long* flags, float* row_top) {
   const unsigned grid = static_cast<unsigned>(a.rows);
   backward_kernel<T><<<grid, kThreads>>>(static_cast<const T*>(a.logits), static_cast<T*>(a.grad_logits), a.vocab,
                                          a.targets, a.lse, a.grad_logprobs, a.grad_entropy, a.entropy,
-                                         1.0f / a.temperature, flags);
+                                         1.0f / a.temperature, flags, row_top);
   check_launch("token_logprobs backward_kernel");
 }
 
@@ -274,13 +287,22 @@ void token_logprobs_backward_cuda(const TokenLogprobsBackwardArgs& a) {
   if (a.grad_entropy && !a.entropy) throw Error("gradEntropy: needs `entropy` from the forward", Error::Type);
   DeviceGuard guard(a.device);
   DeviceFlags<kFlagCount> flags(a.device);
+  DeviceBuffer row_top(sizeof(float) * static_cast<size_t>(a.rows), a.device);
   switch (a.dtype) {
-    case DType::F32: backward_typed<float>(a, flags.words()); break;
-    case DType::BF16: backward_typed<__nv_bfloat16>(a, flags.words()); break;
-    case DType::F16: backward_typed<__half>(a, flags.words()); break;
+    case DType::F32: backward_typed<float>(a, flags.words(), row_top.as<float>()); break;
+    case DType::BF16: backward_typed<__nv_bfloat16>(a, flags.words(), row_top.as<float>()); break;
+    case DType::F16: backward_typed<__half>(a, flags.words(), row_top.as<float>()); break;
     default: throw Error("logits: expected dtype f32, bf16 or f16", Error::Type);
   }
   raise_flags(flags, a.targets, &a, a.vocab, a.temperature, a.device);
+  const unsigned long long below = flags.read()[kLseBelow];
+  if (below != kNoRow) {
+    const float top = fetch_element(row_top.as<float>(), below, a.device);
+    throw Error("lse: row " + std::to_string(below) + " is below the log-sum-exp of logits / temperature (a probability would be " +
+                    std::to_string(std::exp(static_cast<double>(top))) +
+                    "); pass the lse tokenLogprobs returned for these logits with the same temperature",
+                Error::Range);
+  }
 }
 
 }  // namespace lgrpo

@@ -31,7 +31,7 @@ import { AdamW } from '../engine/adamw.js';
 import { Policy } from '../engine/policy.js';
 import { linearWarmup } from '../engine/schedule.js';
 import { groupAdvantages } from '../ops/group_advantages.js';
-import { ensureDir, fsyncDir } from '../atomic_file.js';
+import { ensureDir } from '../atomic_file.js';
 import { recoverDir, writeDirAtomic } from './atomic_dir.js';
 import { clearUnfinishedRun, findCheckpoint, removeCheckpointsAfter, writeCheckpoint, type TrainerState } from './checkpoint.js';
 import { CONFIG_KEYS, OPTIONS, configHash, configToJson, writeRunConfig, type TrainConfig } from './config.js';
