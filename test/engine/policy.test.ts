@@ -392,8 +392,10 @@ describe('Policy engine (CPU)', () => {
       if (b < 4) assert.ok(stopped.tokens[b].length <= 2 && stopped.stopped[b]);
     });
     // A stop id on the last allowed token still counts as stopped.
+    // (Compared with the free run cut at that id, not with `stopped`: row 0's first token may
+    // be another row's stop id, 1 run in ~100 with this vocabulary.)
     const last = policy.generate([prompts[0]], { maxNewTokens: 2, temperature: 1, seed: 9, stopIds: [free.tokens[0][1]] });
-    assert.deepEqual(last.tokens[0], stopped.tokens[0]);
+    assert.deepEqual(last.tokens[0], free.tokens[0].slice(0, free.tokens[0].indexOf(free.tokens[0][1]) + 1));
     assert.equal(last.stopped[0], true);
     const none = policy.generate(prompts, { maxNewTokens: 0, seed: 1 });
     assert.deepEqual(none.tokens, [[], [], [], [], [], []]);
