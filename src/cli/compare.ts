@@ -37,7 +37,8 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
   handler: async (args: ArgumentsCamelCase<CompareArgs>) => {
     const { join, resolve } = await import('node:path');
     const { loadavg } = await import('node:os');
-    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const { writeFileSync } = await import('node:fs');
+    const { ensureDir } = await import('../atomic_file.js');
     const { resolveConfig, ConfigError } = await import('../train/config.js');
     const { train } = await import('../train/trainer.js');
     const { loadRun, writeReport } = await import('../train/report.js');
@@ -77,7 +78,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
       }
     if (problems.length) throw new ConfigError([...new Set(problems)]);
     for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
-    mkdirSync(out, { recursive: true });
+    ensureDir(out, 'out');  // not mkdirSync({recursive}): it spins forever under /proc
     const warmups = join(out, 'warmups');
 
     // ETA: the wall time per training step so far (evals included) times the steps left,
