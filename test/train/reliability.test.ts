@@ -23,7 +23,9 @@ const examples = [{ prompt: 'a', answer: '1' }, { prompt: 'b', answer: '2' }];
 function tinyArgs(out: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     out, steps: 1, 'sft-steps': 0, 'prompts-per-step': 2, 'group-size': 2, 'max-new-tokens': 4,
-    'eval-size': 2, 'eval-every': 0, 'save-every': 1, warmup: 0, reward: ['math'], ...extra,
+    'eval-size': 2, 'eval-every': 0, 'save-every': 1, warmup: 0, reward: ['math'],
+    // A constant rate: a resumed run may then raise --steps (a decaying default refuses it).
+    'lr-schedule': 'constant', ...extra,
   };
 }
 
