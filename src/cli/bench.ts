@@ -47,7 +47,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       throw new RangeError(`threads: expected a positive integer, got ${args.threads}`);
     if (args.engine) {
       if (parseDevice(args.device, 'device') !== 'cpu')
-        throw new Error(`device: the engine runs on the CPU only for now (asked for ${args.device})`);
+        throw new Error(`device: bench --engine times the CPU engine only for now (the CUDA engine has no benchmark yet; asked for ${args.device})`);
       const { runEngineBench, formatEngineReport } = await import('../bench/engine.js');
       const only = args.only === undefined ? undefined : args.only.split(',').map((s) => s.trim()).filter(Boolean);
       const report = await runEngineBench({
