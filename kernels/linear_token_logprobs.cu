@@ -59,7 +59,6 @@ static_assert(BM == BN && BM == 16 * TM && BN == 16 * TN, "tile shape is tied to
 static_assert(2 * BK * kPad == BM * kPad, "the output-GEMM staging tile aliases the two k slabs");
 
 enum Flag { kBadTarget, kBadHidden, kBadWeight, kBadLse, kBadGradLogprobs, kBadGradEntropy, kBadEntropy, kFlagCount };
-constexpr unsigned long long kNone = kNoProblem;
 
 // flags[f]: the first offending element of kind f, per call.
 __device__ __forceinline__ void flag(unsigned long long* flags, Flag f, long long index) {
@@ -456,7 +455,7 @@ struct FlagSources {
 // Reads the flags back (after cuda_synchronize) and throws for the first kind raised.
 void report_flags(const DeviceFlags<kFlagCount>& flags, const FlagSources& src, int dev) {
   const auto f = flags.read();
-  if (f[kBadTarget] != kNone) {
+  if (f[kBadTarget] != kNoProblem) {
     int32_t y = 0;
     cuda_copy_to_host(&y, src.targets + f[kBadTarget], sizeof(y), dev);
     throw Error("targets: target " + std::to_string(y) + " at index " + std::to_string(f[kBadTarget]) +
@@ -474,7 +473,7 @@ void report_flags(const DeviceFlags<kFlagCount>& flags, const FlagSources& src, 
   };
   for (const auto& c : checks) {
     const unsigned long long i = f[c.flag];
-    if (i == kNone) continue;
+    if (i == kNoProblem) continue;
     const std::string where = c.matrix ? "[" + std::to_string(i / src.dim) + ", " + std::to_string(i % src.dim) + "]"
                                        : std::to_string(i);
     uint32_t raw = 0;

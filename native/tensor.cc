@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "cuda_backend.h"
 
@@ -365,24 +366,27 @@ void release_tensor(Napi::Env env, const Napi::Object& tensor) {
   free_block_storage(block);
 }
 
+void copy_between(void* dst, const Device& dst_device, const void* src, const Device& src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (!src_device.is_cuda() && !dst_device.is_cuda()) {
+    std::memmove(dst, src, bytes);
+  } else if (!src_device.is_cuda()) {
+    cuda_copy_to_device(dst, src, bytes, dst_device.index);
+  } else if (!dst_device.is_cuda()) {
+    cuda_copy_to_host(dst, src, bytes, src_device.index);
+  } else if (src_device.index == dst_device.index) {
+    cuda_copy_device_to_device(dst, src, bytes, dst_device.index);
+  } else {
+    std::vector<unsigned char> staging(bytes);
+    cuda_copy_to_host(staging.data(), src, bytes, src_device.index);
+    cuda_copy_to_device(dst, staging.data(), bytes, dst_device.index);
+  }
+}
+
 Napi::Object copy_tensor_to(Napi::Env env, const TensorRef& src, const Device& device) {
   void* dst = nullptr;
   Napi::Object out = allocate_tensor(env, src.shape, src.dtype, device, &dst);
-  size_t bytes = src.bytes();
-  if (bytes == 0) return out;
-  if (!src.device.is_cuda() && !device.is_cuda()) {
-    std::memcpy(dst, src.data, bytes);
-  } else if (!src.device.is_cuda()) {
-    cuda_copy_to_device(dst, src.data, bytes, device.index);
-  } else if (!device.is_cuda()) {
-    cuda_copy_to_host(dst, src.data, bytes, src.device.index);
-  } else if (src.device.index == device.index) {
-    cuda_copy_device_to_device(dst, src.data, bytes, device.index);
-  } else {
-    std::vector<unsigned char> staging(bytes);
-    cuda_copy_to_host(staging.data(), src.data, bytes, src.device.index);
-    cuda_copy_to_device(dst, staging.data(), bytes, device.index);
-  }
+  copy_between(dst, device, src.data, src.device, src.bytes());
   return out;
 }
 
@@ -420,9 +424,5 @@ void expect_same_device(const TensorRef& a, const TensorRef& b, const char* arg_
                 Error::Type);
 }
 
-void expect_cpu(const TensorRef& t, const char* arg, const char* op) {
-  if (t.device.is_cuda())
-    throw Error(std::string(arg) + ": " + op + " is not yet available on CUDA tensors", Error::Type);
-}
 
 }  // namespace lgrpo

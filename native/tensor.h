@@ -59,6 +59,10 @@ Napi::Object allocate_tensor(Napi::Env env, const std::vector<int64_t>& shape, D
 // Frees the storage behind a tensor object now; the JS views become empty.
 void release_tensor(Napi::Env env, const Napi::Object& tensor);
 
+// Copies `bytes` between any two devices (host, or cuda:N), staging through the host
+// between two different GPUs.
+void copy_between(void* dst, const Device& dst_device, const void* src, const Device& src_device, size_t bytes);
+
 // Copies a tensor to another device (or returns a same-device copy).
 Napi::Object copy_tensor_to(Napi::Env env, const TensorRef& src, const Device& device);
 
@@ -71,7 +75,5 @@ void expect_dtype(const TensorRef& t, std::initializer_list<DType> allowed, cons
 void expect_shape(const TensorRef& t, std::initializer_list<int64_t> shape, const char* arg);
 void expect_rank(const TensorRef& t, size_t rank, const char* arg);
 void expect_same_device(const TensorRef& a, const TensorRef& b, const char* arg_b);
-// For operations whose CUDA twin does not exist yet (the engine's leaves).
-void expect_cpu(const TensorRef& t, const char* arg, const char* op);
 
 }  // namespace lgrpo

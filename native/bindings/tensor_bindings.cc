@@ -1,6 +1,5 @@
 // Tensor lifetime, device transfer and build information.
 #include <cstring>
-#include <vector>
 
 #include "../binding.h"
 #include "../cuda_backend.h"
@@ -50,23 +49,7 @@ Napi::Value copy_into(const Napi::CallbackInfo& info) {
   if (dst.numel() != src.numel())
     throw Error("src: holds " + std::to_string(src.numel()) + " elements, the destination " + std::to_string(dst.numel()),
                 Error::Range);
-  const size_t bytes = dst.bytes();
-  if (bytes == 0) return info.Env().Undefined();
-  if (dst.device.is_cuda() && src.device.is_cuda()) {
-    if (dst.device == src.device) {
-      cuda_copy_device_to_device(dst.data, src.data, bytes, dst.device.index);
-    } else {
-      std::vector<unsigned char> staging(bytes);
-      cuda_copy_to_host(staging.data(), src.data, bytes, src.device.index);
-      cuda_copy_to_device(dst.data, staging.data(), bytes, dst.device.index);
-    }
-  } else if (dst.device.is_cuda()) {
-    cuda_copy_to_device(dst.data, src.data, bytes, dst.device.index);
-  } else if (src.device.is_cuda()) {
-    cuda_copy_to_host(dst.data, src.data, bytes, src.device.index);
-  } else {
-    std::memmove(dst.data, src.data, bytes);
-  }
+  copy_between(dst.data, dst.device, src.data, src.device, dst.bytes());
   return info.Env().Undefined();
 }
 

@@ -13,6 +13,7 @@
 #include "../parallel.h"
 #include "../simd.h"
 #include "backend.h"
+#include "../ops/rows.h"
 
 namespace lgrpo {
 namespace {
@@ -95,17 +96,11 @@ void cpu_mask_padding(float* x, int64_t batch, int64_t seq, int64_t cols, const 
 }
 
 void cpu_gather_rows(const float* src, int64_t cols, const int64_t* index, int64_t n, float* dst) {
-  parallel_for(n, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)
-      std::memcpy(dst + i * cols, src + index[i] * cols, static_cast<size_t>(cols) * sizeof(float));
-  });
+  gather_rows_cpu(RowsArgs{src, dst, cols, index, n});
 }
 
 void cpu_scatter_rows(const float* src, int64_t cols, const int64_t* index, int64_t n, float* dst) {
-  parallel_for(n, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)
-      if (index[i] >= 0) std::memcpy(dst + index[i] * cols, src + i * cols, static_cast<size_t>(cols) * sizeof(float));
-  });
+  scatter_rows_cpu(RowsArgs{src, dst, cols, index, n});
 }
 
 // ---------------------------------------------------------------------------------------
