@@ -45,6 +45,21 @@ __global__ void bias_grad_kernel(const float* dy, int64_t rows, int64_t cols, fl
   dbias[c] += acc;
 }
 
+// Rows are walked by blocks (grid-stride); a lane that sees a NaN or ±Inf lowers the
+// flag to its row, so the flag ends as the first bad row whatever the schedule.
+__global__ void first_nonfinite_row_kernel(const float* x, int64_t rows, int64_t stride, const int64_t* counts,
+                                           unsigned long long* first) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float* row = x + r * stride;
+    const int64_t n = counts ? counts[r] : stride;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+      if (!isfinite(row[i])) {
+        atomicMin(first, static_cast<unsigned long long>(r));
+        break;
+      }
+  }
+}
+
 unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>((n + kThreads - 1) / kThreads, 1), 65535)); }
 
 void* cuda_engine_alloc(size_t bytes) { return bytes ? cuda_alloc(bytes, t_engine_device) : nullptr; }
@@ -97,6 +112,19 @@ void cuda_scatter_rows(const float* src, int64_t cols, const int64_t* host_index
   scatter_rows_cuda(RowsArgs{src, dst, cols, host_index, n, t_engine_device});
 }
 
+int64_t cuda_first_nonfinite_row(const float* x, int64_t rows, int64_t stride, const int64_t* host_counts) {
+  if (rows <= 0) return -1;
+  DeviceGuard guard(t_engine_device);
+  DeviceBuffer counts(host_counts ? sizeof(int64_t) * static_cast<size_t>(rows) : 0, t_engine_device);
+  if (host_counts) cuda_copy_to_device(counts.as(), host_counts, sizeof(int64_t) * static_cast<size_t>(rows), t_engine_device);
+  DeviceFlags<1> first(t_engine_device);
+  first_nonfinite_row_kernel<<<static_cast<unsigned>(std::min<int64_t>(rows, 4096)), kThreads>>>(
+      x, rows, stride, counts.as<int64_t>(), first.words());
+  check_launch("engine first_nonfinite_row_kernel");
+  const unsigned long long row = first.read()[0];
+  return row == kNoProblem ? -1 : static_cast<int64_t>(row);
+}
+
 // The twins take their device from their arguments: stamp this scope's device on a copy.
 template <class Args>
 Args on_device(const Args& a) {
@@ -145,6 +173,7 @@ const Backend& cuda_backend() {
     b.gather_rows = cuda_gather_rows;
     b.scatter_rows = cuda_scatter_rows;
     b.sample = [](const SampleArgs& a) { sample_cuda(on_device(a)); };
+    b.first_nonfinite_row = cuda_first_nonfinite_row;
     return b;
   }();
   return table;

@@ -3,7 +3,10 @@
 // reports zero devices instead of failing.
 #include <cuda_runtime.h>
 
+#include <map>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "../native/common.h"
 #include "../native/cuda_backend.h"
@@ -59,26 +62,107 @@ void cuda_check_device(int device) {
                 Error::Range);
 }
 
+// Device memory goes through a per-device cache, as in PyTorch's caching allocator: a
+// freed block is kept and handed to the next request it fits, so a training step that
+// repeats the previous step's shapes makes no cudaMalloc (which costs far more than a
+// kernel and synchronises the device) and no cudaFree (which synchronises too). All our
+// kernels run on the legacy default stream, so a block reused by a later call is only
+// touched after the kernels of the call that freed it. When cudaMalloc fails, the cached
+// blocks of that device are returned to the driver and the request is tried once more.
+namespace {
+
+struct DeviceCache {
+  std::multimap<size_t, void*> free_blocks;       // by size
+  std::unordered_map<void*, size_t> live_blocks;  // handed out: their (rounded) sizes
+  CudaMemoryStats stats;
+};
+
+std::mutex cache_mutex;
+std::map<int, DeviceCache> caches;
+
+// Sizes are rounded so that requests that differ a little (ragged batches) share blocks.
+size_t rounded_size(size_t bytes) {
+  constexpr size_t kSmall = 512, kLarge = size_t{2} << 20, kLargeFrom = size_t{1} << 20;
+  const size_t unit = bytes < kLargeFrom ? kSmall : kLarge;
+  return (bytes + unit - 1) / unit * unit;
+}
+
+// A cached block serves a request up to twice its size (plus 2 MiB), no further:
+// a small request never pins a huge block.
+bool fits(size_t block, size_t request) { return block <= 2 * request + (size_t{2} << 20); }
+
+void release_cached(DeviceCache& cache) {
+  for (auto& [size, ptr] : cache.free_blocks) {
+    cudaFree(ptr);
+    cache.stats.cached_bytes -= size;
+  }
+  cache.free_blocks.clear();
+  cudaGetLastError();
+}
+
+}  // namespace
+
 void* cuda_alloc(size_t bytes, int device) {
   cuda_check_device(device);
   DeviceGuard guard(device);
+  const size_t size = rounded_size(bytes == 0 ? 1 : bytes);
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  DeviceCache& cache = caches[device];
+  auto hit = cache.free_blocks.lower_bound(size);
+  if (hit != cache.free_blocks.end() && fits(hit->first, size)) {
+    void* ptr = hit->second;
+    const size_t block = hit->first;
+    cache.free_blocks.erase(hit);
+    cache.stats.cached_bytes -= block;
+    cache.stats.in_use_bytes += block;
+    cache.stats.reused += 1;
+    cache.live_blocks[ptr] = block;
+    // The emulator poisons fresh memory so that reads of unwritten memory show; a reused
+    // block must look fresh too, or the cache would hide such reads.
+    if (cuda_emulated()) check_cuda(cudaMemset(ptr, 0xff, block), "cudaMemset (poison a reused block)");
+    return ptr;
+  }
   void* ptr = nullptr;
-  cudaError_t err = cudaMalloc(&ptr, bytes);
+  cudaError_t err = cudaMalloc(&ptr, size);
+  if (err != cudaSuccess && !cache.free_blocks.empty()) {
+    cudaGetLastError();
+    release_cached(cache);
+    err = cudaMalloc(&ptr, size);
+  }
   if (err != cudaSuccess) {
     cudaGetLastError();
     throw Error("cuda:" + std::to_string(device) + ": could not allocate " + std::to_string(bytes) +
                     " bytes (" + cudaGetErrorString(err) + ")", Error::Range);
   }
+  cache.stats.malloc_calls += 1;
+  cache.stats.in_use_bytes += size;
+  cache.live_blocks[ptr] = size;
   return ptr;
 }
 
 void cuda_free(void* ptr, int device) noexcept {
   if (!ptr) return;
-  int previous = -1;
-  if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
-  if (previous == device || cudaSetDevice(device) == cudaSuccess) cudaFree(ptr);
-  if (previous >= 0 && previous != device) cudaSetDevice(previous);
-  cudaGetLastError();
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  DeviceCache& cache = caches[device];
+  auto it = cache.live_blocks.find(ptr);
+  if (it == cache.live_blocks.end()) return;  // not ours: never hand it to the driver blindly
+  cache.free_blocks.emplace(it->second, ptr);
+  cache.stats.in_use_bytes -= it->second;
+  cache.stats.cached_bytes += it->second;
+  cache.live_blocks.erase(it);
+}
+
+CudaMemoryStats cuda_memory_stats(int device) {
+  cuda_check_device(device);
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  return caches[device].stats;
+}
+
+void cuda_empty_cache(int device) {
+  cuda_check_device(device);
+  DeviceGuard guard(device);
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  release_cached(caches[device]);
 }
 
 void cuda_copy_to_device(void* dst, const void* src, size_t bytes, int device) {

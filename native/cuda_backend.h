@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,8 +24,18 @@ bool cuda_emulated();
 std::string cuda_unavailable_reason();
 // Devices usable now; empty when no driver or GPU is present (never throws).
 std::vector<CudaDeviceInfo> cuda_devices();
+// Device memory, through a per-device cache of freed blocks (see kernels/cuda_backend.cu).
 void* cuda_alloc(size_t bytes, int device);
 void cuda_free(void* ptr, int device) noexcept;
+struct CudaMemoryStats {
+  uint64_t malloc_calls = 0;   // cudaMalloc calls so far (a steady training loop makes none)
+  uint64_t reused = 0;         // requests served from the cache
+  uint64_t in_use_bytes = 0;   // blocks handed out
+  uint64_t cached_bytes = 0;   // freed blocks kept for reuse
+};
+CudaMemoryStats cuda_memory_stats(int device);
+// Returns the cached blocks of `device` to the driver.
+void cuda_empty_cache(int device);
 void cuda_copy_to_device(void* dst, const void* src, size_t bytes, int device);
 void cuda_copy_to_host(void* dst, const void* src, size_t bytes, int device);
 void cuda_copy_device_to_device(void* dst, const void* src, size_t bytes, int device);

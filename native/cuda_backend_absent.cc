@@ -32,6 +32,8 @@ std::string cuda_unavailable_reason() { return "this addon was built without CUD
 std::vector<CudaDeviceInfo> cuda_devices() { return {}; }
 void* cuda_alloc(size_t, int) { no_cuda(); }
 void cuda_free(void*, int) noexcept {}
+CudaMemoryStats cuda_memory_stats(int) { no_cuda(); }
+void cuda_empty_cache(int) { no_cuda(); }
 void cuda_copy_to_device(void*, const void*, size_t, int) { no_cuda(); }
 void cuda_copy_to_host(void*, const void*, size_t, int) { no_cuda(); }
 void cuda_copy_device_to_device(void*, const void*, size_t, int) { no_cuda(); }

@@ -10,8 +10,12 @@ For benchmarks only: PyTorch is never a dependency of lgrpo-native. The engine b
 this script when `python3 -c "import torch"` works and skips the comparison otherwise.
 
 Input: one JSON object on stdin (see src/bench/engine.ts, TorchSpec). Output: one JSON
-object on stdout. Progress goes to stderr.
+object on stdout. Progress goes to stderr. With "device": "cuda:N" in the spec (the CUDA
+engine bench, src/bench/engine_cuda.ts) the model runs there with fp32 master weights and
+bf16 autocast, as a PyTorch user trains on a GPU, every timing ends with a device
+synchronisation, and the bf16 matmul rate of the device is measured in the same run.
 """
+import contextlib
 import json
 import math
 import resource
@@ -34,7 +38,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        # In fp32 under bf16 autocast too, as transformers' Qwen2RMSNorm does.
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).to(x.dtype)
 
 
 def rotate_half(x):
@@ -81,7 +87,7 @@ class Attention(nn.Module):
             scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
             if t > 1:
                 s = past + t
-                mask = torch.ones(t, s, dtype=torch.bool).triu(past + 1)
+                mask = torch.ones(t, s, dtype=torch.bool, device=scores.device).triu(past + 1)
                 scores = scores.masked_fill(mask, float("-inf"))
             out = torch.softmax(scores, dim=-1) @ v
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
@@ -162,14 +168,35 @@ def init_weights(model, std, seed):
                 p.normal_(0.0, std)
 
 
-def timed(fn, timing):
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_tflops(device, n=8192, runs=20):
+    """The device's bf16 matmul rate (n×n×n, fp32 accumulate), as cuBLAS reaches it."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        a @ b
+    synchronize(device)
+    return 2 * n ** 3 * runs / (time.perf_counter() - t0) / 1e12
+
+
+def timed(fn, timing, device=torch.device("cpu")):
     """Warm-up calls, then timed calls until minRuns and minSeconds are met (or maxSeconds passes)."""
     for _ in range(timing["warmup"]):
         fn()
+    synchronize(device)
     samples = []
     while True:
         t0 = time.perf_counter()
         fn()
+        synchronize(device)
         samples.append((time.perf_counter() - t0) * 1000.0)
         total = sum(samples) / 1000.0
         if len(samples) >= timing["minRuns"] and total >= timing["minSeconds"]:
@@ -211,14 +238,22 @@ def main():
     B, T = spec["batch"], spec["seq"]
     P, new_tokens = spec["promptLength"], spec["maxNewTokens"]
     threads = spec["threads"]
+    device = torch.device(spec.get("device", "cpu"))
+    on_gpu = device.type == "cuda"
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     log(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-        f"attention {'sdpa' if HAS_SDPA else 'explicit'}; building {spec['name']}")
+        f"attention {'sdpa' if HAS_SDPA else 'explicit'}; building {spec['name']} on {device}")
+    # GPU: fp32 master weights, bf16 matmuls (autocast), as the CUDA engine's precision.
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else contextlib.nullcontext
+    peak = matmul_tflops(device) if on_gpu else None
+    if peak is not None:
+        log(f"bf16 matmul 8192³: {peak:.1f} TFLOP/s")
 
     t0 = time.perf_counter()
     model = CausalLM(c, max(T, P + new_tokens))
     init_weights(model, spec.get("initStd", 0.02), spec.get("seed", 0))
+    model.to(device)
     params = sum(p.numel() for p in model.parameters())
     log(f"{params / 1e6:.1f} M parameters, initialised in {time.perf_counter() - t0:.1f} s")
 
@@ -234,16 +269,18 @@ def main():
     ids = torch.randint(0, c["vocab"], (B, T), generator=gen)
     targets = torch.cat((ids[:, 1:], torch.randint(0, c["vocab"], (B, 1), generator=gen)), dim=1).reshape(-1)
     advantages = torch.randn(B, generator=gen)
+    ids, targets, advantages = ids.to(device), targets.to(device), advantages.to(device)
     eps_low, eps_high = 0.2, 0.2
     D = c["hidden"]
 
     def token_logprobs():
-        h = model(ids).reshape(-1, D)
-        logits = h @ model.head_weight.t()
-        return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).view(B, T)
+        with autocast():
+            h = model(ids).reshape(-1, D)
+            logits = h @ model.head_weight.t()
+        return torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).view(B, T)
 
     with torch.no_grad():
-        old = token_logprobs() + 0.05 * torch.randn(B, T, generator=gen)
+        old = token_logprobs() + 0.05 * torch.randn(B, T, generator=gen).to(device)
 
     phases = {"forwardLossMs": [], "backwardMs": [], "optimizerMs": []}
 
@@ -266,7 +303,7 @@ def main():
         phases["optimizerMs"].append((d - c2) * 1000)
 
     log(f"training step B={B} T={T}...")
-    train = timed(train_step, spec["trainTiming"])
+    train = timed(train_step, spec["trainTiming"], device)
     skip = spec["trainTiming"]["warmup"]
     train["phases"] = {k: median(v[skip:]) for k, v in phases.items()}
     train["tokensPerS"] = B * T / (train["medianMs"] / 1000)
@@ -276,30 +313,34 @@ def main():
     for p in model.parameters():
         p.grad = None
 
-    prompts = torch.randint(0, c["vocab"], (B, P), generator=gen)
+    prompts = torch.randint(0, c["vocab"], (B, P), generator=gen).to(device)
     temperature = spec["temperature"]
     S = P + new_tokens - 1
+    cache_dtype = torch.bfloat16 if on_gpu else torch.float32
 
     @torch.inference_mode()
     def generate():
         # Prefill samples the first token, then one step per further token, as the engine does.
-        caches = [{"k": torch.empty(B, c["kvHeads"], S, c["headDim"]),
-                   "v": torch.empty(B, c["kvHeads"], S, c["headDim"]), "length": 0}
+        caches = [{"k": torch.empty(B, c["kvHeads"], S, c["headDim"], device=device, dtype=cache_dtype),
+                   "v": torch.empty(B, c["kvHeads"], S, c["headDim"], device=device, dtype=cache_dtype), "length": 0}
                   for _ in range(c["layers"])]
-        sampler = torch.Generator().manual_seed(7)
-        h = model(prompts, caches, 0, last_only=True)
+        sampler = torch.Generator(device=device).manual_seed(7)
+        with autocast():
+            h = model(prompts, caches, 0, last_only=True)
         out = []
         for step in range(new_tokens):
-            logits = (h @ model.head_weight.t()) / temperature
+            with autocast():
+                logits = (h @ model.head_weight.t()).float() / temperature
             logp = torch.log_softmax(logits, dim=-1)
             token = torch.multinomial(logp.exp(), 1, generator=sampler)
             out.append((token, logp.gather(1, token)))
             if step + 1 < new_tokens:
-                h = model(token, caches, P + step, last_only=True)
+                with autocast():
+                    h = model(token, caches, P + step, last_only=True)
         return out
 
     log(f"decoding B={B}, prompt {P}, {new_tokens} new tokens per row (KV cache, sampled at temperature {temperature})...")
-    decode = timed(generate, spec["decodeTiming"])
+    decode = timed(generate, spec["decodeTiming"], device)
     decode["tokensPerS"] = B * new_tokens / (decode["medianMs"] / 1000)
     decode["newTokens"] = B * new_tokens
     log(f"decoding {decode['medianMs']:.0f} ms median ({decode['runs']} runs), {decode['tokensPerS']:.1f} tokens/s")
@@ -315,6 +356,8 @@ def main():
         "train": train,
         "decode": decode,
         "peakRssBytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        **({"device": torch.cuda.get_device_name(device), "precision": "fp32 weights, bf16 autocast",
+            "matmulTflops": peak, "peakDeviceBytes": torch.cuda.max_memory_allocated(device)} if on_gpu else {}),
     }, sys.stdout)
     print()
 

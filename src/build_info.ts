@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
-import { loadAddon, type CudaDeviceInfo } from './native.js';
+import { loadAddon, type CudaDeviceInfo, type CudaMemoryStats } from './native.js';
+import { parseDevice } from './tensor.js';
 
 const require = createRequire(import.meta.url);
 
@@ -51,4 +52,24 @@ export function setNumThreads(n: number): void {
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1024)
     throw new RangeError(`threads: expected an integer in [1, 1024], got ${String(n)}`);
   loadAddon().addon.setNumThreads(n);
+}
+
+/**
+ * The device-memory cache of `device` ('cuda:N'). Freed device tensors and scratch
+ * blocks are kept and reused, as PyTorch's caching allocator does, so a training loop
+ * whose shapes repeat makes no cudaMalloc after its first step.
+ */
+export function cudaMemoryStats(device: string): CudaMemoryStats {
+  return loadAddon().addon.cudaMemoryStats(cudaDeviceArg(device));
+}
+
+/** Returns the cached (freed) blocks of `device` to the driver, e.g. before another process needs the memory. */
+export function emptyCudaCache(device: string): void {
+  loadAddon().addon.emptyCudaCache(cudaDeviceArg(device));
+}
+
+function cudaDeviceArg(device: string): string {
+  const d = parseDevice(device, 'device');
+  if (d === 'cpu') throw new TypeError("device: expected a CUDA device such as 'cuda:0', got 'cpu'");
+  return d;
 }

@@ -48,8 +48,22 @@ export interface NativeAddon {
   toDevice(tensor: NativeTensor, device: string): NativeTensor;
   buildInfo(): { cuda: boolean; cudaEmulated: boolean; cudaUnavailable: string; cudaDevices: CudaDeviceInfo[]; simd: string; threads: number; externalBuffers: boolean };
   setNumThreads(n: number): void;
+  cudaMemoryStats(device: string): CudaMemoryStats;
+  emptyCudaCache(device: string): void;
   liveNativeBlocks(): number;
   [kernel: string]: any;
+}
+
+/** The device-memory cache of one CUDA device (see cudaMemoryStats in build_info.ts). */
+export interface CudaMemoryStats {
+  /** cudaMalloc calls so far: a training loop at a steady shape adds none */
+  mallocCalls: number;
+  /** allocations served from blocks freed earlier */
+  reusedBlocks: number;
+  /** bytes of the blocks held by live tensors and running calls */
+  inUseBytes: number;
+  /** bytes of freed blocks kept for reuse (emptyCudaCache returns them) */
+  cachedBytes: number;
 }
 
 export interface CudaDeviceInfo {

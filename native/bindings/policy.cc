@@ -171,16 +171,6 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
     return static_cast<float*>(t.data);
   }
 
-  // A device array read back for the finiteness probes (empty on the CPU, where the
-  // probes read the caller's memory). A device-side probe would save the round trip.
-  std::vector<float> host_copy(const float* p, int64_t n) const {
-    std::vector<float> out;
-    if (!device_.is_cuda() || n <= 0) return out;
-    out.resize(static_cast<size_t>(n));
-    cuda_copy_to_host(out.data(), p, static_cast<size_t>(n) * sizeof(float), device_.index);
-    return out;
-  }
-
   // The CUDA forward writes a device buffer kept across calls (regrown for larger batches,
   // or when a caller disposed it) and returns a tensor over it [B·T, D], valid until the
   // next forward, as the CPU forward's Float32Array view is.
@@ -268,29 +258,15 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
       expect_shape(g, {V, D}, "gradLmHead");
       head_grad = static_cast<const float*>(g.data);
       // The same rule as gradHidden: a NaN would be added into the head's gradient silently.
-      const std::vector<float> head_host = host_copy(head_grad, V * D);
-      for (int64_t v = 0; v < V; ++v) {
-        const float* row = (device_.is_cuda() ? head_host.data() : head_grad) + v * D;
-        float probe = 0.0f;
-        for (int64_t i = 0; i < D; ++i) probe += row[i] - row[i];
-        if (probe != 0.0f)
-          throw Error("gradLmHead: row " + std::to_string(v) + " holds a NaN or infinite value", Error::Range);
-      }
+      const int64_t bad = m.first_nonfinite_lm_head_row(head_grad);
+      if (bad >= 0) throw Error("gradLmHead: row " + std::to_string(bad) + " holds a NaN or infinite value", Error::Range);
     }
     const float* params = resolve(params_, "parameters");
     float* grads = resolve(grads_, "gradients");
     // A NaN here would silently poison every gradient; padded rows are ignored anyway.
     const float* gh = static_cast<const float*>(grad.data);
-    const std::vector<int32_t>& lengths = last_lengths();
-    const std::vector<float> gh_host = host_copy(gh, B * T * D);
-    for (int64_t b = 0; b < B; ++b) {
-      const float* row = (device_.is_cuda() ? gh_host.data() : gh) + b * T * D;
-      const int64_t n = static_cast<int64_t>(lengths[b]) * D;
-      float probe = 0.0f;  // x − x is 0 for finite x, NaN otherwise
-      for (int64_t i = 0; i < n; ++i) probe += row[i] - row[i];
-      if (probe != 0.0f)
-        throw Error("gradHidden: row " + std::to_string(b) + " holds a NaN or infinite value", Error::Range);
-    }
+    const int64_t bad = m.first_nonfinite_grad_hidden_row(gh);
+    if (bad >= 0) throw Error("gradHidden: row " + std::to_string(bad) + " holds a NaN or infinite value", Error::Range);
     m.backward(params, grads, gh);
     if (head_grad) m.add_lm_head_grad(grads, head_grad);
     return env.Undefined();

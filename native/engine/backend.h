@@ -94,6 +94,10 @@ struct Backend {
   void (*scatter_rows)(const float* src, int64_t cols, const int64_t* host_index, int64_t n, float* dst);
   // Throws lgrpo::Error (Range) naming the first row whose logits are not finite.
   void (*sample)(const SampleArgs&);
+  // The first r < rows whose values x[r·stride, r·stride + count_r) hold a NaN or ±Inf,
+  // or -1; count_r = host_counts[r] (host memory), or stride when host_counts is null.
+  // A gradient from the user is probed where it lies: no copy to the host.
+  int64_t (*first_nonfinite_row)(const float* x, int64_t rows, int64_t stride, const int64_t* host_counts);
 };
 
 const Backend& cpu_backend();

@@ -3,6 +3,7 @@
 // over fixed ranges (parallel_for) and reduce in a fixed order, so their bits never
 // depend on the thread count.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -93,6 +94,25 @@ void cpu_mask_padding(float* x, int64_t batch, int64_t seq, int64_t cols, const 
     const int64_t len = std::clamp<int64_t>(lengths[b], 0, seq);
     if (len < seq) std::memset(x + (b * seq + len) * cols, 0, static_cast<size_t>((seq - len) * cols) * sizeof(float));
   }
+}
+
+int64_t cpu_first_nonfinite_row(const float* x, int64_t rows, int64_t stride, const int64_t* host_counts) {
+  std::atomic<int64_t> first{rows};
+  parallel_for(rows, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(stride, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1 && r < first.load(std::memory_order_relaxed); ++r) {
+      const float* row = x + r * stride;
+      const int64_t n = host_counts ? host_counts[r] : stride;
+      float probe = 0.0f;  // x − x is 0 for finite x, NaN otherwise
+      for (int64_t i = 0; i < n; ++i) probe += row[i] - row[i];
+      if (probe != 0.0f) {
+        int64_t seen = first.load();
+        while (r < seen && !first.compare_exchange_weak(seen, r)) {
+        }
+        return;
+      }
+    }
+  });
+  return first.load() == rows ? -1 : first.load();
 }
 
 void cpu_gather_rows(const float* src, int64_t cols, const int64_t* index, int64_t n, float* dst) {
@@ -350,6 +370,7 @@ const Backend& cpu_backend() {
     b.gather_rows = cpu_gather_rows;
     b.scatter_rows = cpu_scatter_rows;
     b.sample = cpu_sample;
+    b.first_nonfinite_row = cpu_first_nonfinite_row;
     return b;
   }();
   return table;

@@ -482,6 +482,17 @@ void Model::add_lm_head_grad(float* grads, const float* grad_weight) {
   be_.add(dst, dst, grad_weight, cfg_.vocab * cfg_.hidden);
 }
 
+int64_t Model::first_nonfinite_grad_hidden_row(const float* grad_hidden) const {
+  const int64_t D = cfg_.hidden;
+  std::vector<int64_t> counts(static_cast<size_t>(batch_));
+  for (int64_t b = 0; b < batch_; ++b) counts[b] = static_cast<int64_t>(host_lengths_[b]) * D;
+  return be_.first_nonfinite_row(grad_hidden, batch_, seq_ * D, counts.data());
+}
+
+int64_t Model::first_nonfinite_lm_head_row(const float* grad_weight) const {
+  return be_.first_nonfinite_row(grad_weight, cfg_.vocab, cfg_.hidden, nullptr);
+}
+
 // ---------------------------------------------------------------------------------------
 // Inference: sequence log-probs and generation
 

@@ -98,6 +98,11 @@ class Model {
   // grads[LM head] += grad_weight ([V, D], backend memory): where linearTokenLogprobsBackward's
   // weight gradient goes (the embedding's gradient when tied).
   void add_lm_head_grad(float* grads, const float* grad_weight);
+  // The first row holding a NaN or ±Inf, or -1, probed on the model's device: of a
+  // gradient w.r.t. the last forward's hidden states ([B·T, D], padding ignored), and of
+  // a gradient w.r.t. the LM head ([V, D]).
+  int64_t first_nonfinite_grad_hidden_row(const float* grad_hidden) const;
+  int64_t first_nonfinite_lm_head_row(const float* grad_weight) const;
   bool has_activations() const { return has_activations_; }
   int64_t last_batch() const { return batch_; }
   int64_t last_seq() const { return seq_; }

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AdamW, Policy, Tensor, buildInfo, linearTokenLogprobs, linearTokenLogprobsBackward } from '../../src/index.js';
+import { AdamW, Policy, Tensor, buildInfo, cudaMemoryStats, emptyCudaCache, linearTokenLogprobs, linearTokenLogprobsBackward } from '../../src/index.js';
 import type { ModelConfig } from '../../src/engine/config.js';
 import type { NativeTensor } from '../../src/native.js';
 import { addon } from '../../src/native.js';
@@ -213,3 +213,67 @@ describe('AdamW on a CUDA policy', { skip: DEVICE ? false : 'no CUDA device in t
   });
 });
 
+
+describe('device memory in the training loop', { skip: DEVICE ? false : 'no CUDA device in this build' }, () => {
+  it('a step at the shape of the previous one makes no cudaMalloc (freed blocks are reused)', () => {
+    const config = CONFIGS.qwenTied;
+    const policy = Policy.random(config, { seed: 3, initializerRange: 0.25, device: DEVICE! });
+    const { parameters, gradients } = policy.tensors();
+    const opt = new AdamW(parameters, gradients, { lr: 1e-3, maxGradNorm: 1 });
+    const rows = [[1, 5, 9, 2, 3], [7, 3, 1]];
+    const step = () => {
+      policy.zeroGrad();
+      const f = policy.forward({ ids: rows });
+      const N = rows.length * f.seq;
+      const y = Tensor.from(Int32Array.from({ length: N }, (_, i) => (i * 7) % config.vocabSize)).to(DEVICE!);
+      const lp = linearTokenLogprobs(f.hidden, policy.lmHeadWeight, y);
+      const g = Tensor.from(new Float32Array(N).fill(-0.1)).to(DEVICE!);
+      const back = linearTokenLogprobsBackward(f.hidden, policy.lmHeadWeight, y, lp.lse, g);
+      policy.backward(back.gradHidden, { gradLmHead: back.gradWeight });
+      const result = opt.step();
+      for (const t of [y, g, lp.logprobs, lp.lse, back.gradHidden, back.gradWeight]) (t as Tensor).dispose();
+      return result;
+    };
+    step();
+    step();
+    const before = cudaMemoryStats(DEVICE!);
+    for (let i = 0; i < 3; i++) assert.ok(Number.isFinite(step().gradNorm));
+    const after = cudaMemoryStats(DEVICE!);
+    assert.equal(after.mallocCalls, before.mallocCalls, 'cudaMalloc calls during steps 3–5');
+    assert.ok(after.reusedBlocks > before.reusedBlocks, 'the steps allocate through the cache');
+    opt.dispose();
+    policy.dispose();
+    const released = cudaMemoryStats(DEVICE!);
+    emptyCudaCache(DEVICE!);
+    assert.equal(cudaMemoryStats(DEVICE!).cachedBytes, 0);
+    assert.ok(released.cachedBytes > 0);
+  });
+
+  it('probes gradHidden and gradLmHead for NaN/Inf on the device, padding ignored, before touching the gradients', () => {
+    const config = CONFIGS.qwenTied;
+    const policy = Policy.random(config, { seed: 4, initializerRange: 0.25, device: DEVICE! });
+    const D = config.hiddenSize, V = config.vocabSize;
+    policy.forward({ ids: [[1, 2, 3, 4], [5, 6], [7, 8, 9]] });  // T = 4; row 1 has 2 padded positions
+    const onDevice = (a: Float32Array, shape: number[]) => Tensor.from(a, shape).to(DEVICE!);
+    const grad = new Float32Array(3 * 4 * D);
+    grad[(1 * 4 + 3) * D + 2] = NaN;  // row 1, a padded position: ignored
+    policy.backward(onDevice(grad, [12, D]));
+    grad[(2 * 4 + 2) * D + D - 1] = Infinity;  // row 2, its last real token
+    grad[(0 * 4 + 0) * D] = 1;
+    const before = Float32Array.from(policy.gradientBuffer.to('cpu').data as Float32Array);
+    assert.throws(() => policy.backward(onDevice(grad, [12, D])), /^RangeError: gradHidden: row 2 holds a NaN or infinite value/);
+    grad[(2 * 4 + 2) * D + D - 1] = 0;
+    const head = new Float32Array(V * D);
+    head[(V - 1) * D + 5] = -Infinity;
+    head[7 * D] = NaN;
+    assert.throws(() => policy.backward(onDevice(grad, [12, D]), { gradLmHead: onDevice(head, [V, D]) }), /^RangeError: gradLmHead: row 7 holds a NaN or infinite value/);
+    assert.deepEqual(policy.gradientBuffer.to('cpu').data, before, 'a rejected call must not touch the gradients');
+    policy.dispose();
+  });
+
+  it('cudaMemoryStats names what it expects', () => {
+    assert.throws(() => cudaMemoryStats('cpu'), /device: expected a CUDA device such as 'cuda:0', got 'cpu'/);
+    assert.throws(() => cudaMemoryStats('gpu0'), /device: expected 'cpu' or 'cuda:N'/);
+    assert.throws(() => cudaMemoryStats('cuda:7'), /cuda:7 is not a CUDA device of this machine/);
+  });
+});
