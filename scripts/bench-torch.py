@@ -313,6 +313,7 @@ def main():
     for p in model.parameters():
         p.grad = None
 
+    B = spec.get("decodeBatch", B)  # rollouts may decode more rows than a training step holds
     prompts = torch.randint(0, c["vocab"], (B, P), generator=gen).to(device)
     temperature = spec["temperature"]
     S = P + new_tokens - 1

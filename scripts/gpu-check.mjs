@@ -4,16 +4,24 @@
 // hardware is untested. Steps, each a row of one table (gpu-check.md in --out):
 //   1. build     the addon has CUDA and sees a device
 //   2. suite     the whole test suite with every kernel test on cuda:0
-//   3. sanitizer compute-sanitizer memcheck, racecheck, synccheck over the kernel tests
-//                (where it is installed; not meaningful on the emulator)
-//   4. bench     bench --device cuda:0 (--quick when emulated)
-//   5. pytorch   tokenLogprobs (+ backward) and grpoLoss (loss, token gradients, ∂L/∂λ)
+//   3. bench     bench --device cuda:0 (--quick when emulated)
+//   4. pytorch   tokenLogprobs (+ backward) and grpoLoss (loss, token gradients, ∂L/∂λ)
 //                against PyTorch autograd on the same inputs, where torch imports
+//   5. engine    a Qwen2-shaped model made by PyTorch (transformers' Qwen2ForCausalLM where
+//                installed, else the plain-PyTorch Qwen2 of bench-torch.py), random weights,
+//                saved as a model directory, loaded by Policy.fromPretrained on cuda:0 and
+//                compared logit by logit; 20 training steps of a Qwen2.5-0.5B-shaped policy
+//                on the device (3 steps of a tiny one when emulated); bench --engine --device
+//                cuda:0 (0.5B and 1.5B shapes, against PyTorch bf16 where it imports)
+//   6. sanitizer compute-sanitizer memcheck, racecheck, synccheck over the kernel tests
+//                (where it is installed; not meaningful on the emulator). Last, being the
+//                slowest: the table is rewritten after every step, so a run stopped by its
+//                time limit still reports the steps before.
 // Usage: node scripts/gpu-check.mjs [--emulated] [--out DIR] [--only build,pytorch,...]
 //   DIR defaults to $OUT or gpu-check-out; --only runs the steps whose names start so.
 //   LGRPO_PYTHON picks the Python with torch (else python3, then /usr/bin/python3).
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -48,6 +56,7 @@ function step(name, body) {
   }
   const last = rows[rows.length - 1];
   console.log(`[gpu-check] ${name}: ${last.result} (${last.seconds.toFixed(1)} s) ${last.detail}`);
+  writeTable();  // after every step: a run stopped by its time limit keeps what it did
 }
 
 const hasCommand = (c) => spawnSync('sh', ['-c', `command -v ${c}`], { encoding: 'utf8' }).status === 0;
@@ -70,19 +79,6 @@ step('suite on cuda:0', () => {
   const c = counts(r.text);
   return { ok: r.status === 0, detail: `${c.pass}/${c.tests} passed, ${c.fail} failed, ${c.skipped} skipped (log: suite.log)` };
 });
-
-for (const tool of ['memcheck', 'racecheck', 'synccheck']) {
-  step(`compute-sanitizer ${tool}`, () => {
-    if (emulated) return { ok: null, detail: 'not run on the emulated device (the emulator does its own checks)' };
-    if (!hasCommand('compute-sanitizer')) return { ok: null, detail: 'compute-sanitizer is not installed' };
-    const r = run('compute-sanitizer', ['--tool', tool, '--target-processes', 'all', '--error-exitcode', '86',
-      process.execPath, '--test', ...KERNEL_TESTS], { env: { LGRPO_TEST_DEVICE: 'cuda:0' } });
-    writeFileSync(join(out, `sanitizer-${tool}.log`), r.text);
-    const summary = r.text.match(/ERROR SUMMARY: \d+ errors?/g) ?? [];
-    const errors = summary.reduce((n, s) => n + Number(s.match(/\d+/)[0]), 0);
-    return { ok: r.status === 0 && errors === 0, detail: `${errors} errors over ${summary.length} processes (log: sanitizer-${tool}.log)` };
-  });
-}
 
 step('bench --device cuda:0', () => {
   const r = run(process.execPath, [join(root, 'dist', 'src', 'cli', 'main.js'), 'bench', '--device', 'cuda:0', '--json', ...(emulated ? ['--quick'] : [])]);
@@ -181,17 +177,164 @@ step('PyTorch autograd cross-check', () => {
   return { ok: bad.length === 0, detail: `torch ${result.torch} on ${result.device}; N=${c.N} V=${c.V}, B=${c.B} T=${c.T}; ${parts.join('; ')}${bad.length ? `; over tolerance: ${bad.join(', ')}` : ''}` };
 });
 
-const machine = info ? info.cudaDevices.map((d) => d.name).join(', ') : 'unknown';
-const table = [
-  `# GPU check: ${emulated ? 'emulated cuda:0 (no hardware)' : machine}`,
-  '',
-  `${new Date().toISOString()}, node ${process.version}, ${readdirSync(out).length} files in ${out}`,
-  '',
-  '| step | result | seconds | detail |',
-  '|---|---|---|---|',
-  ...rows.map((r) => `| ${r.name} | ${r.result} | ${r.seconds.toFixed(1)} | ${r.detail.replace(/\|/g, '\\|')} |`),
-  '',
-].join('\n');
-writeFileSync(join(out, 'gpu-check.md'), table);
-console.log(`\n${table}`);
+// ---------------------------------------------------------------------------------
+// The engine on the device
+
+const QWEN2 = { model_type: 'qwen2', rms_norm_eps: 1e-6, rope_theta: 1_000_000, max_position_embeddings: 4096, initializer_range: 0.05 };
+const engineWanted = !only || only.some((o) => 'engine'.startsWith(o) || o.startsWith('engine'));
+const engineModule = engineWanted ? await index() : undefined;
+// The LM head's logits, whole: the engine itself never forms them (linearTokenLogprobs).
+const { gemm } = engineWanted ? await import(join(root, 'dist', 'src', 'ops', 'gemm.js')) : {};
+
+// Logits of a Qwen2 directory written by PyTorch, position by position, against ours.
+const logitsCase = emulated
+  ? { config: { ...QWEN2, hidden_size: 64, intermediate_size: 136, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 1001, tie_word_embeddings: true }, lengths: [9, 3, 12, 1] }
+  : { config: { ...QWEN2, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 4, num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true }, lengths: [70, 5, 128, 1] };
+step('engine: Qwen2 logits vs PyTorch', () => {
+  if (!torchReady) return { ok: null, detail: 'no python3 here can import torch and numpy' };
+  const m = engineModule;
+  const dir = join(out, 'qwen2-model');
+  const V = logitsCase.config.vocab_size;
+  let seed = 99;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const idRows = logitsCase.lengths.map((n) => Array.from({ length: n }, () => Math.floor(rand() * V)));
+  const r = spawnSync(python, [join(root, 'scripts', 'torch_qwen2_logits.py')], {
+    cwd: root, encoding: 'utf8', maxBuffer: 1 << 26,
+    input: JSON.stringify({ config: logitsCase.config, seed: 5, rows: idRows, dir, device: emulated ? 'cpu' : 'cuda:0' }),
+  });
+  if (r.status !== 0) return { ok: false, detail: `torch_qwen2_logits.py: ${(r.stderr || r.stdout).trim().split('\n').pop()}` };
+  const meta = JSON.parse(r.stdout);
+  const ref = new Float64Array(readFileSync(join(dir, 'logits.bin')).buffer.slice(0));
+  const policy = m.Policy.fromPretrained(dir, { device: 'cuda:0' });
+  try {
+    const f = policy.forward({ ids: idRows });
+    const logits = m.Tensor.zeros([f.batch * f.seq, V], 'f32', 'cuda:0');
+    gemm(f.hidden, policy.lmHeadWeight, logits, { transB: true });
+    const ours = logits.to('cpu').data;
+    logits.dispose();
+    let worst = 0, argmaxMismatch = 0, k = 0;
+    idRows.forEach((row, b) => {
+      for (let t = 0; t < row.length; t++, k++) {
+        let scale = 1, err = 0, a = 0, best = 0;
+        for (let v = 0; v < V; v++) {
+          const x = ref[k * V + v], y = ours[(b * f.seq + t) * V + v];
+          scale = Math.max(scale, Math.abs(x));
+          const d = Math.abs(x - y);
+          err = d > err || !(d === d) ? (d === d ? d : Infinity) : err;
+          if (x > ref[k * V + a]) a = v;
+          if (y > ours[(b * f.seq + t) * V + best]) best = v;
+        }
+        worst = Math.max(worst, err / scale);
+        if (a !== best) argmaxMismatch++;
+      }
+    });
+    if (k !== meta.positions) return { ok: false, detail: `PyTorch wrote ${meta.positions} positions, expected ${k}` };
+    // f32 engine against a float64 reference: ~1e-6 relative in practice; a wrong layout is O(1).
+    const tolerance = 1e-4;
+    return {
+      ok: worst <= tolerance,
+      detail: `${meta.implementation}, torch ${meta.torch}; ${k} positions × V=${V}; max |Δ| / max(1, |logit|) ${worst.toExponential(2)} (tolerance ${tolerance}); argmax differs at ${argmaxMismatch}`,
+    };
+  } finally {
+    policy.dispose();
+  }
+});
+
+// Training steps on the device, as a user's script runs them: every advantage +1, so the
+// clipped surrogate must fall as the targets' log-probs rise.
+const trainCase = emulated
+  ? { config: { ...QWEN2, hidden_size: 64, intermediate_size: 172, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 1000, tie_word_embeddings: true }, batch: 2, seq: 16, steps: 3, name: 'tiny Qwen2 shape' }
+  : { config: { ...QWEN2, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true }, batch: 8, seq: 512, steps: 20, name: 'Qwen2.5-0.5B shape' };
+step(`engine: ${trainCase.steps} training steps, ${trainCase.name}`, () => {
+  const m = engineModule;
+  const { batch: B, seq: T, steps } = trainCase;
+  const device = 'cuda:0';
+  const policy = m.Policy.random(trainCase.config, { seed: 1, device });
+  try {
+    const V = policy.config.vocabSize, N = B * T;
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const ids = Int32Array.from({ length: N }, () => Math.floor(rand() * V));
+    const targets = m.Tensor.from(Int32Array.from({ length: N }, (_, i) => ids[(i + 1) % N])).to(device);
+    const idsT = m.Tensor.from(ids, [B, T]);
+    const onDevice = (a, shape) => m.Tensor.from(a, shape).to(device);
+    const advantages = onDevice(new Float32Array(B).fill(1)), mask = onDevice(new Uint8Array(N).fill(1), [B, T]);
+    const groupIds = onDevice(new Int32Array(B));
+    const { parameters, gradients } = policy.tensors();
+    const opt = new m.AdamW(parameters, gradients, { lr: 1e-4, maxGradNorm: 1 });
+    const first = policy.forward({ ids: idsT });
+    const lp0 = m.linearTokenLogprobs(first.hidden, policy.lmHeadWeight, targets);
+    const old = lp0.logprobs.view(0, [B, T]);
+    const losses = [], norms = [];
+    const t0 = Date.now();
+    for (let s = 0; s < steps; s++) {
+      policy.zeroGrad();
+      const { hidden } = policy.forward({ ids: idsT });
+      const out = m.linearTokenLogprobs(hidden, policy.lmHeadWeight, targets);
+      const loss = m.grpoLoss({ logprobs: out.logprobs.view(0, [B, T]), oldLogprobs: old, advantages, mask, groupIds, aggregation: 'grpo', epsHigh: 10 });
+      const g = m.linearTokenLogprobsBackward(hidden, policy.lmHeadWeight, targets, out.lse, loss.gradLogprobs.view(0, [N]));
+      policy.backward(g.gradHidden, { gradLmHead: g.gradWeight });
+      norms.push(opt.step().gradNorm);
+      losses.push(loss.loss);
+      for (const t of [out.logprobs, out.lse, g.gradHidden, g.gradWeight, loss.gradLogprobs]) t.dispose();
+    }
+    m.cudaSynchronize(device);
+    const seconds = (Date.now() - t0) / 1000;
+    opt.dispose();
+    const finite = losses.every(Number.isFinite) && norms.every(Number.isFinite);
+    const mem = m.cudaMemoryStats(device);
+    return {
+      ok: finite && losses[losses.length - 1] < losses[0],
+      detail: `${(policy.numParameters / 1e6).toFixed(0)} M parameters, B×T ${B}×${T}: loss ${losses[0].toFixed(5)} → ${losses[losses.length - 1].toFixed(5)}, ` +
+        `grad norm ${norms[0].toPrecision(3)} → ${norms[norms.length - 1].toPrecision(3)}; ${(steps * N / seconds).toFixed(0)} tokens/s over ${steps} steps; ` +
+        `device memory in use ${(mem.inUseBytes / 2 ** 30).toFixed(1)} GiB, ${mem.mallocCalls} cudaMalloc calls in all`,
+    };
+  } finally {
+    policy.dispose();
+  }
+});
+
+step('engine: bench --engine --device cuda:0', () => {
+  const r = run(process.execPath, [join(root, 'dist', 'src', 'cli', 'main.js'), 'bench', '--engine', '--device', 'cuda:0', '--json', ...(emulated ? ['--quick'] : [])], { timeout: 480_000 });
+  writeFileSync(join(out, 'bench-engine.json'), r.stdout ?? '');
+  writeFileSync(join(out, 'bench-engine.log'), r.stderr ?? '');
+  if (r.status !== 0 && !r.stdout) return { ok: false, detail: r.text.trim().split('\n').pop() };
+  const report = JSON.parse(r.stdout);
+  const parts = report.cases.map((c) => `${c.name}: train ${c.train.tokensPerS.toFixed(0)} tok/s (${(100 * c.train.fractionOfOwnGemm).toFixed(0)}% of own GEMM` +
+    `${c.train.fractionOfBf16Matmul ? `, ${(100 * c.train.fractionOfBf16Matmul).toFixed(0)}% of bf16 matmul` : ''}), decode ${c.decode.tokensPerS.toFixed(0)} tok/s ` +
+    `(${(100 * c.decode.fractionOfCopyBandwidth).toFixed(0)}% of copy bandwidth)${c.ratio ? `, vs torch ${c.ratio.train.toFixed(2)}× / ${c.ratio.decode.toFixed(2)}×` : ''}`);
+  return { ok: report.errors.length === 0, detail: `${parts.join('; ')}${report.skipped.length ? `; skipped ${report.skipped.map((k) => k.case).join(', ')}` : ''} (bench-engine.json)${emulated ? '; emulated: timings mean nothing' : ''}` };
+});
+
+// Last: the slowest steps (each kernel test under a sanitizer), so a device call that runs
+// out of time has everything else in its table already.
+for (const tool of ['memcheck', 'racecheck', 'synccheck']) {
+  step(`compute-sanitizer ${tool}`, () => {
+    if (emulated) return { ok: null, detail: 'not run on the emulated device (the emulator does its own checks)' };
+    if (!hasCommand('compute-sanitizer')) return { ok: null, detail: 'compute-sanitizer is not installed' };
+    const r = run('compute-sanitizer', ['--tool', tool, '--target-processes', 'all', '--error-exitcode', '86',
+      process.execPath, '--test', ...KERNEL_TESTS], { env: { LGRPO_TEST_DEVICE: 'cuda:0' } });
+    writeFileSync(join(out, `sanitizer-${tool}.log`), r.text);
+    const summary = r.text.match(/ERROR SUMMARY: \d+ errors?/g) ?? [];
+    const errors = summary.reduce((n, s) => n + Number(s.match(/\d+/)[0]), 0);
+    return { ok: r.status === 0 && errors === 0, detail: `${errors} errors over ${summary.length} processes (log: sanitizer-${tool}.log)` };
+  });
+}
+
+function writeTable() {
+  const machine = info ? info.cudaDevices.map((d) => d.name).join(', ') : 'unknown';
+  const table = [
+    `# GPU check: ${emulated ? 'emulated cuda:0 (no hardware)' : machine}`,
+    '',
+    `${new Date().toISOString()}, node ${process.version}, ${readdirSync(out).length} files in ${out}`,
+    '',
+    '| step | result | seconds | detail |',
+    '|---|---|---|---|',
+    ...rows.map((r) => `| ${r.name} | ${r.result} | ${r.seconds.toFixed(1)} | ${r.detail.replace(/\|/g, '\\|')} |`),
+    '',
+  ].join('\n');
+  writeFileSync(join(out, 'gpu-check.md'), table);
+  return table;
+}
+console.log(`\n${writeTable()}`);
 process.exit(rows.some((r) => r.result === 'FAIL') ? 1 : 0);

@@ -68,6 +68,14 @@ export function emptyCudaCache(device: string): void {
   loadAddon().addon.emptyCudaCache(cudaDeviceArg(device));
 }
 
+/**
+ * Waits until every kernel queued on `device` has finished, and turns a pending CUDA error
+ * into a JS Error. Kernels run asynchronously: time device work with this at both ends.
+ */
+export function cudaSynchronize(device: string): void {
+  loadAddon().addon.cudaSynchronize(cudaDeviceArg(device));
+}
+
 function cudaDeviceArg(device: string): string {
   const d = parseDevice(device, 'device');
   if (d === 'cpu') throw new TypeError("device: expected a CUDA device such as 'cuda:0', got 'cpu'");

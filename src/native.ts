@@ -50,6 +50,7 @@ export interface NativeAddon {
   setNumThreads(n: number): void;
   cudaMemoryStats(device: string): CudaMemoryStats;
   emptyCudaCache(device: string): void;
+  cudaSynchronize(device: string): void;
   liveNativeBlocks(): number;
   [kernel: string]: any;
 }

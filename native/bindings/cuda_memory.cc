@@ -1,5 +1,6 @@
 // cudaMemoryStats(device) and emptyCudaCache(device): the device-memory cache of
-// kernels/cuda_backend.cu seen from JavaScript (src/build_info.ts wraps them).
+// kernels/cuda_backend.cu seen from JavaScript; cudaSynchronize(device) waits for the
+// device's queued kernels (benchmarks time with it). src/build_info.ts wraps them.
 #include "../binding.h"
 #include "../cuda_backend.h"
 #include "../tensor.h"
@@ -30,8 +31,14 @@ Napi::Value empty_cuda_cache_js(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value cuda_synchronize_js(const Napi::CallbackInfo& info) {
+  cuda_synchronize(cuda_index_arg(info));
+  return info.Env().Undefined();
+}
+
 void register_cuda_memory(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMemoryStats", Napi::Function::New<guarded<cuda_memory_stats_js>>(env, "cudaMemoryStats"));
+  exports.Set("cudaSynchronize", Napi::Function::New<guarded<cuda_synchronize_js>>(env, "cudaSynchronize"));
   exports.Set("emptyCudaCache", Napi::Function::New<guarded<empty_cuda_cache_js>>(env, "emptyCudaCache"));
 }
 

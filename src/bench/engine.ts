@@ -100,8 +100,8 @@ export const ENGINE_CASES_QUICK: readonly EngineCase[] = [
 ];
 
 // The optimiser a GRPO run would use; its values do not change the cost.
-const OPTIMIZER = { lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1.0 };
-const DECODE_TEMPERATURE = 1;
+export const OPTIMIZER = { lr: 1e-6, weightDecay: 0.01, maxGradNorm: 1.0 };
+export const DECODE_TEMPERATURE = 1;
 
 // ---------------------------------------------------------------------------------
 // What is counted
@@ -291,7 +291,7 @@ export function findTorch(): TorchAvailability {
   };
 }
 
-function runTorch(python: string, spec: Record<string, unknown>, log: (m: string) => void, timeoutMs: number): Promise<TorchCaseResult> {
+export function runTorch(python: string, spec: Record<string, unknown>, log: (m: string) => void, timeoutMs: number): Promise<TorchCaseResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(python, [TORCH_SCRIPT], { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '', stderrTail = '', pending = '';
@@ -460,12 +460,12 @@ function weightGBs(linearWeights: number, passes: number, medianMs: number): num
   return (4 * linearWeights * passes) / (medianMs / 1000) / 1e9;
 }
 
-function modelStateBytes(cfg: ModelConfig): number {
+export function modelStateBytes(cfg: ModelConfig): number {
   const params = parameterShapes(cfg).reduce((sum, p) => sum + p.shape.reduce((a, b) => a * b, 1), 0);
   return 4 * 4 * params;  // f32 parameters, gradients, exp_avg, exp_avg_sq
 }
 
-function torchSpec(c: EngineCase, cfg: ModelConfig, threads: number): Record<string, unknown> {
+export function torchSpec(c: EngineCase, cfg: ModelConfig, threads: number): Record<string, unknown> {
   return {
     name: c.name,
     config: {

@@ -25,7 +25,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('only', {
         type: 'string',
         describe: 'comma-separated kernels: linearTokenLogprobs, tokenLogprobs, grpoLoss, groupAdvantages, lambdaWeights, gemm; ' +
-          'with --engine, configurations: small, qwen2.5-0.5b (--quick: small-quick, qwen-shape-quick)',
+          'with --engine, configurations: small, qwen2.5-0.5b (--quick: small-quick, qwen-shape-quick); on cuda:N qwen2.5-0.5b, qwen2.5-1.5b (--quick: qwen-shape-quick)',
       })
       .option('engine', {
         type: 'boolean', default: false,
@@ -46,10 +46,19 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     if (args.threads !== undefined && (!Number.isInteger(args.threads) || args.threads < 1))
       throw new RangeError(`threads: expected a positive integer, got ${args.threads}`);
     if (args.engine) {
-      if (parseDevice(args.device, 'device') !== 'cpu')
-        throw new Error(`device: bench --engine times the CPU engine only for now (the CUDA engine has no benchmark yet; asked for ${args.device})`);
-      const { runEngineBench, formatEngineReport } = await import('../bench/engine.js');
       const only = args.only === undefined ? undefined : args.only.split(',').map((s) => s.trim()).filter(Boolean);
+      const engineDevice = parseDevice(args.device, 'device');
+      if (engineDevice !== 'cpu') {
+        const { runCudaEngineBench, formatCudaEngineReport } = await import('../bench/engine_cuda.js');
+        const report = await runCudaEngineBench({
+          device: engineDevice, quick: args.quick, only, torch: args.torch, log: (message) => process.stderr.write(`${message}\n`),
+        });
+        if (args.json) console.log(JSON.stringify(report, null, 2));
+        else console.log(`\n${formatCudaEngineReport(report)}`);
+        if (report.errors.length) process.exitCode = 1;
+        return;
+      }
+      const { runEngineBench, formatEngineReport } = await import('../bench/engine.js');
       const report = await runEngineBench({
         quick: args.quick,
         only,

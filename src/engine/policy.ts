@@ -27,7 +27,7 @@ import { eosTokenIds, loadConfig, parameterShapes, parseConfig, saveConfig, type
 import { forEachTensor, readSafetensorsDirHeaders, saveSafetensorsDir, type SafeTensor } from './safetensors.js';
 
 export interface PolicyOptions {
-  /** 'cpu' (default). CUDA is not available for the engine yet. */
+  /** 'cpu' (default) or 'cuda:N': where the weights, gradients and every activation live. */
   device?: Device | 'cuda';
   /**
    * Recompute each layer's activations during backward instead of keeping them from the
