@@ -150,6 +150,8 @@ __global__ void scale_kernel(float* c, long long ldc, long long m, long long n, 
 void gemm_f32_cuda(const GemmArgs& g) {
   DeviceGuard guard(g.device);
   if (g.m <= 0 || g.n <= 0) return;
+  // cuBLASLt where it was found (kernels/gemm_cublaslt.cu); this file's kernel otherwise.
+  if (g.k > 0 && g.alpha != 0.0f && gemm_f32_cublaslt(g)) return;
   if (g.k <= 0 || g.alpha == 0.0f) {
     if (g.beta == 1.0f) return;
     const long long total = g.m * g.n;

@@ -33,6 +33,12 @@ std::vector<CudaDeviceInfo> cuda_devices() { return {}; }
 void* cuda_alloc(size_t, int) { no_cuda(); }
 void cuda_free(void*, int) noexcept {}
 CudaMemoryStats cuda_memory_stats(int) { no_cuda(); }
+bool gemm_f32_cublaslt(const GemmArgs&) { return false; }
+void set_cuda_matmul_precision(const std::string& precision) {
+  if (precision != "highest" && precision != "high" && precision != "medium")
+    throw Error("precision: expected 'highest', 'high' or 'medium', got '" + precision + "'", Error::Range);
+}
+std::string cuda_matmul_description() { return "none (built without CUDA)"; }
 void cuda_empty_cache(int) { no_cuda(); }
 void cuda_copy_to_device(void*, const void*, size_t, int) { no_cuda(); }
 void cuda_copy_to_host(void*, const void*, size_t, int) { no_cuda(); }

@@ -240,6 +240,42 @@ step('engine: Qwen2 logits vs PyTorch', () => {
   }
 });
 
+// cuBLASLt (loaded at run time where the machine has it) against the CPU twin, at the
+// precisions a user can choose: f32 products within the f32 bound, bf16 within bf16's.
+step('engine: cuBLASLt GEMM vs the CPU twin', () => {
+  const m = engineModule;
+  const which = m.buildInfo().cudaMatmul;
+  if (!which.startsWith('cuBLASLt')) return { ok: null, detail: `not in use here: ${which}` };
+  let seed = 3;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  const shapes = [[1, 896, 896], [37, 4864, 896], [513, 32003, 896], [1000, 896, 4864], [7, 13, 1]];
+  const inputs = shapes.map(([M, N, K]) => ({ a: Float32Array.from({ length: M * K }, rand), b: Float32Array.from({ length: K * N }, rand), c0: Float32Array.from({ length: M * N }, rand) }));
+  const worst = {};
+  try {
+    for (const precision of ['highest', 'medium']) {
+      m.setMatmulPrecision(precision);
+      let w = 0;
+      for (const [s, [M, N, K]] of shapes.entries()) for (const transA of [false, true]) for (const transB of [false, true]) for (const beta of [0, 1]) {
+        const { a, b, c0 } = inputs[s];
+        const A = m.Tensor.from(a, transA ? [K, M] : [M, K]), B = m.Tensor.from(b, transB ? [N, K] : [K, N]);
+        const cpu = m.Tensor.from(Float32Array.from(c0), [M, N]);
+        gemm(A, B, cpu, { transA, transB, beta });
+        const dev = m.Tensor.from(Float32Array.from(c0), [M, N]).to('cuda:0');
+        gemm(A.to('cuda:0'), B.to('cuda:0'), dev, { transA, transB, beta });
+        const got = dev.to('cpu').data, want = cpu.data;
+        // |Δ| relative to Σ|a||b| ≈ K·E|a||b| = K/4 for uniform(−1, 1) inputs.
+        for (let i = 0; i < got.length; i++) w = Math.max(w, Number.isFinite(got[i]) ? Math.abs(got[i] - want[i]) / (K / 4 + Math.abs(beta * c0[i])) : Infinity);
+      }
+      worst[precision] = w;
+    }
+  } finally {
+    m.setMatmulPrecision('highest');
+  }
+  // f32: (K + 4)·2^-24 per term bound, K ≤ 4864, twice (two implementations) → < 1e-3 of Σ|ab|/K·K; bf16 inputs: 2·2^-8.
+  const ok = worst.highest <= 1e-5 && worst.medium <= 2 ** -6;
+  return { ok, detail: `${which}; max |Δ| / Σ|a·b| at 'highest' ${worst.highest.toExponential(2)} (≤ 1e-5), at 'medium' ${worst.medium.toExponential(2)} (≤ 2^-6); ${shapes.length} shapes × 4 transposes × beta 0/1` };
+});
+
 // Training steps on the device, as a user's script runs them: every advantage +1, so the
 // clipped surrogate must fall as the targets' log-probs rise.
 const trainCase = emulated

@@ -14,6 +14,9 @@ export interface BuildInfo {
   cudaUnavailable: string;
   /** devices usable now (empty without a GPU or driver) */
   cudaDevices: CudaDeviceInfo[];
+  /** the GEMM of the CUDA twins: cuBLASLt (loaded at run time, with its precision) or
+   * the project's own tiled kernel, with the reason cuBLASLt is not used */
+  cudaMatmul: string;
   /** vector instruction set of the CPU twins */
   simd: string;
   /** CPU threads the kernels use (LGRPO_NUM_THREADS overrides) */
@@ -31,7 +34,7 @@ export function buildInfo(): BuildInfo {
   const { addon, path } = loadAddon();
   const native = addon.buildInfo();
   const pkg = findPackageJson();
-  return { version: pkg.version, ...native, zeroCopy: true, addonPath: path };
+  return { version: pkg.version, ...native, cudaMatmul: addon.cudaMatmul(), zeroCopy: true, addonPath: path };
 }
 
 function findPackageJson(): { version: string } {
@@ -74,6 +77,20 @@ export function emptyCudaCache(device: string): void {
  */
 export function cudaSynchronize(device: string): void {
   loadAddon().addon.cudaSynchronize(cudaDeviceArg(device));
+}
+
+export type MatmulPrecision = 'highest' | 'high' | 'medium';
+
+/**
+ * The precision of f32 matrix products on CUDA devices when cuBLASLt runs them, as
+ * torch.set_float32_matmul_precision: 'highest' (f32 products, the default), 'high'
+ * (TF32 tensor cores), 'medium' (bf16 tensor cores); f32 accumulation in all three.
+ * The own GEMM (no cuBLASLt) is always 'highest'. LGRPO_MATMUL_PRECISION sets the start value.
+ */
+export function setMatmulPrecision(precision: MatmulPrecision): void {
+  if (precision !== 'highest' && precision !== 'high' && precision !== 'medium')
+    throw new RangeError(`precision: expected 'highest', 'high' or 'medium', got ${JSON.stringify(precision)}`);
+  loadAddon().addon.setMatmulPrecision(precision);
 }
 
 function cudaDeviceArg(device: string): string {

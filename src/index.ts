@@ -1,7 +1,7 @@
 // The public API of lgrpo-native, re-exported and nothing more.
 export { Tensor, parseDevice, release, type Device } from './tensor.js';
 export { type DType, type FloatDType, type TypedArray, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, toFloat32Array, fromFloat32Array } from './dtype.js';
-export { buildInfo, cudaMemoryStats, cudaSynchronize, emptyCudaCache, setNumThreads, type BuildInfo } from './build_info.js';
+export { buildInfo, cudaMemoryStats, cudaSynchronize, emptyCudaCache, setMatmulPrecision, setNumThreads, type BuildInfo, type MatmulPrecision } from './build_info.js';
 export type { CudaMemoryStats } from './native.js';
 export { groupAdvantages, type AdvantageMode, type GroupAdvantagesOptions, type GroupAdvantagesResult } from './ops/group_advantages.js';
 export { tokenLogprobs, tokenLogprobsBackward, type TokenLogprobsOptions, type TokenLogprobsResult, type TokenLogprobsBackwardOptions, type GradOut } from './ops/token_logprobs.js';

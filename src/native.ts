@@ -51,6 +51,8 @@ export interface NativeAddon {
   cudaMemoryStats(device: string): CudaMemoryStats;
   emptyCudaCache(device: string): void;
   cudaSynchronize(device: string): void;
+  cudaMatmul(): string;
+  setMatmulPrecision(precision: string): void;
   liveNativeBlocks(): number;
   [kernel: string]: any;
 }

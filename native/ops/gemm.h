@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace lgrpo {
 
@@ -45,6 +46,13 @@ void gemm_f32_serial(const GemmArgs& args);
 
 // The CUDA twin, on args.device; asynchronous (errors surface at the next synchronising call).
 void gemm_f32_cuda(const GemmArgs& args);
+// The cuBLASLt path of the CUDA twin (kernels/gemm_cublaslt.cu): false when cuBLASLt is
+// not loaded or declines the problem. The matmul precision ('highest' | 'high' |
+// 'medium', as torch.set_float32_matmul_precision) applies to it only; the description
+// says which GEMM the CUDA twin runs (buildInfo().cudaMatmul).
+bool gemm_f32_cublaslt(const GemmArgs& g);
+void set_cuda_matmul_precision(const std::string& precision);
+std::string cuda_matmul_description();
 
 inline void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,

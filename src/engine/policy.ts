@@ -25,6 +25,7 @@ import { MAX_CPU_ELEMENTS, Tensor, parseDevice, type Device } from '../tensor.js
 import { isTensor, optionsArg, numberOption, boolOption, temperatureOption, tensorArg, type TensorLike } from '../ops/validate.js';
 import { eosTokenIds, loadConfig, parameterShapes, parseConfig, saveConfig, type ModelConfig } from './config.js';
 import { forEachTensor, readSafetensorsDirHeaders, saveSafetensorsDir, type SafeTensor } from './safetensors.js';
+import { fromFloat32Array } from '../dtype.js';
 
 export interface PolicyOptions {
   /** 'cpu' (default) or 'cuda:N': where the weights, gradients and every activation live. */
@@ -120,6 +121,8 @@ export interface SequenceLogprobsOptions {
 export interface SaveOptions {
   /** split the weights into shards of at most this many bytes (transformers layout) */
   maxShardBytes?: number;
+  /** 'f32' (default, exact) or 'bf16' (round to nearest even: half the bytes, as Hub checkpoints ship) */
+  dtype?: 'f32' | 'bf16';
 }
 
 export interface PolicyStats {
@@ -391,17 +394,25 @@ export class Policy {
     return policy;
   }
 
-  /** Writes config.json and the weights (f32, Hugging Face names) into `dir`. */
+  /** Writes config.json and the weights (f32, or bf16 if asked; Hugging Face names) into `dir`. */
   save(dir: string, options?: SaveOptions): void {
     this.#alive();
     const opts = optionsArg(options);
     if (typeof dir !== 'string' || dir.length === 0) throw new TypeError('dir: expected a directory path');
+    const dtype = opts.dtype ?? 'f32';
+    if (dtype !== 'f32' && dtype !== 'bf16') throw new TypeError(`dtype: expected 'f32' or 'bf16', got ${JSON.stringify(opts.dtype)}`);
     ensureDir(dir);
     const host = this.device === 'cpu' ? undefined : this.parameterBuffer.to('cpu');
     const flat = (host ?? this.parameterBuffer).data as Float32Array;
-    const tensors = this.layout.map((p) => [p.name, { dtype: 'f32' as const, shape: p.shape, data: flat.subarray(p.offset, p.offset + p.numel) }] as const);
+    const tensors = this.layout.map((p) => {
+      const values = flat.subarray(p.offset, p.offset + p.numel);
+      return [p.name, dtype === 'f32'
+        ? { dtype: 'f32' as const, shape: p.shape, data: values }
+        : { dtype: 'bf16' as const, shape: p.shape, data: fromFloat32Array(values, 'bf16') }] as const;
+    });
     saveSafetensorsDir(dir, tensors, opts.maxShardBytes === undefined ? {} : { maxShardBytes: opts.maxShardBytes });
-    saveConfig(join(dir, 'config.json'), { ...this.config, torchDtype: 'float32' });
+    saveConfig(join(dir, 'config.json'), { ...this.config, torchDtype: dtype === 'f32' ? 'float32' : 'bfloat16' });
+    host?.dispose();
   }
 
   /** name → Float32Array view of the parameter (in layout order); writes go to the model. */

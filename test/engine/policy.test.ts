@@ -538,3 +538,30 @@ describe('Policy engine (CPU)', () => {
     assert.equal(policy.disposed, true);
   });
 });
+
+describe('Policy.save with dtype bf16', () => {
+  it('writes each weight rounded to the nearest bf16 (ties to even), loads back to those values, in half the bytes', () => {
+    const r = rng('policy save bf16');
+    const config = CONFIGS.llamaBias;
+    const policy = makePolicy(config, r);
+    const dirs = [mkdtempSync(join(tmpdir(), 'lgrpo-bf16-')), mkdtempSync(join(tmpdir(), 'lgrpo-f32-'))];
+    try {
+      policy.save(dirs[0], { dtype: 'bf16' });
+      policy.save(dirs[1]);
+      const size = (d: string) => readFileSync(join(d, 'model.safetensors')).length;
+      assert.ok(size(dirs[0]) < 0.55 * size(dirs[1]), `bf16 file ${size(dirs[0])} bytes, f32 ${size(dirs[1])}`);
+      assert.equal(JSON.parse(readFileSync(join(dirs[0], 'config.json'), 'utf8')).torch_dtype, 'bfloat16');
+      const back = Policy.fromPretrained(dirs[0]);
+      const want = fromFloat32Array(policy.parameterBuffer.data as Float32Array, 'bf16');
+      const got = back.parameterBuffer.data as Float32Array;
+      for (let i = 0; i < got.length; i++)
+        if (!Object.is(got[i], bf16ToF32(want[i]))) assert.fail(`parameter ${i}: ${got[i]}, expected ${bf16ToF32(want[i])}`);
+      assert.ok(got.some((x, i) => x !== (policy.parameterBuffer.data as Float32Array)[i]), 'bf16 rounding changed nothing: the test proves nothing');
+      back.dispose();
+      assert.throws(() => policy.save(dirs[0], { dtype: 'f16' as 'bf16' }), /^TypeError: dtype: expected 'f32' or 'bf16', got "f16"/);
+    } finally {
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+      policy.dispose();
+    }
+  });
+});

@@ -271,9 +271,4 @@ describe('device memory in the training loop', { skip: DEVICE ? false : 'no CUDA
     policy.dispose();
   });
 
-  it('cudaMemoryStats names what it expects', () => {
-    assert.throws(() => cudaMemoryStats('cpu'), /device: expected a CUDA device such as 'cuda:0', got 'cpu'/);
-    assert.throws(() => cudaMemoryStats('gpu0'), /device: expected 'cpu' or 'cuda:N'/);
-    assert.throws(() => cudaMemoryStats('cuda:7'), /cuda:7 is not a CUDA device of this machine/);
-  });
 });

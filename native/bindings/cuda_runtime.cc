@@ -1,8 +1,11 @@
-// cudaMemoryStats(device) and emptyCudaCache(device): the device-memory cache of
-// kernels/cuda_backend.cu seen from JavaScript; cudaSynchronize(device) waits for the
-// device's queued kernels (benchmarks time with it). src/build_info.ts wraps them.
+// The CUDA runtime seen from JavaScript (src/build_info.ts wraps these):
+// cudaMemoryStats(device) and emptyCudaCache(device), the device-memory cache of
+// kernels/cuda_backend.cu; cudaSynchronize(device), which waits for the device's queued
+// kernels (benchmarks time with it); cudaMatmul() and setMatmulPrecision(p), which GEMM
+// the CUDA twin runs (kernels/gemm_cublaslt.cu) and at what precision.
 #include "../binding.h"
 #include "../cuda_backend.h"
+#include "../ops/gemm.h"
 #include "../tensor.h"
 
 namespace lgrpo {
@@ -36,14 +39,27 @@ Napi::Value cuda_synchronize_js(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-void register_cuda_memory(Napi::Env env, Napi::Object exports) {
+Napi::Value cuda_matmul_js(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), cuda_matmul_description());
+}
+
+Napi::Value set_matmul_precision_js(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString())
+    throw Error("precision: expected 'highest', 'high' or 'medium'", Error::Type);
+  set_cuda_matmul_precision(info[0].As<Napi::String>().Utf8Value());
+  return info.Env().Undefined();
+}
+
+void register_cuda_runtime(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMemoryStats", Napi::Function::New<guarded<cuda_memory_stats_js>>(env, "cudaMemoryStats"));
   exports.Set("cudaSynchronize", Napi::Function::New<guarded<cuda_synchronize_js>>(env, "cudaSynchronize"));
   exports.Set("emptyCudaCache", Napi::Function::New<guarded<empty_cuda_cache_js>>(env, "emptyCudaCache"));
+  exports.Set("cudaMatmul", Napi::Function::New<guarded<cuda_matmul_js>>(env, "cudaMatmul"));
+  exports.Set("setMatmulPrecision", Napi::Function::New<guarded<set_matmul_precision_js>>(env, "setMatmulPrecision"));
 }
 
 }  // namespace
 
-static BindingRegistrar registrar(register_cuda_memory);
+static BindingRegistrar registrar(register_cuda_runtime);
 
 }  // namespace lgrpo
