@@ -612,14 +612,31 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
   // Logits of the rows in `index` (rows of inf_.x) and one draw per row.
   std::vector<int32_t> drawn(static_cast<size_t>(batch));
   std::vector<float> drawn_lp(static_cast<size_t>(batch));
+  std::vector<double> lse(static_cast<size_t>(batch));
   auto sample = [&](const std::vector<int64_t>& index, const std::vector<int64_t>& keys, int64_t step) {
     const int64_t rows = static_cast<int64_t>(index.size());
     be_.gather_rows(inf_.x, D, index.data(), rows, inf_.tmp);
     check_finite(be_.rms_norm_forward(RmsNormForwardArgs{inf_.tmp, norm, rows, D, eps, inf_.tmp, inf_.acts.rstd1}),
                  "model.norm", -1);
-    be_.gemm(GemmArgs{false, true, rows, V, D, 1.0f, inf_.tmp, D, head, D, 0.0f, inf_.logits, V});
-    be_.sample(SampleArgs{inf_.logits, rows, V, o.temperature, o.top_p, o.top_k, o.seed, keys.data(), step,
-                          drawn.data(), drawn_lp.data()});
+    SampleArgs sa{inf_.logits, rows, V, o.temperature, o.top_p, o.top_k, o.seed, keys.data(), step,
+                  drawn.data(), drawn_lp.data()};
+    if (be_.linear_token_logits) {
+      // sequence_logprobs' own LM-head arithmetic: the log-prob of an untruncated draw is
+      // then its log-prob under sequence_logprobs, bit for bit (greedy: at τ = 1).
+      LinearTokenLogprobsForwardArgs la{};
+      la.hidden = inf_.tmp;
+      la.weight = head;
+      la.dtype = DType::F32;
+      la.rows = rows;
+      la.dim = D;
+      la.vocab = V;
+      la.temperature = o.temperature > 0 ? static_cast<float>(o.temperature) : 1.0f;
+      be_.linear_token_logits(la, inf_.logits, lse.data());
+      sa.lse = lse.data();
+    } else {
+      be_.gemm(GemmArgs{false, true, rows, V, D, 1.0f, inf_.tmp, D, head, D, 0.0f, inf_.logits, V});
+    }
+    be_.sample(sa);
   };
 
   // Prefill: every prompt through all layers, keys and values into the cache.

@@ -260,7 +260,9 @@ describe('Policy engine (CPU)', () => {
     const prompts = randomRows(r, [4, 2, 6, 1], config.vocabSize);
     const plain = policy.generate(prompts, { maxNewTokens: 7, temperature: 1, seed: 11, stopIds: [] });
     const lps = policy.sequenceLogprobs(prompts, plain.tokens);
-    prompts.forEach((_, b) => assertClose(plain.logprobs[b], lps[b], { atol: 5e-5, rtol: 1e-4 }, `τ=1 logprobs row ${b}`));
+    // The sampler's LM head is sequenceLogprobs' own arithmetic: the same bits, so the
+    // importance ratio of an unchanged policy is exactly 1.
+    prompts.forEach((_, b) => assert.ok(bitsEqual(plain.logprobs[b], lps[b]), `τ=1 logprobs row ${b}: ${plain.logprobs[b]} vs ${lps[b]}`));
 
     const temperature = 0.8, topK = 6, topP = 0.7;
     const out = policy.generate(prompts, { maxNewTokens: 7, temperature, topK, topP, seed: 5, stopIds: [] });
@@ -311,6 +313,34 @@ describe('Policy engine (CPU)', () => {
       assert.ok(tv < 0.07, `total variation ${tv.toFixed(4)} between sampled and model frequencies (τ=${temperature}, k=${topK})`);
     }
     policy.dispose();
+  });
+
+  it('rollout log-probs equal sequenceLogprobs bit for bit: τ = 1, τ ≠ 1, greedy, across K blocks of the LM head', () => {
+    const r = rng('policy rollout logprobs');
+    // hidden 300 > 256: the LM-head dot products span two K blocks, where a GEMM that
+    // folds per block and the fused log-prob kernel would round differently.
+    const wide = parseConfig({
+      model_type: 'qwen2', hidden_size: 300, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 3,
+      num_key_value_heads: 1, vocab_size: 389, tie_word_embeddings: true, max_position_embeddings: 64,
+    });
+    for (const [label, config] of [['qwenTied', CONFIGS.qwenTied], ['llamaBias', CONFIGS.llamaBias], ['wide', wide]] as const) {
+      const policy = makePolicy(config, r);
+      const prompts = randomRows(r, [4, 2, 6, 1, 3], config.vocabSize);
+      for (const temperature of [1, 0.7, 1.3, 0]) {
+        const out = policy.generate(prompts, { maxNewTokens: 9, temperature, seed: 5, stopIds: [] });
+        // Greedy log-probs are reported under softmax(logits): sequenceLogprobs at τ = 1.
+        const lps = policy.sequenceLogprobs(prompts, out.tokens, { temperature: temperature === 0 ? 1 : temperature });
+        let compared = 0;
+        prompts.forEach((_, b) => {
+          assert.equal(out.logprobs[b].length, 9);
+          assert.ok(out.logprobs[b].every(Number.isFinite), `${label} τ=${temperature} row ${b}: non-finite log-prob`);
+          assert.ok(bitsEqual(out.logprobs[b], lps[b]), `${label} τ=${temperature} row ${b}: ${out.logprobs[b]} vs ${lps[b]}`);
+          compared += lps[b].length;
+        });
+        assert.equal(compared, 45);
+      }
+      policy.dispose();
+    }
   });
 
   it('seeds: the same seed gives the same output, a different seed a different one, whatever the batch', () => {
