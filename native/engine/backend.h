@@ -17,6 +17,7 @@
 #include "../ops/attention.h"
 #include "../ops/embedding.h"
 #include "../ops/gemm.h"
+#include "../ops/gemm_bf16.h"
 #include "../ops/linear_token_logprobs.h"
 #include "../ops/rms_norm.h"
 #include "../ops/rope.h"
@@ -90,6 +91,12 @@ struct Backend {
   // May be null (the CUDA table for now): generate then takes gemm + the sampler's own
   // log-softmax, whose log-probs match sequence_logprobs only to rounding.
   void (*linear_token_logits)(const LinearTokenLogprobsForwardArgs&, float* logits, double* host_lse);
+
+  // bf16 rollouts (generate with bf16_weights): a bf16 copy of the parameters and the
+  // GEMM over it (gemm_bf16.h). Null in a table without them (the CUDA table for now):
+  // generate then runs in f32 whatever was asked.
+  void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);
+  void (*gemm_bf16_weights)(const GemmBf16Args&);
 
   // Engine helpers.
   // out = a + b, elementwise over n (out may alias a or b).

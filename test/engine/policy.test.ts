@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Policy, Tensor, buildInfo, setNumThreads, linearTokenLogprobs, linearTokenLogprobsBackward } from '../../src/index.js';
 import { parseConfig, configToJson, parameterShapes, type ModelConfig } from '../../src/engine/config.js';
 import { saveSafetensorsDir, SINGLE_FILE } from '../../src/engine/safetensors.js';
-import { bf16ToF32, fromFloat32Array } from '../../src/dtype.js';
+import { bf16ToF32, fromFloat32Array, toFloat32Array } from '../../src/dtype.js';
 import { addon } from '../../src/native.js';
 import { referenceHidden, referenceLogSoftmax, referenceLoss, type LossRow, type Params } from '../reference/model.js';
 import { assertClose, rng, type Rng } from '../helpers.js';
@@ -341,6 +341,42 @@ describe('Policy engine (CPU)', () => {
       }
       policy.dispose();
     }
+  });
+
+  it('bf16 rollouts: the f32 engine on bf16-rounded weight matrices, deterministic and batch invariant', () => {
+    const r = rng('policy bf16 rollouts');
+    const config = CONFIGS.llamaBias;  // untied: the embedding gather stays f32, the LM head is a weight matrix
+    const policy = makePolicy(config, r);
+    // The same model with every weight matrix (not the embedding, norms or biases) rounded
+    // to bf16, run by the f32 engine: what precision 'bf16' computes, up to summation order.
+    const rounded = Policy.random(config, { seed: 1 });
+    const mine = policy.parameters();
+    for (const [name, view] of rounded.parameters()) {
+      const src = mine.get(name) as Float32Array;
+      if (name.endsWith('proj.weight') || name === 'lm_head.weight') view.set(toFloat32Array(fromFloat32Array(src, 'bf16'), 'bf16'));
+      else view.set(src);
+    }
+    const prompts = randomRows(r, [5, 2, 8, 3], config.vocabSize);
+    const opts = { maxNewTokens: 8, stopIds: [] as number[] };
+    const greedy = policy.generate(prompts, { ...opts, temperature: 0, precision: 'bf16' });
+    const expected = rounded.generate(prompts, { ...opts, temperature: 0 });
+    assert.deepEqual(greedy.tokens, expected.tokens);
+    prompts.forEach((_, b) => assertClose(greedy.logprobs[b], expected.logprobs[b], { atol: 2e-5, rtol: 2e-5 }, `greedy bf16 row ${b}`));
+    // Not the f32 model: the rounding of the weights shows in the log-probs.
+    const f32 = policy.generate(prompts, { ...opts, temperature: 0 });
+    assert.ok(f32.logprobs.some((lp, b) => !bitsEqual(lp, greedy.logprobs[b])), 'bf16 and f32 rollouts gave the same bits');
+
+    const sampled = { ...opts, temperature: 1.1, topP: 0.9, seed: 77, precision: 'bf16' as const };
+    const a = policy.generate(prompts, sampled), b = policy.generate(prompts, sampled);
+    assert.deepEqual(a.tokens, b.tokens);
+    a.logprobs.forEach((lp, i) => assert.ok(bitsEqual(lp, b.logprobs[i]) && lp.every(Number.isFinite), `row ${i}`));
+    // Row 0 alone draws with row 0's key: the same bits unless batching leaks across rows.
+    const alone = policy.generate([prompts[0]], sampled);
+    assert.deepEqual(alone.tokens[0], a.tokens[0]);
+    assert.ok(bitsEqual(alone.logprobs[0], a.logprobs[0]), 'a row alone differs from the same row in a batch');
+    assert.throws(() => policy.generate(prompts, { ...opts, precision: 'f16' as 'bf16' }), /^RangeError: precision: expected 'f32' or 'bf16'/);
+    policy.dispose();
+    rounded.dispose();
   });
 
   it('seeds: the same seed gives the same output, a different seed a different one, whatever the batch', () => {

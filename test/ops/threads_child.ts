@@ -6,7 +6,9 @@ import { createHash } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { adamwStep, gradSumSquares } from '../../src/ops/adamw.js';
-import { gemm } from '../../src/ops/gemm.js';
+import { gemm, gemmBf16Weights } from '../../src/ops/gemm.js';
+import { fromFloat32Array } from '../../src/dtype.js';
+import { Tensor } from '../../src/tensor.js';
 import { buildInfo } from '../../src/index.js';
 import { Rng } from '../helpers.js';
 
@@ -36,6 +38,17 @@ function gemmFewRowsCase(m: number): string {
   return digest(c);
 }
 
+// bf16 weights (the rollout GEMM): K with a tail past its 32-blocks, rows on either side
+// of the AVX-512 path's group of four.
+function gemmBf16Case(): string {
+  const r = new Rng(777);
+  const m = 7, n = 301, k = 333;
+  const x = r.normals(m * k), w = fromFloat32Array(r.normals(n * k), 'bf16');
+  const y = Tensor.from(new Float32Array(m * n), [m, n]);
+  gemmBf16Weights(Tensor.from(x, [m, k]), Tensor.from(w, [n, k], 'bf16'), y);
+  return digest(y.data as Float32Array);
+}
+
 function adamwCase(): string {
   const r = new Rng(99);
   const n = 300_001, p = r.normals(n), g = r.normals(n), m = r.normals(n), v = Float32Array.from(r.normals(n), (x) => x * x);
@@ -51,6 +64,7 @@ export function threadCases(): Record<string, string> {
   return {
     'gemm NN': gemmCase(false, false), 'gemm NT': gemmCase(false, true),
     'gemm TN': gemmCase(true, false), 'gemm TT': gemmCase(true, true),
+    'gemm bf16 weights': gemmBf16Case(),
     'gemm NT m=1': gemmFewRowsCase(1), 'gemm NT m=7': gemmFewRowsCase(7), 'gemm NT m=16': gemmFewRowsCase(16),
     adamw: adamwCase(), gradSumSquares: sumSquaresCase(),
   };
