@@ -12,8 +12,35 @@
 #define LGRPO_AVX2 0
 #endif
 
+// Run-time dispatch. The build stays portable (AVX2+FMA baseline, never -march=native);
+// kernels that have AVX-512 variants compile them with per-function target attributes
+// (LGRPO_TARGET_AVX512*) and pick one through simd_path(), chosen once per process:
+// the best the CPU and OS support (cpuid + xgetbv), lowered by the environment variable
+// LGRPO_SIMD=avx2|avx512|avx512bf16 (a level the CPU lacks is an error). Every AVX-512
+// variant computes each element with the same operations in the same order as its AVX2
+// twin, so the two paths give the same bits; only the bf16 dot products
+// (Avx512Bf16, rollout precision bf16) have their own rounding, emulated elsewhere.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && LGRPO_AVX2
+#define LGRPO_X86_DISPATCH 1
+#define LGRPO_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define LGRPO_TARGET_AVX512BF16 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
+#else
+#define LGRPO_X86_DISPATCH 0
+#endif
+
 namespace lgrpo {
 
+enum class SimdPath : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
+
+// The path chosen for this process (see above). Throws lgrpo::Error naming LGRPO_SIMD
+// when the variable asks for something unknown or unsupported.
+SimdPath simd_path();
+// What the CPU supports, ignoring LGRPO_SIMD.
+SimdPath simd_path_supported();
+inline bool simd_avx512() { return simd_path() >= SimdPath::Avx512; }
+const char* simd_path_name(SimdPath p);
+// simd_path_name(simd_path()): what buildInfo().simd reports.
 const char* simd_level_name();
 
 #if LGRPO_AVX2

@@ -1,12 +1,14 @@
 // gemm(a f32, b f32, c f32, {transA, transB, m, n, k, lda, ldb, ldc, alpha, beta}) → undefined
 //   C[m,n] = alpha·op(A)·op(B) + beta·C, in place. Tensors are flat storage here: the
 //   sizes and leading dimensions come from the options (src/ops/gemm.ts derives them).
+// gemmBf16Weights(x f32 [M,K], w bf16 [N,K], y f32 [M,N]) → undefined: y = x·wᵀ (CPU only).
 // measurePeakFlops(seconds?) → GFLOP/s of register-only FMAs on every pool thread.
 #include <cmath>
 #include <string>
 
 #include "../binding.h"
 #include "../ops/gemm.h"
+#include "../ops/gemm_bf16.h"
 
 namespace lgrpo {
 namespace {
@@ -81,6 +83,45 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+void expect_rank2(const TensorRef& t, const char* arg) {
+  if (t.shape.size() != 2)
+    throw Error(std::string(arg) + ": expected a rank-2 tensor, got shape " + shape_string(t.shape), Error::Range);
+}
+
+Napi::Value gemm_bf16_weights(const Napi::CallbackInfo& info) {
+  TensorRef x = tensor_arg(info, 0, "x");
+  TensorRef w = tensor_arg(info, 1, "w");
+  TensorRef y = tensor_arg(info, 2, "y");
+  expect_dtype(x, {DType::F32}, "x");
+  expect_dtype(w, {DType::BF16}, "w");
+  expect_dtype(y, {DType::F32}, "y");
+  for (const TensorRef* t : {&x, &w, &y})
+    if (t->device.is_cuda()) throw Error("x/w/y: gemmBf16Weights has no CUDA twin yet; pass cpu tensors", Error::Type);
+  expect_rank2(x, "x");
+  expect_rank2(w, "w");
+  expect_rank2(y, "y");
+  const int64_t m = x.shape[0], k = x.shape[1], n = w.shape[0];
+  if (w.shape[1] != k)
+    throw Error("w: expected [N, " + std::to_string(k) + "] (x has " + std::to_string(k) + " columns), got " +
+                    shape_string(w.shape), Error::Range);
+  if (y.shape[0] != m || y.shape[1] != n)
+    throw Error("y: expected [" + std::to_string(m) + ", " + std::to_string(n) + "], got " + shape_string(y.shape),
+                Error::Range);
+  if (y.data == x.data && m * k > 0) throw Error("y: must not share memory with x", Error::Range);
+  GemmBf16Args a;
+  a.x = static_cast<const float*>(x.data);
+  a.ldx = k;
+  a.w = static_cast<const uint16_t*>(w.data);
+  a.ldw = k;
+  a.y = static_cast<float*>(y.data);
+  a.ldy = n;
+  a.m = m;
+  a.n = n;
+  a.k = k;
+  gemm_bf16_weights_cpu(a);
+  return info.Env().Undefined();
+}
+
 Napi::Value measure_peak(const Napi::CallbackInfo& info) {
   double seconds = 0.25;
   if (info.Length() > 0 && !info[0].IsUndefined()) {
@@ -93,6 +134,7 @@ Napi::Value measure_peak(const Napi::CallbackInfo& info) {
 
 void register_gemm(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New<guarded<gemm>>(env, "gemm"));
+  exports.Set("gemmBf16Weights", Napi::Function::New<guarded<gemm_bf16_weights>>(env, "gemmBf16Weights"));
   exports.Set("measurePeakFlops", Napi::Function::New<guarded<measure_peak>>(env, "measurePeakFlops"));
 }
 

@@ -6,7 +6,7 @@
 //                                                hidden buffer (valid until the next forward)
 //   backward(gradHidden f32[B·T, D], {gradLmHead? f32[V, D]})   accumulates into gradients
 //   sequenceLogprobs(ids, lengths, promptLengths i32[B], {temperature}) → Float32Array
-//   generate(ids, lengths, {maxNewTokens, temperature, topP, topK, stopIds i32, seed})
+//   generate(ids, lengths, {maxNewTokens, temperature, topP, topK, stopIds i32, seed, precision 'f32'|'bf16'})
 //                                              → {tokens: Int32Array[], logprobs: Float32Array[],
 //                                                 stopped: Uint8Array}
 //   setRecompute(bool), stats(), dispose()
@@ -317,6 +317,10 @@ class PolicyModel : public Napi::ObjectWrap<PolicyModel> {
     if (!(seed >= 0) || seed > 9007199254740991.0 || seed != static_cast<double>(static_cast<int64_t>(seed)))
       throw Error("seed: expected an integer in [0, 2^53)", Error::Range);
     o.seed = static_cast<uint64_t>(seed);
+    const std::string precision = string_option(opts, "precision", "f32");
+    if (precision != "f32" && precision != "bf16")
+      throw Error("precision: expected 'f32' or 'bf16', got '" + precision + "'", Error::Range);
+    o.bf16_weights = precision == "bf16";
     if (has_option(opts, "stopIds")) {
       TensorRef stops = unpack_tensor(opts.Get("stopIds"), "stopIds");
       expect_dtype(stops, {DType::I32}, "stopIds");

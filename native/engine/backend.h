@@ -17,6 +17,7 @@
 #include "../ops/attention.h"
 #include "../ops/embedding.h"
 #include "../ops/gemm.h"
+#include "../ops/gemm_bf16.h"
 #include "../ops/linear_token_logprobs.h"
 #include "../ops/rms_norm.h"
 #include "../ops/rope.h"
@@ -45,6 +46,12 @@ struct SampleArgs {
   int32_t* tokens;            // host [rows] out
   float* logprobs;            // host [rows] out
   int device = 0;             // CUDA twin: the device `logits` lives on (CPU twin: unused)
+  // Optional, host [rows]: the logits are already divided by τ (τ = 1 when greedy) and
+  // lse[r] is row r's logsumexp from Backend::linear_token_logits. An untruncated draw
+  // (greedy, or τ > 0 without top-k/top-p) then reports float(double(x[r, token]) − lse[r]):
+  // the bits sequence_logprobs gives the same token. Truncated draws report their
+  // renormalised log-prob as without it.
+  const double* lse = nullptr;
 };
 
 // The sampler of each backend, also reachable outside the tables (sampleRows in
@@ -78,6 +85,18 @@ struct Backend {
   void (*embedding_forward)(const EmbeddingForwardArgs&);
   void (*embedding_backward)(const EmbeddingBackwardArgs&);
   void (*linear_token_logprobs_forward)(const LinearTokenLogprobsForwardArgs&);
+  // The LM head of sampling: logits [rows, vocab] divided by τ and each row's logsumexp
+  // (host, double), with the arithmetic of linear_token_logprobs_forward, so a sampled
+  // token's log-prob is exactly the one sequence_logprobs reports (linear_token_logits_cpu).
+  // May be null (the CUDA table for now): generate then takes gemm + the sampler's own
+  // log-softmax, whose log-probs match sequence_logprobs only to rounding.
+  void (*linear_token_logits)(const LinearTokenLogprobsForwardArgs&, float* logits, double* host_lse);
+
+  // bf16 rollouts (generate with bf16_weights): a bf16 copy of the parameters and the
+  // GEMM over it (gemm_bf16.h). Null in a table without them (the CUDA table for now):
+  // generate then runs in f32 whatever was asked.
+  void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);
+  void (*gemm_bf16_weights)(const GemmBf16Args&);
 
   // Engine helpers.
   // out = a + b, elementwise over n (out may alias a or b).

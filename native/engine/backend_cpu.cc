@@ -241,13 +241,19 @@ bool sample_row(const float* x, int64_t V, const SampleArgs& a, int64_t row, Sam
   if (!row_max(x, V, &mx, &arg)) return false;
   s.e.resize(static_cast<size_t>(V));
   float* e = s.e.data();
+  // With a.lse the logits come divided by τ, and the untruncated log-prob is x − lse.
+  const double* lse = a.lse ? a.lse + row : nullptr;
   if (a.temperature == 0.0) {
-    const double z = exp_weights(x, e, V, mx, 1.0f);
     *token = static_cast<int32_t>(arg);
+    if (lse) {
+      *logprob = static_cast<float>(static_cast<double>(x[arg]) - *lse);
+      return true;
+    }
+    const double z = exp_weights(x, e, V, mx, 1.0f);
     *logprob = static_cast<float>(-std::log(z));  // x[arg] − lse, with x[arg] the max
     return true;
   }
-  const float inv_t = static_cast<float>(1.0 / a.temperature);
+  const float inv_t = lse ? 1.0f : static_cast<float>(1.0 / a.temperature);
   const double z = exp_weights(x, e, V, mx, inv_t);
   const double u = counter_uniform(a.seed, static_cast<uint64_t>(a.row_keys[row]), static_cast<uint64_t>(a.step));
   const bool top_k = a.top_k > 0 && a.top_k < V;
@@ -267,6 +273,11 @@ bool sample_row(const float* x, int64_t V, const SampleArgs& a, int64_t row, Sam
       cum += e[i];
       pick = i;
       if (cum > target) break;
+    }
+    if (lse) {
+      *token = static_cast<int32_t>(pick);
+      *logprob = static_cast<float>(static_cast<double>(x[pick]) - *lse);
+      return true;
     }
     finish(pick, z);
     return true;
@@ -363,6 +374,9 @@ const Backend& cpu_backend() {
     b.embedding_forward = embedding_forward_cpu;
     b.embedding_backward = embedding_backward_cpu;
     b.linear_token_logprobs_forward = linear_token_logprobs_forward_cpu;
+    b.linear_token_logits = linear_token_logits_cpu;
+    b.to_bf16 = f32_to_bf16_cpu;
+    b.gemm_bf16_weights = gemm_bf16_weights_cpu;
     b.add = cpu_add;
     b.add_bias = cpu_add_bias;
     b.bias_grad = cpu_bias_grad;

@@ -194,6 +194,9 @@ void Model::release_arenas() {
     a->capacity = 0;
   }
   has_activations_ = false;
+  be_.free(bf16_params_);
+  bf16_params_ = nullptr;
+  bf16_capacity_ = 0;
 }
 
 void Model::set_recompute(bool on) {
@@ -311,7 +314,22 @@ void Model::check_finite(int64_t bad_row, const char* where, int64_t layer) cons
 }
 
 void Model::linear(const float* x, const float* w, const float* bias, int64_t rows, int64_t in, int64_t out, float* y) {
-  be_.gemm(GemmArgs{false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out});
+  const auto at = reinterpret_cast<uintptr_t>(w), base = reinterpret_cast<uintptr_t>(bf16_source_);
+  if (bf16_source_ && at >= base && at < base + static_cast<uintptr_t>(bf16_count_) * sizeof(float)) {
+    GemmBf16Args g;
+    g.x = x;
+    g.ldx = in;
+    g.w = bf16_params_ + (w - bf16_source_);
+    g.ldw = in;
+    g.y = y;
+    g.ldy = out;
+    g.m = rows;
+    g.n = out;
+    g.k = in;
+    be_.gemm_bf16_weights(g);
+  } else {
+    be_.gemm(GemmArgs{false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out});
+  }
   if (bias) be_.add_bias(y, bias, rows, out);
 }
 
@@ -603,6 +621,27 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
   if (batch == 0 || o.max_new_tokens == 0) return result;
 
   const int64_t D = cfg_.hidden, V = cfg_.vocab, KV = cfg_.kv_width();
+  // bf16 rollouts: a fresh copy of the parameters every call (a pure function of them; a
+  // few percent of a call that streams all weights once per new token), used by linear()
+  // until the call returns or throws.
+  struct Bf16Scope {
+    Model& m;
+    ~Bf16Scope() { m.bf16_source_ = nullptr; m.bf16_count_ = 0; }
+  } bf16_scope{*this};
+  const bool bf16 = o.bf16_weights && supports_bf16_weights();
+  if (bf16) {
+    const int64_t count = parameter_count(cfg_);
+    if (count > bf16_capacity_) {
+      be_.free(bf16_params_);
+      bf16_params_ = nullptr;
+      bf16_capacity_ = 0;
+      bf16_params_ = static_cast<uint16_t*>(be_.alloc(static_cast<size_t>(count) * sizeof(uint16_t)));
+      bf16_capacity_ = count;
+    }
+    be_.to_bf16(params, bf16_params_, count);
+    bf16_source_ = params;
+    bf16_count_ = count;
+  }
   // Positions fed to the model: prompts up to seq−1, then at most max_new−1 sampled tokens
   // (the last sampled token is never fed).
   const int64_t S = seq + o.max_new_tokens - 1;
@@ -623,14 +662,33 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
   // Logits of the rows in `index` (rows of inf_.x) and one draw per row.
   std::vector<int32_t> drawn(static_cast<size_t>(batch));
   std::vector<float> drawn_lp(static_cast<size_t>(batch));
+  std::vector<double> lse(static_cast<size_t>(batch));
   auto sample = [&](const std::vector<int64_t>& index, const std::vector<int64_t>& keys, int64_t step) {
     const int64_t rows = static_cast<int64_t>(index.size());
     be_.gather_rows(inf_.x, D, index.data(), rows, inf_.tmp);
     check_finite(be_.rms_norm_forward(RmsNormForwardArgs{inf_.tmp, norm, rows, D, eps, inf_.tmp, inf_.acts.rstd1}),
                  "model.norm", -1);
-    be_.gemm(GemmArgs{false, true, rows, V, D, 1.0f, inf_.tmp, D, head, D, 0.0f, inf_.logits, V});
-    be_.sample(SampleArgs{inf_.logits, rows, V, o.temperature, o.top_p, o.top_k, o.seed, keys.data(), step,
-                          drawn.data(), drawn_lp.data()});
+    SampleArgs sa{inf_.logits, rows, V, o.temperature, o.top_p, o.top_k, o.seed, keys.data(), step,
+                  drawn.data(), drawn_lp.data()};
+    if (bf16) {
+      linear(inf_.tmp, head, nullptr, rows, D, V, inf_.logits);
+    } else if (be_.linear_token_logits) {
+      // sequence_logprobs' own LM-head arithmetic: the log-prob of an untruncated draw is
+      // then its log-prob under sequence_logprobs, bit for bit (greedy: at τ = 1).
+      LinearTokenLogprobsForwardArgs la{};
+      la.hidden = inf_.tmp;
+      la.weight = head;
+      la.dtype = DType::F32;
+      la.rows = rows;
+      la.dim = D;
+      la.vocab = V;
+      la.temperature = o.temperature > 0 ? static_cast<float>(o.temperature) : 1.0f;
+      be_.linear_token_logits(la, inf_.logits, lse.data());
+      sa.lse = lse.data();
+    } else {
+      be_.gemm(GemmArgs{false, true, rows, V, D, 1.0f, inf_.tmp, D, head, D, 0.0f, inf_.logits, V});
+    }
+    be_.sample(sa);
   };
 
   // Prefill: every prompt through all layers, keys and values into the cache.

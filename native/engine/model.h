@@ -59,6 +59,13 @@ struct GenerateOptions {
   int64_t top_k = 0;
   std::vector<int32_t> stop_ids;
   uint64_t seed = 0;
+  // Every weight matrix of the call (prefill, decode, LM head) read from a bf16 copy of
+  // the parameters (round to nearest even, made at the start of the call, so the output
+  // is a pure function of the f32 parameters and the seed): half the bytes per step.
+  // Norms, biases and the embedding gather stay f32. Ignored (f32) on a backend without
+  // the bf16 entries. Log-probs are then those of the bf16 model, not bit-equal to
+  // sequence_logprobs.
+  bool bf16_weights = false;
 };
 
 struct GenerateOutput {
@@ -119,7 +126,9 @@ class Model {
                           const GenerateOptions& options);
 
   ArenaStats stats() const;
-  // Frees both arenas (the next call reallocates).
+  // Whether generate() can honour bf16_weights on this backend.
+  bool supports_bf16_weights() const { return be_.to_bf16 && be_.gemm_bf16_weights; }
+  // Frees both arenas and the bf16 copy (the next call reallocates).
   void release_arenas();
 
  private:
@@ -199,6 +208,14 @@ class Model {
     float *x, *tmp, *logprobs, *lse, *logits, *k_cache, *v_cache;
     LayerActs acts;
   } inf_{};
+
+  // The bf16 copy of the parameters for bf16 rollouts (backend memory, grown on demand),
+  // and while a bf16 generate runs: the f32 parameters it mirrors. linear() reads a
+  // weight inside [bf16_source_, bf16_source_ + bf16_count_) from the copy.
+  uint16_t* bf16_params_ = nullptr;
+  int64_t bf16_capacity_ = 0;
+  const float* bf16_source_ = nullptr;
+  int64_t bf16_count_ = 0;
 
   // RoPE cos/sin table [rope_positions_, head_dim/2], grown on demand.
   float *rope_cos_ = nullptr, *rope_sin_ = nullptr;

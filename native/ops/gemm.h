@@ -66,9 +66,10 @@ inline void gemm_f32_serial(bool trans_a, bool trans_b, int64_t m, int64_t n, in
   gemm_f32_serial(GemmArgs{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc});
 }
 
-// The FLOP ceiling this machine reaches with the instructions the GEMM uses (8-wide
-// f32 FMAs when built with AVX2, else scalar FMAs), measured on every pool thread with
-// a register-only loop for about `seconds`. GFLOP/s, best of three.
+// The FLOP ceiling this machine reaches with the instructions the GEMM uses on the
+// chosen SIMD path (16-wide f32 FMAs on AVX-512, 8-wide on AVX2, else scalar FMAs),
+// measured on every pool thread with a register-only loop for about `seconds`.
+// GFLOP/s, best of three.
 double measure_peak_flops(double seconds = 0.25);
 
 }  // namespace lgrpo

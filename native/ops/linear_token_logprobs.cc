@@ -338,7 +338,7 @@ struct ForwardPlan {
 template <DType T, bool kEntropy>
 void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& plan, int64_t item_begin,
                    int64_t item_end, float* m_all, float* s_all, float* u_all, float* target_logit,
-                   std::atomic<int>& bad) {
+                   float* logits_out, std::atomic<int>& bad) {
   const int64_t N = a.rows, d = a.dim, V = a.vocab;
   const float inv_tau = 1.0f / a.temperature;
   Scratch hpack(RC * d), row(d), ct(VC * RC), wconv(T == DType::F32 ? 0 : VC * d), stats(6 * RC);
@@ -363,10 +363,16 @@ void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& p
       logits_tile(w, d, nv, hpack.get(), panels, d, ct.get(), ldc);
       scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
       fold_tile<kEntropy>(ct.get(), ldc, nv, ldc, st, blk == b0);
-      for (int64_t n = 0; n < nr; ++n) {
-        const int64_t y = a.targets[n0 + n];
-        if (y >= v0 && y < v0 + nv) target_logit[n0 + n] = ct.get()[(y - v0) * ldc + n];
-      }
+      if (a.targets)
+        for (int64_t n = 0; n < nr; ++n) {
+          const int64_t y = a.targets[n0 + n];
+          if (y >= v0 && y < v0 + nv) target_logit[n0 + n] = ct.get()[(y - v0) * ldc + n];
+        }
+      if (logits_out)
+        for (int64_t n = 0; n < nr; ++n) {
+          float* dst = logits_out + (n0 + n) * V + v0;
+          for (int64_t v = 0; v < nv; ++v) dst[v] = ct.get()[v * ldc + n];
+        }
     }
     float* m = m_all + shard * N + n0;
     std::copy(st.m, st.m + nr, m);
@@ -398,8 +404,10 @@ void report_bad(int bad, const void* hidden, const void* weight, DType t, int64_
   throw Error("hidden/weight: a non-finite element was seen but could not be located", Error::Range);
 }
 
+// logits_out / lse_out (optional): the scaled logits [rows, vocab] and each row's lse in
+// double, before it is rounded (linear_token_logits_cpu).
 template <DType T>
-void forward_typed(const LinearTokenLogprobsForwardArgs& a) {
+void forward_typed(const LinearTokenLogprobsForwardArgs& a, float* logits_out = nullptr, double* lse_out = nullptr) {
   const int64_t N = a.rows, V = a.vocab;
   ForwardPlan plan;
   plan.blocks = ceil_div(V, VC);
@@ -409,8 +417,9 @@ void forward_typed(const LinearTokenLogprobsForwardArgs& a) {
   std::vector<float> m(plan.shards * N), s(plan.shards * N), u(entropy ? plan.shards * N : 0), target(N);
   std::atomic<int> bad{0};
   parallel_for(plan.chunks * plan.shards, 1, [&](int64_t begin, int64_t end) {
-    if (entropy) forward_items<T, true>(a, plan, begin, end, m.data(), s.data(), u.data(), target.data(), bad);
-    else forward_items<T, false>(a, plan, begin, end, m.data(), s.data(), nullptr, target.data(), bad);
+    if (entropy)
+      forward_items<T, true>(a, plan, begin, end, m.data(), s.data(), u.data(), target.data(), logits_out, bad);
+    else forward_items<T, false>(a, plan, begin, end, m.data(), s.data(), nullptr, target.data(), logits_out, bad);
   });
   report_bad(bad.load(), a.hidden, a.weight, a.dtype, N, V, a.dim);
 
@@ -427,8 +436,9 @@ void forward_typed(const LinearTokenLogprobsForwardArgs& a) {
         mm = mn;
       }
       const double log_s = std::log(ss), lse = mm + log_s;
-      a.lse[n] = static_cast<float>(lse);
-      a.logprobs[n] = static_cast<float>(static_cast<double>(target[n]) - lse);
+      if (lse_out) lse_out[n] = lse;
+      if (a.lse) a.lse[n] = static_cast<float>(lse);
+      if (a.logprobs) a.logprobs[n] = static_cast<float>(static_cast<double>(target[n]) - lse);
       if (entropy) a.entropy[n] = static_cast<float>(log_s - uu / ss);
     }
   });
@@ -598,6 +608,18 @@ void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a) 
     case DType::F16: return forward_typed<DType::F16>(a);
     default: throw Error("hidden: expected dtype f32, bf16 or f16", Error::Type);
   }
+}
+
+void linear_token_logits_cpu(const LinearTokenLogprobsForwardArgs& a, float* logits, double* lse) {
+  if (a.rows == 0) return;
+  if (a.vocab == 0) throw Error("weight: the vocabulary is empty (weight has 0 rows)", Error::Range);
+  if (a.dtype != DType::F32) throw Error("hidden: linear_token_logits expects f32", Error::Type);
+  LinearTokenLogprobsForwardArgs b = a;
+  b.targets = nullptr;
+  b.logprobs = nullptr;
+  b.entropy = nullptr;
+  b.lse = nullptr;
+  forward_typed<DType::F32>(b, logits, lse);
 }
 
 void linear_token_logprobs_backward_cpu(const LinearTokenLogprobsBackwardArgs& a) {

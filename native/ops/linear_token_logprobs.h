@@ -40,6 +40,11 @@ struct LinearTokenLogprobsBackwardArgs {
 
 void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a);
 void linear_token_logprobs_backward_cpu(const LinearTokenLogprobsBackwardArgs& a);
+// The sampler's LM head (f32 only): the scaled logits x = (h·wᵀ)/τ [rows, vocab] and each
+// row's logsumexp in double (before rounding), from the very arithmetic of the forward
+// above, so float(double(x[r, y]) − lse[r]) is bit for bit the log-prob the forward
+// reports for target y. a.targets, a.logprobs, a.entropy and a.lse are ignored.
+void linear_token_logits_cpu(const LinearTokenLogprobsForwardArgs& a, float* logits, double* lse);
 void linear_token_logprobs_forward_cuda(const LinearTokenLogprobsForwardArgs& a);
 void linear_token_logprobs_backward_cuda(const LinearTokenLogprobsBackwardArgs& a);
 

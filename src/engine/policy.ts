@@ -98,6 +98,15 @@ export interface GenerateOptions {
   stopIds?: readonly number[];
   /** seed of the sampler: the same seed and prompts give the same tokens; default random */
   seed?: number;
+  /**
+   * weights the rollout reads: 'f32' (default; untruncated log-probs are then bit for bit
+   * sequenceLogprobs'), or 'bf16': every weight matrix from a bf16 copy of the parameters
+   * (rounded to nearest even at the start of the call), half the bytes per decoding step;
+   * norms, biases and the embedding stay f32 and the log-probs are the bf16 model's. Same
+   * seed, same weights, same precision → same tokens. On a device without bf16 rollouts
+   * (CUDA for now) 'bf16' runs in f32.
+   */
+  precision?: 'f32' | 'bf16';
 }
 
 export interface GenerateResult {
@@ -525,6 +534,9 @@ export class Policy {
     const seed = options.seed === undefined
       ? randomBytes(6).readUIntLE(0, 6)
       : numberOption(options.seed, 'seed', 0, { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER });
+    const precision = options.precision ?? 'f32';
+    if (precision !== 'f32' && precision !== 'bf16')
+      throw new RangeError(`precision: expected 'f32' or 'bf16', got ${JSON.stringify(precision)}`);
     const stopList = options.stopIds === undefined ? eosTokenIds(this.config) : options.stopIds;
     if (!Array.isArray(stopList)) throw new TypeError('stopIds: expected an array of token ids');
     const stopIds = Int32Array.from(stopList.map((id, i) => this.#tokenId(id, `stopIds[${i}]`)));
@@ -533,7 +545,7 @@ export class Policy {
     if (longest + maxNewTokens > this.config.maxPositionEmbeddings)
       throw new RangeError(`maxNewTokens: the longest prompt (${longest}) plus maxNewTokens (${maxNewTokens}) exceeds max_position_embeddings=${this.config.maxPositionEmbeddings}`);
     const { ids, lengths } = this.#pad(rows, longest);
-    const out = this.#native.generate(ids, lengths, { maxNewTokens, temperature, topP, topK, stopIds: Tensor.from(stopIds), seed });
+    const out = this.#native.generate(ids, lengths, { maxNewTokens, temperature, topP, topK, stopIds: Tensor.from(stopIds), seed, precision });
     return {
       tokens: out.tokens.map((t) => Array.from(t)),
       logprobs: out.logprobs,

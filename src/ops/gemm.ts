@@ -106,8 +106,22 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
 }
 
 /**
- * The FLOP ceiling of this machine for the instructions gemm uses (8-wide f32 FMAs with
- * AVX2), measured natively with register-only FMA chains on every kernel thread, in
+ * y ← x·wᵀ with the weights in bf16 (the GEMM of bf16 rollouts; native/ops/gemm_bf16.h
+ * states its fixed summation order): x f32 [M, K], w bf16 [N, K], y f32 [M, N], all on
+ * the CPU. y is overwritten; returns y. Row i of y depends on row i of x only.
+ */
+export function gemmBf16Weights(x: Tensor, w: Tensor, y: Tensor): Tensor {
+  for (const [name, t] of [['x', x], ['w', w], ['y', y]] as const) {
+    if (!(t instanceof Tensor)) throw new TypeError(`${name}: expected a Tensor`);
+    t.assertAlive(name);
+  }
+  addon().gemmBf16Weights(x, w, y);
+  return y;
+}
+
+/**
+ * The FLOP ceiling of this machine for the instructions gemm uses (16-wide f32 FMAs on
+ * the AVX-512 path, 8-wide with AVX2), measured natively with register-only FMA chains on every kernel thread, in
  * GFLOP/s. Takes about `seconds` (default 0.25).
  */
 export function measurePeakFlops(seconds?: number): number {

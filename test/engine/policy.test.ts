@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Policy, Tensor, buildInfo, setNumThreads, linearTokenLogprobs, linearTokenLogprobsBackward } from '../../src/index.js';
 import { parseConfig, configToJson, parameterShapes, type ModelConfig } from '../../src/engine/config.js';
 import { saveSafetensorsDir, SINGLE_FILE } from '../../src/engine/safetensors.js';
-import { bf16ToF32, fromFloat32Array } from '../../src/dtype.js';
+import { bf16ToF32, fromFloat32Array, toFloat32Array } from '../../src/dtype.js';
 import { addon } from '../../src/native.js';
 import { referenceHidden, referenceLogSoftmax, referenceLoss, type LossRow, type Params } from '../reference/model.js';
 import { assertClose, rng, type Rng } from '../helpers.js';
@@ -260,7 +260,9 @@ describe('Policy engine (CPU)', () => {
     const prompts = randomRows(r, [4, 2, 6, 1], config.vocabSize);
     const plain = policy.generate(prompts, { maxNewTokens: 7, temperature: 1, seed: 11, stopIds: [] });
     const lps = policy.sequenceLogprobs(prompts, plain.tokens);
-    prompts.forEach((_, b) => assertClose(plain.logprobs[b], lps[b], { atol: 5e-5, rtol: 1e-4 }, `τ=1 logprobs row ${b}`));
+    // The sampler's LM head is sequenceLogprobs' own arithmetic: the same bits, so the
+    // importance ratio of an unchanged policy is exactly 1.
+    prompts.forEach((_, b) => assert.ok(bitsEqual(plain.logprobs[b], lps[b]), `τ=1 logprobs row ${b}: ${plain.logprobs[b]} vs ${lps[b]}`));
 
     const temperature = 0.8, topK = 6, topP = 0.7;
     const out = policy.generate(prompts, { maxNewTokens: 7, temperature, topK, topP, seed: 5, stopIds: [] });
@@ -311,6 +313,70 @@ describe('Policy engine (CPU)', () => {
       assert.ok(tv < 0.07, `total variation ${tv.toFixed(4)} between sampled and model frequencies (τ=${temperature}, k=${topK})`);
     }
     policy.dispose();
+  });
+
+  it('rollout log-probs equal sequenceLogprobs bit for bit: τ = 1, τ ≠ 1, greedy, across K blocks of the LM head', () => {
+    const r = rng('policy rollout logprobs');
+    // hidden 300 > 256: the LM-head dot products span two K blocks, where a GEMM that
+    // folds per block and the fused log-prob kernel would round differently.
+    const wide = parseConfig({
+      model_type: 'qwen2', hidden_size: 300, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 3,
+      num_key_value_heads: 1, vocab_size: 389, tie_word_embeddings: true, max_position_embeddings: 64,
+    });
+    for (const [label, config] of [['qwenTied', CONFIGS.qwenTied], ['llamaBias', CONFIGS.llamaBias], ['wide', wide]] as const) {
+      const policy = makePolicy(config, r);
+      const prompts = randomRows(r, [4, 2, 6, 1, 3], config.vocabSize);
+      for (const temperature of [1, 0.7, 1.3, 0]) {
+        const out = policy.generate(prompts, { maxNewTokens: 9, temperature, seed: 5, stopIds: [] });
+        // Greedy log-probs are reported under softmax(logits): sequenceLogprobs at τ = 1.
+        const lps = policy.sequenceLogprobs(prompts, out.tokens, { temperature: temperature === 0 ? 1 : temperature });
+        let compared = 0;
+        prompts.forEach((_, b) => {
+          assert.equal(out.logprobs[b].length, 9);
+          assert.ok(out.logprobs[b].every(Number.isFinite), `${label} τ=${temperature} row ${b}: non-finite log-prob`);
+          assert.ok(bitsEqual(out.logprobs[b], lps[b]), `${label} τ=${temperature} row ${b}: ${out.logprobs[b]} vs ${lps[b]}`);
+          compared += lps[b].length;
+        });
+        assert.equal(compared, 45);
+      }
+      policy.dispose();
+    }
+  });
+
+  it('bf16 rollouts: the f32 engine on bf16-rounded weight matrices, deterministic and batch invariant', () => {
+    const r = rng('policy bf16 rollouts');
+    const config = CONFIGS.llamaBias;  // untied: the embedding gather stays f32, the LM head is a weight matrix
+    const policy = makePolicy(config, r);
+    // The same model with every weight matrix (not the embedding, norms or biases) rounded
+    // to bf16, run by the f32 engine: what precision 'bf16' computes, up to summation order.
+    const rounded = Policy.random(config, { seed: 1 });
+    const mine = policy.parameters();
+    for (const [name, view] of rounded.parameters()) {
+      const src = mine.get(name) as Float32Array;
+      if (name.endsWith('proj.weight') || name === 'lm_head.weight') view.set(toFloat32Array(fromFloat32Array(src, 'bf16'), 'bf16'));
+      else view.set(src);
+    }
+    const prompts = randomRows(r, [5, 2, 8, 3], config.vocabSize);
+    const opts = { maxNewTokens: 8, stopIds: [] as number[] };
+    const greedy = policy.generate(prompts, { ...opts, temperature: 0, precision: 'bf16' });
+    const expected = rounded.generate(prompts, { ...opts, temperature: 0 });
+    assert.deepEqual(greedy.tokens, expected.tokens);
+    prompts.forEach((_, b) => assertClose(greedy.logprobs[b], expected.logprobs[b], { atol: 2e-5, rtol: 2e-5 }, `greedy bf16 row ${b}`));
+    // Not the f32 model: the rounding of the weights shows in the log-probs.
+    const f32 = policy.generate(prompts, { ...opts, temperature: 0 });
+    assert.ok(f32.logprobs.some((lp, b) => !bitsEqual(lp, greedy.logprobs[b])), 'bf16 and f32 rollouts gave the same bits');
+
+    const sampled = { ...opts, temperature: 1.1, topP: 0.9, seed: 77, precision: 'bf16' as const };
+    const a = policy.generate(prompts, sampled), b = policy.generate(prompts, sampled);
+    assert.deepEqual(a.tokens, b.tokens);
+    a.logprobs.forEach((lp, i) => assert.ok(bitsEqual(lp, b.logprobs[i]) && lp.every(Number.isFinite), `row ${i}`));
+    // Row 0 alone draws with row 0's key: the same bits unless batching leaks across rows.
+    const alone = policy.generate([prompts[0]], sampled);
+    assert.deepEqual(alone.tokens[0], a.tokens[0]);
+    assert.ok(bitsEqual(alone.logprobs[0], a.logprobs[0]), 'a row alone differs from the same row in a batch');
+    assert.throws(() => policy.generate(prompts, { ...opts, precision: 'f16' as 'bf16' }), /^RangeError: precision: expected 'f32' or 'bf16'/);
+    policy.dispose();
+    rounded.dispose();
   });
 
   it('seeds: the same seed gives the same output, a different seed a different one, whatever the batch', () => {

@@ -6,7 +6,10 @@ import { createHash } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { adamwStep, gradSumSquares } from '../../src/ops/adamw.js';
-import { gemm } from '../../src/ops/gemm.js';
+import { gemm, gemmBf16Weights } from '../../src/ops/gemm.js';
+import { fromFloat32Array } from '../../src/dtype.js';
+import { Tensor } from '../../src/tensor.js';
+import { buildInfo } from '../../src/index.js';
 import { Rng } from '../helpers.js';
 
 function digest(...arrays: (Float32Array | Float64Array)[]): string {
@@ -25,6 +28,27 @@ function gemmCase(transA: boolean, transB: boolean): string {
   return digest(c);
 }
 
+// Few rows against a transposed B (the decode shape: the streaming small-M path), on
+// either side of the 6 rows where the AVX-512 path switches to its 12-row tile.
+function gemmFewRowsCase(m: number): string {
+  const r = new Rng(4321 + m);
+  const n = 197, k = 530;
+  const a = r.normals(m * k), b = r.normals(n * k), c = r.normals(m * n);
+  gemm({ data: a, rows: m, cols: k }, { data: b, rows: n, cols: k }, { data: c, rows: m, cols: n }, { transB: true, alpha: 1, beta: 0 });
+  return digest(c);
+}
+
+// bf16 weights (the rollout GEMM): K with a tail past its 32-blocks, rows on either side
+// of the AVX-512 path's group of four.
+function gemmBf16Case(): string {
+  const r = new Rng(777);
+  const m = 7, n = 301, k = 333;
+  const x = r.normals(m * k), w = fromFloat32Array(r.normals(n * k), 'bf16');
+  const y = Tensor.from(new Float32Array(m * n), [m, n]);
+  gemmBf16Weights(Tensor.from(x, [m, k]), Tensor.from(w, [n, k], 'bf16'), y);
+  return digest(y.data as Float32Array);
+}
+
 function adamwCase(): string {
   const r = new Rng(99);
   const n = 300_001, p = r.normals(n), g = r.normals(n), m = r.normals(n), v = Float32Array.from(r.normals(n), (x) => x * x);
@@ -40,9 +64,11 @@ export function threadCases(): Record<string, string> {
   return {
     'gemm NN': gemmCase(false, false), 'gemm NT': gemmCase(false, true),
     'gemm TN': gemmCase(true, false), 'gemm TT': gemmCase(true, true),
+    'gemm bf16 weights': gemmBf16Case(),
+    'gemm NT m=1': gemmFewRowsCase(1), 'gemm NT m=7': gemmFewRowsCase(7), 'gemm NT m=16': gemmFewRowsCase(16),
     adamw: adamwCase(), gradSumSquares: sumSquaresCase(),
   };
 }
 
 if (process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url)))
-  console.log(JSON.stringify(threadCases()));
+  console.log(JSON.stringify({ simd: buildInfo().simd, cases: threadCases() }));

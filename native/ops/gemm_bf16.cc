@@ -1,0 +1,180 @@
+// CPU twin of gemm_bf16 (see the header for the arithmetic every path follows).
+//
+// Layout of the work: x is first repacked per row into blocks of 32 with the even k of a
+// block ahead of the odd ones (xp[32b + l] = x[32b + 2l], xp[32b + 16 + l] = x[32b + 2l + 1]),
+// because a bf16 pair read as one 32-bit lane splits into its even element (the lane
+// shifted left 16) and its odd one (the lane with its low half cleared) in one operation
+// each. Threads own disjoint ranges of W's rows (outputs j); each walks its rows in groups
+// of four, and every group meets all rows of x while its 4·K weights are in L1, so W is
+// read from memory once.
+#include "gemm_bf16.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "../common.h"
+#include "../parallel.h"
+#include "../simd.h"
+
+// GCC 12 warns falsely inside its own AVX-512 intrinsics (their _mm512_undefined_*
+// pass-through operands) when they are inlined into target-attribute functions.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+namespace lgrpo {
+namespace {
+
+constexpr int64_t KB = 32;  // K block
+constexpr int JB = 4;       // weight rows per group
+
+// Exact sum of the 16 lane sums in the documented order.
+inline float reduce16(const float* s) {
+  float t8[8], t4[4], t2[2];
+  for (int l = 0; l < 8; ++l) t8[l] = s[l] + s[l + 8];
+  for (int l = 0; l < 4; ++l) t4[l] = t8[l] + t8[l + 4];
+  for (int l = 0; l < 2; ++l) t2[l] = t4[l] + t4[l + 2];
+  return t2[0] + t2[1];
+}
+
+// Tail k in [k0, k): one FMA each, in order, onto the reduced sum.
+inline float tail(float acc, const float* x, const uint16_t* w, int64_t k0, int64_t k) {
+  for (int64_t t = k0; t < k; ++t) acc = std::fma(x[t], bf16_to_f32(w[t]), acc);
+  return acc;
+}
+
+#if LGRPO_AVX2
+inline __m256 bf16_even(__m256i pairs) { return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)); }
+inline __m256 bf16_odd(__m256i pairs) {
+  return _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+}
+// lanes 0..7 + lanes 8..15 (lo, hi), then hsum_avx2's l+4, l+2, l+1: reduce16's order.
+inline float reduce_pair_avx2(__m256 lo, __m256 hi) { return hsum_avx2(_mm256_add_ps(lo, hi)); }
+
+// One row of xp against the JB weight rows w[0..JB): y[j] for j < jn. (One row at a time:
+// two rows would need more than the 16 ymm registers.)
+void row_avx2(const float* xp, int64_t k, const float* xraw, const uint16_t* const* w, int64_t kfull, float* y, int jn) {
+  __m256 lo[JB], hi[JB];
+  for (int j = 0; j < JB; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < kfull; b += KB) {
+    const __m256 xe_lo = _mm256_loadu_ps(xp + b), xe_hi = _mm256_loadu_ps(xp + b + 8);
+    const __m256 xo_lo = _mm256_loadu_ps(xp + b + 16), xo_hi = _mm256_loadu_ps(xp + b + 24);
+    for (int j = 0; j < JB; ++j) {
+      const __m256i p0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + b));
+      const __m256i p1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + b + 16));
+      lo[j] = _mm256_fmadd_ps(xo_lo, bf16_odd(p0), _mm256_fmadd_ps(xe_lo, bf16_even(p0), lo[j]));
+      hi[j] = _mm256_fmadd_ps(xo_hi, bf16_odd(p1), _mm256_fmadd_ps(xe_hi, bf16_even(p1), hi[j]));
+    }
+  }
+  for (int j = 0; j < jn; ++j) y[j] = tail(reduce_pair_avx2(lo[j], hi[j]), xraw, w[j], kfull, k);
+}
+#endif
+
+#if LGRPO_X86_DISPATCH
+LGRPO_TARGET_AVX512 inline float reduce_avx512(__m512 v) {
+  return reduce_pair_avx2(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+}
+
+template <int R>
+LGRPO_TARGET_AVX512 void group_avx512(const float* xp, int64_t k, const float* xraw, int64_t ldx,
+                                      const uint16_t* const* w, int64_t kfull, float* y, int64_t ldy, int jn) {
+  __m512 acc[R][JB];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < JB; ++j) acc[r][j] = _mm512_setzero_ps();
+  const __m512i odd_mask = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  for (int64_t b = 0; b < kfull; b += KB) {
+    __m512 we[JB], wo[JB];
+    for (int j = 0; j < JB; ++j) {
+      const __m512i p = _mm512_loadu_si512(w[j] + b);
+      we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(p, 16));
+      wo[j] = _mm512_castsi512_ps(_mm512_and_si512(p, odd_mask));
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512 xe = _mm512_loadu_ps(xp + r * k + b), xo = _mm512_loadu_ps(xp + r * k + b + 16);
+      for (int j = 0; j < JB; ++j) acc[r][j] = _mm512_fmadd_ps(xo, wo[j], _mm512_fmadd_ps(xe, we[j], acc[r][j]));
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < jn; ++j)
+      y[r * ldy + j] = tail(reduce_avx512(acc[r][j]), xraw + r * ldx, w[j], kfull, k);
+}
+#endif
+
+// The portable statement of the arithmetic (builds without AVX2).
+[[maybe_unused]] void group_scalar(const float* xp, int64_t k, const float* xraw, int64_t ldx, const uint16_t* const* w, int64_t kfull,
+                  float* y, int64_t ldy, int rows, int jn) {
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < jn; ++j) {
+      float s[16] = {};
+      for (int64_t b = 0; b < kfull; b += KB)
+        for (int l = 0; l < 16; ++l) {
+          s[l] = std::fma(xp[r * k + b + l], bf16_to_f32(w[j][b + 2 * l]), s[l]);
+          s[l] = std::fma(xp[r * k + b + 16 + l], bf16_to_f32(w[j][b + 2 * l + 1]), s[l]);
+        }
+      y[r * ldy + j] = tail(reduce16(s), xraw + r * ldx, w[j], kfull, k);
+    }
+}
+
+// All rows of x against weight rows [j0, j0 + jn), jn <= JB (short groups repeat a row).
+void run_group(const GemmBf16Args& a, const float* xp, int64_t kfull, int64_t j0, int jn) {
+  const uint16_t* w[JB];
+  for (int j = 0; j < JB; ++j) w[j] = a.w + std::min<int64_t>(j0 + j, j0 + jn - 1) * a.ldw;
+  int64_t i = 0;
+#if LGRPO_X86_DISPATCH
+  if (simd_avx512()) {
+    for (; i + 4 <= a.m; i += 4)
+      group_avx512<4>(xp + i * a.k, a.k, a.x + i * a.ldx, a.ldx, w, kfull, a.y + i * a.ldy + j0, a.ldy, jn);
+    for (; i < a.m; ++i)
+      group_avx512<1>(xp + i * a.k, a.k, a.x + i * a.ldx, a.ldx, w, kfull, a.y + i * a.ldy + j0, a.ldy, jn);
+    return;
+  }
+#endif
+#if LGRPO_AVX2
+  for (; i < a.m; ++i) row_avx2(xp + i * a.k, a.k, a.x + i * a.ldx, w, kfull, a.y + i * a.ldy + j0, jn);
+#else
+  group_scalar(xp, a.k, a.x, a.ldx, w, kfull, a.y + j0, a.ldy, static_cast<int>(a.m), jn);
+#endif
+}
+
+}  // namespace
+
+void gemm_bf16_weights_cpu(const GemmBf16Args& a) {
+  if (a.m <= 0 || a.n <= 0) return;
+  const int64_t kfull = a.k / KB * KB;
+  // x with each 32-block's even k first (see the top of the file); the tail stays in x.
+  std::vector<float> xp(static_cast<size_t>(a.m * a.k));
+  for (int64_t i = 0; i < a.m; ++i) {
+    const float* src = a.x + i * a.ldx;
+    float* dst = xp.data() + i * a.k;
+    for (int64_t b = 0; b < kfull; b += KB)
+      for (int l = 0; l < 16; ++l) {
+        dst[b + l] = src[b + 2 * l];
+        dst[b + 16 + l] = src[b + 2 * l + 1];
+      }
+  }
+  const int64_t groups = (a.n + JB - 1) / JB;
+  // Enough groups per range that waking a thread pays: ~64 K-elements of weights.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, a.k * JB * std::max<int64_t>(1, a.m)));
+  parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t j0 = g * JB;
+      run_group(a, xp.data(), kfull, j0, static_cast<int>(std::min<int64_t>(JB, a.n - j0)));
+    }
+  });
+}
+
+void f32_to_bf16_cpu(const float* src, uint16_t* dst, int64_t n) {
+  parallel_for((n + 7) / 8, 8192, [&](int64_t b0, int64_t b1) {
+    int64_t i = b0 * 8;
+    const int64_t end = std::min(n, b1 * 8);
+#if LGRPO_AVX2
+    for (; i + 8 <= end; i += 8) store8_bf16(dst + i, _mm256_loadu_ps(src + i));
+#endif
+    for (; i < end; ++i) dst[i] = f32_to_bf16(src[i]);
+  });
+}
+
+}  // namespace lgrpo

@@ -1,0 +1,37 @@
+// y = x·Wᵀ with the weight W in bf16 and x, y in f32: the GEMM of bf16 rollouts (generate
+// with precision bf16 reads a bf16 copy of the weights, half the bytes of f32). Decoding
+// reads every weight once per step for a handful of rows, so the kernel streams W once per
+// call and keeps all of x close (L1/L2), for any number of rows.
+//
+// Arithmetic (fixed, so y is a pure function of x and W, the same bits on the AVX2 and
+// AVX-512 paths and for any thread count, and row i of y never depends on other rows):
+// K is cut into blocks of 32. Lane l (0..15) of each (i, j) sums, block after block, the
+// products of k = 32b + 2l and then k = 32b + 2l + 1 in one FMA chain (the products
+// x·w of a bf16 w are exact only in f64, so each FMA rounds once). The 16 lane sums are
+// added pairwise — lane l with l+8, then l with l+4, l+2, l+1 — and the K mod 32 tail
+// is added after, one FMA per k in increasing order. bf16 weights widen exactly to f32;
+// only the copy's rounding (round to nearest even, f32_to_bf16) separates the result from
+// the f32 GEMM.
+// The CUDA twin does not exist yet (its Backend entry is null: the f32 path runs there).
+#pragma once
+
+#include <cstdint>
+
+namespace lgrpo {
+
+struct GemmBf16Args {
+  const float* x = nullptr;     // [m, k], row stride ldx
+  int64_t ldx = 0;
+  const uint16_t* w = nullptr;  // [n, k] bf16 bits, row stride ldw
+  int64_t ldw = 0;
+  float* y = nullptr;           // [m, n], row stride ldy; overwritten (never read)
+  int64_t ldy = 0;
+  int64_t m = 0, n = 0, k = 0;
+};
+
+void gemm_bf16_weights_cpu(const GemmBf16Args& a);
+
+// dst[i] = f32_to_bf16(src[i]) (round to nearest even; NaN stays NaN), over the pool.
+void f32_to_bf16_cpu(const float* src, uint16_t* dst, int64_t n);
+
+}  // namespace lgrpo

@@ -1,0 +1,88 @@
+// gemmBf16Weights: y = x·wᵀ with bf16 weights (the GEMM of bf16 rollouts), against a
+// float64 reference over the same bf16 values on awkward sizes (K around the 32-blocks,
+// one row, ragged N), its fixed arithmetic (rows independent, deterministic), NaN
+// propagation confined to its row, and argument errors.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Tensor } from '../../src/index.js';
+import { gemmBf16Weights } from '../../src/ops/gemm.js';
+import { bf16ToF32, fromFloat32Array } from '../../src/dtype.js';
+import { ON_GPU, rng, type Rng } from '../helpers.js';
+
+const U = 2 ** -24;  // f32 unit roundoff
+
+function operands(r: Rng, m: number, n: number, k: number) {
+  const x = Float32Array.from({ length: m * k }, () => r.normal());
+  const w = fromFloat32Array(Float32Array.from({ length: n * k }, () => r.normal()), 'bf16');
+  return { x, w };
+}
+
+function run(x: Float32Array, w: Uint16Array, m: number, n: number, k: number): Float32Array {
+  const y = Tensor.from(new Float32Array(m * n).fill(NaN), [m, n]);  // overwritten, never read
+  gemmBf16Weights(Tensor.from(x, [m, k]), Tensor.from(w, [n, k], 'bf16'), y);
+  return y.data as Float32Array;
+}
+
+describe('gemmBf16Weights (bf16 weights, f32 activations)', { skip: ON_GPU ? 'a CPU kernel (no CUDA twin yet; the engine falls back to f32 there)' : false }, () => {
+  it('matches the float64 product of the same bf16 values within its rounding bound', () => {
+    const r = rng('gemm bf16');
+    for (const [m, n, k] of [[1, 1, 1], [1, 7, 31], [2, 5, 32], [3, 9, 33], [7, 37, 64], [5, 4, 95], [16, 130, 300], [4, 3, 1000]]) {
+      const { x, w } = operands(r, m, n, k);
+      const y = run(x, w, m, n, k);
+      // Each lane sums ≤ 2⌈K/32⌉ products with one rounding each, the 16 lanes are added
+      // in 4 rounds, then K mod 32 tail FMAs: |error| ≤ (2⌈K/32⌉ + 4 + K mod 32 + 1)·u·Σ|x·w|.
+      // The weights are exact (bf16 widens to f32 exactly), so nothing else enters.
+      const bound = (2 * Math.ceil(k / 32) + 4 + (k % 32) + 1) * U * 1.01;
+      for (let i = 0; i < m; i++)
+        for (let j = 0; j < n; j++) {
+          let exact = 0, abs = 0;
+          for (let t = 0; t < k; t++) {
+            const p = x[i * k + t] * bf16ToF32(w[j * k + t]);
+            exact += p;
+            abs += Math.abs(p);
+          }
+          const got = y[i * n + j];
+          assert.ok(Math.abs(got - exact) <= bound * abs, `m=${m} n=${n} k=${k} y[${i}][${j}] = ${got}, float64 ${exact} (bound ${bound * abs})`);
+        }
+    }
+  });
+
+  it('is deterministic, and a row never depends on the other rows', () => {
+    const r = rng('gemm bf16 rows');
+    const m = 9, n = 45, k = 200;
+    const { x, w } = operands(r, m, n, k);
+    const all = run(x, w, m, n, k);
+    assert.deepEqual(run(x, w, m, n, k), all);
+    for (const i of [0, 4, 8]) {
+      const alone = run(x.slice(i * k, (i + 1) * k), w, 1, n, k);
+      assert.deepEqual(alone, all.slice(i * n, (i + 1) * n), `row ${i} alone differs from row ${i} of the batch`);
+    }
+  });
+
+  it('propagates NaN and Infinity into their row only', () => {
+    const r = rng('gemm bf16 nan');
+    const m = 3, n = 6, k = 70;
+    const { x, w } = operands(r, m, n, k);
+    x[1 * k + 40] = NaN;
+    const y = run(x, w, m, n, k);
+    for (let j = 0; j < n; j++) {
+      assert.ok(Number.isNaN(y[1 * n + j]), `y[1][${j}] should be NaN`);
+      assert.ok(Number.isFinite(y[j]) && Number.isFinite(y[2 * n + j]), `row 0/2 column ${j} should stay finite`);
+    }
+    const tail = operands(r, 2, 2, 35);
+    tail.x[34] = Infinity;  // in the K mod 32 tail
+    const yt = run(tail.x, tail.w, 2, 2, 35);
+    assert.ok(!Number.isFinite(yt[0]) && !Number.isFinite(yt[1]) && Number.isFinite(yt[2]) && Number.isFinite(yt[3]));
+  });
+
+  it('rejects bad arguments with errors naming them', () => {
+    const x = Tensor.from(new Float32Array(6), [2, 3]);
+    const w = Tensor.from(new Uint16Array(12), [4, 3], 'bf16');
+    const y = Tensor.from(new Float32Array(8), [2, 4]);
+    assert.throws(() => gemmBf16Weights(x, Tensor.from(new Float32Array(12), [4, 3]), y), { name: 'TypeError', message: /^w: / });
+    assert.throws(() => gemmBf16Weights(x, Tensor.from(new Uint16Array(8), [4, 2], 'bf16'), y), { name: 'RangeError', message: /^w: expected \[N, 3\]/ });
+    assert.throws(() => gemmBf16Weights(x, w, Tensor.from(new Float32Array(6), [2, 3])), { name: 'RangeError', message: /^y: expected \[2, 4\]/ });
+    assert.throws(() => gemmBf16Weights(Tensor.from(new Float32Array(6), [6]), w, y), { name: 'RangeError', message: /^x: expected a rank-2/ });
+    assert.throws(() => gemmBf16Weights(x, w, new Float32Array(8) as unknown as Tensor), { name: 'TypeError', message: /^y: expected a Tensor/ });
+  });
+});
