@@ -12,6 +12,7 @@
 #include "../native/cuda_backend.h"
 #include "../native/engine/backend.h"
 #include "../native/ops/adamw.h"
+#include "../native/ops/gemm_bf16.h"
 #include "../native/ops/rows.h"
 #include "cuda_check.cuh"
 
@@ -174,6 +175,8 @@ const Backend& cuda_backend() {
     b.scatter_rows = cuda_scatter_rows;
     b.sample = [](const SampleArgs& a) { sample_cuda(on_device(a)); };
     b.first_nonfinite_row = cuda_first_nonfinite_row;
+    b.to_bf16 = [](const float* src, uint16_t* dst, int64_t n) { f32_to_bf16_cuda(src, dst, n, t_engine_device); };
+    b.gemm_bf16_weights = [](const GemmBf16Args& a) { gemm_bf16_weights_cuda(on_device(a)); };
     return b;
   }();
   return table;

@@ -7,6 +7,7 @@
 #include "ops/attention.h"
 #include "ops/embedding.h"
 #include "ops/gemm.h"
+#include "ops/gemm_bf16.h"
 #include "ops/grpo_loss.h"
 #include "ops/group_advantages.h"
 #include "ops/lambda_weights.h"
@@ -34,6 +35,8 @@ void* cuda_alloc(size_t, int) { no_cuda(); }
 void cuda_free(void*, int) noexcept {}
 CudaMemoryStats cuda_memory_stats(int) { no_cuda(); }
 bool gemm_f32_cublaslt(const GemmArgs&) { return false; }
+void gemm_bf16_weights_cuda(const GemmBf16Args&) { no_cuda(); }
+void f32_to_bf16_cuda(const float*, uint16_t*, int64_t, int) { no_cuda(); }
 void set_cuda_matmul_precision(const std::string& precision) {
   if (precision != "highest" && precision != "high" && precision != "medium")
     throw Error("precision: expected 'highest', 'high' or 'medium', got '" + precision + "'", Error::Range);

@@ -1,7 +1,7 @@
 // gemm(a f32, b f32, c f32, {transA, transB, m, n, k, lda, ldb, ldc, alpha, beta}) → undefined
 //   C[m,n] = alpha·op(A)·op(B) + beta·C, in place. Tensors are flat storage here: the
 //   sizes and leading dimensions come from the options (src/ops/gemm.ts derives them).
-// gemmBf16Weights(x f32 [M,K], w bf16 [N,K], y f32 [M,N]) → undefined: y = x·wᵀ (CPU only).
+// gemmBf16Weights(x f32 [M,K], w bf16 [N,K], y f32 [M,N]) → undefined: y = x·wᵀ (one device).
 // measurePeakFlops(seconds?) → GFLOP/s of register-only FMAs on every pool thread.
 #include <cmath>
 #include <string>
@@ -95,8 +95,8 @@ Napi::Value gemm_bf16_weights(const Napi::CallbackInfo& info) {
   expect_dtype(x, {DType::F32}, "x");
   expect_dtype(w, {DType::BF16}, "w");
   expect_dtype(y, {DType::F32}, "y");
-  for (const TensorRef* t : {&x, &w, &y})
-    if (t->device.is_cuda()) throw Error("x/w/y: gemmBf16Weights has no CUDA twin yet; pass cpu tensors", Error::Type);
+  expect_same_device(x, w, "w");
+  expect_same_device(x, y, "y");
   expect_rank2(x, "x");
   expect_rank2(w, "w");
   expect_rank2(y, "y");
@@ -118,7 +118,12 @@ Napi::Value gemm_bf16_weights(const Napi::CallbackInfo& info) {
   a.m = m;
   a.n = n;
   a.k = k;
-  gemm_bf16_weights_cpu(a);
+  if (x.device.is_cuda()) {
+    a.device = x.device.index;
+    gemm_bf16_weights_cuda(a);
+  } else {
+    gemm_bf16_weights_cpu(a);
+  }
   return info.Env().Undefined();
 }
 

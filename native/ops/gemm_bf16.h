@@ -12,7 +12,7 @@
 // is added after, one FMA per k in increasing order. bf16 weights widen exactly to f32;
 // only the copy's rounding (round to nearest even, f32_to_bf16) separates the result from
 // the f32 GEMM.
-// The CUDA twin does not exist yet (its Backend entry is null: the f32 path runs there).
+// The CUDA twin (kernels/gemm_bf16.cu) runs the same order: the same bits on the device.
 #pragma once
 
 #include <cstdint>
@@ -27,11 +27,14 @@ struct GemmBf16Args {
   float* y = nullptr;           // [m, n], row stride ldy; overwritten (never read)
   int64_t ldy = 0;
   int64_t m = 0, n = 0, k = 0;
+  int device = 0;               // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
 void gemm_bf16_weights_cpu(const GemmBf16Args& a);
+void gemm_bf16_weights_cuda(const GemmBf16Args& a);
 
 // dst[i] = f32_to_bf16(src[i]) (round to nearest even; NaN stays NaN), over the pool.
 void f32_to_bf16_cpu(const float* src, uint16_t* dst, int64_t n);
+void f32_to_bf16_cuda(const float* src, uint16_t* dst, int64_t n, int device);
 
 }  // namespace lgrpo

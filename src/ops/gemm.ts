@@ -108,7 +108,8 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
 /**
  * y ← x·wᵀ with the weights in bf16 (the GEMM of bf16 rollouts; native/ops/gemm_bf16.h
  * states its fixed summation order): x f32 [M, K], w bf16 [N, K], y f32 [M, N], all on
- * the CPU. y is overwritten; returns y. Row i of y depends on row i of x only.
+ * one device (the CUDA twin gives the CPU twin's bits). y is overwritten; returns y. Row i of y
+ * depends on row i of x only.
  */
 export function gemmBf16Weights(x: Tensor, w: Tensor, y: Tensor): Tensor {
   for (const [name, t] of [['x', x], ['w', w], ['y', y]] as const) {

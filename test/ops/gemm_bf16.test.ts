@@ -23,7 +23,7 @@ function run(x: Float32Array, w: Uint16Array, m: number, n: number, k: number): 
   return y.data as Float32Array;
 }
 
-describe('gemmBf16Weights (bf16 weights, f32 activations)', { skip: ON_GPU ? 'a CPU kernel (no CUDA twin yet; the engine falls back to f32 there)' : false }, () => {
+describe('gemmBf16Weights (bf16 weights, f32 activations)', { skip: ON_GPU ? 'the CPU twin (its CUDA twin is checked against it bit for bit in gemm_bf16_cuda.test.ts)' : false }, () => {
   it('matches the float64 product of the same bf16 values within its rounding bound', () => {
     const r = rng('gemm bf16');
     for (const [m, n, k] of [[1, 1, 1], [1, 7, 31], [2, 5, 32], [3, 9, 33], [7, 37, 64], [5, 4, 95], [16, 130, 300], [4, 3, 1000]]) {
