@@ -93,7 +93,7 @@ struct Backend {
   void (*linear_token_logits)(const LinearTokenLogprobsForwardArgs&, float* logits, double* host_lse);
 
   // bf16 rollouts (generate with bf16_weights): a bf16 copy of the parameters and the
-  // GEMM over it (gemm_bf16.h). Null in a table without them (the CUDA table for now):
+  // GEMM over it (gemm_bf16.h; both tables have them). Null in a table without them:
   // generate then runs in f32 whatever was asked.
   void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);
   void (*gemm_bf16_weights)(const GemmBf16Args&);
