@@ -116,7 +116,9 @@ void free_block_storage(NativeBlock* block) {
     {
       std::lock_guard<std::mutex> lock(registry_mutex);
       cpu_registry.erase(block->data);
-      if (block->env) env_blocks[block->env].live_bytes -= block->bytes;
+      // An environment with nothing left (a worker that ended) leaves no entry behind.
+      auto it = block->env ? env_blocks.find(block->env) : env_blocks.end();
+      if (it != env_blocks.end() && (it->second.live_bytes -= block->bytes) == 0) env_blocks.erase(it);
     }
     host_cache().give(block->raw, HostBlockCache::size_class(block->bytes));
   }
