@@ -58,7 +58,11 @@ constexpr int64_t kTargetBlocks = 256;  // slices are chosen so a launch has abo
 static_assert(BM == BN && BM == 16 * TM && BN == 16 * TN, "tile shape is tied to the 16 × 16 thread layout");
 static_assert(2 * BK * kPad == BM * kPad, "the output-GEMM staging tile aliases the two k slabs");
 
-enum Flag { kBadTarget, kBadHidden, kBadWeight, kBadLse, kBadGradLogprobs, kBadGradEntropy, kBadEntropy, kFlagCount };
+enum Flag {
+  kBadTarget, kBadHidden, kBadWeight, kBadLse, kBadGradLogprobs, kBadGradEntropy, kBadEntropy,
+  kLseBelow,  // a row whose log p came out above kLinearLseSlack: its lse is too small
+  kFlagCount
+};
 
 // flags[f]: the first offending element of kind f, per call.
 __device__ __forceinline__ void flag(unsigned long long* flags, Flag f, long long index) {
@@ -228,7 +232,7 @@ template <bool kEntropy>
 __global__ void forward_merge_kernel(const int32_t* targets, int64_t N, int64_t V, int64_t slices,
                                      const float* part_m, const float* part_s, const float* part_u,
                                      const float* target_logit, float* logprobs, float* entropy, float* lse,
-                                     unsigned long long* flags) {
+                                     float* lse_lo, unsigned long long* flags) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n >= N) return;
   const int32_t y = targets[n];
@@ -249,6 +253,7 @@ __global__ void forward_merge_kernel(const int32_t* targets, int64_t N, int64_t 
   }
   const double log_s = log(s), l = m + log_s;
   lse[n] = static_cast<float>(l);
+  if (lse_lo) lse_lo[n] = static_cast<float>(l - static_cast<double>(lse[n]));
   logprobs[n] = static_cast<float>(static_cast<double>(target_logit[n]) - l);
   if (kEntropy) entropy[n] = static_cast<float>(log_s - u / s);
 }
@@ -259,13 +264,14 @@ __global__ void forward_merge_kernel(const int32_t* targets, int64_t N, int64_t 
 struct RowInputs {
   const int32_t* targets;
   const float *lse, *grad_logprobs, *grad_entropy, *entropy;
+  const float* lse_shift;  // δ per row, or nullptr (all 0); see the CPU twin
 };
 
 // This thread's rows 4ty + i of row tile r0: what dlogits needs. Rows past N get g = e = 0,
 // so their dlogits are 0.
 template <bool kEntropy>
 struct RowInfo {
-  float lse[TM], g[TM], e[TM], spx[TM];
+  float lse[TM], shift[TM], g[TM], e[TM], h[TM];
   int32_t y[TM];
   bool valid[TM];
 
@@ -277,27 +283,30 @@ struct RowInfo {
       const int64_t row = r0 + ty * TM + i;
       valid[i] = row < N;
       lse[i] = valid[i] ? in.lse[row] : 0.0f;
+      shift[i] = valid[i] && in.lse_shift ? in.lse_shift[row] : 0.0f;
       g[i] = valid[i] ? in.grad_logprobs[row] : 0.0f;
       e[i] = valid[i] && kEntropy ? in.grad_entropy[row] : 0.0f;
-      const float h = valid[i] && kEntropy ? in.entropy[row] : 0.0f;
-      spx[i] = lse[i] - h;  // Σ p x = lse − H
+      h[i] = valid[i] && kEntropy ? in.entropy[row] : 0.0f;
       y[i] = valid[i] ? in.targets[row] : -1;
       if (check && valid[i]) {
         if (y[i] < 0 || y[i] >= V) flag(flags, kBadTarget, row);
         if (!isfinite(lse[i])) flag(flags, kBadLse, row);
         if (!isfinite(g[i])) flag(flags, kBadGradLogprobs, row);
         if (kEntropy && !isfinite(e[i])) flag(flags, kBadGradEntropy, row);
-        if (kEntropy && !isfinite(h)) flag(flags, kBadEntropy, row);
+        if (kEntropy && !isfinite(h[i])) flag(flags, kBadEntropy, row);
       }
     }
   }
 };
 
-// Logit tile → dlogits, written to Ds[row][vocab] (zero outside the problem):
-//   ∂L/∂x_v = g(1[v=y] − p_v) − e p_v (x_v − Σ p x),  then / τ.
+// Logit tile → dlogits, written to Ds[row][vocab] (zero outside the problem), with
+// d = (x − lse) − δ = log p:
+//   ∂L/∂x_v = g(1[v=y] − p_v) − e p_v (d_v + H),  then / τ   (x_v − Σ p x = d_v + H).
+// With `check`, a d above kLinearLseSlack flags its row (the lse is too small).
 template <bool kEntropy>
 __device__ __forceinline__ void dlogits_to_shared(float (&acc)[TM][TN], const RowInfo<kEntropy>& ri, int64_t v0,
-                                                  int64_t V, float inv_tau, float* Ds) {
+                                                  int64_t V, float inv_tau, float* Ds, int64_t r0, bool check,
+                                                  unsigned long long* flags) {
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
 #pragma unroll
   for (int i = 0; i < TM; ++i)
@@ -307,9 +316,11 @@ __device__ __forceinline__ void dlogits_to_shared(float (&acc)[TM][TN], const Ro
       float grad = 0.0f;
       if (ri.valid[i] && v < V) {
         const float x = __fmul_rn(acc[i][j], inv_tau);
-        const float p = expf(x - ri.lse[i]);
+        const float dl = (x - ri.lse[i]) - ri.shift[i];
+        if (check && dl > kLinearLseSlack) flag(flags, kLseBelow, r0 + ty * TM + i);
+        const float p = expf(dl);
         float coef = ri.g[i];
-        if (kEntropy) coef = fmaf(ri.e[i], x - ri.spx[i], coef);
+        if (kEntropy) coef = fmaf(ri.e[i], dl + ri.h[i], coef);
         grad = __fmul_rn((v == ri.y[i] ? ri.g[i] : 0.0f) - p * coef, inv_tau);
       }
       Ds[(ty * TM + i) * kPad + tx + 16 * j] = grad;
@@ -332,7 +343,7 @@ grad_weight_kernel(const T* hidden, const T* weight, RowInputs in, int64_t N, in
     float acc[TM][TN];
     __syncthreads();  // the previous tile's readers of Ds and Xs are done
     logit_tile(hidden, weight, N, V, d, r0, v0, As, Bs, acc, flags);
-    dlogits_to_shared(acc, ri, v0, V, inv_tau, Ds);
+    dlogits_to_shared(acc, ri, v0, V, inv_tau, Ds, r0, false, flags);
     // gradWeight[v0 + 4ty + i][c0 + tx + 16j] (+)= Σ_r D[r][4ty + i] · h[r0 + r][c0 + tx + 16j]
     for (int64_t c0 = 0; c0 < d; c0 += 64) {
       __syncthreads();  // Ds complete; Xs free
@@ -383,7 +394,7 @@ grad_hidden_kernel(const T* hidden, const T* weight, RowInputs in, int64_t N, in
     float acc[TM][TN];
     __syncthreads();
     logit_tile(hidden, weight, N, V, d, r0, v0, As, Bs, acc, flags);
-    dlogits_to_shared(acc, ri, v0, V, inv_tau, Ds);
+    dlogits_to_shared(acc, ri, v0, V, inv_tau, Ds, r0, true, flags);
     // gradHidden[r0 + 4ty + i][c0 + tx + 16j] (+)= Σ_v D[4ty + i][v] · w[v0 + v][c0 + tx + 16j]
     for (int64_t c0 = 0; c0 < d; c0 += 64) {
       __syncthreads();
@@ -480,6 +491,7 @@ void report_flags(const DeviceFlags<kFlagCount>& flags, const FlagSources& src, 
     cuda_copy_to_host(&raw, static_cast<const char*>(c.data) + i * dtype_size(c.t), dtype_size(c.t), dev);
     throw not_finite(c.name, where, load_float(&raw, c.t, 0));
   }
+  if (f[kLseBelow] != kNoProblem) throw lse_below_error(static_cast<int64_t>(f[kLseBelow]));
 }
 
 template <typename T>
@@ -507,10 +519,10 @@ void forward_typed(const LinearTokenLogprobsForwardArgs& a, int dev, unsigned lo
   const unsigned blocks = blocks_for(N, 256);
   if (entropy)
     forward_merge_kernel<true><<<blocks, 256>>>(a.targets, N, V, slices, part_m, part_s, part_u, target_logit,
-                                                a.logprobs, a.entropy, a.lse, flags);
+                                                a.logprobs, a.entropy, a.lse, a.lse_lo, flags);
   else
     forward_merge_kernel<false><<<blocks, 256>>>(a.targets, N, V, slices, part_m, part_s, part_u, target_logit,
-                                                 a.logprobs, a.entropy, a.lse, flags);
+                                                 a.logprobs, a.entropy, a.lse, a.lse_lo, flags);
   check_launch("linear_token_logprobs forward_merge_kernel");
   cuda_synchronize(dev);
 }
@@ -525,7 +537,7 @@ void backward_typed(const LinearTokenLogprobsBackwardArgs& a, int dev, unsigned 
   const T* hidden = static_cast<const T*>(a.hidden);
   const T* weight = static_cast<const T*>(a.weight);
   const float inv_tau = 1.0f / a.temperature;
-  const RowInputs in{a.targets, a.lse, a.grad_logprobs, a.grad_entropy, a.entropy};
+  const RowInputs in{a.targets, a.lse, a.grad_logprobs, a.grad_entropy, a.entropy, a.lse_shift};
 
   if (entropy)
     grad_weight_kernel<T, true><<<static_cast<unsigned>(vtiles), kThreads>>>(hidden, weight, in, N, d, V, inv_tau,

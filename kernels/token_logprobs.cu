@@ -40,7 +40,11 @@ constexpr float kLseRecheck = 64.0f;
 // temperature (the CPU twin's rule): an error rather than gradients that blow up.
 constexpr float kLseSlack = 1e-3f;
 
-enum Flag { kBadTarget, kBadLogits, kOverflow, kBadLse, kBadGradLogprobs, kBadGradEntropy, kBadEntropy, kLseBelow, kFlagCount };
+enum Flag {
+  kBadTarget, kBadLogits, kOverflow, kBadLse, kBadGradLogprobs, kBadGradEntropy, kBadEntropy, kLseBelow,
+  kGradOverflow,  // a gradient from finite logits beyond the output dtype's range
+  kFlagCount
+};
 constexpr unsigned long long kNoRow = kNoProblem;
 
 // flags[f]: the first offending row of kind f (kNoRow when none), per call.
@@ -192,7 +196,7 @@ backward_kernel(const T* logits, T* grad, long long vocab, const int32_t* __rest
     // 0 or ∞ means this lse is not the forward's (or the row holds NaN, reported below).
     if (total > 0.0f && isfinite(total)) shift = logf(total);
   }
-  bool bad = false;
+  bool bad = false, overflow = false;
   float top = -INFINITY;  // the largest d = log p: above ~0 the lse was not this row's
   for (long long i = threadIdx.x; i < vocab; i += blockDim.x) {
     const float r = to_f32(x[i]);
@@ -200,14 +204,20 @@ backward_kernel(const T* logits, T* grad, long long vocab, const int32_t* __rest
     const float d = (__fmul_rn(r, inv_tau) - L) - shift, p = __expf(d);
     top = fmaxf(top, d);
     const float gv = ((i == y ? g : 0.0f) - p * fmaf(ge, d, c)) * inv_tau;
-    from_f32(gv, out + i);
+    T stored;
+    from_f32(gv, &stored);
+    out[i] = stored;
+    // The gradient takes the logits' dtype: float16 ends at 65504 (e.g. 1/τ past it).
+    overflow |= !isfinite(to_f32(stored));
   }
   for (int mask = 16; mask > 0; mask >>= 1) top = fmaxf(top, __shfl_xor_sync(0xffffffffu, top, mask));
   __shared__ float warp_tops[kWarps];
   if (threadIdx.x % 32 == 0) warp_tops[threadIdx.x / 32] = top;
   bad = __syncthreads_or(bad);
+  overflow = __syncthreads_or(overflow);
   if (threadIdx.x != 0) return;
   if (bad) flag_row(flags, kBadLogits, row);
+  if (overflow && !bad) flag_row(flags, kGradOverflow, row);
   for (int w = 0; w < kWarps; ++w) top = fmaxf(top, warp_tops[w]);
   row_top[row] = top;
   if (top > kLseSlack) flag_row(flags, kLseBelow, row);
@@ -303,6 +313,8 @@ void token_logprobs_backward_cuda(const TokenLogprobsBackwardArgs& a) {
                     "); pass the lse tokenLogprobs returned for these logits with the same temperature",
                 Error::Range);
   }
+  const unsigned long long overflow = flags.read()[kGradOverflow];
+  if (overflow != kNoRow) throw gradient_overflow_error(static_cast<int64_t>(overflow), a.dtype);
 }
 
 }  // namespace lgrpo

@@ -24,6 +24,10 @@ struct NativeBlock {
   Device device;
   void* raw = nullptr;  // what malloc returned (CPU), data rounded up to kAlignment
   bool released = false;
+  // CPU blocks: the environment that made the ArrayBuffer, and a weak reference to it
+  // that the GC clears when it collects the buffer (see reclaim_collected_blocks).
+  napi_env env = nullptr;
+  napi_ref weak = nullptr;
 };
 
 // Recently released large CPU blocks, kept mapped for reuse by the next allocation of
@@ -87,6 +91,20 @@ constexpr napi_type_tag kBlockTag = {0x6c6772706f2d6e61ull, 0x746976652d626c6bul
 std::mutex registry_mutex;
 std::unordered_map<void*, NativeBlock*> cpu_registry;  // live CPU blocks by data pointer
 int64_t live_blocks = 0;
+
+// Node frees an external ArrayBuffer's memory on a later event-loop turn (node::Buffer
+// posts the free callback with SetImmediate), not when the GC collects it, so a loop
+// that never yields would hold every output it dropped. The GC does clear weak
+// references at once, though: when an environment's live CPU bytes pass `reclaim_at`,
+// reclaim_collected_blocks() frees the blocks whose buffers are gone, and the deferred
+// finalizer later finds them released. Rescanning only after live bytes grow by half
+// (at least kReclaimStep) keeps the scans' cost proportional to what was allocated.
+constexpr size_t kReclaimStep = size_t{64} << 20;
+struct EnvBlocks {
+  size_t live_bytes = 0;
+  size_t reclaim_at = kReclaimStep;
+};
+std::unordered_map<napi_env, EnvBlocks> env_blocks;  // CPU blocks per environment, by registry_mutex
 int external_state = -1;  // -1 unknown, 0 forbidden, 1 allowed
 
 void free_block_storage(NativeBlock* block) {
@@ -98,11 +116,19 @@ void free_block_storage(NativeBlock* block) {
     {
       std::lock_guard<std::mutex> lock(registry_mutex);
       cpu_registry.erase(block->data);
+      // An environment with nothing left (a worker that ended) leaves no entry behind.
+      auto it = block->env ? env_blocks.find(block->env) : env_blocks.end();
+      if (it != env_blocks.end() && (it->second.live_bytes -= block->bytes) == 0) env_blocks.erase(it);
     }
     host_cache().give(block->raw, HostBlockCache::size_class(block->bytes));
   }
   std::lock_guard<std::mutex> lock(registry_mutex);
   --live_blocks;
+}
+
+void drop_weak_reference(napi_env env, NativeBlock* block) {
+  if (block->weak && env) napi_delete_reference(env, block->weak);
+  block->weak = nullptr;
 }
 
 void finalize_block(napi_env env, void*, void* hint) {
@@ -114,7 +140,34 @@ void finalize_block(napi_env env, void*, void* hint) {
     napi_adjust_external_memory(env, -static_cast<int64_t>(block->bytes), &adjusted);
   }
   free_block_storage(block);
+  drop_weak_reference(env, block);
   delete block;
+}
+
+// Frees the CPU blocks of `env` whose ArrayBuffers the GC has collected but whose
+// finalizers still wait for the event loop. Nothing can reach their memory any more:
+// every view of a buffer keeps the buffer alive.
+void reclaim_collected_blocks(napi_env env) {
+  std::vector<NativeBlock*> candidates;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    for (const auto& entry : cpu_registry)
+      if (entry.second->env == env && entry.second->weak) candidates.push_back(entry.second);
+  }
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  for (NativeBlock* block : candidates) {
+    napi_value buffer = nullptr;
+    if (napi_get_reference_value(env, block->weak, &buffer) != napi_ok || buffer != nullptr) continue;
+    int64_t adjusted;
+    napi_adjust_external_memory(env, -static_cast<int64_t>(block->bytes), &adjusted);
+    free_block_storage(block);
+    drop_weak_reference(env, block);
+  }
+  napi_close_handle_scope(env, scope);
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  EnvBlocks& blocks = env_blocks[env];
+  blocks.reclaim_at = blocks.live_bytes + std::max(kReclaimStep, blocks.live_bytes / 2);
 }
 
 Napi::Value typed_array_for(Napi::Env env, Napi::ArrayBuffer buffer, DType dtype, int64_t numel) {
@@ -131,6 +184,13 @@ Napi::Value typed_array_for(Napi::Env env, Napi::ArrayBuffer buffer, DType dtype
 // Blocks over kMaxExternalBytes are V8-owned (see tensor.h).
 Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
   if (external_state != 0 && bytes <= kMaxExternalBytes) {
+    bool reclaim_due;
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex);
+      const EnvBlocks& blocks = env_blocks[env];
+      reclaim_due = blocks.live_bytes + bytes > blocks.reclaim_at;
+    }
+    if (reclaim_due) reclaim_collected_blocks(env);
     // malloc with manual alignment rather than aligned_alloc: glibc's memalign asks for
     // extra slack, so the hole a freed block leaves never fits the next same-sized request
     // and the heap grows without bound under allocate/free cycles.
@@ -144,10 +204,14 @@ Napi::ArrayBuffer new_cpu_buffer(Napi::Env env, size_t bytes, void** data_out) {
     napi_status status = napi_create_external_arraybuffer(env, data, bytes, finalize_block, block, &value);
     if (status == napi_ok) {
       external_state = 1;
+      // Without the weak reference the block is simply never reclaimed early.
+      if (napi_create_reference(env, value, 0, &block->weak) != napi_ok) block->weak = nullptr;
       {
         std::lock_guard<std::mutex> lock(registry_mutex);
         cpu_registry[data] = block;
         ++live_blocks;
+        block->env = env;
+        env_blocks[env].live_bytes += bytes;
       }
       int64_t adjusted;
       napi_adjust_external_memory(env, static_cast<int64_t>(bytes), &adjusted);
@@ -364,6 +428,7 @@ void release_tensor(Napi::Env env, const Napi::Object& tensor) {
   int64_t adjusted;
   napi_adjust_external_memory(env, -static_cast<int64_t>(block->bytes), &adjusted);
   free_block_storage(block);
+  drop_weak_reference(env, block);
 }
 
 void copy_between(void* dst, const Device& dst_device, const void* src, const Device& src_device, size_t bytes) {

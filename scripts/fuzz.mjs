@@ -188,11 +188,19 @@ const TARGETS = {
   linearTokenLogprobsBackward: (g, api) => {
     const n = g.int(0, 6), d = g.int(1, 8), v = g.int(1, 20);
     const hidden = g.floats(n * d), weight = g.floats(v * d), targets = g.ids(n, v), temperature = g.temperature();
-    let lse = g.floats(n);
-    // An lse that is not the forward's makes p = e^(x − lse) unbounded: garbage in, not a bug.
-    try { if (g.chance(0.8)) lse = api.linearTokenLogprobs(hidden, weight, targets, { temperature }).lse; else g.extreme(); } catch { g.extreme(); }
+    let lse = g.floats(n), entropy = g.floats(n);
+    try {
+      const fwd = api.linearTokenLogprobs(hidden, weight, targets, { temperature, entropy: true });
+      // A random lse must be refused when it is below the true one (or far from a large
+      // one), and gives finite gradients otherwise.
+      if (g.chance(0.8)) { lse = fwd.lse; entropy = fwd.entropy; }
+    } catch { g.extreme(); /* the backward sees the same bad input */ }
+    const withEntropy = g.chance(0.4);
     return api.linearTokenLogprobsBackward(argument(g, api, hidden, [n, d]), argument(g, api, weight, [v, d]), argument(g, api, targets, [n]),
-      argument(g, api, lse, [n]), argument(g, api, g.floats(n), [n]), { temperature });
+      argument(g, api, lse, [n]), argument(g, api, g.floats(n), [n]), {
+        temperature,
+        ...(withEntropy ? { gradEntropy: argument(g, api, g.floats(n), [n]), entropy: g.chance(0.9) ? entropy : undefined } : {}),
+      });
   },
   groupAdvantages: (g, api) => {
     const B = g.int(0, 12);

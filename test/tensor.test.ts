@@ -4,6 +4,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { spawnSync } from 'node:child_process';
 import { totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { Tensor, buildInfo, f32ToBf16, groupAdvantages, release, tokenLogprobs, tokenLogprobsBackward } from '../src/index.js';
 import { addon } from '../src/native.js';
 
@@ -181,6 +182,23 @@ describe('Tensor', () => {
     release({ nested: [t] });
     assert.equal(t.disposed, true);
   });
+
+  // Issue 12 item 9, without release(): Node frees an external ArrayBuffer on a later
+  // event-loop turn, not when the GC collects it, so a loop that never yields held every
+  // output it dropped (4000 calls of 512 KiB: past 384 MiB of growth by call 800). The
+  // addon now frees collected blocks itself when it allocates. A child process: the old
+  // behaviour exits early, and RSS is the child's alone. Kept outputs must survive.
+  for (const where of ['main', 'worker'] as const) {
+    it(`a synchronous loop that drops its outputs stays bounded in memory (${where} thread)`, () => {
+      const child = fileURLToPath(new URL('./plain_loop_child.js', import.meta.url));
+      const res = spawnSync(process.execPath, [child, '4000', '384', where], { encoding: 'utf8', timeout: 120_000 });
+      assert.equal(res.signal, null, `killed by ${res.signal}\n${res.stderr}`);
+      assert.equal(res.status, 0, res.stderr);
+      const { calls, peakGrowthMiB } = JSON.parse(res.stdout) as { calls: number; peakGrowthMiB: number };
+      assert.equal(calls, 4000);
+      assert.ok(peakGrowthMiB < 384, `${peakGrowthMiB} MiB`);
+    });
+  }
 
   // Found by the fuzzer: Node 20 refuses external ArrayBuffers over 2^32 bytes after
   // running their finalizer, and the addon then freed the block again (SIGSEGV for any CPU

@@ -5,6 +5,7 @@
 //                             {gradEntropy? f32[N], entropy? f32[N], temperature})
 //   → {gradHidden f32[N,d], gradWeight f32[V,d]}
 #include <cmath>
+#include <vector>
 
 #include "../binding.h"
 #include "../cuda_backend.h"
@@ -103,6 +104,67 @@ Napi::Value linear_token_logprobs(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The f32 lse of a row with |lse| = 1e8 is off by up to 4, which scales every p of the
+// row by up to e^4. For rows with |lse| ≥ kLinearLseRecheck the forward runs again (on
+// every row: one more logit GEMM, only when such rows exist) and returns the
+// log-sum-exp as lse + lse_lo, from which δ = true − given comes out exact; the
+// backward then uses log p = (x − lse) − δ. An lse that is not the log-sum-exp of these
+// inputs at all (off by more than 1e-3 of itself) is refused. Returns a [rows] f32
+// tensor of δ on the inputs' device, or an empty handle when no row needs one.
+Napi::Object lse_shift(Napi::Env env, const Operands& o, const TensorRef& lse, float temperature) {
+  const Device device = o.hidden.device;
+  const Device host{};
+  const size_t bytes = static_cast<size_t>(o.rows) * sizeof(float);
+  std::vector<float> given(static_cast<size_t>(o.rows));
+  copy_between(given.data(), host, lse.data, device, bytes);
+  bool any = false;
+  // Non-finite values are left to the backward, which names them.
+  const auto rechecked = [](float l) { return std::isfinite(l) && std::fabs(l) >= kLinearLseRecheck; };
+  for (float l : given) any = any || rechecked(l);
+  if (!any) return Napi::Object();
+
+  LinearTokenLogprobsForwardArgs f{};
+  fill_operands(f, o);
+  f.temperature = temperature;
+  void *hi, *lo, *logprobs;
+  Napi::Object hi_t = allocate_tensor(env, {o.rows}, DType::F32, device, &hi);
+  Napi::Object lo_t = allocate_tensor(env, {o.rows}, DType::F32, device, &lo);
+  Napi::Object logprobs_t = allocate_tensor(env, {o.rows}, DType::F32, device, &logprobs);
+  f.lse = static_cast<float*>(hi);
+  f.lse_lo = static_cast<float*>(lo);
+  f.logprobs = static_cast<float*>(logprobs);
+  if (device.is_cuda()) {
+    f.device = device.index;
+    linear_token_logprobs_forward_cuda(f);
+  } else {
+    linear_token_logprobs_forward_cpu(f);
+  }
+  std::vector<float> exact_hi(given.size()), exact_lo(given.size());
+  copy_between(exact_hi.data(), host, hi, device, bytes);
+  copy_between(exact_lo.data(), host, lo, device, bytes);
+  release_tensor(env, hi_t);
+  release_tensor(env, lo_t);
+  release_tensor(env, logprobs_t);
+
+  std::vector<float> delta(given.size(), 0.0f);
+  for (size_t n = 0; n < given.size(); ++n) {
+    if (!rechecked(given[n])) continue;
+    // hi and the given lse are close floats, so their difference is exact.
+    const double d = (static_cast<double>(exact_hi[n]) - given[n]) + exact_lo[n];
+    if (!(std::fabs(d) <= 1e-3 * std::fabs(given[n])))
+      throw Error("lse: row " + std::to_string(n) + " is " + number_text(given[n]) +
+                      " but the log-sum-exp of hidden · weightᵀ / temperature is " +
+                      number_text(static_cast<double>(exact_hi[n]) + exact_lo[n]) +
+                      "; pass the lse linearTokenLogprobs returned for these inputs with the same temperature",
+                  Error::Range);
+    delta[n] = static_cast<float>(d);
+  }
+  void* shift;
+  Napi::Object shift_t = allocate_tensor(env, {o.rows}, DType::F32, device, &shift);
+  copy_between(shift, device, delta.data(), host, bytes);
+  return shift_t;
+}
+
 Napi::Value linear_token_logprobs_backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Operands o = operands(info);
@@ -127,6 +189,9 @@ Napi::Value linear_token_logprobs_backward(const Napi::CallbackInfo& info) {
   if (o.rows > 0 && o.vocab == 0) throw Error("targets: weight has no rows, so no target can be valid", Error::Range);
 
   const Device device = o.hidden.device;
+  // Rows whose f32 lse lost precision get it back from the forward before the gradients.
+  Napi::Object shift = lse_shift(env, o, lse, a.temperature);
+  if (!shift.IsEmpty()) a.lse_shift = static_cast<const float*>(unpack_tensor(shift, "lse").data);
   void* data;
   Napi::Object out = Napi::Object::New(env);
   out.Set("gradHidden", allocate_tensor(env, {a.rows, a.dim}, DType::F32, device, &data));
@@ -140,6 +205,7 @@ Napi::Value linear_token_logprobs_backward(const Napi::CallbackInfo& info) {
   } else {
     linear_token_logprobs_backward_cpu(a);
   }
+  if (!shift.IsEmpty()) release_tensor(env, shift);
   return out;
 }
 

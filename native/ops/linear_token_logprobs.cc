@@ -438,6 +438,7 @@ void forward_typed(const LinearTokenLogprobsForwardArgs& a, float* logits_out = 
       const double log_s = std::log(ss), lse = mm + log_s;
       if (lse_out) lse_out[n] = lse;
       if (a.lse) a.lse[n] = static_cast<float>(lse);
+      if (a.lse && a.lse_lo) a.lse_lo[n] = static_cast<float>(lse - static_cast<double>(a.lse[n]));
       if (a.logprobs) a.logprobs[n] = static_cast<float>(static_cast<double>(target[n]) - lse);
       if (entropy) a.entropy[n] = static_cast<float>(log_s - uu / ss);
     }
@@ -450,27 +451,35 @@ void forward_typed(const LinearTokenLogprobsForwardArgs& a, float* logits_out = 
 // Per-row inputs of one chunk, padded to RC rows with zeros (target −1) so the vector
 // loops run over whole padded widths.
 struct ChunkRows {
-  float *lse, *g, *e, *spx;
+  float *lse, *shift, *g, *e, *h;
   int32_t* y;
 };
 
-// ct (logits already divided by τ) → dlogits in place:
-//   ∂L/∂x_v = g(1[v=y] − p_v) − e p_v (x_v − Σ p x),  then / τ.
+// ct (logits already divided by τ) → dlogits in place, with d = (x − lse) − δ = log p:
+//   ∂L/∂x_v = g(1[v=y] − p_v) − e p_v (x_v − Σ p x),  then / τ,
+// where x_v − Σ p x = d_v + H never subtracts two lse-sized numbers. δ is 0 except on
+// rows whose lse was recomputed, so other rows' d is x − lse, as before. Returns the
+// first column whose d exceeds kLinearLseSlack (a probability above 1: the lse is not
+// this row's), or -1.
 template <bool kEntropy>
-void dlogits_tile(float* ct, int64_t ldc, int64_t nv, int64_t v0, const ChunkRows& r, float inv_tau) {
+int64_t dlogits_tile(float* ct, int64_t ldc, int64_t nv, int64_t v0, const ChunkRows& r, float inv_tau) {
+  int64_t first_bad = -1;
   for (int64_t v = 0; v < nv; ++v) {
     float* c = ct + v * ldc;
     int64_t n = 0;
 #if LGRPO_AVX2
-    const __m256 scale = _mm256_set1_ps(inv_tau);
+    const __m256 scale = _mm256_set1_ps(inv_tau), slack = _mm256_set1_ps(kLinearLseSlack);
     const __m256i vid = _mm256_set1_epi32(static_cast<int32_t>(v0 + v));
     for (; n + 8 <= ldc; n += 8) {
       const __m256 x = _mm256_loadu_ps(c + n);
-      const __m256 p = exp_avx2(_mm256_sub_ps(x, _mm256_loadu_ps(r.lse + n)));
+      const __m256 d = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_loadu_ps(r.lse + n)), _mm256_loadu_ps(r.shift + n));
+      const int above = _mm256_movemask_ps(_mm256_cmp_ps(d, slack, _CMP_GT_OQ));
+      if (above != 0 && (first_bad < 0 || n + __builtin_ctz(above) < first_bad)) first_bad = n + __builtin_ctz(above);
+      const __m256 p = exp_avx2(d);
       const __m256 g = _mm256_loadu_ps(r.g + n);
-      __m256 coef = g;  // ∂/∂x = −p (g + e (x − Σpx)) + g·1[v=y]
+      __m256 coef = g;  // ∂/∂x = −p (g + e (d + H)) + g·1[v=y]
       if (kEntropy)
-        coef = _mm256_fmadd_ps(_mm256_loadu_ps(r.e + n), _mm256_sub_ps(x, _mm256_loadu_ps(r.spx + n)), coef);
+        coef = _mm256_fmadd_ps(_mm256_loadu_ps(r.e + n), _mm256_add_ps(d, _mm256_loadu_ps(r.h + n)), coef);
       const __m256 hit = _mm256_castsi256_ps(
           _mm256_cmpeq_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.y + n)), vid));
       const __m256 grad = _mm256_sub_ps(_mm256_and_ps(hit, g), _mm256_mul_ps(p, coef));
@@ -479,18 +488,21 @@ void dlogits_tile(float* ct, int64_t ldc, int64_t nv, int64_t v0, const ChunkRow
 #endif
     for (; n < ldc; ++n) {
       const float x = c[n];
-      const float p = std::exp(x - r.lse[n]);
+      const float d = (x - r.lse[n]) - r.shift[n];
+      if (d > kLinearLseSlack && (first_bad < 0 || n < first_bad)) first_bad = n;
+      const float p = std::exp(d);
       float coef = r.g[n];
-      if (kEntropy) coef += r.e[n] * (x - r.spx[n]);
+      if (kEntropy) coef += r.e[n] * (d + r.h[n]);
       const float grad = (r.y[n] == v0 + v ? r.g[n] : 0.0f) - p * coef;
       c[n] = grad * inv_tau;
     }
   }
+  return first_bad;
 }
 
 template <DType T, bool kEntropy>
 void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin, int64_t blk_end, float* gh,
-                     std::atomic<int>& bad) {
+                     std::atomic<int>& bad, int64_t& lse_below_row) {
   const int64_t N = a.rows, d = a.dim, V = a.vocab;
   const int64_t dpad = round_up(std::max<int64_t>(d, 1), NR);
   const float inv_tau = 1.0f / a.temperature;
@@ -499,9 +511,10 @@ void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin
   std::fill(a.grad_weight + v_begin * d, a.grad_weight + v_end * d, 0.0f);
 
   Scratch hpack(RC * d), hnat(RC * dpad), row(d), ct(VC * RC), wnat(VC * dpad), dpack(round_up(RC, MR) * VC),
-      rows_f(4 * RC);
+      rows_f(5 * RC);
   std::vector<int32_t> rows_y(RC);
-  const ChunkRows cr{rows_f.get(), rows_f.get() + RC, rows_f.get() + 2 * RC, rows_f.get() + 3 * RC, rows_y.data()};
+  float* f = rows_f.get();
+  const ChunkRows cr{f, f + RC, f + 2 * RC, f + 3 * RC, f + 4 * RC, rows_y.data()};
 
   for (int64_t n0 = 0; n0 < N; n0 += RC) {
     const int64_t nr = std::min(RC, N - n0);
@@ -510,9 +523,10 @@ void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin
     for (int64_t n = 0; n < RC; ++n) {
       const bool in = n < nr;
       cr.lse[n] = in ? a.lse[n0 + n] : 0.0f;
+      cr.shift[n] = in && a.lse_shift ? a.lse_shift[n0 + n] : 0.0f;
       cr.g[n] = in ? a.grad_logprobs[n0 + n] : 0.0f;
       cr.e[n] = in && kEntropy ? a.grad_entropy[n0 + n] : 0.0f;
-      cr.spx[n] = in && kEntropy ? a.lse[n0 + n] - a.entropy[n0 + n] : 0.0f;
+      cr.h[n] = in && kEntropy ? a.entropy[n0 + n] : 0.0f;
       cr.y[n] = in ? a.targets[n0 + n] : -1;
     }
 
@@ -530,7 +544,8 @@ void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin
       // bit-identical to the ones the forward's lse came from.
       logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct.get(), ldc);
       scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
-      dlogits_tile<kEntropy>(ct.get(), ldc, nv, v0, cr, inv_tau);
+      const int64_t below = dlogits_tile<kEntropy>(ct.get(), ldc, nv, v0, cr, inv_tau);
+      if (below >= 0 && below < nr && (lse_below_row < 0 || n0 + below < lse_below_row)) lse_below_row = n0 + below;
       const float* D = ct.get();
 
       // gradWeight[v0 + i] += Σ_n D[i][n] h_n
@@ -578,16 +593,23 @@ void backward_typed(const LinearTokenLogprobsBackwardArgs& a) {
   std::vector<std::unique_ptr<Scratch>> partial(workers);
   for (int64_t w = 1; w < workers; ++w) partial[w] = std::make_unique<Scratch>(N * d);
   std::atomic<int> bad{0};
+  std::vector<int64_t> lse_below(workers, -1);  // per worker: the first row whose lse was too small
   const bool entropy = a.grad_entropy != nullptr;
   parallel_for(workers, 1, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       float* gh = w == 0 ? a.grad_hidden : partial[w]->get();
       const int64_t b0 = blocks * w / workers, b1 = blocks * (w + 1) / workers;
-      if (entropy) backward_worker<T, true>(a, b0, b1, gh, bad);
-      else backward_worker<T, false>(a, b0, b1, gh, bad);
+      if (entropy) backward_worker<T, true>(a, b0, b1, gh, bad, lse_below[w]);
+      else backward_worker<T, false>(a, b0, b1, gh, bad, lse_below[w]);
     }
   });
   report_bad(bad.load(), a.hidden, a.weight, a.dtype, N, V, d);
+  int64_t below = -1;
+  for (int64_t row : lse_below)
+    if (row >= 0 && (below < 0 || row < below)) below = row;
+  // An lse below the row's log-sum-exp makes probabilities above 1, and the gradients
+  // grow without bound (they reached ±Inf): an error, not a result.
+  if (below >= 0) throw lse_below_error(below);
   if (workers > 1)
     parallel_for(N * d, 1 << 14, [&](int64_t begin, int64_t end) {
       for (int64_t w = 1; w < workers; ++w) {
@@ -598,6 +620,13 @@ void backward_typed(const LinearTokenLogprobsBackwardArgs& a) {
 }
 
 }  // namespace
+
+Error lse_below_error(int64_t row) {
+  return Error("lse: row " + std::to_string(row) +
+                   " is below the log-sum-exp of hidden · weightᵀ / temperature (probabilities above 1); pass the "
+                   "lse linearTokenLogprobs returned for these inputs with the same temperature",
+               Error::Range);
+}
 
 void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a) {
   if (a.rows == 0) return;

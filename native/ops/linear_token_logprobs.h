@@ -19,6 +19,9 @@ struct LinearTokenLogprobsForwardArgs {
   float* logprobs;        // [rows] out
   float* entropy;         // [rows] out or nullptr
   float* lse;             // [rows] out
+  // [rows] out or nullptr: lse − (float)lse, so that lse + lse_lo holds the log-sum-exp
+  // to ~2^-48 relative (the backward's recheck of rows with a large |lse|)
+  float* lse_lo = nullptr;
   int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
@@ -32,11 +35,23 @@ struct LinearTokenLogprobsBackwardArgs {
   const float* grad_logprobs;  // [rows]
   const float* grad_entropy;   // [rows] or nullptr
   const float* entropy;        // [rows]; required when grad_entropy is set
+  // [rows] or nullptr (all 0): δ = true log-sum-exp − lse for rows whose f32 lse lost
+  // precision (|lse| ≥ kLinearLseRecheck); log p = (x − lse) − δ
+  const float* lse_shift = nullptr;
   float temperature;
   float* grad_hidden;          // [rows, dim] out (f32), overwritten
   float* grad_weight;          // [vocab, dim] out (f32), overwritten
   int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
+
+// |lse| from which the backward recomputes the log-sum-exp instead of trusting the f32 lse
+// (whose rounding, half an ulp, is 2^-18 at 64: every p of the row scaled by e^±that).
+constexpr float kLinearLseRecheck = 64.0f;
+// How far above 0 a log-probability may come out before the given lse is refused.
+constexpr float kLinearLseSlack = 1e-3f;
+
+// The twins' error for an lse below its row's log-sum-exp (a probability above 1).
+Error lse_below_error(int64_t row);
 
 void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a);
 void linear_token_logprobs_backward_cpu(const LinearTokenLogprobsBackwardArgs& a);

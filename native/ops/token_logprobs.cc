@@ -100,6 +100,7 @@ void merge(Stats& a, const Stats& b) {
 
 // Row views by storage dtype: scalar loads everywhere, 8-wide loads with AVX2.
 struct F32Row {
+  static constexpr double kMaxFinite = 3.4028234663852886e38;
   const float* in;
   float* out;
   float get(int64_t i) const { return in[i]; }
@@ -114,6 +115,7 @@ struct F32Row {
 #endif
 };
 struct BF16Row {
+  static constexpr double kMaxFinite = 3.3895313892515355e38;
   const uint16_t* in;
   uint16_t* out;
   float get(int64_t i) const { return bf16_to_f32(in[i]); }
@@ -125,6 +127,7 @@ struct BF16Row {
 #endif
 };
 struct F16Row {
+  static constexpr double kMaxFinite = 65504.0;
   const uint16_t* in;
   uint16_t* out;
   float get(int64_t i) const { return f16_to_f32(in[i]); }
@@ -526,9 +529,31 @@ void backward_typed(const TokenLogprobsBackwardArgs& a) {
       throw Error("lse: row " + std::to_string(item / pieces) + " is below the log-sum-exp of logits / temperature (a probability would be " +
                       std::to_string(std::exp(static_cast<double>(max_d[item]))) +
                       "); pass the lse tokenLogprobs returned for these logits with the same temperature", Error::Range);
+  // The gradient takes the logits' dtype, and float16 ends at 65504 (e.g. 1/τ past it):
+  // a larger value would come back as ±Infinity. |∂/∂x| ≤ (2|g| + |e|(|H| + 1))/τ with
+  // p ≤ 1 and p·|log p| ≤ 1/e, so only rows whose bound passes the range are read again.
+  for (int64_t n = 0; n < N; ++n) {
+    const double ge = a.grad_entropy ? std::fabs(a.grad_entropy[n]) : 0.0;
+    const double H = a.grad_entropy ? std::fabs(a.entropy[n]) : 0.0;
+    const double bound = (2.0 * std::fabs(a.grad_logprobs[n]) + ge * (H + 1.0)) * inv_tau * 1.01;
+    if (bound <= Row::kMaxFinite) continue;
+    const Row out = row_at<Row>(a.grad_logits, nullptr, n * V);
+    for (int64_t v = 0; v < V; ++v)
+      if (!finite(out.get(v))) throw gradient_overflow_error(n, a.dtype);
+  }
 }
 
 }  // namespace
+
+Error gradient_overflow_error(int64_t row, DType dtype) {
+  const bool half = dtype == DType::F16;
+  return Error(std::string("logits: the gradient of row ") + std::to_string(row) + " is beyond " +
+                   (half ? "float16's range (±65504)" : "float32's range") +
+                   " and would be ±Infinity; " +
+                   (half ? "pass f32 or bf16 logits (the gradient takes the logits' dtype) or use a larger temperature"
+                         : "scale gradLogprobs/gradEntropy down or use a larger temperature"),
+               Error::Range);
+}
 
 void token_logprobs_forward_cpu(const TokenLogprobsForwardArgs& a) {
   if (a.rows == 0) return;

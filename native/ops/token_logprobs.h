@@ -34,6 +34,9 @@ struct TokenLogprobsBackwardArgs {
   int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
+// The twins' error for a gradient beyond its dtype's range (it would be ±Infinity).
+Error gradient_overflow_error(int64_t row, DType dtype);
+
 void token_logprobs_forward_cpu(const TokenLogprobsForwardArgs& a);
 void token_logprobs_backward_cpu(const TokenLogprobsBackwardArgs& a);
 void token_logprobs_forward_cuda(const TokenLogprobsForwardArgs& a);

@@ -207,6 +207,82 @@ describe(`linearTokenLogprobs on ${TEST_DEVICE}`, () => {
     assert.deepEqual(Array.from(values(grads.gradWeight)), new Array(7 * 13).fill(0));
   });
 
+  // Issue 12 (tokenLogprobsBackward's item 5, fused form): p = e^(x − lse) from an f32 lse
+  // is off by a factor e^±(half an ulp of lse): at |lse| = 1e8 that is up to e^4, and three
+  // tied logits each got p = 1 instead of 1/3. Rows with |lse| ≥ 64 now get the log-sum-exp
+  // recomputed (row 2 stays small: the ordinary path, in the same call).
+  it('backward keeps p exact at huge |logits/τ| (the f32 lse has lost log Σ)', () => {
+    const cases = [
+      { top: 1e8, rest: -1e8, temperature: 1 },
+      { top: 30, rest: -30, temperature: 1e-5 },
+      { top: 5000, rest: 4990, temperature: 1 },
+    ];
+    const ties = [1, 4, 5];
+    for (const { top, rest, temperature } of cases) {
+      for (const vocab of [7, 301, 5000]) {
+        for (const dtype of [undefined, 'bf16'] as const) {
+          const rows = 3, dim = 3;
+          const weight = new Float32Array(vocab * dim);
+          for (let v = 0; v < vocab; v++) weight[v * dim] = ties.includes(v) ? top : rest;
+          const hidden = Float32Array.of(1, 0, 0, 1, 0.5, 0, 1e-7, 0, 0);
+          const plain: Case = { hidden, weight, targets: Int32Array.of(4, 0, 6), rows, vocab, dim, temperature };
+          const c = dtype ? rounded(plain, dtype).c : plain;
+          const label = `top ${top}, τ ${temperature}, V ${vocab}, ${dtype ?? 'f32'}`;
+          const x = inputs(c, dtype);
+          const f = linearTokenLogprobs(x.hidden, x.weight, x.targets, { temperature, entropy: true });
+          const g = Float32Array.of(1, 1, 1), e = Float32Array.of(0.5, -1, 2);
+          const grads = linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, f.lse, onDevice(g), {
+            temperature, gradEntropy: onDevice(e), entropy: f.entropy,
+          });
+          const ref = linearTokenLogprobsBackwardReference(c, g, e);
+          const gradWeight = values(grads.gradWeight), gradHidden = values(grads.gradHidden);
+          if (top - rest > 100) {
+            // Row 0 alone feeds column 0 of a tie's gradient (row 1 adds the same, row 2 ~1e-7
+            // of it): −g·p/τ per row at p = 1/3 (the entropy term vanishes at a tie).
+            assertClose(gradWeight[1 * dim] * temperature, -2 / 3, { atol: 1e-5, rtol: 0 }, `p at a tie, ${label}`);
+          }
+          assertClose(gradWeight, ref.gradWeight, { atol: 1e-5 / temperature, rtol: 1e-4 }, `gradWeight ${label}`);
+          const wmax = Math.max(Math.abs(top), Math.abs(rest));
+          // ∂hidden sums V products of size ~wmax in f32: its error grows with √V · wmax.
+          assertClose(gradHidden, ref.gradHidden, { atol: 1e-6 * wmax * Math.sqrt(vocab) / temperature, rtol: 1e-4 }, `gradHidden ${label}`);
+        }
+      }
+    }
+  });
+
+  // Found by the fuzzer: an lse that is not the forward's made p = e^(x − lse) unbounded,
+  // and the gradients came back ±Infinity (the fuzzer exempted this kernel from its check).
+  it('backward refuses an lse below the log-sum-exp, or far from a large one, naming the row', () => {
+    const r = rng('linearTokenLogprobs');
+    const c = randomCase(r, 4, 50, 13);
+    const x = inputs(c);
+    const lse = Float32Array.from(values(linearTokenLogprobs(x.hidden, x.weight, x.targets).lse));
+    const g = onDevice(new Float32Array(4).fill(1));
+    const low = Float32Array.from(lse);
+    low[2] -= 5;  // more than log V below: some p > 1
+    throwsNaming(() => linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, onDevice(low), g), RangeError, 'lse',
+      /^lse: row 2 is below the log-sum-exp of hidden · weightᵀ \/ temperature/);
+    // Logits ~1e5 wide: every |lse| ≥ 64, so each row's log-sum-exp is recomputed. A
+    // difference of a few ulps (another implementation's rounding) is repaired; a stale
+    // lse, 1% off either way, is refused.
+    const wide = { ...c, weight: c.weight.map((w) => w * 1e5) };
+    const y = inputs(wide);
+    const exact = Float32Array.from(values(linearTokenLogprobs(y.hidden, y.weight, y.targets).lse));
+    assert.ok(exact.every((l) => Math.abs(l) >= 64), `expected large lse, got ${Array.from(exact)}`);
+    const nudged = exact.map((l, i) => Math.fround(l * (1 + (i % 2 ? 3e-7 : -3e-7))));
+    const gn = r.normals(4);
+    const grads = linearTokenLogprobsBackward(y.hidden, y.weight, y.targets, onDevice(nudged), onDevice(gn));
+    const ref = linearTokenLogprobsBackwardReference(wide, gn);
+    assertClose(values(grads.gradWeight), ref.gradWeight, { atol: 1e-4, rtol: 1e-4 }, 'gradWeight with a nudged lse');
+    assert.ok(values(grads.gradHidden).every(Number.isFinite), 'gradHidden finite');
+    for (const factor of [1.01, 0.99]) {
+      const stale = Float32Array.from(exact);
+      stale[1] *= factor;
+      throwsNaming(() => linearTokenLogprobsBackward(y.hidden, y.weight, y.targets, onDevice(stale), g), RangeError, 'lse',
+        /^lse: row 1 is .* but the log-sum-exp of hidden · weightᵀ \/ temperature is /);
+    }
+  });
+
   // The kernel's gradients against central differences of the float64 reference loss
   // L = Σ g·logp + e·H: checks the backward formula itself, not just agreement of two
   // implementations of it.

@@ -331,6 +331,34 @@ describe(`tokenLogprobs on ${TEST_DEVICE}`, () => {
     assert.doesNotThrow(() => tokenLogprobsBackward(logits, targets, onDevice(Float32Array.of(100, 100)), g));
   });
 
+  // Issue 12: the gradient takes the logits' dtype, and float16 ends at 65504. At τ = 1e-5
+  // a target's (1 − p)/τ is ~8e4, which came back as a silent ±Infinity.
+  it('backward refuses a gradient beyond its dtype\'s range, naming logits and the row', () => {
+    const targets = onDevice(Int32Array.of(1, 0, 2));
+    const raw = Float32Array.of(0, 0.5, 0.25, 0, 0, 0, 0.1, 0.2, 0.3);
+    const x = stored(raw, 'f16');
+    const logits = logitsOn(x, 3, 3, 'f16');
+    const run = (temperature: number, g: Float32Array, inPlace = false) => {
+      const own = tokenLogprobs(logits, targets, { temperature });
+      return tokenLogprobsBackward(inPlace ? logitsOn(stored(raw, 'f16'), 3, 3, 'f16') : logits, targets, own.lse, onDevice(g), { temperature, inPlace });
+    };
+    for (const inPlace of [false, true])
+      assert.throws(() => run(1e-5, Float32Array.of(0, 1, 0), inPlace), (e: Error) => e instanceof RangeError &&
+        /^logits: the gradient of row 1 is beyond float16's range \(±65504\).*pass f32 or bf16 logits/.test(e.message));
+    // Within range it is the reference's gradient, still in f16.
+    const grad = values(run(1e-4, Float32Array.of(1, 0.5, 1)));
+    const expected = tokenLogprobsBackwardReference(x.exact, Int32Array.of(1, 0, 2), 3, Float32Array.of(1, 0.5, 1), new Float32Array(3), 1e-4);
+    assert.ok(grad.every(Number.isFinite));
+    assertClose(grad, expected, { atol: 1, rtol: 2e-3 }, 'f16 gradient at τ = 1e-4');
+    // float32 (and bf16) end near 3.4e38: a huge gradLogprobs over a tiny τ passes it
+    // (row 0's target has p = 0, so its gradient is g/τ = 1e40).
+    const big = onDevice(Float32Array.of(0, 0.5, 0.25, 0, 0, 0), [2, 3]);
+    const two = onDevice(Int32Array.of(0, 0));
+    const own = tokenLogprobs(big, two, { temperature: 1e-10 });
+    assert.throws(() => tokenLogprobsBackward(big, two, own.lse, onDevice(Float32Array.of(1e30, 1)), { temperature: 1e-10 }),
+      (e: Error) => e instanceof RangeError && /^logits: the gradient of row 0 is beyond float32's range/.test(e.message));
+  });
+
   // Issue 12 item 5: τ = 1e-38 was accepted; its inverse overflows float32.
   it('rejects temperatures whose inverse overflows float32, in every op', () => {
     const logits = onDevice(Float32Array.of(0, 1, 2, 3), [2, 2]);

@@ -38,20 +38,24 @@ function rowSoftmax(p: LinearProblem, n: number) {
   for (let v = 0; v < p.vocab; v++) max = Math.max(max, x[v]);
   let sum = 0;
   for (let v = 0; v < p.vocab; v++) sum += Math.exp(x[v] - max);
-  const lse = max + Math.log(sum);
-  const prob = x.map((xv) => Math.exp(xv - lse));
-  let meanX = 0;  // Σ p x
-  for (let v = 0; v < p.vocab; v++) meanX += prob[v] * x[v];
-  return { x, prob, lse, meanX };
+  // Relative to the row maximum: at |x| = 1e8 even a double's x − lse and Σ p x carry
+  // errors of order 1e-8 · |x| (up to ~1), far above what is being checked.
+  const logSum = Math.log(sum), lse = max + logSum;
+  const prob = x.map((xv) => Math.exp((xv - max) - logSum));
+  let meanShifted = 0;  // Σ p (x − max)
+  for (let v = 0; v < p.vocab; v++) meanShifted += prob[v] * (x[v] - max);
+  /** x_v − Σ p x */
+  const centered = (v: number) => (x[v] - max) - meanShifted;
+  return { x, prob, lse, logSum, meanShifted, centered };
 }
 
 export function linearTokenLogprobsReference(p: LinearProblem): LinearForwardReference {
   const out = { logprobs: new Float64Array(p.rows), entropy: new Float64Array(p.rows), lse: new Float64Array(p.rows) };
   for (let n = 0; n < p.rows; n++) {
-    const { x, lse, meanX } = rowSoftmax(p, n);
+    const { x, lse, logSum, meanShifted } = rowSoftmax(p, n);
     out.lse[n] = lse;
     out.logprobs[n] = x[p.targets[n]] - lse;
-    out.entropy[n] = lse - meanX;
+    out.entropy[n] = logSum - meanShifted;
   }
   return out;
 }
@@ -71,10 +75,10 @@ export function linearTokenLogprobsBackwardReference(
 ): LinearGradientsReference {
   const gradHidden = new Float64Array(p.rows * p.dim), gradWeight = new Float64Array(p.vocab * p.dim);
   for (let n = 0; n < p.rows; n++) {
-    const { x, prob, meanX } = rowSoftmax(p, n);
+    const { prob, centered } = rowSoftmax(p, n);
     const g = gradLogprobs[n], e = gradEntropy ? gradEntropy[n] : 0;
     for (let v = 0; v < p.vocab; v++) {
-      const dx = ((v === p.targets[n] ? g : 0) - g * prob[v] - e * prob[v] * (x[v] - meanX)) / p.temperature;
+      const dx = ((v === p.targets[n] ? g : 0) - g * prob[v] - e * prob[v] * centered(v)) / p.temperature;
       if (dx === 0) continue;
       for (let k = 0; k < p.dim; k++) {
         gradHidden[n * p.dim + k] += dx * p.weight[v * p.dim + k];

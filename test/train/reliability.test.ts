@@ -62,6 +62,22 @@ test('a reward beyond float32 range is a counted failure, not an abort', async (
   assert.doesNotThrow(() => groupAdvantages(Float32Array.from(r.total), Int32Array.of(0, 0)));
 });
 
+// Each term fits float32, but weights above 1 carried the sum to Infinity, which training
+// met later as "rewards: element 0 is Infinity".
+test('a weighted reward sum beyond float32 range is a clear error naming the terms', async () => {
+  const big = { name: 'big', fn: () => 3e38, weight: 2 };
+  await assert.rejects(scoreAll([big, { name: 'one', fn: () => 1, weight: 1 }], examples, ['x', 'y']), (e: Error) =>
+    e instanceof RangeError && /^rewards: the weighted sum for completion 0 .* is 6e\+38, beyond float32's range/.test(e.message) &&
+    /big=2 × 3e\+38, one=1 × 1/.test(e.message));
+  await assert.rejects(scoreAll([{ ...big, weight: -1.5 }], examples, ['x', 'y']), /is -4\.5\d*e\+38, beyond float32's range/);
+  // Only the sum must fit: a weight of 2 cancelled by another term is a reward, and so is
+  // a sum at the edge of the range.
+  const r = await scoreAll([big, { ...big, name: 'neg', weight: -1 }], examples, ['x', 'y']);
+  assert.deepEqual([...r.total], [3e38, 3e38]);
+  const edge = await scoreAll([{ ...big, weight: 1 }, { name: 'small', fn: () => 1e37, weight: 4 }], examples, ['x', 'y']);
+  assert.ok(edge.total.every((t) => t <= 3.4028234663852886e38 && t > 3e38));
+});
+
 // Item 14: the config hash covered the task's path, not its contents.
 test('--resume after the task file was edited is refused, saying so', { timeout: 120_000 }, async () => {
   const file = join(root, 'sums.jsonl');

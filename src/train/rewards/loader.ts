@@ -218,5 +218,12 @@ export async function scoreAll(
     for (let i = 0; i < n; i++) total[i] += reward.weight * values[i];
     components[reward.name] = values;
   }
+  // Each value fits float32, but weights above 1 or several terms can carry the sum past
+  // it, and training would then see ±Infinity: a configuration error, said as such.
+  for (let i = 0; i < n; i++)
+    if (Math.abs(total[i]) > F32_MAX)
+      throw new RangeError(`rewards: the weighted sum for completion ${i} of example ${shorten(String(examples[i]?.prompt ?? ''))} is ` +
+        `${total[i]}, beyond float32's range (±3.4e38) that rewards are trained in (terms: ` +
+        `${rewards.map((r) => `${r.name}=${r.weight} × ${components[r.name][i]}`).join(', ')}); lower the weights or scale the rewards down`);
   return { total, components, failures };
 }
