@@ -167,6 +167,9 @@ const Backend& cuda_backend() {
     b.linear_token_logprobs_forward = [](const LinearTokenLogprobsForwardArgs& a) {
       linear_token_logprobs_forward_cuda(on_device(a));
     };
+    b.linear_token_logits = [](const LinearTokenLogprobsForwardArgs& a, float* logits, double* host_lse) {
+      linear_token_logits_cuda(on_device(a), logits, host_lse);
+    };
     b.add = cuda_add;
     b.add_bias = cuda_add_bias;
     b.bias_grad = cuda_bias_grad;

@@ -21,7 +21,9 @@
 //   reduce       sums the slice partials in slice order.
 // This costs one extra logit GEMM over a fused kernel with atomics (4 N·V·d FMAs
 // instead of 3) and buys bit-reproducible gradients. Slice counts depend only on N and
-// V, so results do not depend on the GPU model either.
+// V (the forward's on V alone, so a row's results never depend on the other rows), so
+// results do not depend on the GPU model either. linear_token_logits_cuda is the forward
+// writing the scaled logits and the double lse instead: the LM head of the sampler.
 //
 // The recomputed logits are bit-identical to the forward's: same tile code, same k
 // order, explicit fmaf chains and __fmul_rn for the 1/τ scaling (never contracted).
@@ -165,7 +167,7 @@ template <typename T, bool kEntropy>
 __global__ void __launch_bounds__(kThreads)
 forward_partial_kernel(const T* hidden, const T* weight, const int32_t* targets, int64_t N, int64_t d, int64_t V,
                        float inv_tau, int64_t slices, float* part_m, float* part_s, float* part_u, float* target_logit,
-                       unsigned long long* flags) {
+                       float* logits_out, unsigned long long* flags) {
   __shared__ float As[BK * kPad], Bs[BK * kPad];
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM, slice = blockIdx.y;
@@ -178,7 +180,7 @@ forward_partial_kernel(const T* hidden, const T* weight, const int32_t* targets,
   for (int i = 0; i < TM; ++i) {
     st[i] = Online{-INFINITY, 0.0f, 0.0f};
     const int64_t row = r0 + ty * TM + i;
-    y[i] = row < N ? targets[row] : -1;
+    y[i] = row < N && targets ? targets[row] : -1;
   }
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t v0 = t * BN;
@@ -194,6 +196,7 @@ forward_partial_kernel(const T* hidden, const T* weight, const int32_t* targets,
         if (v < V) {
           tmax = fmaxf(tmax, acc[i][j]);
           if (v == y[i]) target_logit[r0 + ty * TM + i] = acc[i][j];
+          if (logits_out && r0 + ty * TM + i < N) logits_out[(r0 + ty * TM + i) * V + v] = acc[i][j];
         }
       }
       if (tmax == -INFINITY) continue;  // none of this thread's columns exist in this tile
@@ -232,11 +235,13 @@ template <bool kEntropy>
 __global__ void forward_merge_kernel(const int32_t* targets, int64_t N, int64_t V, int64_t slices,
                                      const float* part_m, const float* part_s, const float* part_u,
                                      const float* target_logit, float* logprobs, float* entropy, float* lse,
-                                     float* lse_lo, unsigned long long* flags) {
+                                     float* lse_lo, double* lse_out, unsigned long long* flags) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n >= N) return;
-  const int32_t y = targets[n];
-  if (y < 0 || y >= V) flag(flags, kBadTarget, n);
+  if (targets) {
+    const int32_t y = targets[n];
+    if (y < 0 || y >= V) flag(flags, kBadTarget, n);
+  }
   double m = -INFINITY, s = 0.0, u = 0.0;
   for (int64_t sl = 0; sl < slices; ++sl) {
     const double mb = part_m[sl * N + n], sb = part_s[sl * N + n], ub = kEntropy ? part_u[sl * N + n] : 0.0;
@@ -252,9 +257,10 @@ __global__ void forward_merge_kernel(const int32_t* targets, int64_t N, int64_t 
     m = mn;
   }
   const double log_s = log(s), l = m + log_s;
-  lse[n] = static_cast<float>(l);
-  if (lse_lo) lse_lo[n] = static_cast<float>(l - static_cast<double>(lse[n]));
-  logprobs[n] = static_cast<float>(static_cast<double>(target_logit[n]) - l);
+  if (lse_out) lse_out[n] = l;
+  if (lse) lse[n] = static_cast<float>(l);
+  if (lse && lse_lo) lse_lo[n] = static_cast<float>(l - static_cast<double>(lse[n]));
+  if (logprobs) logprobs[n] = static_cast<float>(static_cast<double>(target_logit[n]) - l);
   if (kEntropy) entropy[n] = static_cast<float>(log_s - u / s);
 }
 
@@ -447,6 +453,13 @@ int64_t partial_float_budget() {
   return v > 0 && v < (int64_t{1} << 25) ? v : int64_t{1} << 25;
 }
 
+// The forward's slices depend on the vocabulary only, never on the number of rows, so a
+// row's log-prob, entropy and lse do not depend on the other rows of the call (batch
+// invariance): a rollout's log-probs (linear_token_logits_cuda, a handful of rows) are
+// then bit for bit those sequence_logprobs computes over whole sequences.
+constexpr int64_t kForwardSlices = 128;
+int64_t forward_slices(int64_t vtiles) { return std::max<int64_t>(1, std::min(vtiles, kForwardSlices)); }
+
 // Slices of the vocabulary per row tile so that a launch has about kTargetBlocks blocks.
 int64_t slices_for(int64_t rtiles, int64_t vtiles) {
   int64_t s = (kTargetBlocks + rtiles - 1) / rtiles;
@@ -494,11 +507,13 @@ void report_flags(const DeviceFlags<kFlagCount>& flags, const FlagSources& src, 
   if (f[kLseBelow] != kNoProblem) throw lse_below_error(static_cast<int64_t>(f[kLseBelow]));
 }
 
+// logits_out [N, V] and lse_out [N] (device, double) are optional: linear_token_logits_cuda.
 template <typename T>
-void forward_typed(const LinearTokenLogprobsForwardArgs& a, int dev, unsigned long long* flags) {
+void forward_typed(const LinearTokenLogprobsForwardArgs& a, int dev, unsigned long long* flags,
+                   float* logits_out = nullptr, double* lse_out = nullptr) {
   const int64_t N = a.rows, d = a.dim, V = a.vocab;
   const int64_t rtiles = (N + BM - 1) / BM, vtiles = (V + BN - 1) / BN;
-  const int64_t slices = slices_for(rtiles, vtiles);
+  const int64_t slices = forward_slices(vtiles);
   const bool entropy = a.entropy != nullptr;
   DeviceBuffer scratch(sizeof(float) * static_cast<size_t>((entropy ? 3 : 2) * slices * N + N), dev);
   float* part_m = scratch.as<float>();
@@ -511,18 +526,18 @@ void forward_typed(const LinearTokenLogprobsForwardArgs& a, int dev, unsigned lo
   const dim3 grid(static_cast<unsigned>(rtiles), static_cast<unsigned>(slices));
   if (entropy)
     forward_partial_kernel<T, true><<<grid, kThreads>>>(hidden, weight, a.targets, N, d, V, inv_tau, slices, part_m,
-                                                        part_s, part_u, target_logit, flags);
+                                                        part_s, part_u, target_logit, logits_out, flags);
   else
     forward_partial_kernel<T, false><<<grid, kThreads>>>(hidden, weight, a.targets, N, d, V, inv_tau, slices, part_m,
-                                                         part_s, part_u, target_logit, flags);
+                                                         part_s, part_u, target_logit, logits_out, flags);
   check_launch("linear_token_logprobs forward_partial_kernel");
   const unsigned blocks = blocks_for(N, 256);
   if (entropy)
     forward_merge_kernel<true><<<blocks, 256>>>(a.targets, N, V, slices, part_m, part_s, part_u, target_logit,
-                                                a.logprobs, a.entropy, a.lse, a.lse_lo, flags);
+                                                a.logprobs, a.entropy, a.lse, a.lse_lo, lse_out, flags);
   else
     forward_merge_kernel<false><<<blocks, 256>>>(a.targets, N, V, slices, part_m, part_s, part_u, target_logit,
-                                                 a.logprobs, a.entropy, a.lse, a.lse_lo, flags);
+                                                 a.logprobs, a.entropy, a.lse, a.lse_lo, lse_out, flags);
   check_launch("linear_token_logprobs forward_merge_kernel");
   cuda_synchronize(dev);
 }
@@ -579,6 +594,26 @@ void linear_token_logprobs_forward_cuda(const LinearTokenLogprobsForwardArgs& a)
   }
   report_flags(flags, FlagSources{a.targets, a.vocab, a.dim, a.hidden, a.weight, a.dtype, nullptr, nullptr, nullptr, nullptr},
                dev);
+}
+
+void linear_token_logits_cuda(const LinearTokenLogprobsForwardArgs& a, float* logits, double* host_lse) {
+  if (a.rows == 0) return;
+  if (a.vocab == 0) throw Error("weight: the vocabulary is empty (weight has 0 rows)", Error::Range);
+  if (a.dtype != DType::F32) throw Error("hidden: linear_token_logits expects f32", Error::Type);
+  const int dev = a.device;
+  DeviceGuard guard(dev);
+  DeviceFlags<kFlagCount> flags(dev);
+  DeviceBuffer lse(sizeof(double) * static_cast<size_t>(a.rows), dev);
+  LinearTokenLogprobsForwardArgs b = a;
+  b.targets = nullptr;
+  b.logprobs = nullptr;
+  b.entropy = nullptr;
+  b.lse = nullptr;
+  b.lse_lo = nullptr;
+  forward_typed<float>(b, dev, flags.words(), logits, lse.as<double>());
+  report_flags(flags, FlagSources{nullptr, a.vocab, a.dim, a.hidden, a.weight, a.dtype, nullptr, nullptr, nullptr, nullptr},
+               dev);
+  cuda_copy_to_host(host_lse, lse.as(), sizeof(double) * static_cast<size_t>(a.rows), dev);
 }
 
 void linear_token_logprobs_backward_cuda(const LinearTokenLogprobsBackwardArgs& a) {

@@ -445,6 +445,12 @@ sample_kernel(const float* __restrict__ logits, int V, bool greedy, float inv_t,
   }
 }
 
+// out[r] = logits[r, tokens[r]]: the picked logit, for a log-prob taken from a given lse.
+__global__ void picked_logit_kernel(const float* logits, int64_t vocab, const int32_t* tokens, int64_t rows, float* out) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r < rows) out[r] = logits[r * vocab + tokens[r]];
+}
+
 }  // namespace
 
 void sample_cuda(const SampleArgs& a) {
@@ -463,7 +469,7 @@ void sample_cuda(const SampleArgs& a) {
   cuda_copy_to_device(uniforms.as(), u.data(), sizeof(double) * a.rows, a.device);
   const int top_k = a.top_k > 0 && a.top_k < a.vocab ? static_cast<int>(a.top_k) : 0;
   sample_kernel<<<static_cast<unsigned>(a.rows), kThreads>>>(
-      a.logits, static_cast<int>(a.vocab), greedy, static_cast<float>(1.0 / a.temperature), top_k, a.top_p,
+      a.logits, static_cast<int>(a.vocab), greedy, a.lse ? 1.0f : static_cast<float>(1.0 / a.temperature), top_k, a.top_p,
       uniforms.as<double>(), tokens.as<int32_t>(), logprobs.as<float>(), flags.words());
   check_launch("sample_kernel");
   cuda_synchronize(a.device);
@@ -473,6 +479,16 @@ void sample_cuda(const SampleArgs& a) {
                 Error::Range);
   cuda_copy_to_host(a.tokens, tokens.as(), sizeof(int32_t) * a.rows, a.device);
   cuda_copy_to_host(a.logprobs, logprobs.as(), sizeof(float) * a.rows, a.device);
+  // With a.lse (logits already divided by τ, see SampleArgs) an untruncated draw reports
+  // x − lse, as the CPU twin: the log-prob sequence_logprobs gives the same token.
+  if (a.lse && (greedy || (top_k == 0 && !(a.top_p < 1.0)))) {
+    DeviceBuffer picked(sizeof(float) * a.rows, a.device);
+    picked_logit_kernel<<<blocks_for(a.rows, 256), 256>>>(a.logits, a.vocab, tokens.as<int32_t>(), a.rows, picked.as<float>());
+    check_launch("picked_logit_kernel");
+    std::vector<float> x(static_cast<size_t>(a.rows));
+    cuda_copy_to_host(x.data(), picked.as(), sizeof(float) * a.rows, a.device);
+    for (int64_t r = 0; r < a.rows; ++r) a.logprobs[r] = static_cast<float>(static_cast<double>(x[r]) - a.lse[r]);
+  }
 }
 
 }  // namespace lgrpo

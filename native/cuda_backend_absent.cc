@@ -53,6 +53,7 @@ void cuda_synchronize(int) { no_cuda(); }
 void token_logprobs_forward_cuda(const TokenLogprobsForwardArgs&) { no_cuda(); }
 void token_logprobs_backward_cuda(const TokenLogprobsBackwardArgs&) { no_cuda(); }
 void linear_token_logprobs_forward_cuda(const LinearTokenLogprobsForwardArgs&) { no_cuda(); }
+void linear_token_logits_cuda(const LinearTokenLogprobsForwardArgs&, float*, double*) { no_cuda(); }
 void linear_token_logprobs_backward_cuda(const LinearTokenLogprobsBackwardArgs&) { no_cuda(); }
 void group_advantages_cuda(const GroupAdvantagesArgs&) { no_cuda(); }
 void lambda_weights_cuda(const LambdaWeightsArgs&) { no_cuda(); }

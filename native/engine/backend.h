@@ -88,8 +88,8 @@ struct Backend {
   // The LM head of sampling: logits [rows, vocab] divided by τ and each row's logsumexp
   // (host, double), with the arithmetic of linear_token_logprobs_forward, so a sampled
   // token's log-prob is exactly the one sequence_logprobs reports (linear_token_logits_cpu).
-  // May be null (the CUDA table for now): generate then takes gemm + the sampler's own
-  // log-softmax, whose log-probs match sequence_logprobs only to rounding.
+  // Both tables have it (the CUDA twin: linear_token_logits_cuda). Where null, generate
+  // takes gemm + the sampler's own log-softmax, which match sequence_logprobs only to rounding.
   void (*linear_token_logits)(const LinearTokenLogprobsForwardArgs&, float* logits, double* host_lse);
 
   // bf16 rollouts (generate with bf16_weights): a bf16 copy of the parameters and the

@@ -60,6 +60,8 @@ void linear_token_logprobs_backward_cpu(const LinearTokenLogprobsBackwardArgs& a
 // above, so float(double(x[r, y]) − lse[r]) is bit for bit the log-prob the forward
 // reports for target y. a.targets, a.logprobs, a.entropy and a.lse are ignored.
 void linear_token_logits_cpu(const LinearTokenLogprobsForwardArgs& a, float* logits, double* lse);
+// The CUDA twin: logits on the device, lse copied to the host (kernels/linear_token_logprobs.cu).
+void linear_token_logits_cuda(const LinearTokenLogprobsForwardArgs& a, float* logits, double* host_lse);
 void linear_token_logprobs_forward_cuda(const LinearTokenLogprobsForwardArgs& a);
 void linear_token_logprobs_backward_cuda(const LinearTokenLogprobsBackwardArgs& a);
 

@@ -186,6 +186,46 @@ describe('Policy on a CUDA device', { skip: DEVICE ? false : 'no CUDA device in 
   });
 });
 
+describe('rollouts on a CUDA policy', { skip: DEVICE ? false : 'no CUDA device in this build' }, () => {
+  it('rollout log-probs equal sequenceLogprobs on the device bit for bit (τ = 1, τ ≠ 1, greedy; hidden > one K slab)', () => {
+    const r = rng('cuda rollout logprobs');
+    const wide = { model_type: 'qwen2', hidden_size: 72, intermediate_size: 40, num_hidden_layers: 1, num_attention_heads: 3,
+      num_key_value_heads: 1, vocab_size: 389, tie_word_embeddings: true, max_position_embeddings: 64 };
+    for (const config of [CONFIGS.qwenTied, wide]) {
+      const policy = Policy.random(config, { seed: r.int(0, 1e9), initializerRange: 0.25, device: DEVICE! });
+      const prompts = [[1, 2, 3, 4], [5, 6], [7, 8, 9, 10, 11, 12], [3]];
+      for (const temperature of [1, 0.7, 0]) {
+        const out = policy.generate(prompts, { maxNewTokens: 6, temperature, seed: 5, stopIds: [] });
+        const lps = policy.sequenceLogprobs(prompts, out.tokens, { temperature: temperature === 0 ? 1 : temperature });
+        prompts.forEach((_, b) => {
+          assert.ok(out.logprobs[b].every(Number.isFinite));
+          assert.deepEqual(Array.from(out.logprobs[b]), Array.from(lps[b]), `τ=${temperature} row ${b}`);
+        });
+      }
+      policy.dispose();
+    }
+  });
+
+  it('linearTokenLogprobs on the device is batch invariant: a row alone gives the bits it gives in a batch', () => {
+    const r = rng('cuda linear batch invariance');
+    // V > 128 tiles of 64: the old slicing (by rows) gave a lone row 141 slices and the batch 128.
+    const N = 70, D = 40, V = 9000;
+    const hidden = Float32Array.from({ length: N * D }, () => r.normal());
+    const weight = Float32Array.from({ length: V * D }, () => r.normal() * 0.3);
+    const targets = Int32Array.from({ length: N }, () => r.int(0, V));
+    const w = Tensor.from(weight, [V, D]).to(DEVICE!);
+    const all = linearTokenLogprobs(Tensor.from(hidden, [N, D]).to(DEVICE!), w, Tensor.from(targets).to(DEVICE!), { entropy: true });
+    const host = (t: unknown) => (t as Tensor).to('cpu').data as Float32Array;
+    const batch = { logprobs: host(all.logprobs), lse: host(all.lse), entropy: host(all.entropy) };
+    for (let n = 0; n < N; n++) {
+      const one = linearTokenLogprobs(Tensor.from(hidden.slice(n * D, (n + 1) * D), [1, D]).to(DEVICE!), w,
+        Tensor.from(targets.slice(n, n + 1)).to(DEVICE!), { entropy: true });
+      for (const key of ['logprobs', 'lse', 'entropy'] as const)
+        assert.ok(Object.is(host(one[key])[0], batch[key][n]), `row ${n} ${key}: ${host(one[key])[0]} alone, ${batch[key][n]} in the batch`);
+    }
+  });
+});
+
 describe('AdamW on a CUDA policy', { skip: DEVICE ? false : 'no CUDA device in this build' }, () => {
   it('steps the device weights as it steps the CPU weights (clipping, decay groups, state round trip)', () => {
     const r = rng('adamw cuda');
