@@ -35,10 +35,9 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     const { train } = await import('../train/trainer.js');
     const { config, warnings } = resolveConfig(args);
     for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
-    process.stderr.write(`run directory: ${config.out}\n`);
     const interrupt = interruptSignal(() => process.stderr.write('\ninterrupt: finishing this step, then saving a checkpoint (Ctrl-C again to exit now)\n'));
     try {
-      const result = await train(config, { signal: interrupt.signal });
+      const result = await train(config, { signal: interrupt.signal, onStart: (out) => process.stderr.write(`run directory: ${out}\n`) });
       const first = result.evals[0], last = result.evals[result.evals.length - 1];
       const lines = [`run directory: ${result.out}`, `steps: ${result.step}/${config.steps}${result.interrupted ? ' (interrupted)' : ''}`];
       if (result.warmup) lines.push(`supervised warm-up: ${result.warmup.steps} steps, ${result.warmup.seconds.toFixed(1)} s, final loss ${result.warmup.finalLoss.toFixed(4)}`);

@@ -77,9 +77,9 @@ export function resolveModelDir(path: string): string {
 }
 
 /** Loads policy and tokenizer from a model, checkpoint or run directory. */
-export function loadModelDir(path: string, options: { device?: string } = {}): LoadedModel {
+export function loadModelDir(path: string, options: { device?: string; chatTemplate?: 'auto' | 'none' } = {}): LoadedModel {
   const dir = resolveModelDir(path);
-  const tokenizer = loadTokenizer(dir);
+  const tokenizer = loadTokenizer(dir, { useChatTemplate: options.chatTemplate !== 'none' });
   const policy = Policy.fromPretrained(dir, { device: (options.device ?? 'cpu') as Device });
   try {
     checkVocab(policy, tokenizer, dir);

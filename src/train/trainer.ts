@@ -42,7 +42,7 @@ import { writeRunReport } from './report.js';
 import { isCorrect } from './rewards/math.js';
 import { resolveReward, scoreAll, type RewardWarning, type WeightedReward } from './rewards/loader.js';
 import { Rng } from './rng.js';
-import { supervisedWarmup, type WarmupRecord } from './sft.js';
+import { SFT_LOG_EVERY, supervisedWarmup, warmupData, type WarmupRecord } from './sft.js';
 import { arithTask } from './tasks/arith.js';
 import { jsonlTask } from './tasks/jsonl.js';
 import type { Example, Task } from './tasks/types.js';
@@ -73,6 +73,8 @@ export interface TrainHooks {
   progress?: ProgressStream | null;
   /** Put before every progress line (e.g. which run of a comparison, and its ETA). */
   progressLabel?: () => string;
+  /** Called once the run is set up (task, rewards, model and data checked), before the warm-up or the first step. */
+  onStart?: (out: string) => void;
   /** Called after each training step's metrics are written. */
   onStep?: (step: number) => void;
   /**
@@ -106,8 +108,9 @@ export interface TrainResult {
 }
 
 /** The task a config names. */
-export function loadTask(config: Pick<TrainConfig, 'task' | 'seed' | 'evalSize'>): Task {
-  return config.task === 'arith' ? arithTask({ seed: config.seed, evalSize: config.evalSize }) : jsonlTask(config.task, { seed: config.seed });
+export function loadTask(config: Pick<TrainConfig, 'task' | 'seed' | 'evalSize'> & Partial<Pick<TrainConfig, 'evalFile' | 'evalFraction'>>): Task {
+  return config.task === 'arith' ? arithTask({ seed: config.seed, evalSize: config.evalSize })
+    : jsonlTask(config.task, { seed: config.seed, evalPath: config.evalFile ?? undefined, evalFraction: config.evalFraction });
 }
 
 /** The reward terms a config names. */
@@ -214,7 +217,7 @@ class Trainer {
     this.rewards = await loadRewards(c);
     ensureDir(this.out, 'out');  // not mkdirSync({recursive}): it spins forever under /proc
     if (c.resume !== null) await this.resumeFrom(c.resume);
-    else await this.fresh();
+    else await this.fresh(() => this.hooks.onStart?.(this.out));
     this.stops = stopIds(this.policy, this.tokenizer);
     checkPromptLengths(this.task, this.tokenizer, this.policy.config.maxPositionEmbeddings, c.maxNewTokens);
     if (c.beta > 0 && this.reference === null) this.reference = this.loadReference();
@@ -235,7 +238,7 @@ class Trainer {
     });
   }
 
-  async fresh(): Promise<void> {
+  async fresh(onReady: () => void = () => {}): Promise<void> {
     const c = this.config;
     // Refuses a directory that already holds a run's metrics before anything is written.
     if (c.restart) clearUnfinishedRun(this.out);
@@ -244,11 +247,15 @@ class Trainer {
     if (c.model === 'tiny') {
       ({ policy: this.policy, tokenizer: this.tokenizer } = tinyModel(c.seed, c.device));
     } else {
-      ({ policy: this.policy, tokenizer: this.tokenizer } = loadModelDir(c.model, { device: c.device }));
+      ({ policy: this.policy, tokenizer: this.tokenizer } = loadModelDir(c.model, { device: c.device, chatTemplate: c.chatTemplate }));
     }
     this.optimizer = this.#makeOptimizer();
     this.sampling = new Rng(c.seed).fork();
     this.lambda = c.loss === 'lambda' ? c.lambdaInit : 0;
+    // Warm-up data and prompt lengths are checked before the (long) warm-up starts.
+    const warmupPairs = c.sftSteps > 0 ? warmupData(c, this.task) : null;
+    checkPromptLengths(this.task, this.tokenizer, this.policy.config.maxPositionEmbeddings, c.maxNewTokens);
+    onReady();
     if (c.sftSteps > 0) {
       const cache = this.hooks.warmupCache === undefined ? null : warmupCachePath(this.hooks.warmupCache, c);
       const cached = cache === null ? null : loadWarmup(cache, this.policy);
@@ -257,17 +264,24 @@ class Trainer {
         this.warmup = { steps: cached.steps, seconds: cached.seconds, finalLoss: cached.finalLoss, cached: true };
         this.log(`supervised warm-up: ${c.sftSteps} steps, reused from ${cache}`);
       } else {
-        this.log(`supervised warm-up: ${c.sftSteps} steps`);
+        const data = warmupPairs;
+        this.log(`supervised warm-up: ${c.sftSteps} steps on ${data === null ? "arith's worked examples" : `${data.length} reference completions`}`);
         const records: WarmupRecord[] = [];
+        const bar = this.stream === null ? null
+          : new Progress({ total: c.sftSteps, stream: this.stream, label: this.hooks.progressLabel, unit: 'warm-up', every: SFT_LOG_EVERY });
         const result = await supervisedWarmup(this.policy, this.tokenizer, {
           steps: c.sftSteps,
           seed: c.seed,
+          data,
+          lr: c.sftLr,
+          onStep: (done, loss) => bar?.update(done, { loss }),
           signal: this.signal,
           onLog: (r) => {
             records.push(r);
             this.metrics.write({ kind: 'warmup', step: 0, ...r });
           },
         });
+        bar?.done();
         this.warmup = { steps: result.steps, seconds: result.seconds, finalLoss: result.finalLoss };
         if (result.interrupted) return;
         if (cache !== null) saveWarmup(cache, this.policy, { records, ...this.warmup });
@@ -351,7 +365,7 @@ class Trainer {
       }
     writeRunConfig(this.out, c);
 
-    this.tokenizer = loadTokenizer(found.dir);
+    this.tokenizer = loadTokenizer(found.dir, { useChatTemplate: c.chatTemplate !== 'none' });
     this.policy = Policy.fromPretrained(found.dir, { device: c.device });
     checkVocab(this.policy, this.tokenizer, found.dir);
     this.optimizer = this.#makeOptimizer();
@@ -363,6 +377,7 @@ class Trainer {
     this.cursor = size === null ? state.dataCursor.offset : state.dataCursor.epoch * size + state.dataCursor.offset;
     this.step = state.step;
     this.elapsedBefore = state.elapsedSeconds ?? 0;
+    this.hooks.onStart?.(this.out);
     this.log(`resumed from ${found.dir} (step ${state.step})`);
   }
 
