@@ -90,9 +90,9 @@ export function loadModelDir(path: string, options: { device?: string; chatTempl
   return { policy, tokenizer, dir };
 }
 
-/** The ids a sampled row stops at: the tokenizer's end-of-sequence and the model config's. */
+/** The ids a sampled row stops at: the tokenizer's end-of-sequence, the model config's and generation_config.json's. */
 export function stopIds(policy: Policy, tokenizer: TextTokenizer): number[] {
-  return [...new Set([tokenizer.eosId, ...eosTokenIds(policy.config)])].filter((id) => id < policy.config.vocabSize).sort((a, b) => a - b);
+  return [...new Set([tokenizer.eosId, ...eosTokenIds(policy.config), ...(tokenizer.generationEosIds ?? [])])].filter((id) => id < policy.config.vocabSize).sort((a, b) => a - b);
 }
 
 /**
