@@ -91,7 +91,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
         console.log(JSON.stringify({
           model: dir, task: config.task, examples: examples.length, accuracy: result.accuracy, mean_length: result.meanLength,
           reward_mean: result.rewardMean, truncated_frac: result.truncatedFrac, seconds: result.seconds,
-          settings: { from: fromRun !== null ? 'run' : 'defaults', reward: config.reward.map((r) => (r.kind === 'builtin' ? r.name : r.path)), max_new_tokens: config.maxNewTokens, chat_template: config.chatTemplate && tokenizer.hasChatTemplate ? config.chatTemplate : 'none' },
+          settings: { from: fromRun !== null ? 'run' : 'defaults', reward: config.reward.map((r) => (r.kind === 'module' ? r.path : r.name)), max_new_tokens: config.maxNewTokens, chat_template: config.chatTemplate && tokenizer.hasChatTemplate ? config.chatTemplate : 'none' },
           samples: result.samples.slice(0, args.show),
         }, null, 2));
         return;

@@ -23,7 +23,7 @@ import { findCheckpoint } from './checkpoint.js';
 import { METRICS_FILE } from './metrics.js';
 import { completionOf, loadJsonl, splitExamples } from './tasks/jsonl.js';
 import type { Example } from './tasks/types.js';
-import { BUILTIN_REWARDS as BUILTIN_REWARD_FNS } from './rewards/loader.js';
+import { BUILTIN_REWARDS as BUILTIN_REWARD_FNS, type RewardFn } from './rewards/loader.js';
 
 // ---------------------------------------------------------------------------------------
 // Sizes of the default run. `npx lgrpo-native train` with no arguments trains the built-in
@@ -89,7 +89,19 @@ export type TrainDevice = 'cpu' | `cuda:${number}`;
 /** One --reward term; the trainer loads it with rewards/loader.ts resolveReward(name or path, weight). */
 export type RewardSpec =
   | { kind: 'builtin'; name: string; weight: number }
-  | { kind: 'module'; path: string; weight: number };
+  | { kind: 'module'; path: string; weight: number }
+  /** A function passed from code (resolveConfig({reward: [fn]}) or {fn, weight, name}); config.json records its name only. */
+  | { kind: 'function'; name: string; fn: RewardFn; weight: number };
+
+/** What resolveConfig's `reward` takes from code, besides 'name', 'path.js' and 'name=W' strings. */
+export type RewardInput = string | RewardFn | { fn: RewardFn; weight?: number; name?: string };
+
+/** How config.json records a reward function (it cannot hold the function itself). */
+const FUNCTION_REWARD_PREFIX = 'function:';
+
+function isRewardFunctionInput(v: unknown): v is RewardFn | { fn: RewardFn; weight?: number; name?: string } {
+  return typeof v === 'function' || (isPlainObject(v) && typeof v.fn === 'function');
+}
 
 export interface TrainConfig {
   /** 'tiny' or the absolute path of a Hugging Face model directory. */
@@ -517,9 +529,11 @@ function checkValue(spec: OptionSpec, value: unknown): Checked {
       if (spec.choices && !spec.choices.includes(value)) return bad(`expected one of ${spec.choices.join(', ')}, got ${formatGot(value)}`);
       return { ok: true, value };
     case 'strings': {
-      const list = typeof value === 'string' ? [value] : value;
-      if (!Array.isArray(list) || list.length === 0 || !list.every((v) => typeof v === 'string' && v.length > 0))
-        return bad(`expected one or more non-empty strings, got ${formatGot(value)}`);
+      // --reward also takes functions from code (resolveConfig({reward: [fn]})).
+      const fnOk = (v: unknown): boolean => spec.flag === 'reward' && isRewardFunctionInput(v);
+      const list = typeof value === 'string' || fnOk(value) ? [value] : value;
+      if (!Array.isArray(list) || list.length === 0 || !list.every((v) => (typeof v === 'string' && v.length > 0) || fnOk(v)))
+        return bad(`expected one or more non-empty strings${spec.flag === 'reward' ? ' or reward functions' : ''}, got ${formatGot(value)}`);
       return { ok: true, value: [...list] };
     }
   }
@@ -606,7 +620,16 @@ function statOrUndefined(path: string): ReturnType<typeof statSync> | undefined 
   }
 }
 
-function parseReward(entry: string, base: string): RewardSpec | string {
+function parseReward(input: RewardInput, base: string): RewardSpec | string {
+  if (typeof input === 'function') return { kind: 'function', name: input.name || 'reward', fn: input, weight: 1 };
+  if (typeof input !== 'string') {
+    const weight = input.weight ?? 1;
+    if (typeof weight !== 'number' || !Number.isFinite(weight)) return `the weight of reward function ${input.name ?? input.fn.name ?? ''} must be a finite number, got ${formatGot(weight)}`;
+    return { kind: 'function', name: input.name ?? (input.fn.name || 'reward'), fn: input.fn, weight };
+  }
+  const entry = input;
+  if (entry.startsWith(FUNCTION_REWARD_PREFIX))
+    return `${JSON.stringify(entry)} was a reward function passed from code, which a config file cannot hold: pass the function again (resolveConfig({reward: [fn]})) or give --reward a module path`;
   let spec = entry;
   let weight = 1;
   const eq = entry.lastIndexOf('=');
@@ -633,7 +656,7 @@ function parseReward(entry: string, base: string): RewardSpec | string {
 }
 
 function rewardToString(r: RewardSpec): string {
-  const spec = r.kind === 'builtin' ? r.name : r.path;
+  const spec = r.kind === 'builtin' ? r.name : r.kind === 'module' ? r.path : `${FUNCTION_REWARD_PREFIX}${r.name}`;
   return r.weight === 1 ? spec : `${spec}=${r.weight}`;
 }
 
@@ -748,7 +771,7 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
   }
 
   const reward: RewardSpec[] = [];
-  for (const entry of raw.reward as string[]) {
+  for (const entry of raw.reward as RewardInput[]) {
     const parsed = parseReward(entry, baseOf('reward'));
     if (typeof parsed === 'string') fail('reward', parsed);
     else reward.push(parsed);

@@ -40,7 +40,7 @@ import { checkPromptLengths, checkVocab, decodeCompletion, evaluate, loadModelDi
 import { Progress, type ProgressStream } from './progress.js';
 import { writeRunReport } from './report.js';
 import { isCorrect } from './rewards/math.js';
-import { resolveReward, scoreAll, type RewardWarning, type WeightedReward } from './rewards/loader.js';
+import { DEFAULT_REWARD_TIMEOUT_S, resolveReward, scoreAll, type RewardWarning, type WeightedReward } from './rewards/loader.js';
 import { Rng } from './rng.js';
 import { SFT_LOG_EVERY, supervisedWarmup, warmupData, type WarmupRecord } from './sft.js';
 import { arithTask } from './tasks/arith.js';
@@ -115,7 +115,9 @@ export function loadTask(config: Pick<TrainConfig, 'task' | 'seed' | 'evalSize'>
 
 /** The reward terms a config names. */
 export async function loadRewards(config: Pick<TrainConfig, 'reward'> & Partial<Pick<TrainConfig, 'rewardTimeout'>>): Promise<WeightedReward[]> {
-  return Promise.all(config.reward.map((r) => resolveReward(r.kind === 'builtin' ? r.name : r.path, r.weight, config.rewardTimeout)));
+  return Promise.all(config.reward.map((r) => r.kind === 'function'
+    ? { name: r.name, fn: r.fn, weight: r.weight, timeoutSeconds: config.rewardTimeout ?? DEFAULT_REWARD_TIMEOUT_S }
+    : resolveReward(r.kind === 'builtin' ? r.name : r.path, r.weight, config.rewardTimeout)));
 }
 
 interface Rollout {
