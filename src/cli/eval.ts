@@ -47,10 +47,10 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       .example('$0 eval --model runs/my-run --task arith --eval-size 50', 'the same checkpoint on another task') as unknown as Argv<EvalArgs>,
   handler: async (args: ArgumentsCamelCase<EvalArgs>) => {
     const { resolveConfig } = await import('../train/config.js');
-    const { findCheckpoint } = await import('../train/checkpoint.js');
+    const { findCheckpoint, isRunOrCheckpoint } = await import('../train/checkpoint.js');
     const { loadTask, loadRewards } = await import('../train/trainer.js');
     const { evaluate, loadModelDir, resolveModelDir } = await import('../train/model.js');
-    const { basename, resolve } = await import('node:path');
+    const { basename, dirname, resolve } = await import('node:path');
     for (const [flag, v] of [['show', args.show]] as const)
       if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${flag}: expected an integer >= 0, got ${v}`);
     const modelPath = resolve(args.model);
@@ -58,11 +58,17 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     // A run or checkpoint carries the config it trained with: it is the base layer (as
     // for --resume), and only the flags typed here override it.
     let fromRun: string | null = null;
-    try {
-      const found = findCheckpoint(modelPath);
-      if (found.state.config !== undefined) fromRun = found.dir;
-    } catch {
-      // a plain model directory: the defaults
+    // A run's best weights (--keep-best) evaluate with the settings of the run around them.
+    for (const candidate of basename(modelPath) === 'best' ? [modelPath, dirname(modelPath)] : [modelPath]) {
+      // Only a run or a checkpoint is searched: findCheckpoint tidies what it searches.
+      if (!isRunOrCheckpoint(candidate)) continue;
+      try {
+        const found = findCheckpoint(candidate);
+        if (found.state.config !== undefined) fromRun = found.dir;
+        break;
+      } catch {
+        // a plain model directory: the defaults
+      }
     }
     const given: Record<string, unknown> = {};
     for (const [key, flag] of Object.entries(SHARED)) if (args[key as keyof EvalArgs] !== undefined) given[flag] = args[key as keyof EvalArgs];

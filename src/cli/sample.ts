@@ -45,8 +45,8 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
       .example("$0 sample --model runs/my-run --prompt '12+7+5=? (#### n)\\n'", 'greedy completion of an arithmetic prompt') as unknown as Argv<SampleArgs>,
   handler: async (args: ArgumentsCamelCase<SampleArgs>) => {
     const { complete, loadModelDir } = await import('../train/model.js');
-    const { findCheckpoint } = await import('../train/checkpoint.js');
-    const { resolve } = await import('node:path');
+    const { findCheckpoint, isRunOrCheckpoint } = await import('../train/checkpoint.js');
+    const { basename, dirname, resolve } = await import('node:path');
     const int = (flag: string, v: number, min: number): void => {
       if (!Number.isSafeInteger(v) || v < min) throw new Error(`--${flag}: expected an integer >= ${min}, got ${v}`);
     };
@@ -61,11 +61,16 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
     // A run (or its checkpoint) samples as it trained: with or without the chat template.
     let chatTemplate = args.chatTemplate;
     if (chatTemplate === undefined) {
-      try {
-        const saved = findCheckpoint(resolve(args.model)).state.config?.['chat-template'];
-        if (saved === 'none' || saved === 'auto') chatTemplate = saved;
-      } catch {
-        // a plain model directory
+      const path = resolve(args.model);
+      for (const candidate of basename(path) === 'best' ? [path, dirname(path)] : [path]) {
+        if (!isRunOrCheckpoint(candidate)) continue;
+        try {
+          const saved = findCheckpoint(candidate).state.config?.['chat-template'];
+          if (saved === 'none' || saved === 'auto') chatTemplate = saved;
+          break;
+        } catch {
+          // a plain model directory (or a run's best weights: their run's setting)
+        }
       }
     }
     const { policy, tokenizer, dir } = loadModelDir(resolve(args.model), { chatTemplate });

@@ -160,6 +160,8 @@ export interface TrainConfig {
   saveEvery: number;
   /** 0: keep every checkpoint. */
   keepCheckpoints: number;
+  /** Keep the weights of the best evaluation so far in <out>/best (BEST_DIR). */
+  keepBest: boolean;
   /** Absolute path of the run directory. */
   out: string;
   /** Absolute path given to --resume (run directory or checkpoint), or null. */
@@ -367,6 +369,10 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
     flag: 'keep-checkpoints', kind: 'integer', group: G_RUN, default: DEFAULT_KEEP_CHECKPOINTS, min: 0,
     describe: 'keep only the newest K checkpoints (0: keep all)',
   },
+  keepBest: {
+    flag: 'keep-best', kind: 'boolean', group: G_RUN, default: false,
+    describe: "also keep the weights of the best evaluation so far (held-out accuracy, step 0 included) in <out>/best, beside the newest checkpoints; eval and sample take --model <out>/best",
+  },
   out: {
     flag: 'out', kind: 'string', group: G_RUN, default: undefined,
     defaultDescription: 'runs/<task>-<loss>-<time>, or the resumed run',
@@ -398,7 +404,7 @@ export const CONFIG_KEYS = Object.keys(OPTIONS) as ConfigKey[];
  * other key takes part in configHash, so a resumed run can tell it is continuing the same
  * experiment. `steps` takes part only when a decaying schedule makes the rates depend on it.
  */
-export const RESUME_MUTABLE_KEYS: readonly ConfigKey[] = ['out', 'resume', 'device', 'steps', 'evalEvery', 'saveEvery', 'keepCheckpoints', 'rewardTimeout', 'restart'];
+export const RESUME_MUTABLE_KEYS: readonly ConfigKey[] = ['out', 'resume', 'device', 'steps', 'evalEvery', 'saveEvery', 'keepCheckpoints', 'keepBest', 'rewardTimeout', 'restart'];
 
 export type ConfigSource = 'default' | 'checkpoint' | 'file' | 'cli';
 
@@ -897,6 +903,8 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
   const evalEvery = raw.evalEvery as number;
   if (warmup > 0 && warmup >= steps)
     warnings.push(`--warmup: ${warmup} warmup steps with --steps ${steps}: the learning rate never reaches its peak`);
+  if (raw.keepBest === true && evalEvery === 0 && explicit('keepBest'))
+    warnings.push('--keep-best: ignored, --eval-every is 0 (no evaluation picks a best)');
   if (evalEvery > steps)
     warnings.push(`--eval-every: ${evalEvery} is more than --steps ${steps}: no periodic evaluation will run`);
 
@@ -956,6 +964,7 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
     evalEvery,
     saveEvery: raw.saveEvery as number,
     keepCheckpoints: raw.keepCheckpoints as number,
+    keepBest: raw.keepBest as boolean,
     out,
     resume,
     seed: raw.seed as number,

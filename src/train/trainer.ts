@@ -25,7 +25,7 @@
 // functions of --seed), weights and optimiser moments are saved bit for bit, and all of
 // step N's metric lines are written before checkpoint N. A run resumed from checkpoint N
 // therefore writes the same lines as an uninterrupted run, timings aside.
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AdamW } from '../engine/adamw.js';
 import { Policy } from '../engine/policy.js';
@@ -57,6 +57,10 @@ export { resolveConfig, type TrainConfig } from './config.js';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 /** The frozen reference policy of a run with β > 0 on the tiny model (its step-0 weights). */
 export const REFERENCE_DIR = 'reference';
+/** With --keep-best: the weights (and tokenizer) of the best evaluation so far, a model directory. */
+export const BEST_DIR = 'best';
+/** In BEST_DIR: {step, accuracy} of the evaluation it holds. */
+export const BEST_FILE = 'best.json';
 /** Eval completions, one file per evaluation. */
 export const SAMPLES_DIR = 'samples';
 /** Rollout rounds per step at most with --dynamic-sampling (verl's max_num_gen_batches plays this role). */
@@ -590,9 +594,38 @@ class Trainer {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, samplesFile(this.step)), result.samples.map((s) => JSON.stringify(s)).join('\n') + '\n');
     this.evals.push({ step: this.step, accuracy: result.accuracy, meanLength: result.meanLength });
+    if (c.keepBest) this.keepBest(result.accuracy);
     this.progress?.eval(this.step, { accuracy: result.accuracy, meanLength: result.meanLength, reward: result.rewardMean });
     writeRunReport(this.out);
     return result;
+  }
+
+  /** Accuracy of the evaluation BEST_DIR holds (undefined: not read yet; -Infinity: none). */
+  bestAccuracy: number | undefined;
+
+  /** Replaces BEST_DIR when this evaluation beats every earlier one (step 0 counts). */
+  keepBest(accuracy: number): void {
+    const dir = join(this.out, BEST_DIR);
+    if (this.bestAccuracy === undefined) {
+      // A resumed run continues the best of the steps it keeps; a best from steps after the
+      // checkpoint it resumed from is replayed, and rewritten, by the same evaluations.
+      this.bestAccuracy = -Infinity;
+      try {
+        recoverDir(dir);
+        const saved = JSON.parse(readFileSync(join(dir, BEST_FILE), 'utf8')) as { step?: unknown; accuracy?: unknown };
+        if (typeof saved.accuracy === 'number' && typeof saved.step === 'number' && saved.step < this.step) this.bestAccuracy = saved.accuracy;
+      } catch {
+        // none yet
+      }
+    }
+    if (!(accuracy > this.bestAccuracy)) return;
+    this.bestAccuracy = accuracy;
+    writeDirAtomic(dir, (tmp) => {
+      this.policy.save(tmp);
+      saveTokenizer(this.tokenizer, tmp);
+      writeFileSync(join(tmp, BEST_FILE), `${JSON.stringify({ step: this.step, accuracy })}\n`);
+    });
+    this.log(`best evaluation so far (accuracy ${accuracy.toFixed(3)} at step ${this.step}): weights in ${dir}`);
   }
 
   state(): TrainerState {

@@ -68,3 +68,25 @@ test('train --task bare.jsonl on the tiny model: a loud warning, and validation 
   assert.doesNotMatch(bad.stderr, /run directory/);
   assert.ok(!existsSync(join(root, 'never')));
 });
+
+test('--keep-best keeps the best evaluation\'s weights (step 0 counts) beside the checkpoints; the summary names the best', () => {
+  const out = join(root, 'best-run');
+  const r = cli('train', '--steps', '3', '--eval-every', '1', '--keep-best', '--keep-checkpoints', '1', '--save-every', '1', '--sft-steps', '20', '--eval-size', '6', '--out', out, ...SMALL);
+  assert.equal(r.status, 0, r.stderr);
+  const evals = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.kind === 'eval');
+  assert.deepEqual(evals.map((e) => e.step), [0, 1, 2, 3]);
+  // The first evaluation with the highest accuracy (a later tie does not replace it).
+  let best = evals[0];
+  for (const e of evals) if (e.accuracy > best.accuracy) best = e;
+  const saved = JSON.parse(readFileSync(join(out, 'best', 'best.json'), 'utf8'));
+  assert.deepEqual(saved, { step: best.step, accuracy: best.accuracy });
+  assert.match(r.stdout, new RegExp(`best held-out accuracy: ${best.accuracy.toFixed(3)} at step ${best.step} \\(weights in .*best\\)`));
+  // Rotation keeps one checkpoint; the best stays, and evaluates to what the run measured, on the run's settings.
+  assert.ok(existsSync(join(out, 'checkpoint-3')) && !existsSync(join(out, 'checkpoint-2')));
+  const ev = cli('eval', '--model', join(out, 'best'), '--json');
+  assert.equal(ev.status, 0, ev.stderr);
+  const e = JSON.parse(ev.stdout);
+  assert.equal(e.settings.from, 'run');
+  assert.equal(e.examples, 6);
+  assert.equal(e.accuracy, best.accuracy);
+});
