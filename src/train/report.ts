@@ -28,6 +28,11 @@ export interface ReportRun {
   config?: Record<string, unknown> | null;
   /** Completions of some evaluations, by step (a one-run report shows the first, best and last). */
   samples?: Map<number, EvalSample[]>;
+  /**
+   * The runs this one summarises (compare: one loss over several seeds, `records` their mean):
+   * each plot shades the band from their lowest to their highest value at every step.
+   */
+  seeds?: ReportRun[];
 }
 
 export interface ReportOptions {
@@ -188,6 +193,16 @@ interface DrawnSeries {
   dash: string;
   markers: boolean;
   points: Point[];
+  /** [x, lowest, highest] over the run's seeds, where at least two have a value. */
+  band?: Array<[number, number, number]>;
+}
+
+/** Per step, the lowest and highest finite value of a series over several runs (two or more). */
+function seedBand(seeds: ReportRun[], s: SeriesSpec): Array<[number, number, number]> {
+  const byX = new Map<number, number[]>();
+  for (const seed of seeds)
+    for (const [x, y] of extract(seed.records, s)) if (y !== null) (byX.get(x) ?? byX.set(x, []).get(x)!).push(y);
+  return [...byX.entries()].filter(([, v]) => v.length >= 2).sort((a, b) => a[0] - b[0]).map(([x, v]) => [x, Math.min(...v), Math.max(...v)]);
 }
 
 function r2(v: number): string {
@@ -208,17 +223,23 @@ function renderPlot(plot: PlotSpec, runs: ReportRun[]): { html: string; data: un
         dash: overlay ? DASHES[si % DASHES.length] : '',
         markers: s.kind === 'eval',
         points,
+        band: run.seeds && run.seeds.length >= 2 ? seedBand(run.seeds, s) : undefined,
       });
     });
   });
 
   const xs: number[] = [];
   const ys: number[] = [];
-  for (const d of drawn)
+  for (const d of drawn) {
     for (const [x, y] of d.points) {
       xs.push(x);
       if (y !== null) ys.push(y);
     }
+    for (const [x, lo, hi] of d.band ?? []) {
+      xs.push(x);
+      ys.push(lo, hi);
+    }
+  }
   const pw = W - M.left - M.right;
   const ph = H - M.top - M.bottom;
   const parts: string[] = [];
@@ -252,6 +273,13 @@ function renderPlot(plot: PlotSpec, runs: ReportRun[]): { html: string; data: un
       parts.push(`<text class="tick" x="${r2(px(t))}" y="${M.top + ph + 16}" text-anchor="middle">${esc(formatNumber(t))}</text>`);
     }
     parts.push(`<text class="axis" x="${M.left + pw / 2}" y="${H - 3}" text-anchor="middle">${esc(plot.xLabel ?? 'step')}</text>`);
+    // Bands first, under every line.
+    for (const d of drawn) {
+      if (!d.band || d.band.length < 2) continue;
+      const upper = d.band.map(([x, , hi]) => `${r2(px(x))},${r2(py(hi))}`);
+      const lower = d.band.map(([x, lo]) => `${r2(px(x))},${r2(py(lo))}`).reverse();
+      parts.push(`<polygon class="band" points="${[...upper, ...lower].join(' ')}" fill="${d.color}"><title>${esc(`${overlay ? `${d.run}: ` : ''}${d.label}: lowest to highest over seeds`)}</title></polygon>`);
+    }
     for (const d of drawn) {
       const dash = d.dash ? ` stroke-dasharray="${d.dash}"` : '';
       const title = `<title>${esc(overlay ? `${d.run}: ${d.label}` : d.label)}</title>`;
@@ -425,6 +453,7 @@ p.why{font-size:12px;color:#555;margin:4px 0 0}
 h3{font-size:1em;margin:16px 0 6px}
 table.samples td.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;max-width:420px}
 svg.chart .line{fill:none;stroke-width:1.6}
+svg.chart .band{fill-opacity:.15;stroke:none}
 svg.chart .guide{stroke:#999;stroke-dasharray:3 3}
 .legend{font-size:12px;color:#444}.legend .item{margin-right:14px;white-space:nowrap}
 .legend .swatch{vertical-align:middle;margin-right:4px}

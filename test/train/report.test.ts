@@ -269,3 +269,29 @@ test('the report shows a few completions of the first, best and last evaluations
   assert.equal(html.match(/<tr><td class="mono">/g)?.length, 12);  // 4 per evaluation
   assert.match(html, /p10-0 &lt;b&gt;/);  // text, never markup
 });
+
+test('compare: a mean line per loss with the band from the lowest to the highest seed', () => {
+  const seeds = [1, 2, 3].map((k) => ({
+    name: `seed ${k}`, config: null,
+    records: [1, 2, 3].map((step): MetricRecord => ({ kind: 'train', step, reward_mean: k * step })),
+  }));
+  const mean: ReportRun = { name: 'grpo (mean of 3 seeds)', records: [1, 2, 3].map((step) => ({ kind: 'train', step, reward_mean: 2 * step })), seeds };
+  const other: ReportRun = { name: 'dapo', records: [1, 2, 3].map((step) => ({ kind: 'train', step, reward_mean: 1 })) };
+  const html = renderReport([mean, other], { generatedAt: WHEN });
+  assertSelfContained(html);
+  const f = figure(html, 'reward');
+  const bands = [...f.matchAll(/<polygon class="band" points="([^"]*)" fill="([^"]*)">/g)];
+  assert.equal(bands.length, 1);  // one run has seeds, one series of it has values
+  const pts = bands[0][1].split(' ').map((p) => p.split(',').map(Number));
+  assert.equal(pts.length, 6);  // upper edge over 3 steps, then the lower edge back
+  const line = polylines(f).find((l) => l.stroke === bands[0][2]);
+  assert.ok(line, 'the band has its line\'s colour');
+  // At every step the mean (2·step) lies between the band's edges (1·step and 3·step): in SVG y, lower is larger.
+  for (let i = 0; i < 3; i++) {
+    const [x, yTop] = pts[i];
+    const [xb, yBottom] = pts[5 - i];
+    assert.equal(x, xb);
+    assert.equal(line.points[i][0], x);
+    assert.ok(yTop < line.points[i][1] && line.points[i][1] < yBottom, `step ${i + 1}: ${yTop} < ${line.points[i][1]} < ${yBottom}`);
+  }
+});
