@@ -318,7 +318,7 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
   },
   sftLr: {
     flag: 'sft-lr', kind: 'number', group: G_OPT, default: undefined, above: 0,
-    defaultDescription: `${DEFAULT_SFT_LR_TINY} for --model tiny (a freshly initialised model), ${DEFAULT_SFT_LR_PRETRAINED} for a model directory`,
+    defaultDescription: `${DEFAULT_SFT_LR_TINY.toExponential()} for --model tiny (a freshly initialised model), ${DEFAULT_SFT_LR_PRETRAINED.toExponential()} for a model directory`,
     describe: 'peak learning rate of the supervised warm-up (linear warmup, cosine decay)',
   },
   lr: {

@@ -246,21 +246,23 @@ class Trainer {
 
   async fresh(onReady: () => void = () => {}): Promise<void> {
     const c = this.config;
-    // Refuses a directory that already holds a run's metrics before anything is written.
-    if (c.restart) clearUnfinishedRun(this.out);
-    this.metrics = MetricsWriter.open(join(this.out, METRICS_FILE));
-    writeRunConfig(this.out, c);
+    // The model, the warm-up data and the prompt lengths are checked before the run
+    // directory gets its config and metrics: a bad model directory or an over-long prompt
+    // leaves no half-started run that a second try would have to --restart.
     if (c.model === 'tiny') {
       ({ policy: this.policy, tokenizer: this.tokenizer } = tinyModel(c.seed, c.device));
     } else {
       ({ policy: this.policy, tokenizer: this.tokenizer } = loadModelDir(c.model, { device: c.device, chatTemplate: c.chatTemplate }));
     }
+    const warmupPairs = c.sftSteps > 0 ? warmupData(c, this.task) : null;
+    checkPromptLengths(this.task, this.tokenizer, this.policy.config.maxPositionEmbeddings, c.maxNewTokens);
+    // Refuses a directory that already holds a run's metrics before anything is written.
+    if (c.restart) clearUnfinishedRun(this.out);
+    this.metrics = MetricsWriter.open(join(this.out, METRICS_FILE));
+    writeRunConfig(this.out, c);
     this.optimizer = this.#makeOptimizer();
     this.sampling = new Rng(c.seed).fork();
     this.lambda = c.loss === 'lambda' ? c.lambdaInit : 0;
-    // Warm-up data and prompt lengths are checked before the (long) warm-up starts.
-    const warmupPairs = c.sftSteps > 0 ? warmupData(c, this.task) : null;
-    checkPromptLengths(this.task, this.tokenizer, this.policy.config.maxPositionEmbeddings, c.maxNewTokens);
     onReady();
     if (c.sftSteps > 0) {
       const cache = this.hooks.warmupCache === undefined ? null : warmupCachePath(this.hooks.warmupCache, c);
