@@ -113,8 +113,29 @@ export interface TrainResult {
 
 /** The task a config names. */
 export function loadTask(config: Pick<TrainConfig, 'task' | 'seed' | 'evalSize'> & Partial<Pick<TrainConfig, 'evalFile' | 'evalFraction'>>): Task {
-  return config.task === 'arith' ? arithTask({ seed: config.seed, evalSize: config.evalSize })
-    : jsonlTask(config.task, { seed: config.seed, evalPath: config.evalFile ?? undefined, evalFraction: config.evalFraction });
+  if (config.task !== 'arith') return jsonlTask(config.task, { seed: config.seed, evalPath: config.evalFile ?? undefined, evalFraction: config.evalFraction });
+  // Said in the terms of the option the user typed, not of the generator's argument.
+  const userTerms = (e: unknown): unknown => {
+    const m = /only (\d+) distinct evaluation problems found/.exec((e as Error)?.message ?? '');
+    return m ? new RangeError(`--eval-size: asked for ${config.evalSize} held-out problems, but the built-in arith task has ${m[1]}; give --eval-size ${m[1]} or less`, { cause: e }) : e;
+  };
+  let task: Task;
+  try {
+    task = arithTask({ seed: config.seed, evalSize: config.evalSize });
+  } catch (e) {
+    throw userTerms(e);
+  }
+  const evalSet = task.evalSet.bind(task);
+  return {
+    ...task,
+    evalSet(n?: number): Example[] {
+      try {
+        return evalSet(n);
+      } catch (e) {
+        throw userTerms(e);
+      }
+    },
+  };
 }
 
 /** The reward terms a config names. */

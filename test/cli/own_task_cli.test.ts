@@ -90,3 +90,10 @@ test('--keep-best keeps the best evaluation\'s weights (step 0 counts) beside th
   assert.equal(e.examples, 6);
   assert.equal(e.accuracy, best.accuracy);
 });
+
+test('eval --eval-size beyond the built-in task\'s held-out problems says how many there are', () => {
+  const out = join(root, 'own-run');  // trained by the first test
+  const r = cli('eval', '--model', out, '--task', 'arith', '--eval-size', '100000');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^lgrpo-native: --eval-size: asked for 100000 held-out problems, but the built-in arith task has \d+; give --eval-size \d+ or less$/m);
+});
