@@ -14,3 +14,4 @@ export { AdamW, NonFiniteGradError, defaultNoDecay, type AdamWOptions, type Adam
 export { linearWarmup, type LrSchedule, type ScheduleKind, type WarmupOptions } from './engine/schedule.js';
 export * from './train/data.js';
 export { train, resolveConfig, loadTask, loadRewards, type TrainConfig, type TrainHooks, type TrainResult, type EvalSummary } from './train/trainer.js';
+export { ConfigError, configToJson, type RewardInput, type RewardSpec, type ResolvedConfig } from './train/config.js';

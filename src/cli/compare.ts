@@ -151,8 +151,11 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
     writeFileSync(join(out, 'compare.json'), `${JSON.stringify({
       losses, seeds, baseline, seconds, loadavg: { start: loadStart, end: loadEnd }, settings, runs: finished, rows,
     }, null, 2)}\n`);
-    const byLoss = losses.map((loss) => meanCurves(`${loss} (mean of ${finished.filter((f) => f.loss === loss).length} seeds)`,
-      finished.filter((f) => f.loss === loss).map((f) => loadRun(f.dir))));
+    const byLoss = losses.map((loss) => {
+      const seedRuns = finished.filter((f) => f.loss === loss).map((f) => loadRun(f.dir));
+      // The mean line, and the band from the lowest to the highest seed (report.ts draws it).
+      return { ...meanCurves(`${loss} (mean of ${seedRuns.length} seeds)`, seedRuns), seeds: seedRuns };
+    });
     const notes = [
       'mean ± half-width of the 95% interval over seeds (Student t); differences are paired by seed: same warm-up, prompts and eval set.',
       `best acc: the best eval after step 0. Took ${formatDuration(seconds)}; load average ${loadStart.map((x) => x.toFixed(2)).join(' ')} at the start, ${loadEnd.map((x) => x.toFixed(2)).join(' ')} at the end.`,

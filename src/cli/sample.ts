@@ -10,6 +10,7 @@ interface SampleArgs {
   topP: number;
   maxNewTokens: number;
   seed: number;
+  chatTemplate?: 'auto' | 'none';
   json: boolean;
 }
 
@@ -36,11 +37,16 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
       .option('top-p', { type: 'number', default: 1, requiresArg: true, describe: 'nucleus sampling mass (with --temperature > 0)' })
       .option('max-new-tokens', { type: 'number', default: DEFAULT_MAX_NEW_TOKENS, requiresArg: true, describe: 'response length limit in tokens' })
       .option('seed', { type: 'number', default: 0, requiresArg: true, describe: 'seed of the sampler' })
-      .option('json', { type: 'boolean', default: false, describe: 'print JSON: one object per prompt with its completions' })
+      .option('chat-template', {
+        type: 'string', choices: ['auto', 'none'], requiresArg: true, defaultDescription: "the run's, else auto",
+        describe: "auto: the prompt goes through the tokenizer's chat template when it has one; none: as it is",
+      })
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON: one object per prompt with the text the model saw and its completions' })
       .example("$0 sample --model runs/my-run --prompt '12+7+5=? (#### n)\\n'", 'greedy completion of an arithmetic prompt') as unknown as Argv<SampleArgs>,
   handler: async (args: ArgumentsCamelCase<SampleArgs>) => {
     const { complete, loadModelDir } = await import('../train/model.js');
-    const { resolve } = await import('node:path');
+    const { findCheckpoint, isRunOrCheckpoint } = await import('../train/checkpoint.js');
+    const { basename, dirname, resolve } = await import('node:path');
     const int = (flag: string, v: number, min: number): void => {
       if (!Number.isSafeInteger(v) || v < min) throw new Error(`--${flag}: expected an integer >= ${min}, got ${v}`);
     };
@@ -52,7 +58,22 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
     if (args.n > 1 && args.temperature === 0) throw new Error('--n: several completions of one prompt need --temperature > 0 (greedy decoding gives one)');
     if (args.topP < 1 && args.temperature === 0) throw new Error('--top-p: has no effect with greedy decoding (--temperature 0)');
     const prompts = args.prompt.map(unescapePrompt);
-    const { policy, tokenizer, dir } = loadModelDir(resolve(args.model));
+    // A run (or its checkpoint) samples as it trained: with or without the chat template.
+    let chatTemplate = args.chatTemplate;
+    if (chatTemplate === undefined) {
+      const path = resolve(args.model);
+      for (const candidate of basename(path) === 'best' ? [path, dirname(path)] : [path]) {
+        if (!isRunOrCheckpoint(candidate)) continue;
+        try {
+          const saved = findCheckpoint(candidate).state.config?.['chat-template'];
+          if (saved === 'none' || saved === 'auto') chatTemplate = saved;
+          break;
+        } catch {
+          // a plain model directory (or a run's best weights: their run's setting)
+        }
+      }
+    }
+    const { policy, tokenizer, dir } = loadModelDir(resolve(args.model), { chatTemplate });
     try {
       const encoded = prompts.flatMap((p) => Array.from({ length: args.n }, () => tokenizer.encodePrompt(p)));
       const completions = complete(policy, tokenizer, encoded, {
@@ -63,6 +84,7 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
           model: dir,
           results: prompts.map((prompt, i) => ({
             prompt,
+            prompt_text: tokenizer.formatPrompt(prompt),
             completions: completions.slice(i * args.n, (i + 1) * args.n).map((c) => ({ text: c.text, tokens: c.tokens.length, stopped: c.stopped })),
           })),
         }, null, 2));

@@ -35,16 +35,19 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     const { train } = await import('../train/trainer.js');
     const { config, warnings } = resolveConfig(args);
     for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
-    process.stderr.write(`run directory: ${config.out}\n`);
     const interrupt = interruptSignal(() => process.stderr.write('\ninterrupt: finishing this step, then saving a checkpoint (Ctrl-C again to exit now)\n'));
     try {
-      const result = await train(config, { signal: interrupt.signal });
+      const result = await train(config, { signal: interrupt.signal, onStart: (out) => process.stderr.write(`run directory: ${out}\n`) });
       const first = result.evals[0], last = result.evals[result.evals.length - 1];
       const lines = [`run directory: ${result.out}`, `steps: ${result.step}/${config.steps}${result.interrupted ? ' (interrupted)' : ''}`];
       if (result.warmup) lines.push(`supervised warm-up: ${result.warmup.steps} steps, ${result.warmup.seconds.toFixed(1)} s, final loss ${result.warmup.finalLoss.toFixed(4)}`);
       if (first && last && first !== last)
         lines.push(`held-out greedy accuracy: ${first.accuracy.toFixed(3)} at step ${first.step} → ${last.accuracy.toFixed(3)} at step ${last.step} (mean length ${first.meanLength.toFixed(1)} → ${last.meanLength.toFixed(1)} tokens)`);
       else if (last) lines.push(`held-out greedy accuracy: ${last.accuracy.toFixed(3)} at step ${last.step} (mean length ${last.meanLength.toFixed(1)} tokens)`);
+      // The best evaluation, step 0 included: a run whose RL only lost ground shows it here.
+      const best = result.evals.reduce<typeof last | undefined>((b, e) => (b === undefined || e.accuracy > b.accuracy ? e : b), undefined);
+      if (best && result.evals.length > 1)
+        lines.push(`best held-out accuracy: ${best.accuracy.toFixed(3)} at step ${best.step}${config.keepBest ? ` (weights in ${result.out}/best)` : ''}`);
       if (config.loss === 'lambda') lines.push(`λ: ${result.lambda.toPrecision(4)}`);
       if (result.checkpoint) lines.push(`checkpoint: ${result.checkpoint}`);
       lines.push(`report: ${result.out}/report.html`, `time: ${result.seconds.toFixed(1)} s`);

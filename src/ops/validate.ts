@@ -22,6 +22,16 @@ function describe(shape: ShapeSpec): string {
 }
 
 /**
+ * How to turn a number[] or another TypedArray into what the kernel takes. The kernels
+ * never convert implicitly: a conversion is a copy (and, from Float64Array, a rounding),
+ * which a caller should make once, not on every call.
+ */
+function conversionHint(dtypes: readonly DType[]): string {
+  const target = dtypes.map(arrayTypeFor).find((t) => t !== 'Uint16Array');
+  return target ? `; convert it once with ${target}.from(values) (the kernels take ${target} without copying and never convert implicitly)` : '';
+}
+
+/**
  * Resolves a tensor argument to a Tensor with the expected dtype and shape. A plain
  * TypedArray is wrapped without copying, its one free dimension inferred from its length.
  * `float16` names the format of a plain Uint16Array ('bf16' or 'f16').
@@ -41,7 +51,7 @@ export function tensorArg(
     const array = value as TypedArray;
     const dtype = dtypeOfArray(array) ?? (array instanceof Uint16Array ? float16 : undefined);
     if (!dtype) {
-      const hint = array instanceof Uint16Array ? ' (a Uint16Array needs {dtype: "bf16" | "f16"})' : '';
+      const hint = array instanceof Uint16Array ? ' (a Uint16Array needs {dtype: "bf16" | "f16"})' : conversionHint(dtypes);
       throw new TypeError(`${name}: expected ${dtypes.map(arrayTypeFor).join(' or ')}, got ${array.constructor.name}${hint}`);
     }
     const known = shape.reduce<number>((a, d) => a * (d ?? 1), 1);
@@ -53,6 +63,8 @@ export function tensorArg(
     else throw new RangeError(`${name}: length ${array.length} does not fit shape ${describe(shape)}`);
     tensor = Tensor.from(array, dims, dtype);
   } else {
+    if (Array.isArray(value))
+      throw new TypeError(`${name}: expected a Tensor or a TypedArray, got an Array${conversionHint(dtypes)}`);
     throw new TypeError(`${name}: expected a Tensor or a TypedArray, got ${value === null ? 'null' : typeof value}`);
   }
   if (!dtypes.includes(tensor.dtype))

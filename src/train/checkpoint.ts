@@ -469,3 +469,8 @@ export function findCheckpoint(pathOrRunDir: string): FoundCheckpoint {
     (stoppedEarly ? `; its run stopped before its first checkpoint: start it over with --out ${path} --restart` : ''),
   );
 }
+
+/** Whether a directory is a checkpoint (its trainer state) or a run directory (its metrics), as findCheckpoint searches them. */
+export function isRunOrCheckpoint(path: string): boolean {
+  return existsSync(join(path, TRAINER_STATE_FILE)) || existsSync(join(path, 'metrics.jsonl'));
+}

@@ -20,7 +20,10 @@ import type { AdvantageMode } from '../ops/group_advantages.js';
 import type { Aggregation } from '../ops/grpo_loss.js';
 import { writeFileAtomic } from '../atomic_file.js';
 import { findCheckpoint } from './checkpoint.js';
-import { BUILTIN_REWARDS as BUILTIN_REWARD_FNS } from './rewards/loader.js';
+import { METRICS_FILE } from './metrics.js';
+import { completionOf, loadJsonl, splitExamples } from './tasks/jsonl.js';
+import type { Example } from './tasks/types.js';
+import { BUILTIN_REWARDS as BUILTIN_REWARD_FNS, type RewardFn } from './rewards/loader.js';
 
 // ---------------------------------------------------------------------------------------
 // Sizes of the default run. `npx lgrpo-native train` with no arguments trains the built-in
@@ -52,8 +55,16 @@ export const DEFAULT_EVAL_SIZE = 200;
 export const DEFAULT_SAVE_EVERY = 100;
 /** Checkpoints kept in the run directory. */
 export const DEFAULT_KEEP_CHECKPOINTS = 2;
-/** Supervised warm-up steps for the built-in tiny model on `arith` (0 for every other model or task). */
+/** Supervised warm-up steps for the built-in tiny model when it has reference completions (0 for a model directory). */
 export const DEFAULT_SFT_STEPS = 800;
+/** The same for a task's own reference completions (a JSONL task, --sft-data): a few hundred epochs of 20 lines. */
+export const DEFAULT_SFT_STEPS_OWN_DATA = 200;
+/** Peak warm-up rate for the freshly initialised tiny model (high, as for pre-training tiny models). */
+export const DEFAULT_SFT_LR_TINY = 3e-3;
+/** Peak warm-up rate for a pretrained model directory (fine-tuning, as TRL's SFT default order). */
+export const DEFAULT_SFT_LR_PRETRAINED = 1e-5;
+/** Fewer held-out prompts than this draw a warning: one prompt moves accuracy by more than 5 points. */
+export const MIN_USEFUL_EVAL_SIZE = 20;
 
 // ---------------------------------------------------------------------------------------
 // The configuration
@@ -78,7 +89,19 @@ export type TrainDevice = 'cpu' | `cuda:${number}`;
 /** One --reward term; the trainer loads it with rewards/loader.ts resolveReward(name or path, weight). */
 export type RewardSpec =
   | { kind: 'builtin'; name: string; weight: number }
-  | { kind: 'module'; path: string; weight: number };
+  | { kind: 'module'; path: string; weight: number }
+  /** A function passed from code (resolveConfig({reward: [fn]}) or {fn, weight, name}); config.json records its name only. */
+  | { kind: 'function'; name: string; fn: RewardFn; weight: number };
+
+/** What resolveConfig's `reward` takes from code, besides 'name', 'path.js' and 'name=W' strings. */
+export type RewardInput = string | RewardFn | { fn: RewardFn; weight?: number; name?: string };
+
+/** How config.json records a reward function (it cannot hold the function itself). */
+const FUNCTION_REWARD_PREFIX = 'function:';
+
+function isRewardFunctionInput(v: unknown): v is RewardFn | { fn: RewardFn; weight?: number; name?: string } {
+  return typeof v === 'function' || (isPlainObject(v) && typeof v.fn === 'function');
+}
 
 export interface TrainConfig {
   /** 'tiny' or the absolute path of a Hugging Face model directory. */
@@ -87,6 +110,16 @@ export interface TrainConfig {
   refModel: string | null;
   /** 'arith' or the absolute path of a JSONL file. */
   task: string;
+  /** Absolute path of a JSONL file of held-out problems (then every line of --task trains), or null. */
+  evalFile: string | null;
+  /** Fraction of a JSONL task held out for evaluation when there is no evalFile. */
+  evalFraction: number;
+  /** Absolute path of a JSONL file of reference completions for the warm-up, or null (the task's own). */
+  sftData: string | null;
+  /** Resolved: peak learning rate of the supervised warm-up. */
+  sftLr: number;
+  /** 'auto': prompts go through the tokenizer's chat template when it has one; 'none': plain text. */
+  chatTemplate: 'auto' | 'none';
   /** Summed reward terms. */
   reward: RewardSpec[];
   /** Seconds one reward call may take before it counts as a failure; 0: no limit. */
@@ -127,6 +160,8 @@ export interface TrainConfig {
   saveEvery: number;
   /** 0: keep every checkpoint. */
   keepCheckpoints: number;
+  /** Keep the weights of the best evaluation so far in <out>/best (BEST_DIR). */
+  keepBest: boolean;
   /** Absolute path of the run directory. */
   out: string;
   /** Absolute path given to --resume (run directory or checkpoint), or null. */
@@ -190,6 +225,24 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
   rewardTimeout: {
     flag: 'reward-timeout', kind: 'number', group: G_MODEL, default: 60, min: 0,
     describe: 'seconds one reward call may take to settle; a call still pending then counts as a failure (0, like a throw); 0: no limit',
+  },
+  evalFile: {
+    flag: 'eval-file', kind: 'string', group: G_MODEL, default: null, nullable: true,
+    defaultDescription: 'none: --eval-fraction of --task is held out',
+    describe: 'a JSONL file of held-out problems (same fields as --task); then every line of --task trains',
+  },
+  evalFraction: {
+    flag: 'eval-fraction', kind: 'number', group: G_MODEL, default: 0.1, min: 0, max: 0.9,
+    describe: 'fraction of a JSONL --task held out for evaluation (the split depends on the prompts only, never on --seed)',
+  },
+  sftData: {
+    flag: 'sft-data', kind: 'string', group: G_MODEL, default: null, nullable: true,
+    defaultDescription: "the task's own: arith's worked examples, or the \"solution\"/\"completion\" field of a JSONL task",
+    describe: 'a JSONL file of reference completions for the supervised warm-up: a prompt (or question) and a completion (or solution) on each line',
+  },
+  chatTemplate: {
+    flag: 'chat-template', kind: 'string', group: G_MODEL, default: 'auto', choices: ['auto', 'none'],
+    describe: "auto: prompts go through the tokenizer's chat template (tokenizer_config.json chat_template) when it has one; none: the prompt text as it is",
   },
   evalSize: {
     flag: 'eval-size', kind: 'integer', group: G_MODEL, default: DEFAULT_EVAL_SIZE, min: 1,
@@ -260,8 +313,13 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
   },
   sftSteps: {
     flag: 'sft-steps', kind: 'integer', group: G_OPT, default: undefined, min: 0,
-    defaultDescription: `${DEFAULT_SFT_STEPS} for --model tiny with --task arith, else 0`,
-    describe: "supervised warm-up steps on the task's reference completions (arith only; 32 per step, peak rate 3e-3, sized for a freshly initialised model) before RL starts, so a fresh model starts RL with a non-zero reward",
+    defaultDescription: `for --model tiny: ${DEFAULT_SFT_STEPS} on arith, ${DEFAULT_SFT_STEPS_OWN_DATA} on a task's own completions; else 0`,
+    describe: "supervised warm-up steps on reference completions (arith's worked examples, a JSONL task's \"solution\"/\"completion\" field, or --sft-data; 32 per step) before RL starts, so a fresh model starts RL with a non-zero reward",
+  },
+  sftLr: {
+    flag: 'sft-lr', kind: 'number', group: G_OPT, default: undefined, above: 0,
+    defaultDescription: `${DEFAULT_SFT_LR_TINY.toExponential()} for --model tiny (a freshly initialised model), ${DEFAULT_SFT_LR_PRETRAINED.toExponential()} for a model directory`,
+    describe: 'peak learning rate of the supervised warm-up (linear warmup, cosine decay)',
   },
   lr: {
     flag: 'lr', kind: 'number', group: G_OPT, default: DEFAULT_LR, min: 0,
@@ -311,6 +369,10 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
     flag: 'keep-checkpoints', kind: 'integer', group: G_RUN, default: DEFAULT_KEEP_CHECKPOINTS, min: 0,
     describe: 'keep only the newest K checkpoints (0: keep all)',
   },
+  keepBest: {
+    flag: 'keep-best', kind: 'boolean', group: G_RUN, default: false,
+    describe: "also keep the weights of the best evaluation so far (held-out accuracy, step 0 included) in <out>/best, beside the newest checkpoints; eval and sample take --model <out>/best",
+  },
   out: {
     flag: 'out', kind: 'string', group: G_RUN, default: undefined,
     defaultDescription: 'runs/<task>-<loss>-<time>, or the resumed run',
@@ -342,7 +404,7 @@ export const CONFIG_KEYS = Object.keys(OPTIONS) as ConfigKey[];
  * other key takes part in configHash, so a resumed run can tell it is continuing the same
  * experiment. `steps` takes part only when a decaying schedule makes the rates depend on it.
  */
-export const RESUME_MUTABLE_KEYS: readonly ConfigKey[] = ['out', 'resume', 'device', 'steps', 'evalEvery', 'saveEvery', 'keepCheckpoints', 'rewardTimeout', 'restart'];
+export const RESUME_MUTABLE_KEYS: readonly ConfigKey[] = ['out', 'resume', 'device', 'steps', 'evalEvery', 'saveEvery', 'keepCheckpoints', 'keepBest', 'rewardTimeout', 'restart'];
 
 export type ConfigSource = 'default' | 'checkpoint' | 'file' | 'cli';
 
@@ -473,9 +535,11 @@ function checkValue(spec: OptionSpec, value: unknown): Checked {
       if (spec.choices && !spec.choices.includes(value)) return bad(`expected one of ${spec.choices.join(', ')}, got ${formatGot(value)}`);
       return { ok: true, value };
     case 'strings': {
-      const list = typeof value === 'string' ? [value] : value;
-      if (!Array.isArray(list) || list.length === 0 || !list.every((v) => typeof v === 'string' && v.length > 0))
-        return bad(`expected one or more non-empty strings, got ${formatGot(value)}`);
+      // --reward also takes functions from code (resolveConfig({reward: [fn]})).
+      const fnOk = (v: unknown): boolean => spec.flag === 'reward' && isRewardFunctionInput(v);
+      const list = typeof value === 'string' || fnOk(value) ? [value] : value;
+      if (!Array.isArray(list) || list.length === 0 || !list.every((v) => (typeof v === 'string' && v.length > 0) || fnOk(v)))
+        return bad(`expected one or more non-empty strings${spec.flag === 'reward' ? ' or reward functions' : ''}, got ${formatGot(value)}`);
       return { ok: true, value: [...list] };
     }
   }
@@ -562,7 +626,16 @@ function statOrUndefined(path: string): ReturnType<typeof statSync> | undefined 
   }
 }
 
-function parseReward(entry: string, base: string): RewardSpec | string {
+function parseReward(input: RewardInput, base: string): RewardSpec | string {
+  if (typeof input === 'function') return { kind: 'function', name: input.name || 'reward', fn: input, weight: 1 };
+  if (typeof input !== 'string') {
+    const weight = input.weight ?? 1;
+    if (typeof weight !== 'number' || !Number.isFinite(weight)) return `the weight of reward function ${input.name ?? input.fn.name ?? ''} must be a finite number, got ${formatGot(weight)}`;
+    return { kind: 'function', name: input.name ?? (input.fn.name || 'reward'), fn: input.fn, weight };
+  }
+  const entry = input;
+  if (entry.startsWith(FUNCTION_REWARD_PREFIX))
+    return `${JSON.stringify(entry)} was a reward function passed from code, which a config file cannot hold: pass the function again (resolveConfig({reward: [fn]})) or give --reward a module path`;
   let spec = entry;
   let weight = 1;
   const eq = entry.lastIndexOf('=');
@@ -571,8 +644,8 @@ function parseReward(entry: string, base: string): RewardSpec | string {
     if (w !== '' && Number.isFinite(Number(w))) {
       weight = Number(w);
       spec = entry.slice(0, eq);
-    } else if (/^[-+.\deE]*$/.test(w)) {
-      return `weight of ${JSON.stringify(entry)} must be a finite number, got ${JSON.stringify(w)}`;
+    } else if (/^[-+.\deE]*$/.test(w) || BUILTIN_REWARDS.includes(entry.slice(0, eq)) || REWARD_MODULE_EXTENSIONS.includes(extname(entry.slice(0, eq)))) {
+      return `the weight in ${JSON.stringify(entry)} is not a number: ${JSON.stringify(w)} (write NAME=W with W a number, e.g. ${entry.slice(0, eq)}=0.5)`;
     }
   }
   if (BUILTIN_REWARDS.includes(spec)) return { kind: 'builtin', name: spec, weight };
@@ -589,7 +662,7 @@ function parseReward(entry: string, base: string): RewardSpec | string {
 }
 
 function rewardToString(r: RewardSpec): string {
-  const spec = r.kind === 'builtin' ? r.name : r.path;
+  const spec = r.kind === 'builtin' ? r.name : r.kind === 'module' ? r.path : `${FUNCTION_REWARD_PREFIX}${r.name}`;
   return r.weight === 1 ? spec : `${spec}=${r.weight}`;
 }
 
@@ -632,7 +705,10 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
     } else {
       const path = resolve(cwd, fileArg);
       const json = readConfigFile(path, problems);
-      if (json !== undefined) file = objectLayer(json, 'file', path, dirname(path), problems);
+      // A run's own config.json (metrics beside it) describes that run's directory: its
+      // out, resume and restart are the run's, not a new run's, and are not reused.
+      const isRunConfig = basename(path) === RUN_CONFIG_FILE && statOrUndefined(join(dirname(path), METRICS_FILE)) !== undefined;
+      if (json !== undefined) file = objectLayer(json, 'file', path, dirname(path), problems, isRunConfig ? ['out', 'resume', 'restart'] : []);
     }
   }
 
@@ -701,7 +777,7 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
   }
 
   const reward: RewardSpec[] = [];
-  for (const entry of raw.reward as string[]) {
+  for (const entry of raw.reward as RewardInput[]) {
     const parsed = parseReward(entry, baseOf('reward'));
     if (typeof parsed === 'string') fail('reward', parsed);
     else reward.push(parsed);
@@ -724,12 +800,83 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
     fail('microBatch', `${microBatch} does not divide --prompts-per-step × --group-size = ${promptsPerStep} × ${groupSize} = ${rows} (divisors: ${ds.length > 12 ? `${ds.slice(0, 12).join(', ')}, …` : ds.join(', ')})`);
   }
 
+  // A JSONL task is read here, so that a malformed file, an empty split or a held-out set
+  // too small to measure anything is said before any run directory exists.
+  const isJsonl = !(BUILTIN_TASKS as readonly string[]).includes(task);
+  const evalFraction = raw.evalFraction as number;
+  let evalFile: string | null = null;
+  if (raw.evalFile !== null) {
+    evalFile = resolve(baseOf('evalFile'), raw.evalFile as string);
+    if (!isJsonl) fail('evalFile', `only a JSONL --task takes a held-out file (task is ${task}, whose held-out split is built in)`);
+    else {
+      const st = statOrUndefined(evalFile);
+      if (!st) fail('evalFile', `${evalFile} does not exist`);
+      else if (!st.isFile()) fail('evalFile', `${evalFile} is not a file`);
+    }
+  }
+  if (!isJsonl && explicit('evalFraction')) warnings.push(`--eval-fraction: ignored, --task ${task} has its own held-out split`);
+  if (evalFile !== null && explicit('evalFraction')) warnings.push('--eval-fraction: ignored, --eval-file holds the held-out problems');
+  let trainExamples: Example[] | null = null;
+  let heldOut: number | null = null;
+  if (isJsonl && problems.length === 0) {
+    try {
+      const all = loadJsonl(task);
+      if (evalFile !== null) {
+        trainExamples = all;
+        heldOut = loadJsonl(evalFile).length;
+      } else {
+        const split = splitExamples(all, evalFraction);
+        trainExamples = split.train;
+        heldOut = split.eval.length;
+        if (trainExamples.length === 0) fail('task', `${task} has ${all.length} problem${all.length === 1 ? '' : 's'}: none is left to train on after --eval-fraction ${evalFraction}`);
+      }
+    } catch (e) {
+      fail(evalFile !== null && !(e as Error).message.includes(task) ? 'evalFile' : 'task', (e as Error).message.replace(/^task file /, ''));
+    }
+  }
+  const evalSize = raw.evalSize as number;
+  if (heldOut !== null && problems.length === 0 && (raw.evalEvery as number) > 0) {
+    const used = Math.min(heldOut, evalSize);
+    if (heldOut === 0)
+      warnings.push(`--eval-fraction: 0 holds nothing out of ${basename(task)}: no evaluation will run (give --eval-file or an --eval-fraction > 0)`);
+    else if (used < MIN_USEFUL_EVAL_SIZE)
+      warnings.push(`--eval-fraction: only ${used} held-out problem${used === 1 ? '' : 's'} (${evalFile !== null ? basename(evalFile) : `${(100 * evalFraction).toFixed(0)}% of ${basename(task)}`}): ` +
+        `one problem moves accuracy by ${(1 / used).toFixed(2)}, too coarse to measure a gain; aim for at least ${MIN_USEFUL_EVAL_SIZE} (more problems, a larger --eval-fraction, or --eval-file)`);
+  }
+
+  let sftData: string | null = null;
+  if (raw.sftData !== null) {
+    sftData = resolve(baseOf('sftData'), raw.sftData as string);
+    const st = statOrUndefined(sftData);
+    if (!st) fail('sftData', `${sftData} does not exist`);
+    else if (!st.isFile()) fail('sftData', `${sftData} is not a file`);
+    else {
+      try {
+        const rows = loadJsonl(sftData, { requireAnswer: false });
+        const missing = rows.findIndex((r) => completionOf(r) === null);
+        if (missing >= 0) fail('sftData', `${sftData}: line with prompt ${JSON.stringify(rows[missing].prompt.slice(0, 40))} has no "completion" (or "solution") field`);
+      } catch (e) {
+        fail('sftData', (e as Error).message.replace(/^task file /, ''));
+      }
+    }
+  }
+  const taskHasCompletions = trainExamples !== null && trainExamples.some((e) => completionOf(e) !== null);
+  const hasWarmupData = sftData !== null || task === 'arith' || taskHasCompletions;
   let sftSteps = raw.sftSteps as number | undefined;
   if (sftSteps === undefined) {
-    sftSteps = model === 'tiny' && task === 'arith' ? DEFAULT_SFT_STEPS : 0;
-  } else if (sftSteps > 0 && task !== 'arith') {
-    fail('sftSteps', `the supervised warm-up needs reference completions, which only --task arith has (task is ${task})`);
+    sftSteps = model === 'tiny' && hasWarmupData ? (task === 'arith' && sftData === null ? DEFAULT_SFT_STEPS : DEFAULT_SFT_STEPS_OWN_DATA) : 0;
+  } else if (sftSteps > 0 && !hasWarmupData && problems.length === 0) {
+    fail('sftSteps', `the supervised warm-up needs reference completions: give the lines of ${basename(task)} a "solution" (or "completion") field, or pass --sft-data file.jsonl`);
   }
+  if (sftData !== null && sftSteps === 0 && explicit('sftData'))
+    warnings.push(`--sft-data: ignored, --sft-steps is 0${model === 'tiny' ? '' : ' (a model directory gets no warm-up unless --sft-steps is given)'}`);
+  if (model === 'tiny' && sftSteps === 0 && raw.resume === null && problems.length === 0)
+    warnings.push(
+      `--model tiny starts from random weights and gets no supervised warm-up${hasWarmupData ? ' (--sft-steps 0)' : ` (${basename(task)} has no "solution" or "completion" field, and no --sft-data was given)`}: ` +
+      'RL from an untrained model finds no reward to learn from, and accuracy stays at 0. ' +
+      'Add reference completions, or start from a trained run with --model runs/<run>.',
+    );
+  const sftLr = (raw.sftLr as number | undefined) ?? (model === 'tiny' ? DEFAULT_SFT_LR_TINY : DEFAULT_SFT_LR_PRETRAINED);
 
   const epsilon = raw.epsilon as number;
   const epsilonHigh = (raw.epsilonHigh as number | undefined) ?? epsilon;
@@ -756,6 +903,8 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
   const evalEvery = raw.evalEvery as number;
   if (warmup > 0 && warmup >= steps)
     warnings.push(`--warmup: ${warmup} warmup steps with --steps ${steps}: the learning rate never reaches its peak`);
+  if (raw.keepBest === true && evalEvery === 0 && explicit('keepBest'))
+    warnings.push('--keep-best: ignored, --eval-every is 0 (no evaluation picks a best)');
   if (evalEvery > steps)
     warnings.push(`--eval-every: ${evalEvery} is more than --steps ${steps}: no periodic evaluation will run`);
 
@@ -781,7 +930,12 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
     refModel,
     task,
     reward,
-    evalSize: raw.evalSize as number,
+    evalFile,
+    evalFraction,
+    sftData,
+    sftLr,
+    chatTemplate: raw.chatTemplate as 'auto' | 'none',
+    evalSize,
     loss,
     lambdaInit: raw.lambdaInit as number,
     lambdaR: raw.lambdaR as number,
@@ -810,6 +964,7 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
     evalEvery,
     saveEvery: raw.saveEvery as number,
     keepCheckpoints: raw.keepCheckpoints as number,
+    keepBest: raw.keepBest as boolean,
     out,
     resume,
     seed: raw.seed as number,

@@ -77,9 +77,9 @@ export function resolveModelDir(path: string): string {
 }
 
 /** Loads policy and tokenizer from a model, checkpoint or run directory. */
-export function loadModelDir(path: string, options: { device?: string } = {}): LoadedModel {
+export function loadModelDir(path: string, options: { device?: string; chatTemplate?: 'auto' | 'none' } = {}): LoadedModel {
   const dir = resolveModelDir(path);
-  const tokenizer = loadTokenizer(dir);
+  const tokenizer = loadTokenizer(dir, { useChatTemplate: options.chatTemplate !== 'none' });
   const policy = Policy.fromPretrained(dir, { device: (options.device ?? 'cpu') as Device });
   try {
     checkVocab(policy, tokenizer, dir);
@@ -90,9 +90,9 @@ export function loadModelDir(path: string, options: { device?: string } = {}): L
   return { policy, tokenizer, dir };
 }
 
-/** The ids a sampled row stops at: the tokenizer's end-of-sequence and the model config's. */
+/** The ids a sampled row stops at: the tokenizer's end-of-sequence, the model config's and generation_config.json's. */
 export function stopIds(policy: Policy, tokenizer: TextTokenizer): number[] {
-  return [...new Set([tokenizer.eosId, ...eosTokenIds(policy.config)])].filter((id) => id < policy.config.vocabSize).sort((a, b) => a - b);
+  return [...new Set([tokenizer.eosId, ...eosTokenIds(policy.config), ...(tokenizer.generationEosIds ?? [])])].filter((id) => id < policy.config.vocabSize).sort((a, b) => a - b);
 }
 
 /**

@@ -11,6 +11,8 @@ export interface ProgressStats {
   /** Mean response length (tokens). */
   meanLength?: number;
   lambda?: number;
+  /** Mean training loss (the supervised warm-up's). */
+  loss?: number;
 }
 
 export interface EvalSummary {
@@ -38,6 +40,10 @@ export interface ProgressOptions {
   now?: () => number;
   /** Put before every line (status and messages), e.g. which run of several this is. */
   label?: () => string;
+  /** What one step is called on the status line; default 'step'. */
+  unit?: string;
+  /** Off a terminal, a line every this many steps (and at the last); default 1. */
+  every?: number;
 }
 
 /** 3725 s → "1h02m", 192 s → "3m12s", 7.4 s → "7s". */
@@ -71,6 +77,8 @@ export class Progress {
   readonly #startStep: number;
   readonly #startTime: number;
   readonly #label: (() => string) | undefined;
+  readonly #unit: string;
+  readonly #every: number;
   #step: number;
   #stats: ProgressStats = {};
   #evalAccuracy: number | undefined;
@@ -91,6 +99,8 @@ export class Progress {
     this.#step = startStep;
     this.#startTime = this.#now();
     this.#label = options.label;
+    this.#unit = options.unit ?? 'step';
+    this.#every = options.every ?? 1;
   }
 
   #prefix(): string {
@@ -110,6 +120,7 @@ export class Progress {
   statusText(): string {
     const s = this.#stats;
     const fields: Array<[string, string | undefined]> = [
+      ['loss', num(s.loss, 4)],
       ['reward', num(s.reward)],
       ['acc', num(s.accuracy)],
       ['eval', num(this.#evalAccuracy)],
@@ -120,7 +131,7 @@ export class Progress {
     const parts = fields.filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${v}`);
     parts.push(this.#step >= this.total ? `took ${formatDuration((this.#now() - this.#startTime) / 1000)}` : `eta ${eta === undefined ? '?' : formatDuration(eta)}`);
     const width = String(this.total).length;
-    return `${this.#prefix()}step ${String(this.#step).padStart(width)}/${this.total}  ${parts.join('  ')}`;
+    return `${this.#prefix()}${this.#unit} ${String(this.#step).padStart(width)}/${this.total}  ${parts.join('  ')}`;
   }
 
   /** Call after step `step` completed. */
@@ -129,7 +140,7 @@ export class Progress {
     this.#step = step;
     this.#stats = { ...stats };
     if (this.#tty) this.#redraw();
-    else this.#stream.write(`${this.statusText()}\n`);
+    else if (step % this.#every === 0 || step === this.total) this.#stream.write(`${this.statusText()}\n`);
   }
 
   /** One summary line for an evaluation at `step`. */

@@ -3,7 +3,7 @@
 // here, so the page shows everything with scripts disabled; a small inline script only
 // adds a readout of the values under the pointer. Nothing is fetched: no external
 // scripts, styles, fonts or images.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { writeFileAtomic } from '../atomic_file.js';
 import { RUN_CONFIG_FILE } from './config.js';
@@ -11,12 +11,28 @@ import { METRICS_FILE, readMetrics, type MetricKind, type MetricRecord } from '.
 
 export const REPORT_FILE = 'report.html';
 
+/** One held-out completion as an evaluation wrote it (samples/eval-step-N.jsonl). */
+export interface EvalSample {
+  prompt: string;
+  answer: string;
+  completion: string;
+  correct: boolean;
+  [field: string]: unknown;
+}
+
 export interface ReportRun {
   /** Legend label. */
   name: string;
   records: MetricRecord[];
   /** The run's config (configToJson form), shown in a table. */
   config?: Record<string, unknown> | null;
+  /** Completions of some evaluations, by step (a one-run report shows the first, best and last). */
+  samples?: Map<number, EvalSample[]>;
+  /**
+   * The runs this one summarises (compare: one loss over several seeds, `records` their mean):
+   * each plot shades the band from their lowest to their highest value at every step.
+   */
+  seeds?: ReportRun[];
 }
 
 export interface ReportOptions {
@@ -27,11 +43,23 @@ export interface ReportOptions {
   summary?: { header: string[]; rows: string[][]; notes?: string[] };
 }
 
+/** One colour per role, the same in every panel: train blue, eval red, and so on. */
+const ROLE_COLORS = {
+  train: '#1f77b4', eval: '#d62728', correct: '#2ca02c', wrong: '#ff7f0e', warmup: '#9467bd', low: '#17becf', high: '#8c564b',
+} as const;
+type Role = keyof typeof ROLE_COLORS;
+
 interface SeriesSpec {
   kind: MetricKind;
   key: string;
   label: string;
+  /** Its colour in a one-run report (several runs: the colour is the run's). */
+  role: Role;
+  /** The x field; default 'step'. */
+  x?: string;
 }
+
+type RunConfig = Record<string, unknown> | null | undefined;
 
 interface PlotSpec {
   id: string;
@@ -39,35 +67,59 @@ interface PlotSpec {
   series: SeriesSpec[];
   /** A range always shown (widened if the data leave it). */
   yRange?: [number, number];
+  /** The x axis's name; default 'step'. */
+  xLabel?: string;
+  /** Why the panel is empty (or flat) in a run with this config, when the config explains it. */
+  why?: (config: Record<string, unknown>, records: MetricRecord[]) => string | null;
 }
 
 /** What is plotted: metric fields as metrics.ts names them. */
 export const PLOTS: readonly PlotSpec[] = [
   {
     id: 'reward', title: 'Reward',
-    series: [{ kind: 'train', key: 'reward_mean', label: 'train, mean' }, { kind: 'eval', key: 'reward_mean', label: 'eval, mean' }],
+    series: [{ kind: 'train', key: 'reward_mean', label: 'train, mean', role: 'train' }, { kind: 'eval', key: 'reward_mean', label: 'eval, mean', role: 'eval' }],
   },
   {
     id: 'accuracy', title: 'Accuracy', yRange: [0, 1],
-    series: [{ kind: 'eval', key: 'accuracy', label: 'eval (greedy, held out)' }, { kind: 'train', key: 'accuracy', label: 'train samples' }],
+    series: [{ kind: 'eval', key: 'accuracy', label: 'eval (greedy, held out)', role: 'eval' }, { kind: 'train', key: 'accuracy', label: 'train samples', role: 'train' }],
   },
   {
     id: 'length', title: 'Mean response length (tokens)',
     series: [
-      { kind: 'train', key: 'mean_length', label: 'train' },
-      { kind: 'train', key: 'length_correct', label: 'train, correct' },
-      { kind: 'train', key: 'length_wrong', label: 'train, wrong' },
-      { kind: 'eval', key: 'mean_length', label: 'eval' },
+      { kind: 'train', key: 'mean_length', label: 'train', role: 'train' },
+      { kind: 'train', key: 'length_correct', label: 'train, correct', role: 'correct' },
+      { kind: 'train', key: 'length_wrong', label: 'train, wrong', role: 'wrong' },
+      { kind: 'eval', key: 'mean_length', label: 'eval', role: 'eval' },
     ],
   },
-  { id: 'lambda', title: 'λ', series: [{ kind: 'train', key: 'lambda', label: 'λ' }] },
-  { id: 'entropy', title: 'Entropy (nats per token)', series: [{ kind: 'train', key: 'entropy', label: 'entropy' }] },
+  {
+    id: 'lambda', title: 'λ', series: [{ kind: 'train', key: 'lambda', label: 'λ', role: 'train' }],
+    why: (c) => (c.loss !== undefined && c.loss !== 'lambda' ? `λ is learned only with --loss lambda; this run's loss is ${c.loss}.` : null),
+  },
+  { id: 'entropy', title: 'Entropy (nats per token)', series: [{ kind: 'train', key: 'entropy', label: 'entropy', role: 'train' }] },
   {
     id: 'clip', title: 'Clip fraction',
-    series: [{ kind: 'train', key: 'clip_frac_low', label: 'low (ρ < 1 − ε, A < 0)' }, { kind: 'train', key: 'clip_frac_high', label: 'high (ρ > 1 + ε_high, A > 0)' }],
+    series: [
+      { kind: 'train', key: 'clip_frac_low', label: 'low (ρ < 1 − ε, A < 0)', role: 'low' },
+      { kind: 'train', key: 'clip_frac_high', label: 'high (ρ > 1 + ε_high, A > 0)', role: 'high' },
+    ],
+    why: (c, records) => {
+      const clipped = records.some((r) => r.kind === 'train' && ((r.clip_frac_low as number) > 0 || (r.clip_frac_high as number) > 0));
+      return c.iterations === 1 && !clipped
+        ? 'Clip fractions are 0 with --iterations 1: each batch is trained on by the policy that sampled it, so every ratio is 1 and nothing is clipped (raise --iterations to see clipping act).'
+        : null;
+    },
   },
-  { id: 'kl', title: 'KL to the reference (k3)', series: [{ kind: 'train', key: 'kl', label: 'KL' }] },
-  { id: 'loss', title: 'Loss', series: [{ kind: 'train', key: 'loss', label: 'loss' }] },
+  {
+    id: 'kl', title: 'KL to the reference (k3)', series: [{ kind: 'train', key: 'kl', label: 'KL', role: 'train' }],
+    why: (c) => (c.beta === 0 ? 'KL is off: --beta is 0, so there is no reference policy and no penalty (give --beta > 0 to track it).' : null),
+  },
+  { id: 'loss', title: 'Loss', series: [{ kind: 'train', key: 'loss', label: 'loss', role: 'train' }] },
+  {
+    id: 'warmup', title: 'Supervised warm-up loss (NLL per token)', xLabel: 'warm-up step',
+    series: [{ kind: 'warmup', key: 'loss', label: 'warm-up loss', role: 'warmup', x: 'sft_step' }],
+    why: (c) => (c['sft-steps'] === 0 ? 'No supervised warm-up in this run (--sft-steps 0).' : null),
+  },
 ];
 
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'];
@@ -127,7 +179,9 @@ function extract(records: MetricRecord[], s: SeriesSpec): Point[] {
   for (const r of records) {
     if (r.kind !== s.kind || !(s.key in r)) continue;
     const v = r[s.key];
-    points.push([r.step, typeof v === 'number' && Number.isFinite(v) ? v : null]);
+    const x = s.x === undefined ? r.step : r[s.x];
+    if (typeof x !== 'number') continue;
+    points.push([x, typeof v === 'number' && Number.isFinite(v) ? v : null]);
   }
   return points;
 }
@@ -139,6 +193,16 @@ interface DrawnSeries {
   dash: string;
   markers: boolean;
   points: Point[];
+  /** [x, lowest, highest] over the run's seeds, where at least two have a value. */
+  band?: Array<[number, number, number]>;
+}
+
+/** Per step, the lowest and highest finite value of a series over several runs (two or more). */
+function seedBand(seeds: ReportRun[], s: SeriesSpec): Array<[number, number, number]> {
+  const byX = new Map<number, number[]>();
+  for (const seed of seeds)
+    for (const [x, y] of extract(seed.records, s)) if (y !== null) (byX.get(x) ?? byX.set(x, []).get(x)!).push(y);
+  return [...byX.entries()].filter(([, v]) => v.length >= 2).sort((a, b) => a[0] - b[0]).map(([x, v]) => [x, Math.min(...v), Math.max(...v)]);
 }
 
 function r2(v: number): string {
@@ -155,29 +219,39 @@ function renderPlot(plot: PlotSpec, runs: ReportRun[]): { html: string; data: un
       drawn.push({
         run: run.name,
         label: s.label,
-        color: overlay ? PALETTE[ri % PALETTE.length] : PALETTE[si % PALETTE.length],
+        color: overlay ? PALETTE[ri % PALETTE.length] : ROLE_COLORS[s.role],
         dash: overlay ? DASHES[si % DASHES.length] : '',
         markers: s.kind === 'eval',
         points,
+        band: run.seeds && run.seeds.length >= 2 ? seedBand(run.seeds, s) : undefined,
       });
     });
   });
 
   const xs: number[] = [];
   const ys: number[] = [];
-  for (const d of drawn)
+  for (const d of drawn) {
     for (const [x, y] of d.points) {
       xs.push(x);
       if (y !== null) ys.push(y);
     }
+    for (const [x, lo, hi] of d.band ?? []) {
+      xs.push(x);
+      ys.push(lo, hi);
+    }
+  }
   const pw = W - M.left - M.right;
   const ph = H - M.top - M.bottom;
   const parts: string[] = [];
   parts.push(`<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(plot.title)}" data-plot="${esc(plot.id)}">`);
   parts.push(`<rect class="frame" x="${M.left}" y="${M.top}" width="${pw}" height="${ph}"/>`);
   let axes: { x0: number; x1: number; y0: number; y1: number } | undefined;
+  // The runs' configs explain an empty or flat panel better than "no data".
+  const reasons = [...new Set(runs.map((run) => (plot.why && run.config ? plot.why(run.config, run.records) : null)).filter((r): r is string => r !== null))];
+  const hasTrain = runs.some((run) => run.records.some((r) => r.kind === 'train' || r.kind === 'warmup' || r.kind === 'eval'));
   if (ys.length === 0) {
-    parts.push(`<text class="empty" x="${M.left + pw / 2}" y="${M.top + ph / 2}" text-anchor="middle">no data yet</text>`);
+    const text = reasons.length ? 'nothing to plot: see below' : hasTrain ? 'not logged in this run' : 'no data yet';
+    parts.push(`<text class="empty" x="${M.left + pw / 2}" y="${M.top + ph / 2}" text-anchor="middle">${esc(text)}</text>`);
   } else {
     let yLo = Math.min(...ys);
     let yHi = Math.max(...ys);
@@ -198,7 +272,14 @@ function renderPlot(plot: PlotSpec, runs: ReportRun[]): { html: string; data: un
       parts.push(`<line class="grid" x1="${r2(px(t))}" x2="${r2(px(t))}" y1="${M.top}" y2="${M.top + ph}"/>`);
       parts.push(`<text class="tick" x="${r2(px(t))}" y="${M.top + ph + 16}" text-anchor="middle">${esc(formatNumber(t))}</text>`);
     }
-    parts.push(`<text class="axis" x="${M.left + pw / 2}" y="${H - 3}" text-anchor="middle">step</text>`);
+    parts.push(`<text class="axis" x="${M.left + pw / 2}" y="${H - 3}" text-anchor="middle">${esc(plot.xLabel ?? 'step')}</text>`);
+    // Bands first, under every line.
+    for (const d of drawn) {
+      if (!d.band || d.band.length < 2) continue;
+      const upper = d.band.map(([x, , hi]) => `${r2(px(x))},${r2(py(hi))}`);
+      const lower = d.band.map(([x, lo]) => `${r2(px(x))},${r2(py(lo))}`).reverse();
+      parts.push(`<polygon class="band" points="${[...upper, ...lower].join(' ')}" fill="${d.color}"><title>${esc(`${overlay ? `${d.run}: ` : ''}${d.label}: lowest to highest over seeds`)}</title></polygon>`);
+    }
     for (const d of drawn) {
       const dash = d.dash ? ` stroke-dasharray="${d.dash}"` : '';
       const title = `<title>${esc(overlay ? `${d.run}: ${d.label}` : d.label)}</title>`;
@@ -238,9 +319,10 @@ function renderPlot(plot: PlotSpec, runs: ReportRun[]): { html: string; data: un
     const sample = `<svg class="swatch" viewBox="0 0 28 8" width="28" height="8"><line x1="1" x2="27" y1="4" y2="4" stroke="${color}" stroke-width="2"${d.dash ? ` stroke-dasharray="${d.dash}"` : ''}/>${d.markers ? `<circle cx="14" cy="4" r="3" fill="${color}"/>` : ''}</svg>`;
     legend.push(`<span class="item">${sample}${esc(d.label)}</span>`);
   }
+  const why = reasons.map((r) => `<p class="why">${esc(r)}</p>`).join('');
   const html =
     `<figure class="plot" id="plot-${esc(plot.id)}"><figcaption>${esc(plot.title)}</figcaption>${parts.join('')}` +
-    `<div class="legend">${legend.join('')}</div></figure>`;
+    `<div class="legend">${legend.join('')}</div>${why}</figure>`;
   const data = {
     axes: axes ?? null,
     box: { left: M.left, top: M.top, width: pw, height: ph, W, H },
@@ -280,6 +362,32 @@ function renderEvalTable(runs: ReportRun[]): string {
     return `<tr><td>${esc(run.name)}</td><td>${e ? e.step : cell(null)}</td>${cols.map((c) => `<td>${cell(e?.[c])}</td>`).join('')}</tr>`;
   });
   return `<table class="data"><thead>${head}</thead><tbody>${rows.join('')}</tbody></table>`;
+}
+
+/** Samples shown per evaluation. */
+const SAMPLES_SHOWN = 4;
+
+/** The first, best and last evaluations of a run, a few completions each. */
+function renderSamples(run: ReportRun): string {
+  if (!run.samples || run.samples.size === 0) return '';
+  const evals = run.records.filter((r) => r.kind === 'eval' && typeof r.accuracy === 'number' && run.samples!.has(r.step));
+  if (evals.length === 0) return '';
+  let best = evals[0];
+  for (const e of evals) if ((e.accuracy as number) > (best.accuracy as number)) best = e;
+  const picks: Array<[string, MetricRecord]> = [['first', evals[0]], ['best', best], ['last', evals[evals.length - 1]]];
+  const shown = new Set<number>();
+  const sections: string[] = [];
+  for (const [, e] of picks) {
+    if (shown.has(e.step)) continue;
+    shown.add(e.step);
+    const names = picks.filter(([, x]) => x.step === e.step).map(([n]) => n).join(', ');
+    const rows = run.samples.get(e.step)!.slice(0, SAMPLES_SHOWN).map((x) =>
+      `<tr><td class="mono">${esc(x.prompt)}</td><td class="mono">${esc(x.completion)}</td><td>${esc(x.answer)}</td><td>${x.correct ? '✓' : '✗'}</td></tr>`);
+    sections.push(
+      `<h3>${esc(names)} evaluation: step ${e.step}, accuracy ${esc(formatNumber(e.accuracy as number))}</h3>` +
+      `<table class="data samples"><thead><tr><th>prompt</th><th>completion (greedy)</th><th>answer</th><th></th></tr></thead><tbody>${rows.join('')}</tbody></table>`);
+  }
+  return `<h2>Sample completions</h2>${sections.join('')}`;
 }
 
 function renderConfigTable(runs: ReportRun[]): string {
@@ -341,7 +449,11 @@ svg.chart .frame{fill:none;stroke:#bbb}
 svg.chart .grid{stroke:#eee}
 svg.chart .tick,svg.chart .axis{fill:#666}
 svg.chart .empty{fill:#999;font-size:14px}
+p.why{font-size:12px;color:#555;margin:4px 0 0}
+h3{font-size:1em;margin:16px 0 6px}
+table.samples td.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;max-width:420px}
 svg.chart .line{fill:none;stroke-width:1.6}
+svg.chart .band{fill-opacity:.15;stroke:none}
 svg.chart .guide{stroke:#999;stroke-dasharray:3 3}
 .legend{font-size:12px;color:#444}.legend .item{margin-right:14px;white-space:nowrap}
 .legend .swatch{vertical-align:middle;margin-right:4px}
@@ -420,6 +532,7 @@ export function renderReport(runs: ReportRun[], options: ReportOptions = {}): st
     `<div class="grid-plots">${plots.map((p) => p.html).join('')}</div>`,
     '<h2>Last evaluation</h2>',
     renderEvalTable(runs),
+    runs.length === 1 ? renderSamples(runs[0]) : '',
     '<h2>Config</h2>',
     renderConfigTable(runs),
     `<script type="application/json" id="report-data">${scriptJson(data)}</script>`,
@@ -454,7 +567,34 @@ export function loadRun(runDir: string, name?: string): ReportRun {
       throw new Error(`${configPath}: not valid JSON (${(e as Error).message})`, { cause: e });
     }
   }
-  return { name: name ?? basename(dir), records, config };
+  return { name: name ?? basename(dir), records, config, samples: loadSamples(dir) };
+}
+
+/** The run's evaluation completions (samples/eval-step-N.jsonl), by step; unreadable lines are skipped. */
+function loadSamples(dir: string): Map<number, EvalSample[]> {
+  const out = new Map<number, EvalSample[]>();
+  let names: string[];
+  try {
+    names = readdirSync(join(dir, 'samples'));
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    const m = /^eval-step-(\d+)\.jsonl$/.exec(name);
+    if (!m) continue;
+    const samples: EvalSample[] = [];
+    for (const line of readFileSync(join(dir, 'samples', name), 'utf8').split('\n')) {
+      if (!line.trim()) continue;
+      try {
+        const v = JSON.parse(line) as EvalSample;
+        if (typeof v.prompt === 'string' && typeof v.completion === 'string') samples.push(v);
+      } catch {
+        // a line cut by a crash: the others still show
+      }
+    }
+    out.set(Number(m[1]), samples);
+  }
+  return out;
 }
 
 /** (Re)writes `<runDir>/report.html` from the run's files; returns its path. */

@@ -55,6 +55,8 @@ export interface TextTokenizer {
   readonly unkId: number | null;
   readonly specialIds: ReadonlySet<number>;
   readonly hasChatTemplate: boolean;
+  /** End-of-sequence ids of the model directory's generation_config.json (Qwen's instruct models stop at two). */
+  readonly generationEosIds: readonly number[];
   /** The source files (name → text), as written back by saveTokenizer. */
   readonly files: Readonly<Record<string, string>>;
   encode(text: string, options?: EncodeOptions): number[];
@@ -120,7 +122,7 @@ const MISSING_UNK = '\u0000lgrpo-missing-unk\u0000';
 export function createTokenizer(
   tokenizerJson: Record<string, unknown>,
   tokenizerConfig: Record<string, unknown> = {},
-  options: LoadTokenizerOptions & { source?: string; chatTemplate?: string | null; files?: Record<string, string> } = {},
+  options: LoadTokenizerOptions & { source?: string; chatTemplate?: string | null; files?: Record<string, string>; generationConfig?: Record<string, unknown> } = {},
 ): TextTokenizer {
   const source = options.source ?? 'tokenizer';
   // The library reads unk/bos/eos/pad from the config as plain strings.
@@ -245,9 +247,17 @@ export function createTokenizer(
     return applyChatTemplate(messages, { variables: opts.variables });
   };
 
+  const generationEos = options.generationConfig?.eos_token_id;
+  const generationEosIds = (Array.isArray(generationEos) ? generationEos : generationEos === undefined || generationEos === null ? [] : [generationEos]).map((id, i) => {
+    if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= vocabSize)
+      throw new Error(`${source}: generation_config.json eos_token_id${Array.isArray(generationEos) ? `[${i}]` : ''} must be a token id below ${vocabSize}, got ${JSON.stringify(id)}`);
+    return id as number;
+  });
+
   return {
     vocabSize, eosId, padId, bosId, unkId, specialIds,
     hasChatTemplate: template !== null,
+    generationEosIds,
     files: Object.freeze({ ...(options.files ?? {
       'tokenizer.json': JSON.stringify(tokenizerJson),
       'tokenizer_config.json': JSON.stringify(tokenizerConfig),
@@ -266,8 +276,8 @@ export function createTokenizer(
 }
 
 /**
- * Loads tokenizer.json (required), tokenizer_config.json and chat_template.jinja (optional)
- * from a model directory, or the built-in tiny tokenizer for dir = 'tiny'.
+ * Loads tokenizer.json (required), tokenizer_config.json, chat_template.jinja and
+ * generation_config.json (optional) from a model directory, or the built-in tiny tokenizer for dir = 'tiny'.
  */
 export function loadTokenizer(dir: string, options: LoadTokenizerOptions = {}): TextTokenizer {
   const root = dir === 'tiny' ? tinyTokenizerDir() : dir;
@@ -287,7 +297,15 @@ export function loadTokenizer(dir: string, options: LoadTokenizerOptions = {}): 
   if (config.chat_template === undefined && existsSync(jinjaPath)) {
     chatTemplate = files['chat_template.jinja'] = readFileSync(jinjaPath, 'utf8');
   }
-  return createTokenizer(tokenizerJson, config, { ...options, source: root, chatTemplate, files });
+  // Stop tokens of instruct models live in generation_config.json (kept with the tokenizer
+  // files, so that a checkpoint's sampling stops where the original model's does).
+  const generationPath = join(root, 'generation_config.json');
+  let generationConfig: Record<string, unknown> | undefined;
+  if (existsSync(generationPath)) {
+    files['generation_config.json'] = readFileSync(generationPath, 'utf8');
+    generationConfig = readJson(generationPath, 'generation config');
+  }
+  return createTokenizer(tokenizerJson, config, { ...options, source: root, chatTemplate, files, generationConfig });
 }
 
 /** Writes the tokenizer's source files into dir (for checkpoints), creating it if needed. */

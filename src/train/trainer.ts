@@ -25,7 +25,7 @@
 // functions of --seed), weights and optimiser moments are saved bit for bit, and all of
 // step N's metric lines are written before checkpoint N. A run resumed from checkpoint N
 // therefore writes the same lines as an uninterrupted run, timings aside.
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AdamW } from '../engine/adamw.js';
 import { Policy } from '../engine/policy.js';
@@ -40,9 +40,9 @@ import { checkPromptLengths, checkVocab, decodeCompletion, evaluate, loadModelDi
 import { Progress, type ProgressStream } from './progress.js';
 import { writeRunReport } from './report.js';
 import { isCorrect } from './rewards/math.js';
-import { resolveReward, scoreAll, type RewardWarning, type WeightedReward } from './rewards/loader.js';
+import { DEFAULT_REWARD_TIMEOUT_S, resolveReward, scoreAll, type RewardWarning, type WeightedReward } from './rewards/loader.js';
 import { Rng } from './rng.js';
-import { supervisedWarmup, type WarmupRecord } from './sft.js';
+import { SFT_LOG_EVERY, supervisedWarmup, warmupData, type WarmupRecord } from './sft.js';
 import { arithTask } from './tasks/arith.js';
 import { jsonlTask } from './tasks/jsonl.js';
 import type { Example, Task } from './tasks/types.js';
@@ -57,6 +57,10 @@ export { resolveConfig, type TrainConfig } from './config.js';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 /** The frozen reference policy of a run with β > 0 on the tiny model (its step-0 weights). */
 export const REFERENCE_DIR = 'reference';
+/** With --keep-best: the weights (and tokenizer) of the best evaluation so far, a model directory. */
+export const BEST_DIR = 'best';
+/** In BEST_DIR: {step, accuracy} of the evaluation it holds. */
+export const BEST_FILE = 'best.json';
 /** Eval completions, one file per evaluation. */
 export const SAMPLES_DIR = 'samples';
 /** Rollout rounds per step at most with --dynamic-sampling (verl's max_num_gen_batches plays this role). */
@@ -73,6 +77,8 @@ export interface TrainHooks {
   progress?: ProgressStream | null;
   /** Put before every progress line (e.g. which run of a comparison, and its ETA). */
   progressLabel?: () => string;
+  /** Called once the run is set up (task, rewards, model and data checked), before the warm-up or the first step. */
+  onStart?: (out: string) => void;
   /** Called after each training step's metrics are written. */
   onStep?: (step: number) => void;
   /**
@@ -106,13 +112,37 @@ export interface TrainResult {
 }
 
 /** The task a config names. */
-export function loadTask(config: Pick<TrainConfig, 'task' | 'seed' | 'evalSize'>): Task {
-  return config.task === 'arith' ? arithTask({ seed: config.seed, evalSize: config.evalSize }) : jsonlTask(config.task, { seed: config.seed });
+export function loadTask(config: Pick<TrainConfig, 'task' | 'seed' | 'evalSize'> & Partial<Pick<TrainConfig, 'evalFile' | 'evalFraction'>>): Task {
+  if (config.task !== 'arith') return jsonlTask(config.task, { seed: config.seed, evalPath: config.evalFile ?? undefined, evalFraction: config.evalFraction });
+  // Said in the terms of the option the user typed, not of the generator's argument.
+  const userTerms = (e: unknown): unknown => {
+    const m = /only (\d+) distinct evaluation problems found/.exec((e as Error)?.message ?? '');
+    return m ? new RangeError(`--eval-size: asked for ${config.evalSize} held-out problems, but the built-in arith task has ${m[1]}; give --eval-size ${m[1]} or less`, { cause: e }) : e;
+  };
+  let task: Task;
+  try {
+    task = arithTask({ seed: config.seed, evalSize: config.evalSize });
+  } catch (e) {
+    throw userTerms(e);
+  }
+  const evalSet = task.evalSet.bind(task);
+  return {
+    ...task,
+    evalSet(n?: number): Example[] {
+      try {
+        return evalSet(n);
+      } catch (e) {
+        throw userTerms(e);
+      }
+    },
+  };
 }
 
 /** The reward terms a config names. */
 export async function loadRewards(config: Pick<TrainConfig, 'reward'> & Partial<Pick<TrainConfig, 'rewardTimeout'>>): Promise<WeightedReward[]> {
-  return Promise.all(config.reward.map((r) => resolveReward(r.kind === 'builtin' ? r.name : r.path, r.weight, config.rewardTimeout)));
+  return Promise.all(config.reward.map((r) => r.kind === 'function'
+    ? { name: r.name, fn: r.fn, weight: r.weight, timeoutSeconds: config.rewardTimeout ?? DEFAULT_REWARD_TIMEOUT_S }
+    : resolveReward(r.kind === 'builtin' ? r.name : r.path, r.weight, config.rewardTimeout)));
 }
 
 interface Rollout {
@@ -214,7 +244,7 @@ class Trainer {
     this.rewards = await loadRewards(c);
     ensureDir(this.out, 'out');  // not mkdirSync({recursive}): it spins forever under /proc
     if (c.resume !== null) await this.resumeFrom(c.resume);
-    else await this.fresh();
+    else await this.fresh(() => this.hooks.onStart?.(this.out));
     this.stops = stopIds(this.policy, this.tokenizer);
     checkPromptLengths(this.task, this.tokenizer, this.policy.config.maxPositionEmbeddings, c.maxNewTokens);
     if (c.beta > 0 && this.reference === null) this.reference = this.loadReference();
@@ -235,20 +265,26 @@ class Trainer {
     });
   }
 
-  async fresh(): Promise<void> {
+  async fresh(onReady: () => void = () => {}): Promise<void> {
     const c = this.config;
+    // The model, the warm-up data and the prompt lengths are checked before the run
+    // directory gets its config and metrics: a bad model directory or an over-long prompt
+    // leaves no half-started run that a second try would have to --restart.
+    if (c.model === 'tiny') {
+      ({ policy: this.policy, tokenizer: this.tokenizer } = tinyModel(c.seed, c.device));
+    } else {
+      ({ policy: this.policy, tokenizer: this.tokenizer } = loadModelDir(c.model, { device: c.device, chatTemplate: c.chatTemplate }));
+    }
+    const warmupPairs = c.sftSteps > 0 ? warmupData(c, this.task) : null;
+    checkPromptLengths(this.task, this.tokenizer, this.policy.config.maxPositionEmbeddings, c.maxNewTokens);
     // Refuses a directory that already holds a run's metrics before anything is written.
     if (c.restart) clearUnfinishedRun(this.out);
     this.metrics = MetricsWriter.open(join(this.out, METRICS_FILE));
     writeRunConfig(this.out, c);
-    if (c.model === 'tiny') {
-      ({ policy: this.policy, tokenizer: this.tokenizer } = tinyModel(c.seed, c.device));
-    } else {
-      ({ policy: this.policy, tokenizer: this.tokenizer } = loadModelDir(c.model, { device: c.device }));
-    }
     this.optimizer = this.#makeOptimizer();
     this.sampling = new Rng(c.seed).fork();
     this.lambda = c.loss === 'lambda' ? c.lambdaInit : 0;
+    onReady();
     if (c.sftSteps > 0) {
       const cache = this.hooks.warmupCache === undefined ? null : warmupCachePath(this.hooks.warmupCache, c);
       const cached = cache === null ? null : loadWarmup(cache, this.policy);
@@ -257,17 +293,24 @@ class Trainer {
         this.warmup = { steps: cached.steps, seconds: cached.seconds, finalLoss: cached.finalLoss, cached: true };
         this.log(`supervised warm-up: ${c.sftSteps} steps, reused from ${cache}`);
       } else {
-        this.log(`supervised warm-up: ${c.sftSteps} steps`);
+        const data = warmupPairs;
+        this.log(`supervised warm-up: ${c.sftSteps} steps on ${data === null ? "arith's worked examples" : `${data.length} reference completions`}`);
         const records: WarmupRecord[] = [];
+        const bar = this.stream === null ? null
+          : new Progress({ total: c.sftSteps, stream: this.stream, label: this.hooks.progressLabel, unit: 'warm-up', every: SFT_LOG_EVERY });
         const result = await supervisedWarmup(this.policy, this.tokenizer, {
           steps: c.sftSteps,
           seed: c.seed,
+          data,
+          lr: c.sftLr,
+          onStep: (done, loss) => bar?.update(done, { loss }),
           signal: this.signal,
           onLog: (r) => {
             records.push(r);
             this.metrics.write({ kind: 'warmup', step: 0, ...r });
           },
         });
+        bar?.done();
         this.warmup = { steps: result.steps, seconds: result.seconds, finalLoss: result.finalLoss };
         if (result.interrupted) return;
         if (cache !== null) saveWarmup(cache, this.policy, { records, ...this.warmup });
@@ -351,7 +394,7 @@ class Trainer {
       }
     writeRunConfig(this.out, c);
 
-    this.tokenizer = loadTokenizer(found.dir);
+    this.tokenizer = loadTokenizer(found.dir, { useChatTemplate: c.chatTemplate !== 'none' });
     this.policy = Policy.fromPretrained(found.dir, { device: c.device });
     checkVocab(this.policy, this.tokenizer, found.dir);
     this.optimizer = this.#makeOptimizer();
@@ -363,6 +406,7 @@ class Trainer {
     this.cursor = size === null ? state.dataCursor.offset : state.dataCursor.epoch * size + state.dataCursor.offset;
     this.step = state.step;
     this.elapsedBefore = state.elapsedSeconds ?? 0;
+    this.hooks.onStart?.(this.out);
     this.log(`resumed from ${found.dir} (step ${state.step})`);
   }
 
@@ -573,9 +617,38 @@ class Trainer {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, samplesFile(this.step)), result.samples.map((s) => JSON.stringify(s)).join('\n') + '\n');
     this.evals.push({ step: this.step, accuracy: result.accuracy, meanLength: result.meanLength });
+    if (c.keepBest) this.keepBest(result.accuracy);
     this.progress?.eval(this.step, { accuracy: result.accuracy, meanLength: result.meanLength, reward: result.rewardMean });
     writeRunReport(this.out);
     return result;
+  }
+
+  /** Accuracy of the evaluation BEST_DIR holds (undefined: not read yet; -Infinity: none). */
+  bestAccuracy: number | undefined;
+
+  /** Replaces BEST_DIR when this evaluation beats every earlier one (step 0 counts). */
+  keepBest(accuracy: number): void {
+    const dir = join(this.out, BEST_DIR);
+    if (this.bestAccuracy === undefined) {
+      // A resumed run continues the best of the steps it keeps; a best from steps after the
+      // checkpoint it resumed from is replayed, and rewritten, by the same evaluations.
+      this.bestAccuracy = -Infinity;
+      try {
+        recoverDir(dir);
+        const saved = JSON.parse(readFileSync(join(dir, BEST_FILE), 'utf8')) as { step?: unknown; accuracy?: unknown };
+        if (typeof saved.accuracy === 'number' && typeof saved.step === 'number' && saved.step < this.step) this.bestAccuracy = saved.accuracy;
+      } catch {
+        // none yet
+      }
+    }
+    if (!(accuracy > this.bestAccuracy)) return;
+    this.bestAccuracy = accuracy;
+    writeDirAtomic(dir, (tmp) => {
+      this.policy.save(tmp);
+      saveTokenizer(this.tokenizer, tmp);
+      writeFileSync(join(tmp, BEST_FILE), `${JSON.stringify({ step: this.step, accuracy })}\n`);
+    });
+    this.log(`best evaluation so far (accuracy ${accuracy.toFixed(3)} at step ${this.step}): weights in ${dir}`);
   }
 
   state(): TrainerState {

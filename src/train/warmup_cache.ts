@@ -24,9 +24,17 @@ export interface CachedWarmup {
 }
 
 /** The folder in `cacheDir` that holds the warm-up this config would compute. */
-export function warmupCachePath(cacheDir: string, c: Pick<TrainConfig, 'model' | 'seed' | 'sftSteps' | 'task'>): string {
+export function warmupCachePath(
+  cacheDir: string,
+  c: Pick<TrainConfig, 'model' | 'seed' | 'sftSteps' | 'task'> & Partial<Pick<TrainConfig, 'sftData' | 'sftLr' | 'evalFile' | 'evalFraction' | 'chatTemplate'>>,
+): string {
   const model = c.model === 'tiny' ? 'tiny' : resolve(c.model);
-  const key = createHash('sha256').update(JSON.stringify({ model, seed: c.seed, sftSteps: c.sftSteps, task: c.task })).digest('hex').slice(0, 16);
+  // Whatever chooses the warm-up's data (a JSONL task's train split, --sft-data), its rate and
+  // how prompts are written decides its weights as much as the model and seed do.
+  const key = createHash('sha256').update(JSON.stringify({
+    model, seed: c.seed, sftSteps: c.sftSteps, task: c.task,
+    sftData: c.sftData ?? null, sftLr: c.sftLr ?? null, evalFile: c.evalFile ?? null, evalFraction: c.evalFraction ?? null, chatTemplate: c.chatTemplate ?? 'auto',
+  })).digest('hex').slice(0, 16);
   return join(resolve(cacheDir), `warmup-${key}`);
 }
 

@@ -30,15 +30,40 @@ test('info prints text by default', () => {
 test('unknown commands and options are errors', () => {
   const unknownCommand = run(['frobnicate']);
   assert.equal(unknownCommand.status, 1);
-  assert.match(unknownCommand.stderr, /Unknown argument: frobnicate/);
+  assert.match(unknownCommand.stderr, /unknown command "frobnicate" \(the commands: train, eval, sample, compare, bench, info\)/);
+  const typo = run(['trian']);
+  assert.equal(typo.status, 1);
+  assert.match(typo.stderr, /unknown command "trian" \(did you mean train\?\)/);
   const unknownOption = run(['info', '--frobnicate']);
   assert.equal(unknownOption.status, 1);
-  assert.match(unknownOption.stderr, /Unknown argument/);
+  assert.match(unknownOption.stderr, /unknown option --frobnicate/);
   const noCommand = run([]);
   assert.equal(noCommand.status, 1);
   const badKernel = run(['bench', '--only', 'noSuchKernel']);
   assert.equal(badKernel.status, 1);
   assert.match(badKernel.stderr, /only: unknown kernel 'noSuchKernel'/);
+});
+
+test('a usage error is one line naming the nearest valid flag or value, then where the help is (not the help itself)', () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['compare', '--loss', 'grpo'], /^lgrpo-native: unknown option --loss \(did you mean --losses\?\)$/],
+    [['train', '--stpes', '3'], /^lgrpo-native: unknown option --stpes \(did you mean --steps\?\)$/],
+    [['eval', '--model', 'x', '--evl-size', '3'], /^lgrpo-native: unknown option --evl-size \(did you mean --eval-size\?\)$/],
+    [['train', '--loss', 'lamda'], /^lgrpo-native: --loss: "lamda" is not one of lambda, grpo, dapo, dr_grpo \(did you mean lambda\?\)$/],
+    [['train', '--steps'], /^lgrpo-native: --steps needs a value$/],
+    [['eval'], /^lgrpo-native: missing --model$/],
+    [['train', '--reward', 'math=abc'], /^lgrpo-native: --reward: the weight in "math=abc" is not a number: "abc"/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = run(args);
+    assert.equal(r.status, 1, args.join(' '));
+    const lines = r.stderr.trim().split('\n');
+    assert.match(lines[0], pattern, args.join(' '));
+    assert.ok(lines.length <= 2, `${args.join(' ')}: expected at most two lines, got:\n${r.stderr}`);
+    if (!args.includes('math=abc')) assert.equal(lines[1], `Run 'lgrpo-native ${args[0]} --help' for the options.`);
+    assert.doesNotMatch(r.stderr, /run directory/);
+    assert.doesNotMatch(r.stderr + r.stdout, /Options:|--help +Show help/);
+  }
 });
 
 test('--help lists the commands', () => {

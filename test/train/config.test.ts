@@ -241,7 +241,7 @@ test('paths: relative to the working directory on the command line, to the file 
   assertNames(configError(() => resolveConfig({ reward: ['sub/r.ts'] }, undefined, { cwd })), 'reward', /compile TypeScript/);
   assertNames(configError(() => resolveConfig({ reward: ['sub/missing.js'] }, undefined, { cwd })), 'reward', /does not exist/);
   assertNames(configError(() => resolveConfig({ reward: ['exact_match'] }, undefined, { cwd })), 'reward', /unknown built-in/);
-  assertNames(configError(() => resolveConfig({ reward: ['math=abc'] }, undefined, { cwd })), 'reward', /unknown built-in/);
+  assertNames(configError(() => resolveConfig({ reward: ['math=abc'] }, undefined, { cwd })), 'reward', /the weight in "math=abc" is not a number: "abc"/);
   assertNames(configError(() => resolveConfig({ out: 'sub/data/train.jsonl' }, undefined, { cwd })), 'out', /not a directory/);
 });
 

@@ -3,7 +3,7 @@
 // with a legend. User-provided text (run names, config values) is inert.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PLOTS, REPORT_FILE, loadRun, renderReport, writeRunReport, type ReportRun } from '../../src/train/report.js';
@@ -211,4 +211,87 @@ test('writeRunReport reads the run directory (metrics.jsonl, config.json) and wr
   assert.equal(loadRun(dir, 'named').name, 'named');
   writeFileSync(join(dir, 'config.json'), '{');
   assert.throws(() => loadRun(dir), /config\.json: not valid JSON/);
+});
+
+test('an empty or flat panel says why, from the run\'s config; the warm-up has its loss curve; train and eval keep one colour in every panel', () => {
+  const run = syntheticRun('grpo-run', 20, 5);
+  for (const r of run.records) if (r.kind === 'train') {
+    delete r.kl;
+    delete r.lambda;
+    r.clip_frac_low = 0;
+    r.clip_frac_high = 0;
+  }
+  run.records.unshift(...[25, 50, 75, 100].map((s): MetricRecord => ({ kind: 'warmup', step: 0, sft_step: s, loss: 3 / s })));
+  run.config = { loss: 'grpo', beta: 0, iterations: 1, 'sft-steps': 100 };
+  const html = renderReport([run], { generatedAt: WHEN });
+  assertSelfContained(html);
+  assert.match(figure(html, 'kl'), /<p class="why">KL is off: --beta is 0/);
+  assert.match(figure(html, 'lambda'), /<p class="why">λ is learned only with --loss lambda; this run&#39;s loss is grpo/);
+  assert.match(figure(html, 'clip'), /<p class="why">Clip fractions are 0 with --iterations 1/);
+  for (const id of ['kl', 'lambda']) assert.doesNotMatch(figure(html, id), /no data yet/);
+  assert.doesNotMatch(figure(html, 'reward'), /class="why"/);
+  // The warm-up curve: one point per logged window, x = warm-up step, falling as the loss does.
+  const warm = polylines(figure(html, 'warmup'));
+  assert.equal(warm.length, 1);
+  assert.equal(warm[0].points.length, 4);
+  for (let i = 1; i < 4; i++) {
+    assert.ok(warm[0].points[i][0] > warm[0].points[i - 1][0]);
+    assert.ok(warm[0].points[i][1] > warm[0].points[i - 1][1], 'a falling loss is a line going down (larger SVG y)');
+  }
+  assert.match(figure(html, 'warmup'), />warm-up step</);
+  // Clipping that happened, or a warm-up that did not, is no longer explained away.
+  run.config = { loss: 'grpo', beta: 0, iterations: 1, 'sft-steps': 0 };
+  assert.match(figure(renderReport([run]), 'warmup'), /No supervised warm-up in this run/);
+  // Colours by role: eval is the same colour in the reward, accuracy and length panels.
+  const strokes = (id: string) => [...figure(html, id).matchAll(/<polyline[^>]*stroke="([^"]*)"[^>]*><title>([^<]*)<\/title>/g)].map((m) => [m[2], m[1]]);
+  const evalColours = new Set(['reward', 'accuracy', 'length'].flatMap((id) => strokes(id).filter(([l]) => l.startsWith('eval')).map(([, c]) => c)));
+  const trainColours = new Set(['reward', 'accuracy', 'length'].flatMap((id) => strokes(id).filter(([l]) => l === 'train' || l === 'train, mean' || l === 'train samples').map(([, c]) => c)));
+  assert.equal(evalColours.size, 1, [...evalColours].join(' '));
+  assert.equal(trainColours.size, 1, [...trainColours].join(' '));
+  assert.notDeepEqual([...evalColours], [...trainColours]);
+});
+
+test('the report shows a few completions of the first, best and last evaluations', () => {
+  const dir = join(root, 'with-samples');
+  mkdirSync(dir, { recursive: true });
+  const w = MetricsWriter.open(join(dir, METRICS_FILE));
+  const acc: Record<number, number> = { 0: 0.1, 10: 0.7, 20: 0.4 };
+  for (const step of [0, 10, 20]) w.write({ kind: 'eval', step, accuracy: acc[step], mean_length: 5, reward_mean: acc[step] });
+  w.close();
+  mkdirSync(join(dir, 'samples'));
+  for (const step of [0, 10, 20])
+    writeFileSync(join(dir, 'samples', `eval-step-${String(step).padStart(6, '0')}.jsonl`), Array.from({ length: 6 }, (_, i) =>
+      JSON.stringify({ prompt: `p${step}-${i} <b>`, answer: String(i), completion: `#### ${i}`, correct: i % 2 === 0 })).join('\n') + '\n{"cut');
+  const html = readFileSync(writeRunReport(dir), 'utf8');
+  assertSelfContained(html);
+  assert.deepEqual([...html.matchAll(/<h3>([^<]*)<\/h3>/g)].map((m) => m[1]),
+    ['first evaluation: step 0, accuracy 0.1', 'best evaluation: step 10, accuracy 0.7', 'last evaluation: step 20, accuracy 0.4']);
+  assert.equal(html.match(/<tr><td class="mono">/g)?.length, 12);  // 4 per evaluation
+  assert.match(html, /p10-0 &lt;b&gt;/);  // text, never markup
+});
+
+test('compare: a mean line per loss with the band from the lowest to the highest seed', () => {
+  const seeds = [1, 2, 3].map((k) => ({
+    name: `seed ${k}`, config: null,
+    records: [1, 2, 3].map((step): MetricRecord => ({ kind: 'train', step, reward_mean: k * step })),
+  }));
+  const mean: ReportRun = { name: 'grpo (mean of 3 seeds)', records: [1, 2, 3].map((step) => ({ kind: 'train', step, reward_mean: 2 * step })), seeds };
+  const other: ReportRun = { name: 'dapo', records: [1, 2, 3].map((step) => ({ kind: 'train', step, reward_mean: 1 })) };
+  const html = renderReport([mean, other], { generatedAt: WHEN });
+  assertSelfContained(html);
+  const f = figure(html, 'reward');
+  const bands = [...f.matchAll(/<polygon class="band" points="([^"]*)" fill="([^"]*)">/g)];
+  assert.equal(bands.length, 1);  // one run has seeds, one series of it has values
+  const pts = bands[0][1].split(' ').map((p) => p.split(',').map(Number));
+  assert.equal(pts.length, 6);  // upper edge over 3 steps, then the lower edge back
+  const line = polylines(f).find((l) => l.stroke === bands[0][2]);
+  assert.ok(line, 'the band has its line\'s colour');
+  // At every step the mean (2·step) lies between the band's edges (1·step and 3·step): in SVG y, lower is larger.
+  for (let i = 0; i < 3; i++) {
+    const [x, yTop] = pts[i];
+    const [xb, yBottom] = pts[5 - i];
+    assert.equal(x, xb);
+    assert.equal(line.points[i][0], x);
+    assert.ok(yTop < line.points[i][1] && line.points[i][1] < yBottom, `step ${i + 1}: ${yTop} < ${line.points[i][1]} < ${yBottom}`);
+  }
 });

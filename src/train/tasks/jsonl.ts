@@ -1,5 +1,6 @@
 // A task from a JSONL file: one JSON object per line with a `prompt` (or `question`) and an
-// `answer`. Other fields are kept on the example so user rewards can read them.
+// `answer`. Other fields are kept on the example so user rewards can read them; a
+// `solution` (or `completion`) field is a reference completion for the supervised warm-up.
 import { readFileSync } from 'node:fs';
 import type { Example, Task } from './types.js';
 import { checkCount, checkSeed, hash32, permutation, stringHash32 } from './random.js';
@@ -10,7 +11,12 @@ const MAX_REPORTED_ERRORS = 10;
  * Parses JSONL text. Blank lines are skipped; every bad line is reported (up to ten) in one
  * error, each as `<source>:<line>: <problem>`.
  */
-export function parseJsonl(text: string, source = '<jsonl>'): Example[] {
+export interface ParseJsonlOptions {
+  /** Every line needs an "answer" (default true; warm-up data needs only prompt and completion). */
+  requireAnswer?: boolean;
+}
+
+export function parseJsonl(text: string, source = '<jsonl>', options: ParseJsonlOptions = {}): Example[] {
   const lines = text.replace(/^\uFEFF/, '').split('\n');
   const examples: Example[] = [];
   const errors: string[] = [];
@@ -39,6 +45,10 @@ export function parseJsonl(text: string, source = '<jsonl>'): Example[] {
       continue;
     }
     const answer = r.answer;
+    if (options.requireAnswer === false && answer === undefined) {
+      examples.push({ ...r, prompt, answer: '' });
+      continue;
+    }
     if (!(typeof answer === 'string' && answer.trim() !== '') && !(typeof answer === 'number' && Number.isFinite(answer))) {
       errors.push('answer' in r
         ? `${where}: "answer" must be a non-empty string or a finite number, got ${JSON.stringify(answer)}`
@@ -56,14 +66,27 @@ export function parseJsonl(text: string, source = '<jsonl>'): Example[] {
   return examples;
 }
 
-export function loadJsonl(path: string): Example[] {
+export function loadJsonl(path: string, options: ParseJsonlOptions = {}): Example[] {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new Error(`task file ${path}: ${(err as Error).message}`, { cause: err });
   }
-  return parseJsonl(text, path);
+  return parseJsonl(text, path, options);
+}
+
+/** Field names read as an example's reference completion, in order of preference. */
+export const COMPLETION_FIELDS = ['solution', 'completion'] as const;
+
+/** An example's reference completion (its "solution" or "completion" field), or null when it has none. */
+export function completionOf(example: Example): string | null {
+  for (const field of COMPLETION_FIELDS) {
+    const v = example[field];
+    if (typeof v === 'string' && v.trim() !== '') return v;
+    if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+  }
+  return null;
 }
 
 export interface JsonlTaskOptions {
@@ -115,6 +138,7 @@ export function jsonlTask(path: string, options: JsonlTaskOptions = {}): Task {
   return {
     name: `jsonl:${path}`,
     trainSize: train.length,
+    trainSet: train,
     trainExample(index: number): Example {
       checkCount('index', index);
       const epoch = Math.floor(index / train.length);

@@ -19,6 +19,8 @@ export interface Task {
    * this index, so resuming from a checkpoint replays exactly the same prompts.
    */
   trainExample(index: number): Example;
+  /** The training split, for a finite task (a JSONL file); its reference completions feed the warm-up. */
+  readonly trainSet?: readonly Example[];
   /** A held-out set disjoint from every training example, the same on every call. */
   evalSet(n?: number): Example[];
 }
