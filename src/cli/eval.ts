@@ -17,6 +17,7 @@ interface EvalArgs {
   chatTemplate?: string;
   show: number;
   json: boolean;
+  device: string;
 }
 
 /** The flags eval shares with train, by train's flag name; only those typed are passed on. */
@@ -42,6 +43,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       .option('max-new-tokens', { type: 'number', requiresArg: true, defaultDescription: `the run's, else ${DEFAULT_MAX_NEW_TOKENS}`, describe: 'response length limit in tokens' })
       .option('chat-template', { type: 'string', choices: ['auto', 'none'], requiresArg: true, defaultDescription: "the run's, else auto", describe: "auto: prompts go through the tokenizer's chat template when it has one; none: plain text" })
       .option('show', { type: 'number', default: 0, requiresArg: true, describe: 'print this many prompts with their completions' })
+      .option('device', { type: 'string', default: 'cpu', requiresArg: true, describe: "'cpu', 'cuda' or 'cuda:N' (the run's own device is not reused: its checkpoint loads anywhere)" })
       .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' })
       .example('$0 eval --model runs/my-run', "the run's latest checkpoint, on the run's own task, rewards and settings")
       .example('$0 eval --model runs/my-run --task arith --eval-size 50', 'the same checkpoint on another task') as unknown as Argv<EvalArgs>,
@@ -77,7 +79,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     if (given.task !== undefined && given['eval-file'] === undefined) given['eval-file'] = null;
     // The train options' own validation (ranges, task file, reward modules).
     const { config } = resolveConfig({ ...given, ...(fromRun !== null ? { resume: fromRun } : {}) });
-    const { policy, tokenizer, dir } = loadModelDir(modelPath, { chatTemplate: config.chatTemplate });
+    const { parseDevice } = await import('../tensor.js');
+    const { policy, tokenizer, dir } = loadModelDir(modelPath, { chatTemplate: config.chatTemplate, device: parseDevice(args.device, '--device') });
     try {
       const task = loadTask(config);
       const available = task.evalSet().length;

@@ -12,6 +12,7 @@ interface SampleArgs {
   seed: number;
   chatTemplate?: 'auto' | 'none';
   json: boolean;
+  device: string;
 }
 
 /** The escapes a shell makes awkward to type: \n, \t and \\. */
@@ -41,6 +42,7 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
         type: 'string', choices: ['auto', 'none'], requiresArg: true, defaultDescription: "the run's, else auto",
         describe: "auto: the prompt goes through the tokenizer's chat template when it has one; none: as it is",
       })
+      .option('device', { type: 'string', default: 'cpu', requiresArg: true, describe: "'cpu', 'cuda' or 'cuda:N' (the run's own device is not reused: its checkpoint loads anywhere)" })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON: one object per prompt with the text the model saw and its completions' })
       .example("$0 sample --model runs/my-run --prompt '12+7+5=? (#### n)\\n'", 'greedy completion of an arithmetic prompt') as unknown as Argv<SampleArgs>,
   handler: async (args: ArgumentsCamelCase<SampleArgs>) => {
@@ -73,7 +75,8 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
         }
       }
     }
-    const { policy, tokenizer, dir } = loadModelDir(resolve(args.model), { chatTemplate });
+    const { parseDevice } = await import('../tensor.js');
+    const { policy, tokenizer, dir } = loadModelDir(resolve(args.model), { chatTemplate, device: parseDevice(args.device, '--device') });
     try {
       const encoded = prompts.flatMap((p) => Array.from({ length: args.n }, () => tokenizer.encodePrompt(p)));
       const completions = complete(policy, tokenizer, encoded, {

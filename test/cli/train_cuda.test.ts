@@ -38,3 +38,20 @@ test('train --device cuda:0 --steps 3 gives the CPU run\'s metrics', { skip: DEV
         `${a[i].kind} ${a[i].step} ${key}: ${other} on ${DEVICE}, ${value} on the CPU`);
     }
 });
+
+test('eval and sample --device cuda:0 give the CPU\'s results for a CPU-trained run', { skip: DEVICE ? false : 'no CUDA device in this build' }, () => {
+  const run = join(root, 'for-eval');
+  const trained = cli([...RUN, '--out', run]);
+  assert.equal(trained.status, 0, trained.stderr);
+  const evals = ['cpu', DEVICE!].map((device) => cli(['eval', '--model', run, '--eval-size', '4', '--json', '--device', device]));
+  for (const e of evals) assert.equal(e.status, 0, e.stderr);
+  const [a, b] = evals.map((e) => JSON.parse(e.stdout) as Record);
+  assert.equal(b.accuracy, a.accuracy);
+  assert.equal(b.meanLength, a.meanLength);
+  const samples = ['cpu', DEVICE!].map((device) => cli(['sample', '--model', run, '--prompt', '12+7=? (#### n)\\n', '--json', '--device', device]));
+  for (const s of samples) assert.equal(s.status, 0, s.stderr);
+  assert.equal(samples[1].stdout, samples[0].stdout, 'greedy completions on the device and on the CPU');
+  const bad = cli(['sample', '--model', run, '--prompt', 'x', '--device', 'gpu']);
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--device: expected 'cpu' or 'cuda:N'/);
+});
