@@ -276,6 +276,7 @@ def main():
     for p in model.parameters():
         p.grad = None
 
+    B = spec.get("decodeBatch", B)  # decoding may run more rows than the training step
     prompts = torch.randint(0, c["vocab"], (B, P), generator=gen)
     temperature = spec["temperature"]
     S = P + new_tokens - 1
