@@ -430,7 +430,7 @@ interface GemmCaseShape {
 
 /** The GEMMs one layer and the head run at this batch, forward and (for the MLP) backward. */
 function gemmShapes(policy: Policy, c: EngineCase): GemmCaseShape[] {
-  const cfg = policy.config, M = c.batch * c.seq;
+  const cfg = policy.config, M = c.batch * c.seq, decodeRows = c.decodeBatch ?? c.batch;
   const D = cfg.hiddenSize, I = cfg.intermediateSize, V = cfg.vocabSize;
   const q = cfg.numAttentionHeads * cfg.headDim, kv = cfg.numKeyValueHeads * cfg.headDim;
   const p = policy.parameters();
@@ -445,8 +445,8 @@ function gemmShapes(policy: Policy, c: EngineCase): GemmCaseShape[] {
     { name: 'gate_proj input grad dX=dY·W', m: M, n: D, k: I, transA: false, transB: false, beta: 0, weight: w('model.layers.0.mlp.gate_proj.weight') },
     { name: 'gate_proj weight grad dW+=dYᵀ·X', m: I, n: D, k: M, transA: true, transB: false, beta: 1 },
     { name: 'lm_head logits y=h·Wᵀ', m: M, n: V, k: D, transA: false, transB: true, beta: 0, weight: head },
-    { name: `decode lm_head (${c.batch} rows)`, m: c.batch, n: V, k: D, transA: false, transB: true, beta: 0, weight: head },
-    { name: `decode gate_proj (${c.batch} rows)`, m: c.batch, n: I, k: D, transA: false, transB: true, beta: 0, weight: w('model.layers.0.mlp.gate_proj.weight') },
+    { name: `decode lm_head (${decodeRows} rows)`, m: decodeRows, n: V, k: D, transA: false, transB: true, beta: 0, weight: head },
+    { name: `decode gate_proj (${decodeRows} rows)`, m: decodeRows, n: I, k: D, transA: false, transB: true, beta: 0, weight: w('model.layers.0.mlp.gate_proj.weight') },
   ];
 }
 
@@ -752,7 +752,7 @@ export function formatEngineReport(report: EngineBenchReport): string {
       (c.torch ? `; PyTorch process peak RSS ${formatBytes(c.torch.peakRssBytes)}` : ''));
   lines.push('');
   for (const c of report.cases) {
-    lines.push(`GEMM at ${c.name}'s linear shapes (M = B·T = ${c.batch * c.seq} rows; decode rows M = B), against the FMA ceiling:`);
+    lines.push(`GEMM at ${c.name}'s linear shapes (M = B·T = ${c.batch * c.seq} rows; decode rows M = ${c.decodeBf16.batch}), against the FMA ceiling:`);
     lines.push(...table(['gemm', 'shape', 'median ms', 'GFLOP/s', 'of FMA peak'],
       c.gemm.map((g) => [g.name, g.shape, ms(g.medianMs), g.gflopPerS.toFixed(1), pct(g.fractionOfPeak)]), 2));
     lines.push('');
