@@ -621,9 +621,9 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
   if (batch == 0 || o.max_new_tokens == 0) return result;
 
   const int64_t D = cfg_.hidden, V = cfg_.vocab, KV = cfg_.kv_width();
-  // bf16 rollouts: a fresh copy of the parameters every call (a pure function of them; a
-  // few percent of a call that streams all weights once per new token), used by linear()
-  // until the call returns or throws.
+  // bf16 rollouts: a fresh copy of the parameters every call, so it can never be stale
+  // after an optimiser step (making it reads the f32 weights once; the call then reads the
+  // half-size copy once per new token), used by linear() until the call returns or throws.
   struct Bf16Scope {
     Model& m;
     ~Bf16Scope() { m.bf16_source_ = nullptr; m.bf16_count_ = 0; }

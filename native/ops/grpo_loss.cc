@@ -4,8 +4,8 @@
 // w_i/N is known before the pass, so ∂L/∂logp is written as each token's loss is formed.
 //
 // Layout: token_scalar() is the readable definition of one token; the AVX2 loop beside
-// it computes the same thing eight tokens at a time (the scalar form handles row tails
-// and non-AVX2 builds).
+// it computes the same thing eight tokens at a time, its AVX-512 twin sixteen (the same
+// bits), and the scalar form handles row tails and non-AVX2 builds.
 #include "grpo_loss.h"
 
 #include <algorithm>
@@ -15,6 +15,13 @@
 #include "../parallel.h"
 #include "../simd.h"
 #include "lambda_weights.h"
+
+// GCC 12 warns falsely inside its own AVX-512 intrinsics (their _mm512_undefined_*
+// pass-through operands) when they are inlined into target-attribute functions.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 namespace lgrpo {
 
@@ -221,6 +228,153 @@ int64_t row_avx2(const GrpoTokenPassArgs& a, int64_t row, const RowParams& p, Ro
 }
 #endif
 
+#if LGRPO_X86_DISPATCH
+// exp_avx2's operations, 16 lanes at a time (the same bits lane for lane).
+LGRPO_TARGET_AVX512 inline __m512 exp_avx512(__m512 x) {
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+  const __m512 ln2_hi = _mm512_set1_ps(0.693359375f);
+  const __m512 ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
+  const __mmask16 underflow = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3365478515625f), _CMP_LT_OQ);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+  r = _mm512_fnmadd_ps(n, ln2_lo, r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 r2 = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~underflow), _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
+}
+
+LGRPO_TARGET_AVX512 inline __m256 half_of(__m512 v, int half) {
+  return half ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v);
+}
+
+// Masked memory access only for the last half step: masked stores are slow on some cores
+// (Zen 4), so full steps use plain loads and stores.
+constexpr __mmask16 kFull = 0xffff;
+
+LGRPO_TARGET_AVX512 inline __m512 load16(const float* p, __mmask16 valid) {
+  return valid == kFull ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(valid, p);
+}
+
+LGRPO_TARGET_AVX512 inline void store16(float* p, __mmask16 valid, __m512 v) {
+  if (valid == kFull) _mm512_storeu_ps(p, v);
+  else _mm512_mask_storeu_ps(p, valid, v);
+}
+
+LGRPO_TARGET_AVX512 inline __m512 load16_mask(const void* mask, DType dtype, int64_t i, __mmask16 valid) {
+  if (dtype == DType::U8) {
+    const uint8_t* p = static_cast<const uint8_t*>(mask) + i;
+    const __m128i bytes = valid == kFull ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)) : _mm_maskz_loadu_epi8(valid, p);
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+  }
+  return load16(static_cast<const float*>(mask) + i, valid);
+}
+
+// row_avx2 16 tokens at a time: every token's gradient is the same bits, and each
+// 8-token half is folded into the same 8-lane sums in the same order (all-padding halves
+// skipped, a flush every 64 counted halves), so the row sums are the same bits too.
+LGRPO_TARGET_AVX512 int64_t row_avx512(const GrpoTokenPassArgs& a, int64_t row, const RowParams& p, RowSums* sums,
+                                       int* bad_out) {
+  constexpr int kFlush = 64;
+  const int64_t base = row * a.T;
+  const int64_t end = a.T - a.T % 8;
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512 adv = _mm512_set1_ps(p.advantage), scale = _mm512_set1_ps(p.scale);
+  const __m512 lo = _mm512_set1_ps(p.lo), hi = _mm512_set1_ps(p.hi);
+  const __m512 dual_bound = _mm512_set1_ps(p.dual_bound), beta = _mm512_set1_ps(p.beta);
+  const __m512 kl_lo = _mm512_set1_ps(-kKlClamp), kl_hi = _mm512_set1_ps(kKlClamp);
+  const __m512 ratio_lo = _mm512_set1_ps(-kRatioClamp), ratio_hi = _mm512_set1_ps(kRatioClamp);
+  const bool counts_low = p.advantage < 0, counts_any = p.advantage != 0;
+  const __m512 clip_bound = counts_low ? lo : hi;
+  const __m512 clip_flag = counts_any ? one : zero;
+  __m512 probe = zero;
+  const __m256 zero8 = _mm256_setzero_ps();
+  __m256 acc_loss = zero8, acc_tokens = zero8, acc_clip = zero8, acc_dual = zero8, acc_ratio = zero8, acc_kl = zero8;
+  auto flush = [&]() {
+    sums->loss += hsum_avx2(acc_loss);
+    sums->tokens += hsum_avx2(acc_tokens);
+    (counts_low ? sums->clip_low : sums->clip_high) += hsum_avx2(acc_clip);
+    sums->dual += hsum_avx2(acc_dual);
+    sums->ratio += hsum_avx2(acc_ratio);
+    sums->kl += hsum_avx2(acc_kl);
+    acc_loss = acc_tokens = acc_clip = acc_dual = acc_ratio = acc_kl = zero8;
+  };
+  int since_flush = 0;
+  for (int64_t t = 0; t < end; t += 16) {
+    const __mmask16 valid = t + 16 <= end ? kFull : static_cast<__mmask16>(0x00ff);
+    const __m512 lp = load16(a.logprobs + base + t, valid);
+    const __m512 old = load16(a.old_logprobs + base + t, valid);
+    const __m512 log_ratio = _mm512_sub_ps(lp, old);
+    probe = _mm512_fmadd_ps(log_ratio, zero, probe);
+    const __mmask16 on = _mm512_cmp_ps_mask(load16_mask(a.mask, a.mask_dtype, base + t, valid), zero, _CMP_NEQ_UQ) & valid;
+    __m512 ref = zero;
+    if (p.has_ref) ref = load16(a.ref_logprobs + base + t, valid);
+    if (on == 0) {
+      if (p.has_ref) probe = _mm512_fmadd_ps(_mm512_sub_ps(ref, lp), zero, probe);
+      store16(a.grad_logprobs + base + t, valid, zero);
+      continue;
+    }
+    const __m512 clamped = _mm512_min_ps(_mm512_max_ps(log_ratio, ratio_lo), ratio_hi);
+    const __m512 rho = exp_avx512(clamped);
+    const __m512 clipped = _mm512_min_ps(_mm512_max_ps(rho, lo), hi);
+    const __m512 unclipped_term = _mm512_mul_ps(rho, adv), clipped_term = _mm512_mul_ps(clipped, adv);
+    __m512 s = _mm512_min_ps(unclipped_term, clipped_term);
+    const __mmask16 unclipped_live = _mm512_cmp_ps_mask(unclipped_term, clipped_term, _CMP_LE_OQ) &
+                                     _mm512_cmp_ps_mask(log_ratio, clamped, _CMP_EQ_OQ);
+    __m512 ds = _mm512_maskz_mov_ps(unclipped_live, unclipped_term);
+    __m512 dual_v = zero;
+    if (p.dual) {
+      const __mmask16 active = _mm512_cmp_ps_mask(s, dual_bound, _CMP_LT_OQ);
+      s = _mm512_mask_mov_ps(s, active, dual_bound);
+      ds = _mm512_maskz_mov_ps(static_cast<__mmask16>(~active), ds);
+      dual_v = _mm512_maskz_mov_ps(active & on, one);
+    }
+    __m512 l = _mm512_sub_ps(zero, s), g = _mm512_sub_ps(zero, ds);
+    __m512 kl_v = zero;
+    if (p.has_ref) {
+      const __m512 d = _mm512_sub_ps(ref, lp);
+      probe = _mm512_fmadd_ps(d, zero, probe);
+      const __m512 dc = _mm512_min_ps(_mm512_max_ps(d, kl_lo), kl_hi);
+      const __m512 e = exp_avx512(dc);
+      const __m512 kl = _mm512_sub_ps(_mm512_sub_ps(e, dc), one);
+      l = _mm512_fmadd_ps(beta, kl, l);
+      const __mmask16 inside = _mm512_cmp_ps_mask(d, dc, _CMP_EQ_OQ);
+      g = _mm512_fmadd_ps(beta, _mm512_maskz_mov_ps(inside, _mm512_sub_ps(one, e)), g);
+      kl_v = _mm512_maskz_mov_ps(on, kl);
+    }
+    store16(a.grad_logprobs + base + t, valid, _mm512_maskz_mov_ps(on, _mm512_mul_ps(g, scale)));
+    const __m512 loss_v = _mm512_maskz_mov_ps(on, l), tokens_v = _mm512_maskz_mov_ps(on, one);
+    const __m512 ratio_v = _mm512_maskz_mov_ps(on, rho);
+    const __mmask16 outside = counts_low ? _mm512_cmp_ps_mask(rho, clip_bound, _CMP_LT_OQ)
+                                         : _mm512_cmp_ps_mask(rho, clip_bound, _CMP_GT_OQ);
+    const __m512 clip_v = _mm512_maskz_mov_ps(outside & on, clip_flag);
+    for (int half = 0; half < 2; ++half) {
+      if (((on >> (8 * half)) & 0xff) == 0) continue;  // all padding: row_avx2 skips it too
+      if (p.dual) acc_dual = _mm256_add_ps(acc_dual, half_of(dual_v, half));
+      if (p.has_ref) acc_kl = _mm256_add_ps(acc_kl, half_of(kl_v, half));
+      acc_loss = _mm256_add_ps(acc_loss, half_of(loss_v, half));
+      acc_tokens = _mm256_add_ps(acc_tokens, half_of(tokens_v, half));
+      acc_ratio = _mm256_add_ps(acc_ratio, half_of(ratio_v, half));
+      acc_clip = _mm256_add_ps(acc_clip, half_of(clip_v, half));
+      if (++since_flush == kFlush) {
+        flush();
+        since_flush = 0;
+      }
+    }
+  }
+  flush();
+  *bad_out = _mm512_cmp_ps_mask(probe, probe, _CMP_UNORD_Q) ? rescan_finite(a, row, end) : 0;
+  return end;
+}
+#endif
+
 const char* const kTokenArgNames[3] = {"logprobs", "oldLogprobs", "refLogprobs"};
 
 }  // namespace
@@ -231,6 +385,9 @@ void grpo_token_pass_cpu(const GrpoTokenPassArgs& a) {
   // Rows are independent and each writes only its own outputs, so any split gives the
   // same bits. ~32k tokens per range keeps small batches on the calling thread.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(a.T, 1));
+#if LGRPO_X86_DISPATCH
+  const bool use_avx512 = simd_avx512();
+#endif
   parallel_for(a.rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       RowParams p;
@@ -245,7 +402,10 @@ void grpo_token_pass_cpu(const GrpoTokenPassArgs& a) {
       RowSums sums;
       int flags = 0;
       int64_t t0 = 0;
-#if LGRPO_AVX2
+#if LGRPO_X86_DISPATCH
+      if (use_avx512) t0 = row_avx512(a, i, p, &sums, &flags);
+      else t0 = row_avx2(a, i, p, &sums, &flags);
+#elif LGRPO_AVX2
       t0 = row_avx2(a, i, p, &sums, &flags);
 #endif
       flags |= row_scalar(a, i, t0, p, &sums);

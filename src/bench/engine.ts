@@ -26,7 +26,7 @@ import { gemm, measurePeakFlops } from '../ops/gemm.js';
 import { grpoLoss } from '../ops/grpo_loss.js';
 import { linearTokenLogprobs, linearTokenLogprobsBackward } from '../ops/linear_token_logprobs.js';
 import { Tensor } from '../tensor.js';
-import { describeMachine, fillUniform, formatBytes, median, randomInts, timeIt, type Machine, type Timing, type TimingOptions } from './harness.js';
+import { describeMachine, measureCeiling, fillUniform, formatBytes, median, randomInts, timeIt, type Ceiling, type Machine, type Timing, type TimingOptions } from './harness.js';
 
 // ---------------------------------------------------------------------------------
 // Configurations
@@ -38,6 +38,8 @@ export interface EngineCase {
   config: Record<string, unknown>;
   batch: number;
   seq: number;
+  /** decoding: rows (default batch) */
+  decodeBatch?: number;
   /** decoding: prompt tokens per row */
   promptLength: number;
   /** decoding: new tokens per row (no stop ids, so every row makes all of them) */
@@ -70,7 +72,7 @@ export const ENGINE_CASES: readonly EngineCase[] = [
       ...QWEN2, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14,
       num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true,
     },
-    batch: 2, seq: 64, promptLength: 16, maxNewTokens: 32,
+    batch: 2, seq: 64, decodeBatch: 8, promptLength: 16, maxNewTokens: 32,
     trainTiming: timing(1, 2, 0, 40), decodeTiming: timing(1, 2, 0, 20), gemmTiming: timing(1, 2, 0.3, 3),
   },
 ];
@@ -171,11 +173,16 @@ export interface EngineDecodeResult {
   newTokens: number;
   promptTokens: number;
   /**
-   * Linear weights (every projection + the LM head, f32) streamed per second: each of the
-   * maxNewTokens passes (prefill, then one per further token) reads them all once, and at
-   * small B that read, not the FLOPs, bounds decoding.
+   * Linear weights (every projection + the LM head) streamed per second, in the bytes the
+   * rollout reads (f32: 4 per weight, bf16: 2): each of the maxNewTokens passes (prefill,
+   * then one per further token) reads them all once, and at small B that read, not the
+   * FLOPs, bounds decoding.
    */
   weightGBs: number;
+  /** weightGBs ÷ the read bandwidth measured in this run (NaN when it was not measured) */
+  fractionOfRead: number;
+  /** rows decoded at once */
+  batch: number;
 }
 
 export interface EngineGemmRow {
@@ -224,6 +231,8 @@ export interface EngineCaseResult {
   };
   train: EngineTrainResult;
   decode: EngineDecodeResult;
+  /** the same decoding with generate({precision: 'bf16'}): weights read from a bf16 copy */
+  decodeBf16: EngineDecodeResult;
   gemm: EngineGemmRow[];
   /** the PyTorch baseline (absent when skipped; see torchSkipped) */
   torch?: TorchCaseResult;
@@ -246,6 +255,8 @@ export interface EngineBenchReport {
   machine: Machine;
   loadAverageAtEnd: number[];
   threads: number;
+  /** streaming read and copy bandwidth measured in this run (harness.measureCeiling) */
+  bandwidth: Ceiling;
   /** the FMA ceiling (GFLOP/s): the best of the measurements before and after the cases */
   peakGflops: number;
   peakGflopsSamples: number[];
@@ -419,7 +430,7 @@ interface GemmCaseShape {
 
 /** The GEMMs one layer and the head run at this batch, forward and (for the MLP) backward. */
 function gemmShapes(policy: Policy, c: EngineCase): GemmCaseShape[] {
-  const cfg = policy.config, M = c.batch * c.seq;
+  const cfg = policy.config, M = c.batch * c.seq, decodeRows = c.decodeBatch ?? c.batch;
   const D = cfg.hiddenSize, I = cfg.intermediateSize, V = cfg.vocabSize;
   const q = cfg.numAttentionHeads * cfg.headDim, kv = cfg.numKeyValueHeads * cfg.headDim;
   const p = policy.parameters();
@@ -434,8 +445,8 @@ function gemmShapes(policy: Policy, c: EngineCase): GemmCaseShape[] {
     { name: 'gate_proj input grad dX=dY·W', m: M, n: D, k: I, transA: false, transB: false, beta: 0, weight: w('model.layers.0.mlp.gate_proj.weight') },
     { name: 'gate_proj weight grad dW+=dYᵀ·X', m: I, n: D, k: M, transA: true, transB: false, beta: 1 },
     { name: 'lm_head logits y=h·Wᵀ', m: M, n: V, k: D, transA: false, transB: true, beta: 0, weight: head },
-    { name: `decode lm_head (${c.batch} rows)`, m: c.batch, n: V, k: D, transA: false, transB: true, beta: 0, weight: head },
-    { name: `decode gate_proj (${c.batch} rows)`, m: c.batch, n: I, k: D, transA: false, transB: true, beta: 0, weight: w('model.layers.0.mlp.gate_proj.weight') },
+    { name: `decode lm_head (${decodeRows} rows)`, m: decodeRows, n: V, k: D, transA: false, transB: true, beta: 0, weight: head },
+    { name: `decode gate_proj (${decodeRows} rows)`, m: decodeRows, n: I, k: D, transA: false, transB: true, beta: 0, weight: w('model.layers.0.mlp.gate_proj.weight') },
   ];
 }
 
@@ -456,8 +467,8 @@ function benchGemmShapes(shapes: GemmCaseShape[], t: Required<TimingOptions>, lo
   });
 }
 
-function weightGBs(linearWeights: number, passes: number, medianMs: number): number {
-  return (4 * linearWeights * passes) / (medianMs / 1000) / 1e9;
+function weightGBs(linearWeights: number, passes: number, medianMs: number, bytesPerWeight = 4): number {
+  return (bytesPerWeight * linearWeights * passes) / (medianMs / 1000) / 1e9;
 }
 
 export function modelStateBytes(cfg: ModelConfig): number {
@@ -473,7 +484,7 @@ export function torchSpec(c: EngineCase, cfg: ModelConfig, threads: number): Rec
       kvHeads: cfg.numKeyValueHeads, headDim: cfg.headDim, vocab: cfg.vocabSize, tied: cfg.tieWordEmbeddings,
       ropeTheta: cfg.ropeTheta, rmsEps: cfg.rmsNormEps, qkvBias: cfg.qkvBias,
     },
-    batch: c.batch, seq: c.seq, promptLength: c.promptLength, maxNewTokens: c.maxNewTokens, threads,
+    batch: c.batch, seq: c.seq, decodeBatch: c.decodeBatch ?? c.batch, promptLength: c.promptLength, maxNewTokens: c.maxNewTokens, threads,
     ...OPTIMIZER, temperature: DECODE_TEMPERATURE, initStd: 0.02, seed: 0,
     trainTiming: c.trainTiming, decodeTiming: c.decodeTiming,
   };
@@ -493,7 +504,7 @@ async function runCase(
   const built = nowMs();
   const policy = Policy.random(c.config, { seed: 0 });
   log(`${c.name}: ${(policy.numParameters / 1e6).toFixed(1)} M parameters in ${((nowMs() - built) / 1000).toFixed(1)} s`);
-  let train: EngineTrainResult, decode: EngineDecodeResult, gemmRows: Omit<EngineGemmRow, 'fractionOfPeak'>[];
+  let train: EngineTrainResult, decode: EngineDecodeResult, decodeBf16: EngineDecodeResult, gemmRows: Omit<EngineGemmRow, 'fractionOfPeak'>[];
   let trainingArenaBytes: number, inferenceArenaBytes: number;
   try {
     const flops = trainingFlops(cfg, c.batch, c.seq);
@@ -524,21 +535,28 @@ async function runCase(
     };
     log(`${c.name}: training ${t.medianMs.toFixed(0)} ms median (${t.runs} runs): ${train.tokensPerS.toFixed(0)} tokens/s, ${gflopPerS.toFixed(1)} GFLOP/s`);
 
-    const prompts = Array.from({ length: c.batch }, (_, b) => Array.from(randomInts(c.promptLength, cfg.vocabSize, 0x777 + b)));
-    log(`${c.name}: decoding B=${c.batch}, prompt ${c.promptLength}, ${c.maxNewTokens} new tokens per row (sampled, KV cache)...`);
-    let made = 0;
-    const d = timeIt(() => {
-      const out = policy.generate(prompts, { maxNewTokens: c.maxNewTokens, temperature: DECODE_TEMPERATURE, stopIds: [], seed: 7 });
-      made = out.tokens.reduce((s, r) => s + r.length, 0);
-      for (const lp of out.logprobs) for (const x of lp) if (!Number.isFinite(x)) throw new Error(`generate: a sampled token has log-prob ${x}`);
-    }, c.decodeTiming);
-    if (made !== c.batch * c.maxNewTokens) throw new Error(`generate made ${made} tokens, expected ${c.batch * c.maxNewTokens}`);
-    decode = {
-      ...d, tokensPerS: made / (d.medianMs / 1000), newTokens: made, promptTokens: c.batch * c.promptLength,
-      weightGBs: weightGBs(flops.linearWeights, c.maxNewTokens, d.medianMs),
+    const decodeBatch = c.decodeBatch ?? c.batch;
+    const prompts = Array.from({ length: decodeBatch }, (_, b) => Array.from(randomInts(c.promptLength, cfg.vocabSize, 0x777 + b)));
+    const timeDecode = (precision: 'f32' | 'bf16'): EngineDecodeResult => {
+      log(`${c.name}: decoding (${precision} weights) B=${decodeBatch}, prompt ${c.promptLength}, ${c.maxNewTokens} new tokens per row (sampled, KV cache)...`);
+      let made = 0;
+      const d = timeIt(() => {
+        const out = policy.generate(prompts, { maxNewTokens: c.maxNewTokens, temperature: DECODE_TEMPERATURE, stopIds: [], seed: 7, precision });
+        made = out.tokens.reduce((s, r) => s + r.length, 0);
+        for (const lp of out.logprobs) for (const x of lp) if (!Number.isFinite(x)) throw new Error(`generate: a sampled token has log-prob ${x}`);
+      }, c.decodeTiming);
+      if (made !== decodeBatch * c.maxNewTokens) throw new Error(`generate made ${made} tokens, expected ${decodeBatch * c.maxNewTokens}`);
+      const gbs = weightGBs(flops.linearWeights, c.maxNewTokens, d.medianMs, precision === 'bf16' ? 2 : 4);
+      const result: EngineDecodeResult = {
+        ...d, tokensPerS: made / (d.medianMs / 1000), newTokens: made, promptTokens: decodeBatch * c.promptLength,
+        weightGBs: gbs, fractionOfRead: NaN, batch: decodeBatch,
+      };
+      log(`${c.name}: decoding (${precision}) ${d.medianMs.toFixed(0)} ms median (${d.runs} runs): ${result.tokensPerS.toFixed(1)} tokens/s, weights ${gbs.toFixed(1)} GB/s`);
+      return result;
     };
+    decode = timeDecode('f32');
+    decodeBf16 = timeDecode('bf16');
     inferenceArenaBytes = policy.stats().inferenceBytes;
-    log(`${c.name}: decoding ${d.medianMs.toFixed(0)} ms median (${d.runs} runs): ${decode.tokensPerS.toFixed(1)} tokens/s`);
 
     log(`${c.name}: GEMM at the model's linear shapes...`);
     gemmRows = benchGemmShapes(gemmShapes(policy, c), c.gemmTiming, log);
@@ -557,7 +575,7 @@ async function runCase(
     },
     batch: c.batch, seq: c.seq, promptLength: c.promptLength, maxNewTokens: c.maxNewTokens,
     memory: { modelStateBytes: stateBytes, trainingArenaBytes, inferenceArenaBytes, peakRssBytes },
-    train, decode,
+    train, decode, decodeBf16,
     gemm: gemmRows.map((r) => ({ ...r, fractionOfPeak: NaN })),
   };
 
@@ -602,6 +620,9 @@ export async function runEngineBench(options: EngineBenchOptions = {}): Promise<
     log(`engine: FMA ceiling ${Math.max(...samples).toFixed(1)} GFLOP/s`);
   };
   measurePeak('before');
+  log('engine: measuring the read and copy bandwidth (256 MB streams)...');
+  const bandwidth = await measureCeiling();
+  log(`engine: read ${bandwidth.readGBs.toFixed(1)} GB/s, copy ${bandwidth.copyGBs.toFixed(1)} GB/s`);
 
   let torch: TorchAvailability;
   if (options.torch === false) {
@@ -636,6 +657,7 @@ export async function runEngineBench(options: EngineBenchOptions = {}): Promise<
   for (const r of results) {
     r.train.fractionOfPeak = r.train.gflopPerS / peakGflops;
     for (const g of r.gemm) g.fractionOfPeak = g.gflopPerS / peakGflops;
+    for (const d of [r.decode, r.decodeBf16]) d.fractionOfRead = d.weightGBs / bandwidth.readGBs;
   }
   return {
     schema: 'lgrpo-native-engine-bench/1',
@@ -645,6 +667,7 @@ export async function runEngineBench(options: EngineBenchOptions = {}): Promise<
     threads,
     peakGflops,
     peakGflopsSamples: samples,
+    bandwidth,
     flopNote: 'FMA ceiling: measurePeakFlops(), independent FMA chains in registers on every kernel thread, with the vector width the kernels use; best of 4 (2 before, 2 after the configurations)',
     torch,
     cases: results,
@@ -694,16 +717,23 @@ export function formatEngineReport(report: EngineBenchReport): string {
     ]),
   ));
   lines.push('');
-  lines.push(`Decoding: generate(), sampled at temperature ${DECODE_TEMPERATURE}, KV cache; tokens/s = B × new tokens / time of the call, prefill of the prompt included`);
+  lines.push(`Decoding: generate(), sampled at temperature ${DECODE_TEMPERATURE}, KV cache; tokens/s = B × new tokens / time of the call, prefill of the prompt included;`);
+  lines.push(`weights GB/s = linear weights × bytes per weight (f32 4, bf16 2) × new tokens / time, against the read bandwidth of this run (${report.bandwidth.readGBs.toFixed(1)} GB/s)`);
   lines.push(...table(
-    ['config', 'B', 'prompt', 'new/row', 'lgrpo ms', 'lgrpo tok/s', 'weights GB/s', 'torch ms', 'torch tok/s', 'torch weights GB/s', 'lgrpo/torch'],
-    report.cases.map((c) => [
-      c.name, String(c.batch), String(c.promptLength), String(c.maxNewTokens), ms(c.decode.medianMs), rate(c.decode.tokensPerS),
-      c.decode.weightGBs.toFixed(1), cmp(c, (x) => ms(x.decode.medianMs)), cmp(c, (x) => rate(x.decode.tokensPerS)),
-      cmp(c, (x) => weightGBs(c.train.flops.linearWeights, c.maxNewTokens, x.decode.medianMs).toFixed(1)),
-      c.ratio ? `${c.ratio.decode.toFixed(2)}×` : '-',
-    ]),
+    ['config', 'B', 'prompt', 'new/row', 'weights', 'lgrpo ms', 'lgrpo tok/s', 'weights GB/s', '% of read', 'torch ms', 'torch tok/s', 'torch weights GB/s', 'lgrpo/torch'],
+    report.cases.flatMap((c) => [['f32', c.decode], ['bf16', c.decodeBf16]] as const).map(([precision, d], i) => {
+      const c = report.cases[Math.floor(i / 2)];
+      const f32 = precision === 'f32';
+      return [
+        c.name, String(d.batch), String(c.promptLength), String(c.maxNewTokens), precision, ms(d.medianMs), rate(d.tokensPerS),
+        d.weightGBs.toFixed(1), pct(d.fractionOfRead),
+        f32 ? cmp(c, (x) => ms(x.decode.medianMs)) : '', f32 ? cmp(c, (x) => rate(x.decode.tokensPerS)) : '',
+        f32 ? cmp(c, (x) => weightGBs(c.train.flops.linearWeights, c.maxNewTokens, x.decode.medianMs).toFixed(1)) : '',
+        c.torch ? `${(d.tokensPerS / c.torch.decode.tokensPerS).toFixed(2)}×` : '-',
+      ];
+    }),
   ));
+  lines.push(...report.cases.map((c) => `${c.name}: bf16 rollouts ${(c.decodeBf16.tokensPerS / c.decode.tokensPerS).toFixed(2)}× the f32 tokens/s`));
   lines.push('');
   lines.push('Where a training step goes (median ms):');
   lines.push(...table(
@@ -722,7 +752,7 @@ export function formatEngineReport(report: EngineBenchReport): string {
       (c.torch ? `; PyTorch process peak RSS ${formatBytes(c.torch.peakRssBytes)}` : ''));
   lines.push('');
   for (const c of report.cases) {
-    lines.push(`GEMM at ${c.name}'s linear shapes (M = B·T = ${c.batch * c.seq} rows; decode rows M = B), against the FMA ceiling:`);
+    lines.push(`GEMM at ${c.name}'s linear shapes (M = B·T = ${c.batch * c.seq} rows; decode rows M = ${c.decodeBf16.batch}), against the FMA ceiling:`);
     lines.push(...table(['gemm', 'shape', 'median ms', 'GFLOP/s', 'of FMA peak'],
       c.gemm.map((g) => [g.name, g.shape, ms(g.medianMs), g.gflopPerS.toFixed(1), pct(g.fractionOfPeak)]), 2));
     lines.push('');
@@ -733,8 +763,10 @@ export function formatEngineReport(report: EngineBenchReport): string {
   lines.push('  softmax, loss, AdamW, and the LM-head logits linearTokenLogprobsBackward recomputes rather than store (another 2·V·D per token).');
   lines.push('- The step times everything from zeroGrad to the end of AdamW.step; the torch step: zero_grad, forward, full logits + log_softmax');
   lines.push('  gather, the same clipped GRPO loss, backward, clip_grad_norm_, AdamW (no decay on biases and norms), same threads.');
-  lines.push('- weights GB/s (decoding): f32 linear weights (projections + LM head) × new tokens per row ÷ time: each pass reads them');
-  lines.push('  all once, so at small B this read, not the FLOPs, bounds decoding (compare with the read bandwidth of `bench`).');
+  lines.push('- weights GB/s (decoding): linear weights (projections + LM head) × bytes per weight × new tokens per row ÷ time: each pass');
+  lines.push('  reads them all once, so at small B this read, not the FLOPs, bounds decoding; % of read is against the read bandwidth');
+  lines.push("  measured in this run. bf16: generate({precision: 'bf16'}), every weight matrix from a bf16 copy made at the start of");
+  lines.push('  each call (its conversion is inside the time).');
   lines.push('- lgrpo/torch: lgrpo-native tokens/s ÷ PyTorch tokens/s, both measured in this run (> 1: lgrpo-native is faster).');
   for (const c of report.cases) if (c.torchSkipped && t.available) lines.push(`! ${c.name}: ${c.torchSkipped}`);
   for (const k of report.skipped) lines.push(`! ${k.case} skipped: ${k.reason}`);

@@ -15,6 +15,7 @@ test('bench --engine --quick --json reports finite positive tokens/s for trainin
   assert.deepEqual(report.errors, []);
   assert.deepEqual(report.skipped, []);
   assertPositive(report.peakGflops, 'peakGflops');
+  assertPositive(report.bandwidth.readGBs, 'bandwidth.readGBs');
   assert.equal(report.torch.available, false);
   assert.match(report.torch.reason, /--no-torch/);
   assert.deepEqual(report.cases.map((c: { name: string }) => c.name), ['small-quick', 'qwen-shape-quick']);
@@ -33,9 +34,11 @@ test('bench --engine --quick --json reports finite positive tokens/s for trainin
     assert.ok(Number.isFinite(c.train.loss), at(`train.loss = ${c.train.loss}`));
     // tokens/s is B·T over the median step, so the two must agree.
     assert.ok(Math.abs(c.train.tokensPerS * c.train.medianMs / 1000 - c.batch * c.seq) < 1e-6 * c.batch * c.seq, at('train.tokensPerS'));
-    for (const key of ['medianMs', 'minMs', 'runs', 'tokensPerS', 'newTokens', 'promptTokens', 'weightGBs'])
-      assertPositive(c.decode[key], at(`decode.${key}`));
-    assert.equal(c.decode.newTokens, c.batch * c.maxNewTokens, at('decode.newTokens'));
+    for (const precision of ['decode', 'decodeBf16']) {
+      for (const key of ['medianMs', 'minMs', 'runs', 'tokensPerS', 'newTokens', 'promptTokens', 'weightGBs', 'fractionOfRead', 'batch'])
+        assertPositive(c[precision][key], at(`${precision}.${key}`));
+      assert.equal(c[precision].newTokens, c[precision].batch * c.maxNewTokens, at(`${precision}.newTokens`));
+    }
     assert.ok(c.gemm.length > 0, at('gemm rows'));
     for (const g of c.gemm) {
       assertPositive(g.gflopPerS, at(`gemm ${g.name}`));

@@ -9,7 +9,7 @@ import { adamwStep, gradSumSquares } from '../../src/ops/adamw.js';
 import { gemm, gemmBf16Weights } from '../../src/ops/gemm.js';
 import { fromFloat32Array } from '../../src/dtype.js';
 import { Tensor } from '../../src/tensor.js';
-import { buildInfo } from '../../src/index.js';
+import { buildInfo, grpoLoss } from '../../src/index.js';
 import { Rng } from '../helpers.js';
 
 function digest(...arrays: (Float32Array | Float64Array)[]): string {
@@ -49,6 +49,27 @@ function gemmBf16Case(): string {
   return digest(y.data as Float32Array);
 }
 
+// The λ-GRPO token pass with a reference, dual clip and ragged rows whose lengths end
+// inside and past 16-token steps (T = 203: the AVX-512 pass ends on a half step).
+function grpoCase(maskF32: boolean): string {
+  const r = new Rng(2024 + (maskF32 ? 1 : 0));
+  const B = 12, T = 203;
+  const mask = new Uint8Array(B * T);
+  for (let i = 0; i < B; i++) mask.fill(1, i * T, i * T + [0, 1, 7, 8, 9, 15, 16, 17, 100, 192, 200, 203][i]);
+  const lp = Float32Array.from(r.normals(B * T), (x) => -1 + 0.5 * x);
+  const old = Float32Array.from(lp, (x, k) => x + 0.3 * Math.sin(k));
+  const ref = Float32Array.from(lp, (x, k) => x - 0.2 * Math.cos(k));
+  const out = grpoLoss({
+    logprobs: Tensor.from(lp, [B, T]), oldLogprobs: Tensor.from(old, [B, T]), refLogprobs: Tensor.from(ref, [B, T]),
+    advantages: Float32Array.from(r.normals(B)),
+    mask: maskF32 ? Tensor.from(Float32Array.from(mask), [B, T]) : Tensor.from(mask, [B, T]), groupIds: Int32Array.from({ length: B }, (_, i) => i % 3), groups: 3,
+    aggregation: 'lambda', lambda: 0.5, beta: 0.04, dualClip: 3,
+  });
+  const scalars = Float64Array.from([out.loss as number, out.gradLambda as number, ...Object.values(out.stats as unknown as Record<string, number>).filter((v) => typeof v === 'number')]);
+  const grad = out.gradLogprobs instanceof Tensor ? out.gradLogprobs.data as Float32Array : out.gradLogprobs as Float32Array;
+  return digest(grad, scalars);
+}
+
 function adamwCase(): string {
   const r = new Rng(99);
   const n = 300_001, p = r.normals(n), g = r.normals(n), m = r.normals(n), v = Float32Array.from(r.normals(n), (x) => x * x);
@@ -65,6 +86,7 @@ export function threadCases(): Record<string, string> {
     'gemm NN': gemmCase(false, false), 'gemm NT': gemmCase(false, true),
     'gemm TN': gemmCase(true, false), 'gemm TT': gemmCase(true, true),
     'gemm bf16 weights': gemmBf16Case(),
+    'grpoLoss u8 mask': grpoCase(false), 'grpoLoss f32 mask': grpoCase(true),
     'gemm NT m=1': gemmFewRowsCase(1), 'gemm NT m=7': gemmFewRowsCase(7), 'gemm NT m=16': gemmFewRowsCase(16),
     adamw: adamwCase(), gradSumSquares: sumSquaresCase(),
   };
