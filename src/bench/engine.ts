@@ -49,9 +49,18 @@ export interface EngineCase {
   gemmTiming: Required<TimingOptions>;
 }
 
-const QWEN2 = { model_type: 'qwen2', rms_norm_eps: 1e-6, rope_theta: 1_000_000, max_position_embeddings: 32768 };
+export const QWEN2 = { model_type: 'qwen2', rms_norm_eps: 1e-6, rope_theta: 1_000_000, max_position_embeddings: 32768 };
 
-const timing = (warmup: number, minRuns: number, minSeconds: number, maxSeconds: number): Required<TimingOptions> =>
+/** Qwen2.5-0.5B's shape (random weights in the benchmarks); the CUDA bench times it too. */
+export const QWEN25_05B = {
+  description: "Qwen2.5-0.5B's shape: 24 layers, hidden 896, 14 heads / 2 KV heads, MLP 4864, V 151936, tied; random weights",
+  config: {
+    ...QWEN2, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14,
+    num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true,
+  },
+};
+
+export const timing = (warmup: number, minRuns: number, minSeconds: number, maxSeconds: number): Required<TimingOptions> =>
   ({ warmup, minRuns, minSeconds, maxSeconds, maxRuns: 10000 });
 
 export const ENGINE_CASES: readonly EngineCase[] = [
@@ -67,11 +76,7 @@ export const ENGINE_CASES: readonly EngineCase[] = [
   },
   {
     name: 'qwen2.5-0.5b',
-    description: "Qwen2.5-0.5B's shape: 24 layers, hidden 896, 14 heads / 2 KV heads, MLP 4864, V 151936, tied; random weights",
-    config: {
-      ...QWEN2, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14,
-      num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true,
-    },
+    ...QWEN25_05B,
     batch: 2, seq: 64, decodeBatch: 8, promptLength: 16, maxNewTokens: 32,
     trainTiming: timing(1, 2, 0, 40), decodeTiming: timing(1, 2, 0, 20), gemmTiming: timing(1, 2, 0.3, 3),
   },
@@ -352,26 +357,43 @@ interface TrainSetup {
 }
 
 /** One GRPO-style training step over B full rows, as a trainer runs it. */
-function trainStep(policy: Policy, c: EngineCase): TrainSetup {
-  const B = c.batch, T = c.seq, N = B * T, V = policy.config.vocabSize;
+/**
+ * The inputs of the benchmarked GRPO step over B full rows of T tokens: random ids, each
+ * row's next tokens as targets, advantages in [−1, 1], groups of 4, every token scored;
+ * host arrays, the same on every device.
+ */
+export function grpoStepInputs(B: number, T: number, V: number) {
+  const N = B * T;
   const ids = randomInts(N, V, 0x1234);
   const targets = new Int32Array(N);
   const extra = randomInts(B, V, 0x5678);
   for (let b = 0; b < B; b++)
     for (let t = 0; t < T; t++) targets[b * T + t] = t + 1 < T ? ids[b * T + t + 1] : extra[b];
-  const idsT = Tensor.from(ids, [B, T]);
-  const targetsT = Tensor.from(targets);
-  const advantages = Tensor.from(fillUniform(new Float32Array(B), -1, 1, 0x9abc));
-  const mask = Tensor.from(new Uint8Array(N).fill(1), [B, T]);
   const groupSize = Math.min(4, B);
-  const groupIds = Tensor.from(Int32Array.from({ length: B }, (_, b) => Math.floor(b / groupSize)));
+  return {
+    ids, targets,
+    advantages: fillUniform(new Float32Array(B), -1, 1, 0x9abc),
+    mask: new Uint8Array(N).fill(1),
+    groupIds: Int32Array.from({ length: B }, (_, b) => Math.floor(b / groupSize)),
+    /** nudges of the old log-probs, so the ratios are not all exactly 1 */
+    oldNoise: fillUniform(new Float32Array(N), -0.05, 0.05, 0xdef0),
+  };
+}
+
+function trainStep(policy: Policy, c: EngineCase): TrainSetup {
+  const B = c.batch, T = c.seq, N = B * T, V = policy.config.vocabSize;
+  const inputs = grpoStepInputs(B, T, V);
+  const idsT = Tensor.from(inputs.ids, [B, T]);
+  const targetsT = Tensor.from(inputs.targets);
+  const advantages = Tensor.from(inputs.advantages);
+  const mask = Tensor.from(inputs.mask, [B, T]);
+  const groupIds = Tensor.from(inputs.groupIds);
   const head = policy.lmHeadWeight;
 
   // Old log-probs: the policy's own, nudged so the ratios are not all exactly 1.
   const first = policy.forward({ ids: idsT });
   const lp0 = linearTokenLogprobs(first.hidden, head, targetsT);
-  const noise = fillUniform(new Float32Array(N), -0.05, 0.05, 0xdef0);
-  const old = Float32Array.from(dataOf(lp0.logprobs), (x, i) => x + noise[i]);
+  const old = Float32Array.from(dataOf(lp0.logprobs), (x, i) => x + inputs.oldNoise[i]);
   lp0.logprobs.dispose();
   lp0.lse.dispose();
   const oldT = Tensor.from(old, [B, T]);

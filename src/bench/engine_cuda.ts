@@ -23,14 +23,11 @@ import { grpoLoss } from '../ops/grpo_loss.js';
 import { linearTokenLogprobs, linearTokenLogprobsBackward } from '../ops/linear_token_logprobs.js';
 import { Tensor, type Device } from '../tensor.js';
 import {
-  DECODE_TEMPERATURE, OPTIMIZER, findTorch, modelStateBytes, runTorch, torchSpec, trainingFlops,
+  DECODE_TEMPERATURE, OPTIMIZER, QWEN2, QWEN25_05B, findTorch, grpoStepInputs, modelStateBytes, runTorch, timing, torchSpec, trainingFlops,
   type EngineCase, type FlopCount, type TorchAvailability, type TorchCaseResult,
 } from './engine.js';
 import { fillUniform, formatBytes, median, randomInts, timeIt, type Timing, type TimingOptions } from './harness.js';
 
-const QWEN2 = { model_type: 'qwen2', rms_norm_eps: 1e-6, rope_theta: 1_000_000, max_position_embeddings: 32768 };
-const timing = (warmup: number, minRuns: number, minSeconds: number, maxSeconds: number): Required<TimingOptions> =>
-  ({ warmup, minRuns, minSeconds, maxSeconds, maxRuns: 1000 });
 
 export interface CudaEngineCase extends EngineCase {
   /** keep one layer's activations (Policy recompute) */
@@ -43,11 +40,7 @@ export interface CudaEngineCase extends EngineCase {
 export const CUDA_ENGINE_CASES: readonly CudaEngineCase[] = [
   {
     name: 'qwen2.5-0.5b',
-    description: "Qwen2.5-0.5B's shape: 24 layers, hidden 896, 14 heads / 2 KV heads, MLP 4864, V 151936, tied; random weights",
-    config: {
-      ...QWEN2, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14,
-      num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true,
-    },
+    ...QWEN25_05B,
     batch: 16, seq: 1024, promptLength: 128, maxNewTokens: 128, decodeBatch: 64, recompute: false,
     trainTiming: timing(1, 3, 0, 60), decodeTiming: timing(1, 2, 0, 60), gemmTiming: timing(1, 3, 0, 10),
   },
@@ -174,21 +167,17 @@ function decodeBytes(cfg: ModelConfig, linearWeights: number, c: CudaEngineCase)
 
 function trainStep(policy: Policy, c: CudaEngineCase, device: Device) {
   const B = c.batch, T = c.seq, N = B * T, V = policy.config.vocabSize;
-  const ids = randomInts(N, V, 0x1234);
-  const targets = new Int32Array(N);
-  const extra = randomInts(B, V, 0x5678);
-  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) targets[b * T + t] = t + 1 < T ? ids[b * T + t + 1] : extra[b];
-  const idsT = Tensor.from(ids, [B, T]);
-  const targetsT = Tensor.from(targets).to(device);
-  const advantages = Tensor.from(fillUniform(new Float32Array(B), -1, 1, 0x9abc)).to(device);
-  const mask = Tensor.from(new Uint8Array(N).fill(1), [B, T]).to(device);
-  const groupIds = Tensor.from(Int32Array.from({ length: B }, (_, b) => Math.floor(b / Math.min(4, B)))).to(device);
+  const inputs = grpoStepInputs(B, T, V);
+  const idsT = Tensor.from(inputs.ids, [B, T]);
+  const targetsT = Tensor.from(inputs.targets).to(device);
+  const advantages = Tensor.from(inputs.advantages).to(device);
+  const mask = Tensor.from(inputs.mask, [B, T]).to(device);
+  const groupIds = Tensor.from(inputs.groupIds).to(device);
   const head = policy.lmHeadWeight;
   const first = policy.forward({ ids: idsT });
   const lp0 = linearTokenLogprobs(first.hidden, head, targetsT);
   const old0 = lp0.logprobs.to('cpu').data as Float32Array;
-  const noise = fillUniform(new Float32Array(N), -0.05, 0.05, 0xdef0);
-  const oldT = Tensor.from(Float32Array.from(old0, (x, i) => x + noise[i]), [B, T]).to(device);
+  const oldT = Tensor.from(Float32Array.from(old0, (x, i) => x + inputs.oldNoise[i]), [B, T]).to(device);
   lp0.logprobs.dispose();
   lp0.lse.dispose();
   const { parameters, gradients } = policy.tensors();
