@@ -170,6 +170,7 @@ export interface TrainConfig {
   restart: boolean;
   seed: number;
   device: TrainDevice;
+  recompute: boolean;
 }
 
 export type ConfigKey = keyof TrainConfig;
@@ -395,6 +396,10 @@ export const OPTIONS: { readonly [K in ConfigKey]: OptionSpec } = {
     flag: 'device', kind: 'string', group: G_RUN, default: 'cpu',
     describe: "'cpu', 'cuda' or 'cuda:N'",
   },
+  recompute: {
+    flag: 'recompute', kind: 'boolean', group: G_RUN, default: false,
+    describe: "keep each layer's input only and recompute the rest in backward: activation memory O(L·N·D) instead of O(L·N·(6D + 3I)), the same results, about a third more compute",
+  },
 };
 
 export const CONFIG_KEYS = Object.keys(OPTIONS) as ConfigKey[];
@@ -404,7 +409,7 @@ export const CONFIG_KEYS = Object.keys(OPTIONS) as ConfigKey[];
  * other key takes part in configHash, so a resumed run can tell it is continuing the same
  * experiment. `steps` takes part only when a decaying schedule makes the rates depend on it.
  */
-export const RESUME_MUTABLE_KEYS: readonly ConfigKey[] = ['out', 'resume', 'device', 'steps', 'evalEvery', 'saveEvery', 'keepCheckpoints', 'keepBest', 'rewardTimeout', 'restart'];
+export const RESUME_MUTABLE_KEYS: readonly ConfigKey[] = ['out', 'resume', 'device', 'recompute', 'steps', 'evalEvery', 'saveEvery', 'keepCheckpoints', 'keepBest', 'rewardTimeout', 'restart'];
 
 export type ConfigSource = 'default' | 'checkpoint' | 'file' | 'cli';
 
@@ -969,6 +974,7 @@ export function resolveConfig(cliArgs: Record<string, unknown>, configFile?: str
     resume,
     seed: raw.seed as number,
     device,
+    recompute: raw.recompute as boolean,
     rewardTimeout: raw.rewardTimeout as number,
     restart: raw.restart as boolean,
   };

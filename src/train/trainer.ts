@@ -275,6 +275,7 @@ class Trainer {
     } else {
       ({ policy: this.policy, tokenizer: this.tokenizer } = loadModelDir(c.model, { device: c.device, chatTemplate: c.chatTemplate }));
     }
+    this.policy.recompute = c.recompute;
     const warmupPairs = c.sftSteps > 0 ? warmupData(c, this.task) : null;
     checkPromptLengths(this.task, this.tokenizer, this.policy.config.maxPositionEmbeddings, c.maxNewTokens);
     // Refuses a directory that already holds a run's metrics before anything is written.
@@ -366,7 +367,7 @@ class Trainer {
       // --steps is part of the hash only under a decaying schedule (configHash), so it is named only then.
       const decays = c.lrSchedule !== 'constant';
       const differ = CONFIG_KEYS.map((k) => OPTIONS[k].flag)
-        .filter((f) => JSON.stringify(saved[f]) !== JSON.stringify(now[f]) && !['out', 'resume', 'device', 'eval-every', 'save-every', 'keep-checkpoints'].includes(f))
+        .filter((f) => JSON.stringify(saved[f]) !== JSON.stringify(now[f]) && !['out', 'resume', 'device', 'recompute', 'eval-every', 'save-every', 'keep-checkpoints'].includes(f))
         .filter((f) => f !== 'steps' || decays);
       if (differ.length === 1 && differ[0] === 'steps')
         throw new Error(
@@ -395,7 +396,7 @@ class Trainer {
     writeRunConfig(this.out, c);
 
     this.tokenizer = loadTokenizer(found.dir, { useChatTemplate: c.chatTemplate !== 'none' });
-    this.policy = Policy.fromPretrained(found.dir, { device: c.device });
+    this.policy = Policy.fromPretrained(found.dir, { device: c.device, recompute: c.recompute });
     checkVocab(this.policy, this.tokenizer, found.dir);
     this.optimizer = this.#makeOptimizer();
     this.optimizer.loadStateFile(join(found.dir, OPTIMIZER_FILE));
