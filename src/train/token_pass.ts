@@ -21,7 +21,8 @@ export interface TokenPass {
   readonly logprobs: Float32Array;
   /** Entropy (nats) of the next-token distribution at each completion token, when asked for. */
   readonly entropy: Float32Array | undefined;
-  /** Accumulates the gradients of Σ gradLogprobs[n] · logprobs[n] into the policy. */
+  /** Accumulates the gradients of Σ gradLogprobs[n] · logprobs[n] into the policy; once per pass
+   * (on a GPU it frees the pass's device memory). */
   backward(gradLogprobs: Float32Array): void;
 }
 
@@ -72,6 +73,14 @@ export function completionPass(
   const out = linearTokenLogprobs(hiddenT, weight, targetsT, { temperature, entropy: options.entropy === true });
   const logprobs = hostOf(out.logprobs);
   const entropy = out.entropy === undefined ? undefined : hostOf(out.entropy);
+  // On a GPU the pass's device tensors go back to the device-memory cache as soon as its
+  // backward is done, not when the GC gets to them: the next step's pass then reuses their
+  // blocks and the loop makes no cudaMalloc (the host arrays above are copies). On the CPU
+  // logprobs/entropy are views of the outputs and stay with the caller.
+  const release = () => {
+    if (policy.device === 'cpu') return;
+    for (const t of [hiddenT, targetsT, out.logprobs, out.lse, out.entropy]) if (t instanceof Tensor) t.dispose();
+  };
 
   return {
     tokens: N,
@@ -81,13 +90,14 @@ export function completionPass(
     backward(gradLogprobs: Float32Array): void {
       if (gradLogprobs.length !== N) throw new RangeError(`gradLogprobs: expected ${N} values, got ${gradLogprobs.length}`);
       // All-zero (e.g. every advantage 0 and no KL): nothing to accumulate.
-      if (gradLogprobs.every((g) => g === 0)) return;
+      if (gradLogprobs.every((g) => g === 0)) return release();
       const gradT = policy.device === 'cpu' ? Tensor.from(gradLogprobs) : Tensor.from(gradLogprobs).to(policy.device);
       const g = linearTokenLogprobsBackward(hiddenT, weight, targetsT, out.lse, gradT, { temperature });
       const full = scatterRows(g.gradHidden as Tensor, position, B * T);
       policy.backward(full, { gradLmHead: g.gradWeight });
       // The head gradient is [V, D]: free it (and the rest) now rather than at the next GC.
       for (const t of [g.gradWeight, g.gradHidden, full, gradT]) if (t instanceof Tensor) t.dispose();
+      release();
     },
   };
 }

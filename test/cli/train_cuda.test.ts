@@ -55,3 +55,14 @@ test('eval and sample --device cuda:0 give the CPU\'s results for a CPU-trained 
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--device: expected 'cpu' or 'cuda:N'/);
 });
+
+test('the training loop on cuda:0 makes no cudaMalloc after its first step (freed blocks are reused)', { skip: DEVICE ? false : 'no CUDA device in this build' }, async () => {
+  const { cudaMemoryStats } = await import('../../src/index.js');
+  const { resolveConfig, train } = await import('../../src/train/trainer.js');
+  const { config } = resolveConfig({ steps: 6, 'sft-steps': 4, 'prompts-per-step': 2, 'group-size': 4, 'max-new-tokens': 12,
+    'eval-size': 4, 'eval-every': 100, device: DEVICE!, out: join(root, 'malloc') });
+  const calls: number[] = [];
+  await train(config, { progress: null, onStep: () => { calls.push(cudaMemoryStats(DEVICE!).mallocCalls); } });
+  assert.equal(calls.length, 6);
+  assert.deepEqual(calls.slice(1), Array(5).fill(calls[0]), `cudaMalloc calls after each step: ${calls.join(', ')}`);
+});
