@@ -232,6 +232,19 @@ def blas_library():
     return found
 
 
+def openblas_core(libraries):
+    """The kernel OpenBLAS picked for this CPU (openblas_get_corename), or None."""
+    import ctypes
+    for path in libraries:
+        try:
+            lib = ctypes.CDLL(path)
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            return lib.openblas_get_corename().decode()
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
 def main():
     spec = json.load(sys.stdin)
     c = spec["config"]
@@ -351,6 +364,7 @@ def main():
         "python": sys.version.split()[0],
         "threads": torch.get_num_threads(),
         "blasLibraries": blas_library(),
+        "blasCore": openblas_core(blas_library()),
         "attention": "scaled_dot_product_attention" if HAS_SDPA else "explicit softmax(QKᵀ)V",
         "kvCache": True,
         "parameters": params,

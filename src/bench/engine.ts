@@ -206,6 +206,8 @@ export interface TorchCaseResult {
   python: string;
   threads: number;
   blasLibraries: string[];
+  /** OpenBLAS's kernel (openblas_get_corename) when OpenBLAS is the BLAS */
+  blasCore?: string;
   attention: string;
   kvCache: boolean;
   parameters: number;
@@ -309,7 +311,14 @@ export function findTorch(): TorchAvailability {
 
 export function runTorch(python: string, spec: Record<string, unknown>, log: (m: string) => void, timeoutMs: number): Promise<TorchCaseResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(python, [TORCH_SCRIPT], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Some machines set OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) for old OpenBLAS builds; they
+    // hold a current OpenBLAS to a generic kernel, so the PyTorch side runs without them
+    // (bench-torch.py reports the kernel OpenBLAS then chose). Only that process: the
+    // engine's own run and the tests keep the machine's settings.
+    const env = { ...process.env };
+    delete env.OPENBLAS_CORETYPE;
+    delete env.OPENBLAS_L2_SIZE;
+    const child = spawn(python, [TORCH_SCRIPT], { stdio: ['pipe', 'pipe', 'pipe'], env });
     let stdout = '', stderrTail = '', pending = '';
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -723,7 +732,7 @@ export function formatEngineReport(report: EngineBenchReport): string {
   const t = report.torch;
   const first = report.cases.find((c) => c.torch)?.torch;
   if (t.available && first)
-    lines.push(`PyTorch: ${first.torch} (${t.python}, python ${first.python}), ${first.threads} thread(s), BLAS ${first.blasLibraries.map((p) => p.split('/').pop()).join(', ') || 'unknown'}, attention ${first.attention}, KV cache ${first.kvCache ? 'yes' : 'no'}`);
+    lines.push(`PyTorch: ${first.torch} (${t.python}, python ${first.python}), ${first.threads} thread(s), BLAS ${first.blasLibraries.map((p) => p.split('/').pop()).join(', ') || 'unknown'}${first.blasCore ? ` (OpenBLAS kernel ${first.blasCore}; OPENBLAS_CORETYPE unset for it)` : ''}, attention ${first.attention}, KV cache ${first.kvCache ? 'yes' : 'no'}`);
   else if (t.available) lines.push(`PyTorch: ${t.version} (${t.python}) found, but no configuration produced a comparison`);
   else lines.push(`PyTorch: ${t.reason}`);
   lines.push('');
