@@ -8,6 +8,8 @@
 //   node scripts/sweep-defaults.mjs --out runs/sweep \
 //     --grid '{"lr": [3e-5, 1e-4, 3e-4], "steps": [150, 300]}' [--seeds 100,101,102] [--table docs/defaults-sweep.md]
 //
+// --grid may also be a list of option sets, each run as given: '[{"steps": 300}, {"group-size": 16, "prompts-per-step": 8}]'.
+//
 // Options not in the grid keep the train defaults; --set '{"eval-every": 50}' fixes more.
 // Results go to <out>/results.jsonl, one line per run, and an interrupted sweep picks up
 // where it stopped. Warm-ups are computed once per (seed, warm-up length) and reused.
@@ -38,8 +40,9 @@ mkdirSync(out, { recursive: true });
 const resultsFile = join(out, 'results.jsonl');
 const done = existsSync(resultsFile) ? readFileSync(resultsFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
 
-/** Every combination of the grid's values, in the order the keys are given. */
+/** Every combination of the grid's values, in the order the keys are given (a list: its entries). */
 function combinations(g) {
+  if (Array.isArray(g)) return g;
   let acc = [{}];
   for (const [key, list] of Object.entries(g)) acc = acc.flatMap((c) => list.map((v) => ({ ...c, [key]: v })));
   return acc;
@@ -67,7 +70,9 @@ if (!values['table-only'])
       const { config } = resolveConfig({ ...options, seed, out: dir, 'save-every': 0, 'keep-checkpoints': 1 });
       const load = loadavg()[0];
       process.stderr.write(`${name} seed ${seed} (load ${load.toFixed(2)})\n`);
+      const cpuBefore = process.cpuUsage();
       const r = await train(config, { progress: null, warmupCache: join(out, 'warmups') });
+      const cpu = process.cpuUsage(cpuBefore);
       const start = r.evals.find((e) => e.step === 0)?.accuracy ?? NaN;
       const last = r.evals[r.evals.length - 1];
       const later = r.evals.filter((e) => e.step > 0).map((e) => e.accuracy);
@@ -77,6 +82,9 @@ if (!values['table-only'])
         meanLength: last.meanLength, lambda: r.lambda,
         // A fresh run computes its warm-up: a reused one is charged what it took when computed.
         seconds: r.seconds + (r.warmup?.cached ? warmupSeconds : 0), warmupSeconds, load: [load, loadavg()[0]],
+        // CPU seconds (user + system, all threads) of this process's run: unlike wall time, not
+        // inflated by other jobs, so it estimates the quiet-machine time (a cached warm-up excluded).
+        cpuSeconds: (cpu.user + cpu.system) / 1e6, steps: config.steps, sftSteps: config.sftSteps,
       };
       appendFileSync(resultsFile, `${JSON.stringify(row)}\n`);
       done.push(row);
