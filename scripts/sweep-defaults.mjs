@@ -84,7 +84,7 @@ if (!values['table-only'])
         seconds: r.seconds + (r.warmup?.cached ? warmupSeconds : 0), warmupSeconds, load: [load, loadavg()[0]],
         // CPU seconds (user + system, all threads) of this process's run: unlike wall time, not
         // inflated by other jobs, so it estimates the quiet-machine time (a cached warm-up excluded).
-        cpuSeconds: (cpu.user + cpu.system) / 1e6, steps: config.steps, sftSteps: config.sftSteps,
+        cpuSeconds: (cpu.user + cpu.system) / 1e6, warmupCached: r.warmup?.cached === true, steps: config.steps, sftSteps: config.sftSteps,
       };
       appendFileSync(resultsFile, `${JSON.stringify(row)}\n`);
       done.push(row);
@@ -101,8 +101,8 @@ for (const d of done) {
 const fmt = (x, digits) => `${x.mean >= 0 && digits === 3 ? '+' : ''}${x.mean.toFixed(digits)}${Number.isFinite(x.half) ? ` ± ${x.half.toFixed(digits)}` : ''}`;
 const optionKeys = [...new Set(done.flatMap((d) => Object.keys(d.options)))];
 const lines = [
-  `| ${optionKeys.map((k) => `--${k}`).join(' | ')} | seeds | final − step 0 | best − step 0 | final acc | mean length | seconds (load) |`,
-  `|${optionKeys.map(() => '---').join('|')}|---|---|---|---|---|---|`,
+  `| ${optionKeys.map((k) => `--${k}`).join(' | ')} | seeds | final − step 0 | best − step 0 | final acc | mean length | seconds (load) | RL cpu s |`,
+  `|${optionKeys.map(() => '---').join('|')}|---|---|---|---|---|---|---|`,
 ];
 const rows = [...groups.values()].map((runs) => ({
   runs,
@@ -112,10 +112,12 @@ const rows = [...groups.values()].map((runs) => ({
   length: meanInterval(runs.map((r) => r.meanLength)),
   seconds: runs.reduce((a, r) => a + r.seconds, 0) / runs.length,
   load: runs.reduce((a, r) => a + (r.load[0] + r.load[1]) / 2, 0) / runs.length,
+  // CPU seconds of the RL part: runs that reused their warm-up (the others' include it).
+  rlCpu: runs.filter((r) => r.warmupCached && r.cpuSeconds !== undefined).map((r) => r.cpuSeconds),
 }));
 rows.sort((a, b) => b.gain.mean - a.gain.mean);
 for (const r of rows)
-  lines.push(`| ${optionKeys.map((k) => used(r.runs[0], k)).join(' | ')} | ${r.runs.map((x) => x.seed).join(',')} | ${fmt(r.gain, 3)} | ${fmt(r.bestGain, 3)} | ${r.final.mean.toFixed(3)} | ${r.length.mean.toFixed(1)} | ${r.seconds.toFixed(0)} (${r.load.toFixed(1)}) |`);
+  lines.push(`| ${optionKeys.map((k) => used(r.runs[0], k)).join(' | ')} | ${r.runs.map((x) => x.seed).join(',')} | ${fmt(r.gain, 3)} | ${fmt(r.bestGain, 3)} | ${r.final.mean.toFixed(3)} | ${r.length.mean.toFixed(1)} | ${r.seconds.toFixed(0)} (${r.load.toFixed(1)}) | ${r.rlCpu.length ? (r.rlCpu.reduce((a, b) => a + b, 0) / r.rlCpu.length).toFixed(0) : '—'} |`);
 const table = lines.join('\n');
 console.log(table);
 if (values.table) writeFileSync(values.table, `${table}\n`);
