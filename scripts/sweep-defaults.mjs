@@ -8,6 +8,8 @@
 //   node scripts/sweep-defaults.mjs --out runs/sweep \
 //     --grid '{"lr": [3e-5, 1e-4, 3e-4], "steps": [150, 300]}' [--seeds 100,101,102] [--table docs/defaults-sweep.md]
 //
+// --grid may also be a list of option sets, each run as given: '[{"steps": 300}, {"group-size": 16, "prompts-per-step": 8}]'.
+//
 // Options not in the grid keep the train defaults; --set '{"eval-every": 50}' fixes more.
 // Results go to <out>/results.jsonl, one line per run, and an interrupted sweep picks up
 // where it stopped. Warm-ups are computed once per (seed, warm-up length) and reused.
@@ -38,8 +40,9 @@ mkdirSync(out, { recursive: true });
 const resultsFile = join(out, 'results.jsonl');
 const done = existsSync(resultsFile) ? readFileSync(resultsFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
 
-/** Every combination of the grid's values, in the order the keys are given. */
+/** Every combination of the grid's values, in the order the keys are given (a list: its entries). */
 function combinations(g) {
+  if (Array.isArray(g)) return g;
   let acc = [{}];
   for (const [key, list] of Object.entries(g)) acc = acc.flatMap((c) => list.map((v) => ({ ...c, [key]: v })));
   return acc;
@@ -67,7 +70,9 @@ if (!values['table-only'])
       const { config } = resolveConfig({ ...options, seed, out: dir, 'save-every': 0, 'keep-checkpoints': 1 });
       const load = loadavg()[0];
       process.stderr.write(`${name} seed ${seed} (load ${load.toFixed(2)})\n`);
+      const cpuBefore = process.cpuUsage();
       const r = await train(config, { progress: null, warmupCache: join(out, 'warmups') });
+      const cpu = process.cpuUsage(cpuBefore);
       const start = r.evals.find((e) => e.step === 0)?.accuracy ?? NaN;
       const last = r.evals[r.evals.length - 1];
       const later = r.evals.filter((e) => e.step > 0).map((e) => e.accuracy);
@@ -77,6 +82,9 @@ if (!values['table-only'])
         meanLength: last.meanLength, lambda: r.lambda,
         // A fresh run computes its warm-up: a reused one is charged what it took when computed.
         seconds: r.seconds + (r.warmup?.cached ? warmupSeconds : 0), warmupSeconds, load: [load, loadavg()[0]],
+        // CPU seconds (user + system, all threads) of this process's run: unlike wall time, not
+        // inflated by other jobs, so it estimates the quiet-machine time (a cached warm-up excluded).
+        cpuSeconds: (cpu.user + cpu.system) / 1e6, warmupCached: r.warmup?.cached === true, steps: config.steps, sftSteps: config.sftSteps,
       };
       appendFileSync(resultsFile, `${JSON.stringify(row)}\n`);
       done.push(row);
@@ -93,8 +101,8 @@ for (const d of done) {
 const fmt = (x, digits) => `${x.mean >= 0 && digits === 3 ? '+' : ''}${x.mean.toFixed(digits)}${Number.isFinite(x.half) ? ` ± ${x.half.toFixed(digits)}` : ''}`;
 const optionKeys = [...new Set(done.flatMap((d) => Object.keys(d.options)))];
 const lines = [
-  `| ${optionKeys.map((k) => `--${k}`).join(' | ')} | seeds | final − step 0 | best − step 0 | final acc | mean length | seconds (load) |`,
-  `|${optionKeys.map(() => '---').join('|')}|---|---|---|---|---|---|`,
+  `| ${optionKeys.map((k) => `--${k}`).join(' | ')} | seeds | final − step 0 | best − step 0 | final acc | mean length | seconds (load) | RL cpu s |`,
+  `|${optionKeys.map(() => '---').join('|')}|---|---|---|---|---|---|---|`,
 ];
 const rows = [...groups.values()].map((runs) => ({
   runs,
@@ -104,10 +112,12 @@ const rows = [...groups.values()].map((runs) => ({
   length: meanInterval(runs.map((r) => r.meanLength)),
   seconds: runs.reduce((a, r) => a + r.seconds, 0) / runs.length,
   load: runs.reduce((a, r) => a + (r.load[0] + r.load[1]) / 2, 0) / runs.length,
+  // CPU seconds of the RL part: runs that reused their warm-up (the others' include it).
+  rlCpu: runs.filter((r) => r.warmupCached && r.cpuSeconds !== undefined).map((r) => r.cpuSeconds),
 }));
 rows.sort((a, b) => b.gain.mean - a.gain.mean);
 for (const r of rows)
-  lines.push(`| ${optionKeys.map((k) => used(r.runs[0], k)).join(' | ')} | ${r.runs.map((x) => x.seed).join(',')} | ${fmt(r.gain, 3)} | ${fmt(r.bestGain, 3)} | ${r.final.mean.toFixed(3)} | ${r.length.mean.toFixed(1)} | ${r.seconds.toFixed(0)} (${r.load.toFixed(1)}) |`);
+  lines.push(`| ${optionKeys.map((k) => used(r.runs[0], k)).join(' | ')} | ${r.runs.map((x) => x.seed).join(',')} | ${fmt(r.gain, 3)} | ${fmt(r.bestGain, 3)} | ${r.final.mean.toFixed(3)} | ${r.length.mean.toFixed(1)} | ${r.seconds.toFixed(0)} (${r.load.toFixed(1)}) | ${r.rlCpu.length ? (r.rlCpu.reduce((a, b) => a + b, 0) / r.rlCpu.length).toFixed(0) : '—'} |`);
 const table = lines.join('\n');
 console.log(table);
 if (values.table) writeFileSync(values.table, `${table}\n`);

@@ -5,18 +5,30 @@
 // evaluated on the same held-out set; what src/train/compare.ts reports from the runs is
 // a 95% interval over seeds per loss and the per-seed (paired) difference to GRPO.
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { LOSSES, trainOptions } from '../train/config.js';
+import { LOSSES, resolveConfig, trainOptions, type ResolvedConfig } from '../train/config.js';
 
 type CompareArgs = Record<string, unknown> & { losses: string; seeds: number; baseline: string; out?: string };
 
 /** Seeds per loss when --seeds is not given. */
 export const DEFAULT_COMPARE_SEEDS = 5;
+/**
+ * RL steps per run when --steps is given neither on the command line nor in --config: the
+ * default 4 losses × 5 seeds (20 runs, 5 warm-ups) must fit in 15 minutes on 2 CPU cores,
+ * which the train default's budget would not (docs/compare-default.md has the arithmetic).
+ */
+export const DEFAULT_COMPARE_STEPS = 150;
+
+/** One run's config: train's precedence (defaults < --config < flags), with DEFAULT_COMPARE_STEPS as the default of --steps. */
+export function compareRunConfig(flags: Record<string, unknown>): ResolvedConfig {
+  const r = resolveConfig(flags);
+  return r.sources.steps === 'default' ? resolveConfig({ ...flags, steps: DEFAULT_COMPARE_STEPS }) : r;
+}
 
 export const compareCommand: CommandModule<object, CompareArgs> = {
   command: 'compare',
   describe: 'Train under several losses on the same seeds; print accuracy with 95% intervals and paired differences, write one overlaid report',
   builder: (y: Argv) =>
-    trainOptions(y, ['loss', 'out', 'resume'])
+    trainOptions(y, ['loss', 'out', 'resume'], { steps: `${DEFAULT_COMPARE_STEPS} (train's default is longer: 20 runs must fit in 15 minutes)` })
       .option('losses', {
         type: 'string', default: LOSSES.join(','), requiresArg: true, group: 'Compare:',
         describe: `comma-separated losses to compare (${LOSSES.join(', ')})`,
@@ -39,7 +51,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
     const { loadavg } = await import('node:os');
     const { writeFileSync } = await import('node:fs');
     const { ensureDir } = await import('../atomic_file.js');
-    const { resolveConfig, ConfigError } = await import('../train/config.js');
+    const { ConfigError } = await import('../train/config.js');
     const { train } = await import('../train/trainer.js');
     const { loadRun, writeReport } = await import('../train/report.js');
     const { summariseComparison, formatCompareTable, compareTableCells, meanCurves } = await import('../train/compare.js');
@@ -60,7 +72,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
 
     // Every configuration is resolved (and so validated) before the first run starts.
     // Seed by seed: the first loss of a seed computes its warm-up, the others reuse it.
-    type Plan = { loss: string; seed: number; dir: string; config: ReturnType<typeof resolveConfig>['config'] };
+    type Plan = { loss: string; seed: number; dir: string; config: ResolvedConfig['config'] };
     const plans: Plan[] = [];
     const warnings = new Set<string>();
     const problems: string[] = [];
@@ -68,7 +80,7 @@ export const compareCommand: CommandModule<object, CompareArgs> = {
       for (const loss of losses) {
         const dir = join(out, `${loss}-seed${seed}`);
         try {
-          const r = resolveConfig({ ...args, loss, seed, out: dir, losses: undefined, seeds: undefined, baseline: undefined });
+          const r = compareRunConfig({ ...args, loss, seed, out: dir, losses: undefined, seeds: undefined, baseline: undefined });
           r.warnings.forEach((w) => warnings.add(w));
           plans.push({ loss, seed, dir, config: r.config });
         } catch (e) {

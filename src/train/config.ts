@@ -34,7 +34,7 @@ import { BUILTIN_REWARDS as BUILTIN_REWARD_FNS, type RewardFn } from './rewards/
 
 // Steps, rate and schedule come from scripts/sweep-defaults.mjs (docs/defaults-sweep.md).
 /** Training steps of the default run (after the supervised warm-up of DEFAULT_SFT_STEPS). */
-export const DEFAULT_STEPS = 150;
+export const DEFAULT_STEPS = 300;
 /** Prompts per step P; each is sampled --group-size times. */
 export const DEFAULT_PROMPTS_PER_STEP = 16;
 /** Upper bound of the micro-batch when --micro-batch is not given: the largest divisor of P·G not above it is used. */
@@ -456,9 +456,10 @@ function showValue(value: unknown): string {
 /**
  * Adds every train option (plus --config) to a yargs instance, grouped for --help. No
  * yargs defaults are set: resolveConfig must see which flags were really given.
- * `omit` leaves options out (a command that sets them itself, e.g. compare's --loss).
+ * `omit` leaves options out (a command that sets them itself, e.g. compare's --loss);
+ * `defaults` replaces what --help shows as the default of an option the command sets otherwise.
  */
-export function trainOptions<T>(y: Argv<T>, omit: readonly ConfigKey[] = []): Argv<T> {
+export function trainOptions<T>(y: Argv<T>, omit: readonly ConfigKey[] = [], defaults: Partial<Record<ConfigKey, string>> = {}): Argv<T> {
   let out = y;
   for (const key of CONFIG_KEYS) {
     if (omit.includes(key)) continue;
@@ -467,7 +468,7 @@ export function trainOptions<T>(y: Argv<T>, omit: readonly ConfigKey[] = []): Ar
       type: spec.kind === 'integer' ? 'number' : spec.kind === 'strings' ? 'string' : spec.kind,
       describe: spec.describe,
       group: spec.group,
-      defaultDescription: spec.defaultDescription ?? showValue(spec.default),
+      defaultDescription: defaults[key] ?? spec.defaultDescription ?? showValue(spec.default),
     };
     if (spec.kind === 'strings') option.array = true;
     if (spec.kind !== 'boolean') option.requiresArg = true;
