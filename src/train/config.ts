@@ -551,21 +551,23 @@ function checkValue(spec: OptionSpec, value: unknown): Checked {
   }
 }
 
+/** Levenshtein distance, for "did you mean" hints (here and in the CLI's usage errors). */
+export function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++)
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+  return d[a.length][b.length];
+}
+
 function suggest(key: string): string {
   // Edit distance to the known flags: a typo of one or two characters gets a hint.
-  const distance = (a: string, b: string): number => {
-    const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-    for (let j = 1; j <= b.length; j++) d[0][j] = j;
-    for (let i = 1; i <= a.length; i++)
-      for (let j = 1; j <= b.length; j++)
-        d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    return d[a.length][b.length];
-  };
   let best = '';
   let bestDistance = Infinity;
   for (const k of CONFIG_KEYS) {
     const flag = OPTIONS[k].flag;
-    const dist = distance(key.toLowerCase(), flag);
+    const dist = editDistance(key.toLowerCase(), flag);
     if (dist < bestDistance) [best, bestDistance] = [flag, dist];
   }
   return bestDistance <= 2 ? ` (did you mean "${best}"?)` : '';
