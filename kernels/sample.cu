@@ -225,6 +225,23 @@ __device__ int gather_sorted(const Row& r, const Pred& p, unsigned long long* ke
 }
 
 // How many tokens of p there are (exact integer count).
+// The inverse-CDF walk of the CPU twin over the first `kept` sorted keys: the cumulative
+// weight starts at `cum`, and the last positive-weight index reached is picked (`fallback`
+// when none is). One thread.
+__device__ int draw_sorted(const Row& r, const unsigned long long* keys, int kept, double cum, int fallback,
+                           double target) {
+  int p = fallback;
+  for (int j = 0; j < kept; ++j) {
+    const int i = key_index(keys[j]);
+    const float w = weight(r.x[i], r.mx, r.inv_t);
+    if (w <= 0.0f) continue;
+    cum += w;
+    p = i;
+    if (cum > target) break;
+  }
+  return p;
+}
+
 __device__ int count_of(const Row& r, const Pred& p, double* red) {
   double c = 0.0;
   for (int i = threadIdx.x; i < r.V; i += kThreads) {
@@ -336,19 +353,8 @@ sample_kernel(const float* __restrict__ logits, int V, bool greedy, float inv_t,
           while (kept < top_k && (kept == 0 || cum < limit)) cum += weight(r.x[key_index(keys[kept++])], r.mx, r.inv_t);
           m = cum;
         }
-        const double target = u * m;
-        double cum = 0.0;
-        int p = arg;
-        for (int j = 0; j < kept; ++j) {
-          const int i = key_index(keys[j]);
-          const float w = weight(r.x[i], r.mx, r.inv_t);
-          if (w <= 0.0f) continue;
-          cum += w;
-          p = i;
-          if (cum > target) break;
-        }
         result_mass = m;
-        result_pick = p;
+        result_pick = draw_sorted(r, keys, kept, 0.0, arg, u * m);
       }
       __syncthreads();
       mass = result_mass;
@@ -404,17 +410,7 @@ sample_kernel(const float* __restrict__ logits, int V, bool greedy, float inv_t,
         pick = s.pick;
       } else {
         if (threadIdx.x == 0) {
-          double cum = s.total;
-          int p = s.last >= 0 ? s.last : arg;
-          for (int j = 0; j < kept; ++j) {
-            const int i = key_index(keys[j]);
-            const float w = weight(r.x[i], r.mx, r.inv_t);
-            if (w <= 0.0f) continue;
-            cum += w;
-            p = i;
-            if (cum > target) break;
-          }
-          result_pick = p;
+          result_pick = draw_sorted(r, keys, kept, s.total, s.last >= 0 ? s.last : arg, target);
         }
         __syncthreads();
         pick = result_pick;
