@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
 import { cli as run } from './run_cli.js';
 
@@ -19,6 +20,10 @@ function writeTask(name: string, n: number, solutions: boolean): string {
   })).join('\n') + '\n');
   return path;
 }
+
+const EXAMPLE = fileURLToPath(new URL('../../../examples/own-task/', import.meta.url));
+const readJsonl = (path: string) => readFileSync(path, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const evalAccuracies = (dir: string) => readJsonl(join(dir, 'metrics.jsonl')).filter((m) => m.kind === 'eval').map((m) => [m.step, m.accuracy]);
 
 const SMALL = ['--prompts-per-step', '2', '--group-size', '2', '--max-new-tokens', '8', '--lr-schedule', 'constant'];
 
@@ -96,4 +101,41 @@ test('eval --eval-size beyond the built-in task\'s held-out problems says how ma
   const r = cli('eval', '--model', out, '--task', 'arith', '--eval-size', '100000');
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^lgrpo-native: --eval-size: asked for 100000 held-out problems, but the built-in arith task has \d+; give --eval-size \d+ or less$/m);
+});
+
+// The README's "Your own task" example, as written there: 20 lines of "Code 37859621. Repeat it."
+// with solutions, 40 other codes held out. The gain is the warm-up's: 0 held-out codes right from
+// random weights, 0.85–0.95 after it (seeds 1–3, both the AVX2 and the AVX-512 path), as the tiny
+// model learns to copy 8 digits rather than the 20 answers. The 0.75 bar leaves 4 problems of
+// slack below the lowest measured seed; a run is deterministic for its seed on one build.
+// RL adds no reliable gain on 20 prompts the warm-up has already solved (README).
+test('README example: a 20-line task with solutions trains from the tiny model to a held-out gain', () => {
+  const task = join(EXAMPLE, 'codes.jsonl'), heldOut = join(EXAMPLE, 'codes-held-out.jsonl');
+  const train = readJsonl(task), held = readJsonl(heldOut);
+  assert.equal(train.length, 20);
+  assert.ok(train.every((e) => typeof e.solution === 'string'));
+  // Held out means unseen: no held-out code is a training code.
+  const seen = new Set(train.map((e) => e.answer));
+  assert.ok(held.length >= 40 && held.every((e) => !seen.has(e.answer)));
+  const common = ['--task', task, '--eval-file', heldOut, '--max-new-tokens', '12', '--seed', '1'];
+
+  const untrained = join(root, 'codes-untrained');
+  const u = cli('train', ...common, '--sft-steps', '0', '--steps', '1', '--eval-every', '1', '--out', untrained);
+  assert.equal(u.status, 0, u.stderr);
+  assert.match(u.stderr, /random weights/);
+  assert.deepEqual(evalAccuracies(untrained)[0], [0, 0]);
+
+  const out = join(root, 'codes-run');
+  const r = cli('train', ...common, '--steps', '40', '--eval-every', '10', '--out', out);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /supervised warm-up: 200 steps, [\d.]+ s, final loss 0\.00\d+/);
+  const evals = evalAccuracies(out);
+  assert.deepEqual(evals.map(([step]) => step), [0, 10, 20, 30, 40]);
+  for (const [step, accuracy] of evals) assert.ok(accuracy >= 0.75, `held-out accuracy ${accuracy} at step ${step}: expected >= 0.75 (0 untrained)`);
+  const [first, last] = [evals[0][1], evals[evals.length - 1][1]];
+  assert.match(r.stdout, new RegExp(`held-out greedy accuracy: ${first.toFixed(3)} at step 0 → ${last.toFixed(3)} at step 40`));
+  // The right answers are copies of the held-out prompts' codes, not training answers.
+  const samples = readJsonl(join(out, 'samples', 'eval-step-000040.jsonl'));
+  const right = samples.filter((s) => s.correct);
+  assert.ok(right.length >= 30 && right.every((s) => s.prompt.includes(s.completion.trim()) && !seen.has(s.completion.trim())));
 });
