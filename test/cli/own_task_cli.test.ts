@@ -104,38 +104,52 @@ test('eval --eval-size beyond the built-in task\'s held-out problems says how ma
 });
 
 // The README's "Your own task" example, as written there: 20 lines of "Code 37859621. Repeat it."
-// with solutions, 40 other codes held out. The gain is the warm-up's: 0 held-out codes right from
-// random weights, 0.85–0.95 after it (seeds 1–3, both the AVX2 and the AVX-512 path), as the tiny
-// model learns to copy 8 digits rather than the 20 answers. The 0.75 bar leaves 4 problems of
-// slack below the lowest measured seed; a run is deterministic for its seed on one build.
-// RL adds no reliable gain on 20 prompts the warm-up has already solved (README).
-test('README example: a 20-line task with solutions trains from the tiny model to a held-out gain', () => {
-  const task = join(EXAMPLE, 'codes.jsonl'), heldOut = join(EXAMPLE, 'codes-held-out.jsonl');
-  const train = readJsonl(task), held = readJsonl(heldOut);
+// with solutions, 100 other codes held out. Measured (seeds 0–3; the AVX2 and AVX-512 paths give
+// the same bits): 0 held-out codes right from random weights; 0.70–0.95 after the default warm-up,
+// as the tiny model learns to copy 8 digits rather than the 20 answers; then RL with the 0/1 math
+// reward on 20 solved prompts adds nothing reliable, while a shorter warm-up and the per-digit
+// reward of digits.mjs gained on each of seeds 0–5 (+0.01 to +0.10; seed 1, tested: 0.49 → 0.59).
+// Runs are deterministic for a seed on one build (checked on both SIMD paths); the bars leave
+// 5–9 problems of slack under the measured numbers.
+const TASK = join(EXAMPLE, 'codes.jsonl'), HELD_OUT = join(EXAMPLE, 'codes-held-out.jsonl');
+const COMMON = ['--task', TASK, '--eval-file', HELD_OUT, '--max-new-tokens', '12'];
+
+test('README example: a 20-line task with solutions, from random weights to held-out codes copied by the warm-up', () => {
+  const train = readJsonl(TASK), held = readJsonl(HELD_OUT);
   assert.equal(train.length, 20);
   assert.ok(train.every((e) => typeof e.solution === 'string'));
   // Held out means unseen: no held-out code is a training code.
   const seen = new Set(train.map((e) => e.answer));
-  assert.ok(held.length >= 40 && held.every((e) => !seen.has(e.answer)));
-  const common = ['--task', task, '--eval-file', heldOut, '--max-new-tokens', '12', '--seed', '1'];
+  assert.ok(held.length === 100 && held.every((e) => !seen.has(e.answer)));
 
   const untrained = join(root, 'codes-untrained');
-  const u = cli('train', ...common, '--sft-steps', '0', '--steps', '1', '--eval-every', '1', '--out', untrained);
+  const u = cli('train', ...COMMON, '--sft-steps', '0', '--steps', '1', '--eval-every', '1', '--out', untrained);
   assert.equal(u.status, 0, u.stderr);
   assert.match(u.stderr, /random weights/);
   assert.deepEqual(evalAccuracies(untrained)[0], [0, 0]);
 
   const out = join(root, 'codes-run');
-  const r = cli('train', ...common, '--steps', '40', '--eval-every', '10', '--out', out);
+  const r = cli('train', ...COMMON, '--steps', '10', '--eval-every', '10', '--out', out);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /supervised warm-up: 200 steps, [\d.]+ s, final loss 0\.00\d+/);
   const evals = evalAccuracies(out);
-  assert.deepEqual(evals.map(([step]) => step), [0, 10, 20, 30, 40]);
-  for (const [step, accuracy] of evals) assert.ok(accuracy >= 0.75, `held-out accuracy ${accuracy} at step ${step}: expected >= 0.75 (0 untrained)`);
-  const [first, last] = [evals[0][1], evals[evals.length - 1][1]];
-  assert.match(r.stdout, new RegExp(`held-out greedy accuracy: ${first.toFixed(3)} at step 0 → ${last.toFixed(3)} at step 40`));
+  assert.deepEqual(evals.map(([step]) => step), [0, 10]);
+  for (const [step, accuracy] of evals) assert.ok(accuracy >= 0.6, `held-out accuracy ${accuracy} at step ${step}: expected >= 0.6 (0 untrained)`);
   // The right answers are copies of the held-out prompts' codes, not training answers.
-  const samples = readJsonl(join(out, 'samples', 'eval-step-000040.jsonl'));
-  const right = samples.filter((s) => s.correct);
-  assert.ok(right.length >= 30 && right.every((s) => s.prompt.includes(s.completion.trim()) && !seen.has(s.completion.trim())));
+  const right = readJsonl(join(out, 'samples', 'eval-step-000010.jsonl')).filter((s) => s.correct);
+  assert.ok(right.length >= 60 && right.every((s) => s.prompt.includes(s.completion.trim()) && !seen.has(s.completion.trim())));
+});
+
+test('README example: a short warm-up leaves RL room, and the per-digit reward gains on held-out codes', () => {
+  const out = join(root, 'codes-rl');
+  const r = cli('train', ...COMMON, '--sft-steps', '60', '--reward', join(EXAMPLE, 'digits.mjs'), '--steps', '60', '--eval-every', '20', '--seed', '1', '--out', out);
+  assert.equal(r.status, 0, r.stderr);
+  const evals = evalAccuracies(out);
+  assert.deepEqual(evals.map(([step]) => step), [0, 20, 40, 60]);
+  const [first, last] = [evals[0][1], evals[evals.length - 1][1]];
+  assert.match(r.stdout, new RegExp(`held-out greedy accuracy: ${first.toFixed(3)} at step 0 → ${last.toFixed(3)} at step 60`));
+  // Room to learn: the warm-up left about half the held-out codes wrong (0.49 measured) ...
+  assert.ok(first > 0.2 && first < 0.7, `held-out accuracy after the warm-up: ${first}`);
+  // ... and RL on the 20 training prompts alone took held-out accuracy up (0.49 → 0.59 measured).
+  assert.ok(last >= first + 0.05, `held-out accuracy ${first} at step 0 → ${last} at step 60: expected a gain of 0.05 or more`);
 });
