@@ -95,6 +95,54 @@ export function stopIds(policy: Policy, tokenizer: TextTokenizer): number[] {
   return [...new Set([tokenizer.eosId, ...eosTokenIds(policy.config), ...(tokenizer.generationEosIds ?? [])])].filter((id) => id < policy.config.vocabSize).sort((a, b) => a - b);
 }
 
+/** How a model directory's generation_config.json asks to be sampled. */
+export interface GenerationSampling {
+  /** do_sample: false (or absent) means greedy decoding whatever the other fields say. */
+  doSample: boolean;
+  temperature: number;
+  topP: number;
+  /** 0: off. */
+  topK: number;
+  /** Fields the sampler does not implement, with their values (e.g. repetition_penalty: 1.1). */
+  unsupported: Record<string, unknown>;
+}
+
+// transformers' GenerationConfig defaults, for the fields a generation_config.json leaves out.
+const HF_SAMPLING_DEFAULTS = { temperature: 1, top_p: 1, top_k: 50 };
+// Fields that change sampling in transformers and that this sampler does not implement (at their no-op value).
+const HF_UNSUPPORTED_SAMPLING: Record<string, unknown> = { repetition_penalty: 1, min_p: null, typical_p: 1, no_repeat_ngram_size: 0, num_beams: 1 };
+
+/**
+ * The sampling settings transformers' generate() takes from generation_config.json when a caller
+ * gives none (do_sample, temperature, top_p, top_k, its defaults for missing ones); null when the
+ * tokenizer came without that file (the built-in tiny model). A malformed value is an error naming it.
+ */
+export function generationSampling(tokenizer: Pick<TextTokenizer, 'files'>): GenerationSampling | null {
+  const text = tokenizer.files['generation_config.json'];
+  if (text === undefined) return null;
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`generation_config.json: not JSON (${(e as Error).message})`);
+  }
+  const field = (name: keyof typeof HF_SAMPLING_DEFAULTS, ok: (v: number) => boolean, expected: string): number => {
+    const v = raw[name] ?? HF_SAMPLING_DEFAULTS[name];
+    if (typeof v !== 'number' || !ok(v)) throw new Error(`generation_config.json: ${name} must be ${expected}, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const unsupported: Record<string, unknown> = {};
+  for (const [name, neutral] of Object.entries(HF_UNSUPPORTED_SAMPLING))
+    if (raw[name] !== undefined && raw[name] !== neutral) unsupported[name] = raw[name];
+  return {
+    doSample: raw.do_sample === true,
+    temperature: field('temperature', (v) => Number.isFinite(v) && v >= 0, 'a number >= 0'),
+    topP: field('top_p', (v) => v > 0 && v <= 1, 'a number in (0, 1]'),
+    topK: field('top_k', (v) => Number.isSafeInteger(v) && v >= 0, 'an integer >= 0'),
+    unsupported,
+  };
+}
+
 /**
  * The text of generated tokens: a final stop id is dropped, as is any id the tokenizer
  * does not know (a model's embedding may have more rows than the tokenizer has ids:
@@ -123,6 +171,8 @@ export interface GenerateSettings {
   /** 0: greedy. */
   temperature: number;
   topP?: number;
+  /** Keep only the k most probable tokens; 0 (default): off. */
+  topK?: number;
   seed: number;
   /** Rows per engine call (bounds the KV cache); default 64. */
   chunk?: number;
@@ -139,6 +189,7 @@ export function complete(policy: Policy, tokenizer: TextTokenizer, prompts: read
       maxNewTokens: settings.maxNewTokens,
       temperature: settings.temperature,
       topP: settings.topP ?? 1,
+      topK: settings.topK ?? 0,
       // Each chunk its own seed, derived from the caller's: the same call gives the same tokens.
       seed: (settings.seed + start) % Number.MAX_SAFE_INTEGER,
       stopIds: stops,

@@ -138,6 +138,15 @@ describe('a Qwen2.5-Instruct-style model directory', { skip: hasQwen ? false : '
     const s = JSON.parse(sample.stdout);
     assert.equal(s.results[0].prompt_text, `<|im_start|>system\n${SYSTEM}<|im_end|>\n<|im_start|>user\nWhat is 1+2?<|im_end|>\n<|im_start|>assistant\n`);
     assert.ok(s.results[0].completions[0].tokens <= 4);
+    // No sampling flag: generation_config.json decides, as in transformers (kept in the checkpoint).
+    assert.deepEqual(s.settings, { temperature: 0.7, top_p: 0.8, top_k: 20, from: 'generation_config.json' });
+    assert.match(sample.stderr, /sampling as generation_config\.json says: temperature 0\.7, top_p 0\.8, top_k 20 \(not supported, ignored: repetition_penalty 1\.1\); --temperature 0 for greedy/);
+    const greedy = cli(['sample', '--model', out, '--prompt', 'What is 1+2?', '--max-new-tokens', '4', '--temperature', '0', '--json']);
+    assert.equal(greedy.status, 0, greedy.stderr);
+    assert.deepEqual(JSON.parse(greedy.stdout).settings, { temperature: 0, top_p: 1, top_k: 0, from: 'flags' });
+    const hotter = cli(['sample', '--model', out, '--prompt', 'What is 1+2?', '--max-new-tokens', '4', '--temperature', '1.2', '--n', '2', '--json']);
+    assert.equal(hotter.status, 0, hotter.stderr);
+    assert.deepEqual(JSON.parse(hotter.stdout).settings, { temperature: 1.2, top_p: 0.8, top_k: 20, from: 'flags' });
 
     // A run trained without the template samples without it too.
     const outPlain = join(work, 'run-qwen-plain');
