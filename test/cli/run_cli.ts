@@ -6,8 +6,8 @@ import { fileURLToPath } from 'node:url';
 // dist*/test/cli/run_cli.js → dist*/src/cli/main.js, whichever dist folder this runs from.
 export const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
-export function cli(args: string[], cwd?: string): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 120_000, cwd });
+export function cli(args: string[], cwd?: string, timeoutMs = 120_000): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: timeoutMs, cwd });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
