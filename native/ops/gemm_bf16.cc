@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "../common.h"
@@ -139,6 +141,68 @@ void run_group(const GemmBf16Args& a, const float* xp, int64_t kfull, int64_t j0
 #endif
 }
 
+#if LGRPO_X86_DISPATCH
+// ---------------------------------------------------------------------------------
+// bf16 dot products (AVX512-BF16 vdpbf16ps): x rounded to bf16 too, 32 bf16 products per
+// instruction. Rows of x lie in the 16 lanes of a zmm (a row group), packed k-pair-major:
+// xq[(g·P + p)·16 + lane] = bf16 x[16g + lane][2p] | bf16 x[16g + lane][2p + 1] << 16, zero
+// past the last row and for the pad k = K of odd K. The J weight rows of a block are read
+// in place, one 32-bit pair w[j][2p], w[j][2p+1] broadcast per instruction, and every row
+// group meets the block while it is in L1/L2: W is read from memory once.
+constexpr int kDotJ = 12;  // weight rows per block: 12 accumulator chains cover vdpbf16ps' latency
+
+template <int J>
+LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_block(const uint32_t* __restrict xq, int64_t pairs,
+                                                                 const uint16_t* const* w, int64_t k,
+                                                                 float* out /* [J][16] */) {
+  __m512 acc[J];
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
+  const int64_t full = k / 2;  // pairs whose two weights lie inside the row
+  const uint32_t* wp[J];
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j) wp[j] = reinterpret_cast<const uint32_t*>(w[j]);
+  for (int64_t p = 0; p < full; ++p) {
+    if ((p & 7) == 0)
+#pragma GCC unroll 16
+      for (int j = 0; j < J; ++j) _mm_prefetch(reinterpret_cast<const char*>(wp[j] + p + 128), _MM_HINT_T0);
+    const __m512bh xv = (__m512bh)_mm512_load_si512(xq + p * 16);
+#pragma GCC unroll 16
+    for (int j = 0; j < J; ++j) {
+      uint32_t pair;
+      std::memcpy(&pair, wp[j] + p, sizeof(pair));
+      acc[j] = _mm512_dpbf16_ps(acc[j], xv, (__m512bh)_mm512_set1_epi32(static_cast<int>(pair)));
+    }
+  }
+  if (full < pairs) {  // odd K: the last weight with a zero partner (never read past the row)
+    const __m512bh xv = (__m512bh)_mm512_load_si512(xq + full * 16);
+#pragma GCC unroll 16
+    for (int j = 0; j < J; ++j)
+      acc[j] = _mm512_dpbf16_ps(acc[j], xv, (__m512bh)_mm512_set1_epi32(static_cast<int>(w[j][k - 1])));
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j) _mm512_store_ps(out + 16 * j, acc[j]);
+}
+
+LGRPO_TARGET_AVX512BF16 void pack_x_pairs(const GemmBf16Args& a, int64_t groups, int64_t pairs, uint32_t* xq) {
+  for (int64_t g = 0; g < groups; ++g)
+    for (int lane = 0; lane < 16; ++lane) {
+      const int64_t i = 16 * g + lane;
+      uint32_t* dst = xq + g * pairs * 16 + lane;
+      if (i >= a.m) {
+        for (int64_t p = 0; p < pairs; ++p) dst[p * 16] = 0;
+        continue;
+      }
+      const float* src = a.x + i * a.ldx;
+      for (int64_t p = 0; p < pairs; ++p) {
+        const uint32_t lo = f32_to_bf16(src[2 * p]);
+        const uint32_t hi = 2 * p + 1 < a.k ? f32_to_bf16(src[2 * p + 1]) : 0u;
+        dst[p * 16] = lo | hi << 16;
+      }
+    }
+}
+#endif
+
 }  // namespace
 
 void gemm_bf16_weights_cpu(const GemmBf16Args& a) {
@@ -175,6 +239,59 @@ void f32_to_bf16_cpu(const float* src, uint16_t* dst, int64_t n) {
 #endif
     for (; i < end; ++i) dst[i] = f32_to_bf16(src[i]);
   });
+}
+
+}  // namespace lgrpo
+
+namespace lgrpo {
+
+bool gemm_bf16_dot_available() {
+#if LGRPO_X86_DISPATCH
+  return simd_path() >= SimdPath::Avx512Bf16;
+#else
+  return false;
+#endif
+}
+
+void gemm_bf16_dot_cpu(const GemmBf16Args& a) {
+  if (!gemm_bf16_dot_available())
+    throw Error("gemm_bf16_dot: needs the AVX512-BF16 path (buildInfo().simd 'avx512+bf16')", Error::Range);
+#if LGRPO_X86_DISPATCH
+  if (a.m <= 0 || a.n <= 0) return;
+  if (a.k <= 0) {
+    for (int64_t i = 0; i < a.m; ++i) std::fill(a.y + i * a.ldy, a.y + i * a.ldy + a.n, 0.0f);
+    return;
+  }
+  const int64_t groups = (a.m + 15) / 16, pairs = (a.k + 1) / 2;
+  uint32_t* xq = static_cast<uint32_t*>(std::aligned_alloc(64, static_cast<size_t>(groups * pairs * 16) * 4));
+  if (!xq) throw std::bad_alloc();
+  struct Free { uint32_t* p; ~Free() { std::free(p); } } free_xq{xq};
+  pack_x_pairs(a, groups, pairs, xq);
+  const int64_t blocks = (a.n + kDotJ - 1) / kDotJ;
+  // Enough blocks per range that waking a thread pays (~256 KB of weights).
+  const int64_t grain = std::max<int64_t>(1, 131072 / std::max<int64_t>(1, a.k * kDotJ));
+  parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
+    alignas(64) float out[kDotJ * 16];
+    const uint16_t* w[kDotJ];
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t j0 = blk * kDotJ, jn = std::min<int64_t>(kDotJ, a.n - j0);
+      for (int j = 0; j < kDotJ; ++j) w[j] = a.w + std::min<int64_t>(j0 + j, a.n - 1) * a.ldw;
+      for (int64_t g = 0; g < groups; ++g) {
+        dot_block<kDotJ>(xq + g * pairs * 16, pairs, w, a.k, out);
+        const int64_t rows = std::min<int64_t>(16, a.m - 16 * g);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* y = a.y + (16 * g + r) * a.ldy + j0;
+          for (int64_t j = 0; j < jn; ++j) y[j] = out[16 * j + r];
+        }
+      }
+    }
+  });
+#endif
+}
+
+void gemm_bf16_rollout_cpu(const GemmBf16Args& a) {
+  if (gemm_bf16_dot_available()) gemm_bf16_dot_cpu(a);
+  else gemm_bf16_weights_cpu(a);
 }
 
 }  // namespace lgrpo
