@@ -144,69 +144,66 @@ void run_group(const GemmBf16Args& a, const float* xp, int64_t kfull, int64_t j0
 #if LGRPO_X86_DISPATCH
 // ---------------------------------------------------------------------------------
 // bf16 dot products (AVX512-BF16 vdpbf16ps): x rounded to bf16 too, 32 bf16 products per
-// instruction. Rows of x lie in the L = 16 lanes of a zmm (a row group; L = 8, a ymm, when
-// m <= 8), packed k-pair-major: xq[(g·P + p)·L + lane] = bf16 x[Lg + lane][2p] | bf16 x[Lg + lane][2p + 1] << 16, zero
-// past the last row and for the pad k = K of odd K. The J weight rows of a block are read
-// in place, one 32-bit pair w[j][2p], w[j][2p+1] broadcast per instruction, and every row
-// group meets the block while it is in L1/L2: W is read from memory once.
+// instruction. A row group is 8 rows of x; in a zmm, lane 2r holds row r's pair (4q, 4q+1)
+// and lane 2r+1 its pair (4q+2, 4q+3) of quad q of k:
+//   xq[(g·Q + q)·16 + 2r + h] = bf16 x[8g + r][4q + 2h] | bf16 x[8g + r][4q + 2h + 1] << 16,
+// zero past the last row and past K. So one 64-bit load of a weight row's quad, broadcast
+// to every 64-bit lane pair, feeds all 8 rows with 4 weights per instruction. The J weight
+// rows of a block are read in place, and every row group meets the block while it is in
+// L1/L2: W is read from memory once.
 constexpr int kDotJ = 12;  // weight rows per block: 12 accumulator chains cover vdpbf16ps' latency
 
-// One row group (L = 16 rows in a zmm, or 8 in a ymm when there are no more than 8 rows:
-// the same per-lane instruction, so a row's bits do not depend on the group width).
-#define LGRPO_DOT_BLOCK(NAME, L, V, SETZERO, LOADX, DP, SET1, STORE)                                     \
-  template <int J>                                                                                       \
-  LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void NAME(const uint32_t* __restrict xq, int64_t pairs, \
-                                                              const uint16_t* const* w, int64_t k, float* out) { \
-    V acc[J];                                                                                            \
-    _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j) acc[j] = SETZERO();                            \
-    const int64_t full = k / 2; /* pairs whose two weights lie inside the row */                        \
-    const uint32_t* wp[J];                                                                               \
-    _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j) wp[j] = reinterpret_cast<const uint32_t*>(w[j]); \
-    for (int64_t p = 0; p < full; ++p) {                                                                 \
-      if ((p & 15) == 0)                                                                                 \
-        _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j)                                            \
-          _mm_prefetch(reinterpret_cast<const char*>(wp[j] + p + 256), _MM_HINT_T0);                     \
-      const auto xv = LOADX(xq + p * L);                                                                 \
-      _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j) {                                            \
-        uint32_t pair;                                                                                   \
-        std::memcpy(&pair, wp[j] + p, sizeof(pair));                                                     \
-        acc[j] = DP(acc[j], xv, SET1(static_cast<int>(pair)));                                           \
-      }                                                                                                  \
-    }                                                                                                    \
-    if (full < pairs) { /* odd K: the last weight with a zero partner (never read past the row) */       \
-      const auto xv = LOADX(xq + full * L);                                                              \
-      _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j) acc[j] = DP(acc[j], xv, SET1(static_cast<int>(w[j][k - 1]))); \
-    }                                                                                                    \
-    _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j) STORE(out + L * j, acc[j]);                    \
+template <int J>
+LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_quads(const uint32_t* __restrict xq, int64_t quads,
+                                                                 const uint16_t* const* w, int64_t k,
+                                                                 float* out /* [J][8] */) {
+  __m512 acc[J];
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
+  const int64_t full = k / 4;  // quads whose four weights lie inside the row
+  for (int64_t q = 0; q < full; ++q) {
+    if ((q & 7) == 0)  // once per 64-byte line of each row, 1 KB ahead
+#pragma GCC unroll 16
+      for (int j = 0; j < J; ++j) _mm_prefetch(reinterpret_cast<const char*>(w[j] + 4 * q + 512), _MM_HINT_T0);
+    const __m512bh xv = (__m512bh)_mm512_load_si512(xq + q * 16);
+#pragma GCC unroll 16
+    for (int j = 0; j < J; ++j) {
+      long long quad;
+      std::memcpy(&quad, w[j] + 4 * q, sizeof(quad));
+      acc[j] = _mm512_dpbf16_ps(acc[j], xv, (__m512bh)_mm512_set1_epi64(quad));
+    }
   }
+  if (full < quads) {  // K mod 4: the last weights with zero partners (never read past the row)
+    const __m512bh xv = (__m512bh)_mm512_load_si512(xq + full * 16);
+    for (int j = 0; j < J; ++j) {
+      unsigned long long quad = 0;
+      for (int64_t t = 4 * full; t < k; ++t) quad |= static_cast<unsigned long long>(w[j][t]) << (16 * (t - 4 * full));
+      acc[j] = _mm512_dpbf16_ps(acc[j], xv, (__m512bh)_mm512_set1_epi64(static_cast<long long>(quad)));
+    }
+  }
+  alignas(64) float lanes[16];
+  for (int j = 0; j < J; ++j) {
+    // lane 2r + lane 2r+1 (the swap makes both lanes hold the same sum: addition commutes exactly)
+    _mm512_store_ps(lanes, _mm512_add_ps(acc[j], _mm512_permute_ps(acc[j], 0xB1)));
+    for (int r = 0; r < 8; ++r) out[8 * j + r] = lanes[2 * r];
+  }
+}
 
-#define LGRPO_LOADX16(p) ((__m512bh)_mm512_load_si512(p))
-#define LGRPO_SET1_16(v) ((__m512bh)_mm512_set1_epi32(v))
-#define LGRPO_LOADX8(p) ((__m256bh)_mm256_load_si256(reinterpret_cast<const __m256i*>(p)))
-#define LGRPO_SET1_8(v) ((__m256bh)_mm256_set1_epi32(v))
-LGRPO_DOT_BLOCK(dot_block16, 16, __m512, _mm512_setzero_ps, LGRPO_LOADX16, _mm512_dpbf16_ps, LGRPO_SET1_16, _mm512_store_ps)
-LGRPO_DOT_BLOCK(dot_block8, 8, __m256, _mm256_setzero_ps, LGRPO_LOADX8, _mm256_dpbf16_ps, LGRPO_SET1_8, _mm256_store_ps)
-#undef LGRPO_DOT_BLOCK
-#undef LGRPO_LOADX16
-#undef LGRPO_SET1_16
-#undef LGRPO_LOADX8
-#undef LGRPO_SET1_8
-
-void pack_x_pairs(const GemmBf16Args& a, int lanes, int64_t groups, int64_t pairs, uint32_t* xq) {
+void pack_x_quads(const GemmBf16Args& a, int64_t groups, int64_t quads, uint32_t* xq) {
   for (int64_t g = 0; g < groups; ++g)
-    for (int lane = 0; lane < lanes; ++lane) {
-      const int64_t i = lanes * g + lane;
-      uint32_t* dst = xq + g * pairs * lanes + lane;
-      if (i >= a.m) {
-        for (int64_t p = 0; p < pairs; ++p) dst[p * lanes] = 0;
-        continue;
-      }
+    for (int r = 0; r < 8; ++r) {
+      const int64_t i = 8 * g + r;
       const float* src = a.x + i * a.ldx;
-      for (int64_t p = 0; p < pairs; ++p) {
-        const uint32_t lo = f32_to_bf16(src[2 * p]);
-        const uint32_t hi = 2 * p + 1 < a.k ? f32_to_bf16(src[2 * p + 1]) : 0u;
-        dst[p * lanes] = lo | hi << 16;
-      }
+      for (int64_t q = 0; q < quads; ++q)
+        for (int h = 0; h < 2; ++h) {
+          uint32_t v = 0;
+          if (i < a.m) {
+            const int64_t k0 = 4 * q + 2 * h;
+            if (k0 < a.k) v |= f32_to_bf16(src[k0]);
+            if (k0 + 1 < a.k) v |= static_cast<uint32_t>(f32_to_bf16(src[k0 + 1])) << 16;
+          }
+          xq[(g * quads + q) * 16 + 2 * r + h] = v;
+        }
     }
 }
 #endif
@@ -270,28 +267,26 @@ void gemm_bf16_dot_cpu(const GemmBf16Args& a) {
     for (int64_t i = 0; i < a.m; ++i) std::fill(a.y + i * a.ldy, a.y + i * a.ldy + a.n, 0.0f);
     return;
   }
-  const int lanes = a.m <= 8 ? 8 : 16;  // decoding's few rows: half-width vectors, none of them idle
-  const int64_t groups = (a.m + lanes - 1) / lanes, pairs = (a.k + 1) / 2;
-  uint32_t* xq = static_cast<uint32_t*>(std::aligned_alloc(64, static_cast<size_t>(groups * pairs * lanes) * 4));
+  const int64_t groups = (a.m + 7) / 8, quads = (a.k + 3) / 4;
+  uint32_t* xq = static_cast<uint32_t*>(std::aligned_alloc(64, static_cast<size_t>(groups * quads * 16) * 4));
   if (!xq) throw std::bad_alloc();
   struct Free { uint32_t* p; ~Free() { std::free(p); } } free_xq{xq};
-  pack_x_pairs(a, lanes, groups, pairs, xq);
+  pack_x_quads(a, groups, quads, xq);
   const int64_t blocks = (a.n + kDotJ - 1) / kDotJ;
   // Enough blocks per range that waking a thread pays (~256 KB of weights).
   const int64_t grain = std::max<int64_t>(1, 131072 / std::max<int64_t>(1, a.k * kDotJ));
   parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
-    alignas(64) float out[kDotJ * 16];
+    alignas(64) float out[kDotJ * 8];
     const uint16_t* w[kDotJ];
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t j0 = blk * kDotJ, jn = std::min<int64_t>(kDotJ, a.n - j0);
       for (int j = 0; j < kDotJ; ++j) w[j] = a.w + std::min<int64_t>(j0 + j, a.n - 1) * a.ldw;
       for (int64_t g = 0; g < groups; ++g) {
-        if (lanes == 16) dot_block16<kDotJ>(xq + g * pairs * 16, pairs, w, a.k, out);
-        else dot_block8<kDotJ>(xq, pairs, w, a.k, out);
-        const int64_t rows = std::min<int64_t>(lanes, a.m - lanes * g);
+        dot_quads<kDotJ>(xq + g * quads * 16, quads, w, a.k, out);
+        const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
         for (int64_t r = 0; r < rows; ++r) {
-          float* y = a.y + (lanes * g + r) * a.ldy + j0;
-          for (int64_t j = 0; j < jn; ++j) y[j] = out[lanes * j + r];
+          float* y = a.y + (8 * g + r) * a.ldy + j0;
+          for (int64_t j = 0; j < jn; ++j) y[j] = out[8 * j + r];
         }
       }
     }
