@@ -19,7 +19,7 @@
 // LGRPO_SIMD=avx2|avx512|avx512bf16 (a level the CPU lacks is an error). Every AVX-512
 // variant computes each element with the same operations in the same order as its AVX2
 // twin, so the two paths give the same bits; only the bf16 dot products
-// (Avx512Bf16, rollout precision bf16) have their own rounding, emulated elsewhere.
+// (Avx512Bf16, rollout precision bf16: gemm_bf16_dot_cpu) have their own rounding.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && LGRPO_AVX2
 #define LGRPO_X86_DISPATCH 1
 #define LGRPO_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))

@@ -1,12 +1,14 @@
 // gemm(a f32, b f32, c f32, {transA, transB, m, n, k, lda, ldb, ldc, alpha, beta}) → undefined
 //   C[m,n] = alpha·op(A)·op(B) + beta·C, in place. Tensors are flat storage here: the
 //   sizes and leading dimensions come from the options (src/ops/gemm.ts derives them).
-// gemmBf16Weights(x f32 [M,K], w bf16 [N,K], y f32 [M,N]) → undefined: y = x·wᵀ (one device).
+// gemmBf16Weights(x f32 [M,K], w bf16 [N,K], y f32 [M,N], {bf16Activations?}) → undefined: y = x·wᵀ
+// (one device); bf16Activations: the AVX512-BF16 dot-product variant (gemm_bf16_dot_cpu).
 // measurePeakFlops(seconds?) → GFLOP/s of register-only FMAs on every pool thread.
 #include <cmath>
 #include <string>
 
 #include "../binding.h"
+#include "../simd.h"
 #include "../ops/gemm.h"
 #include "../ops/gemm_bf16.h"
 
@@ -118,9 +120,17 @@ Napi::Value gemm_bf16_weights(const Napi::CallbackInfo& info) {
   a.m = m;
   a.n = n;
   a.k = k;
+  Napi::Object opts = options_arg(info, 3);
+  const bool bf16_dot = bool_option(opts, "bf16Activations", false);
+  if (bf16_dot && (x.device.is_cuda() || !gemm_bf16_dot_available()))
+    throw Error(std::string("bf16Activations: needs the CPU's AVX512-BF16 path (buildInfo().simd is '") +
+                    simd_level_name() + "'" + (x.device.is_cuda() ? ", and the tensors are on CUDA)" : ")"),
+                Error::Range);
   if (x.device.is_cuda()) {
     a.device = x.device.index;
     gemm_bf16_weights_cuda(a);
+  } else if (bf16_dot) {
+    gemm_bf16_dot_cpu(a);
   } else {
     gemm_bf16_weights_cpu(a);
   }

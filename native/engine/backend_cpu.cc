@@ -383,7 +383,7 @@ const Backend& cpu_backend() {
     b.linear_token_logprobs_forward = linear_token_logprobs_forward_cpu;
     b.linear_token_logits = linear_token_logits_cpu;
     b.to_bf16 = f32_to_bf16_cpu;
-    b.gemm_bf16_weights = gemm_bf16_weights_cpu;
+    b.gemm_bf16_weights = gemm_bf16_rollout_cpu;  // bf16 dot products where the CPU has them
     b.add = cpu_add;
     b.add_bias = cpu_add_bias;
     b.bias_grad = cpu_bias_grad;

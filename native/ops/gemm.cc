@@ -320,6 +320,134 @@ void gemm_small_m(const GemmArgs& g) {
   }
 }
 
+#if LGRPO_AVX2
+// Decoding: a handful of rows (m <= kFewRowsMax) and a transposed B (y = x·Wᵀ). Here the
+// whole job is one read of W, so W is read in place, never packed: the rows of C lie in
+// the lanes of RV ymm vectors (x is packed k-major, 8·RV values per k), and each weight
+// w[j][k] is broadcast from where it lies and multiplied into its row vector, J rows of
+// W (J columns of C) at a time, each over all of K. Per element the arithmetic is the
+// tile path's exactly — one FMA chain over k per K block of KC, folded as alpha·acc
+// (+ beta·C for the first block, + C after) — so the bits do not depend on the path, on
+// m, or on how the columns are split between threads.
+constexpr int64_t kFewRowsMax = 16;
+
+// acc[j][r] = Σ_k w[j][k]·xp[k][8r..8r+7] over k in [0, n), one FMA chain per lane in
+// increasing k. Kept apart from the folding around it so the J row pointers and the
+// accumulators all stay in registers.
+#ifndef LGRPO_FEW_ROWS_AHEAD
+#define LGRPO_FEW_ROWS_AHEAD 256
+#endif
+#define LGRPO_FEW_ROWS_CHAINS                                                                   \
+  const float* __restrict p[J];                                                                 \
+  for (int j = 0; j < J; ++j) p[j] = w[j];                                                      \
+  __m256 a[J][RV];                                                                              \
+  _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j)                                          \
+    _Pragma("GCC unroll 2") for (int r = 0; r < RV; ++r) a[j][r] = _mm256_setzero_ps();         \
+  for (int64_t kk = 0; kk < n; ++kk) {                                                          \
+    if ((kk & 15) == 0)                                                                         \
+      _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j)                                      \
+        _mm_prefetch(reinterpret_cast<const char*>(p[j] + kk + LGRPO_FEW_ROWS_AHEAD), _MM_HINT_T0); \
+    __m256 xv[RV];                                                                              \
+    _Pragma("GCC unroll 2") for (int r = 0; r < RV; ++r) xv[r] = _mm256_load_ps(xp + kk * xs + 8 * r); \
+    _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j) {                                      \
+      const __m256 wv = _mm256_set1_ps(p[j][kk]);                                               \
+      _Pragma("GCC unroll 2") for (int r = 0; r < RV; ++r) a[j][r] = _mm256_fmadd_ps(wv, xv[r], a[j][r]); \
+    }                                                                                           \
+  }                                                                                             \
+  _Pragma("GCC unroll 16") for (int j = 0; j < J; ++j)                                          \
+    _Pragma("GCC unroll 2") for (int r = 0; r < RV; ++r) acc[j * RV + r] = a[j][r];
+
+template <int RV, int J>
+__attribute__((noinline)) void few_rows_chains(const float* const* w, const float* __restrict xp, int64_t xs,
+                                               int64_t n, __m256* acc) {
+  LGRPO_FEW_ROWS_CHAINS
+}
+
+#if LGRPO_X86_DISPATCH
+// The same chains compiled for AVX-512 (VL): the broadcast folds into the FMA and 32
+// registers hold them, the same operations in the same order (the same bits).
+template <int RV, int J>
+LGRPO_TARGET_AVX512 __attribute__((noinline)) void few_rows_chains_avx512(const float* const* w,
+                                                                         const float* __restrict xp, int64_t xs,
+                                                                         int64_t n, __m256* acc) {
+  LGRPO_FEW_ROWS_CHAINS
+}
+#endif
+#undef LGRPO_FEW_ROWS_CHAINS
+
+template <int RV, int J>
+void few_rows_block(const float* xp, const float* b, int64_t ldb, int64_t k, float alpha, float beta, float* c,
+                    int64_t ldc, int64_t m) {
+  constexpr int L = 8 * RV;
+  alignas(32) float fold[J][L] = {};  // every lane is written by the first K block (k > 0 here)
+  const __m256 va = _mm256_set1_ps(alpha);
+#if LGRPO_X86_DISPATCH
+  const bool wide = simd_avx512();
+#endif
+  for (int64_t pc = 0; pc < k; pc += KC) {
+    const int64_t kc = std::min(KC, k - pc);
+    const float* w[J];
+    for (int j = 0; j < J; ++j) w[j] = b + j * ldb + pc;
+    __m256 acc[J * RV];
+#if LGRPO_X86_DISPATCH
+    if (wide) few_rows_chains_avx512<RV, J>(w, xp + pc * L, L, kc, acc);
+    else
+#endif
+      few_rows_chains<RV, J>(w, xp + pc * L, L, kc, acc);
+    for (int j = 0; j < J; ++j)
+      for (int r = 0; r < RV; ++r) {
+        float* f = fold[j] + 8 * r;
+        const __m256 s = acc[j * RV + r];
+        __m256 v;
+        if (pc > 0) {
+          v = _mm256_fmadd_ps(va, s, _mm256_load_ps(f));
+        } else if (beta != 0.0f) {
+          alignas(32) float old[8] = {};
+          for (int i = 0; i < 8 && 8 * r + i < m; ++i) old[i] = c[(8 * r + i) * ldc + j];
+          v = _mm256_fmadd_ps(va, s, _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_load_ps(old)));
+        } else {
+          v = _mm256_mul_ps(va, s);
+        }
+        _mm256_store_ps(f, v);
+      }
+  }
+  for (int64_t i = 0; i < m; ++i)
+    for (int j = 0; j < J; ++j) c[i * ldc + j] = fold[j][i];
+}
+
+template <int RV, int J>
+void few_rows_dots_t(const float* const* w, const float* xp, int64_t xs, int64_t n, float* out) {
+  __m256 acc[J * RV];
+#if LGRPO_X86_DISPATCH
+  if (simd_avx512()) few_rows_chains_avx512<RV, J>(w, xp, xs, n, acc);
+  else
+#endif
+    few_rows_chains<RV, J>(w, xp, xs, n, acc);
+  for (int i = 0; i < J * RV; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+
+template <int RV>
+void few_rows_rv(const float* xp, const GemmArgs& g) {
+  constexpr int J = RV == 1 ? kFewRowsJ1 : kFewRowsJ2;
+  int64_t j = 0;
+  for (; j + J <= g.n; j += J)
+    few_rows_block<RV, J>(xp, g.b + j * g.ldb, g.ldb, g.k, g.alpha, g.beta, g.c + j, g.ldc, g.m);
+  for (; j < g.n; ++j) few_rows_block<RV, 1>(xp, g.b + j * g.ldb, g.ldb, g.k, g.alpha, g.beta, g.c + j, g.ldc, g.m);
+}
+
+void gemm_few_rows(const GemmArgs& g) {
+  const int64_t m = g.m, k = g.k;
+  const int rv = m > 8 ? 2 : 1, lanes = 8 * rv;
+  float* xp = packed_a_scratch.get(static_cast<size_t>(k * lanes));
+  for (int64_t kk = 0; kk < k; ++kk) {
+    float* dst = xp + kk * lanes;
+    for (int64_t i = 0; i < lanes; ++i) dst[i] = i < m ? *op_a_at(g, i, kk) : 0.0f;
+  }
+  if (rv == 1) few_rows_rv<1>(xp, g);
+  else few_rows_rv<2>(xp, g);
+}
+#endif
+
 }  // namespace
 
 void gemm_f32_serial(const GemmArgs& g) {
@@ -329,6 +457,12 @@ void gemm_f32_serial(const GemmArgs& g) {
     scale_c(g.c, g.ldc, m, n, g.beta);
     return;
   }
+#if LGRPO_AVX2
+  if (g.trans_b && m <= kFewRowsMax) {
+    gemm_few_rows(g);
+    return;
+  }
+#endif
   if (g.trans_b && m <= MC && m * k <= kSmallMMaxPackedA) {
     gemm_small_m(g);
     return;
@@ -365,6 +499,30 @@ void gemm_f32_serial(const GemmArgs& g) {
 
 void gemm_f32(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
+#if LGRPO_AVX2
+  if (g.trans_b && g.m <= kFewRowsMax) {
+    // Streaming W is the whole cost: split its rows (C's columns) evenly, 8 at a time, once
+    // there is enough of it to pay for waking the pool.
+    const int64_t units = ceil_div(g.n, 8);
+    const double bytes = 4.0 * static_cast<double>(g.n) * static_cast<double>(std::max<int64_t>(g.k, 0));
+    const int64_t parts = std::min<int64_t>({num_threads(), units, std::max<int64_t>(1, static_cast<int64_t>(bytes / 262144))});
+    if (parts <= 1) {
+      gemm_f32_serial(g);
+      return;
+    }
+    parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t j0 = std::min(g.n, units * p / parts * 8), j1 = std::min(g.n, units * (p + 1) / parts * 8);
+        GemmArgs s = g;
+        s.n = j1 - j0;
+        s.b = g.b + j0 * g.ldb;
+        s.c = g.c + j0;
+        gemm_f32_serial(s);
+      }
+    });
+    return;
+  }
+#endif
   const int mr = pick_kernel(g.m).mr;  // rectangles aligned to the register tile
   const int64_t tiles_m = ceil_div(g.m, mr), tiles_n = ceil_div(g.n, NR);
   // Below a few MFLOP per thread, waking the pool costs more than it saves.
@@ -516,5 +674,12 @@ double measure_peak_flops(double seconds) {
   for (float r : results) sink = sink + r;
   return best / 1e9;
 }
+
+#if LGRPO_AVX2
+void few_rows_dots(int rv, const float* const* w, const float* xp, int64_t xs, int64_t n, float* out) {
+  if (rv == 1) few_rows_dots_t<1, kFewRowsJ1>(w, xp, xs, n, out);
+  else few_rows_dots_t<2, kFewRowsJ2>(w, xp, xs, n, out);
+}
+#endif
 
 }  // namespace lgrpo

@@ -66,6 +66,16 @@ inline void gemm_f32_serial(bool trans_a, bool trans_b, int64_t m, int64_t n, in
   gemm_f32_serial(GemmArgs{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc});
 }
 
+// Decoding's dot products, shared by the CPU kernels that read a weight matrix in place for
+// a few rows (gemm_f32's few-row path, the LM head of linear_token_logprobs): for each of
+// J = few_rows_j(rv) weight rows w[j] and each lane l < 8·rv,
+//   out[(j·rv + l/8)·8 + l%8] = Σ_{k<n} w[j][k]·xp[k·xs + l]
+// as one FMA chain per output in increasing k (the register-tile paths' order exactly).
+// x86 with AVX2 only; xp must be 32-byte aligned with xs a multiple of 8.
+constexpr int kFewRowsJ1 = 8, kFewRowsJ2 = 6;
+inline int few_rows_j(int rv) { return rv == 1 ? kFewRowsJ1 : kFewRowsJ2; }
+void few_rows_dots(int rv, const float* const* w, const float* xp, int64_t xs, int64_t n, float* out);
+
 // The FLOP ceiling this machine reaches with the instructions the GEMM uses on the
 // chosen SIMD path (16-wide f32 FMAs on AVX-512, 8-wide on AVX2, else scalar FMAs),
 // measured on every pool thread with a register-only loop for about `seconds`.

@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "../common.h"
@@ -139,6 +141,73 @@ void run_group(const GemmBf16Args& a, const float* xp, int64_t kfull, int64_t j0
 #endif
 }
 
+#if LGRPO_X86_DISPATCH
+// ---------------------------------------------------------------------------------
+// bf16 dot products (AVX512-BF16 vdpbf16ps): x rounded to bf16 too, 32 bf16 products per
+// instruction. A row group is 8 rows of x; in a zmm, lane 2r holds row r's pair (4q, 4q+1)
+// and lane 2r+1 its pair (4q+2, 4q+3) of quad q of k:
+//   xq[(g·Q + q)·16 + 2r + h] = bf16 x[8g + r][4q + 2h] | bf16 x[8g + r][4q + 2h + 1] << 16,
+// zero past the last row and past K. So one 64-bit load of a weight row's quad, broadcast
+// to every 64-bit lane pair, feeds all 8 rows with 4 weights per instruction. The J weight
+// rows of a block are read in place, and every row group meets the block while it is in
+// L1/L2: W is read from memory once.
+constexpr int kDotJ = 12;  // weight rows per block: 12 accumulator chains cover vdpbf16ps' latency
+
+template <int J>
+LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_quads(const uint32_t* __restrict xq, int64_t quads,
+                                                                 const uint16_t* const* w, int64_t k,
+                                                                 float* out /* [J][8] */) {
+  __m512 acc[J];
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
+  const int64_t full = k / 4;  // quads whose four weights lie inside the row
+  for (int64_t q = 0; q < full; ++q) {
+    if ((q & 7) == 0)  // once per 64-byte line of each row, 1 KB ahead
+#pragma GCC unroll 16
+      for (int j = 0; j < J; ++j) _mm_prefetch(reinterpret_cast<const char*>(w[j] + 4 * q + 512), _MM_HINT_T0);
+    const __m512bh xv = (__m512bh)_mm512_load_si512(xq + q * 16);
+#pragma GCC unroll 16
+    for (int j = 0; j < J; ++j) {
+      long long quad;
+      std::memcpy(&quad, w[j] + 4 * q, sizeof(quad));
+      acc[j] = _mm512_dpbf16_ps(acc[j], xv, (__m512bh)_mm512_set1_epi64(quad));
+    }
+  }
+  if (full < quads) {  // K mod 4: the last weights with zero partners (never read past the row)
+    const __m512bh xv = (__m512bh)_mm512_load_si512(xq + full * 16);
+    for (int j = 0; j < J; ++j) {
+      unsigned long long quad = 0;
+      for (int64_t t = 4 * full; t < k; ++t) quad |= static_cast<unsigned long long>(w[j][t]) << (16 * (t - 4 * full));
+      acc[j] = _mm512_dpbf16_ps(acc[j], xv, (__m512bh)_mm512_set1_epi64(static_cast<long long>(quad)));
+    }
+  }
+  alignas(64) float lanes[16];
+  for (int j = 0; j < J; ++j) {
+    // lane 2r + lane 2r+1 (the swap makes both lanes hold the same sum: addition commutes exactly)
+    _mm512_store_ps(lanes, _mm512_add_ps(acc[j], _mm512_permute_ps(acc[j], 0xB1)));
+    for (int r = 0; r < 8; ++r) out[8 * j + r] = lanes[2 * r];
+  }
+}
+
+void pack_x_quads(const GemmBf16Args& a, int64_t groups, int64_t quads, uint32_t* xq) {
+  for (int64_t g = 0; g < groups; ++g)
+    for (int r = 0; r < 8; ++r) {
+      const int64_t i = 8 * g + r;
+      const float* src = a.x + i * a.ldx;
+      for (int64_t q = 0; q < quads; ++q)
+        for (int h = 0; h < 2; ++h) {
+          uint32_t v = 0;
+          if (i < a.m) {
+            const int64_t k0 = 4 * q + 2 * h;
+            if (k0 < a.k) v |= f32_to_bf16(src[k0]);
+            if (k0 + 1 < a.k) v |= static_cast<uint32_t>(f32_to_bf16(src[k0 + 1])) << 16;
+          }
+          xq[(g * quads + q) * 16 + 2 * r + h] = v;
+        }
+    }
+}
+#endif
+
 }  // namespace
 
 void gemm_bf16_weights_cpu(const GemmBf16Args& a) {
@@ -175,6 +244,59 @@ void f32_to_bf16_cpu(const float* src, uint16_t* dst, int64_t n) {
 #endif
     for (; i < end; ++i) dst[i] = f32_to_bf16(src[i]);
   });
+}
+
+}  // namespace lgrpo
+
+namespace lgrpo {
+
+bool gemm_bf16_dot_available() {
+#if LGRPO_X86_DISPATCH
+  return simd_path() >= SimdPath::Avx512Bf16;
+#else
+  return false;
+#endif
+}
+
+void gemm_bf16_dot_cpu(const GemmBf16Args& a) {
+  if (!gemm_bf16_dot_available())
+    throw Error("gemm_bf16_dot: needs the AVX512-BF16 path (buildInfo().simd 'avx512+bf16')", Error::Range);
+#if LGRPO_X86_DISPATCH
+  if (a.m <= 0 || a.n <= 0) return;
+  if (a.k <= 0) {
+    for (int64_t i = 0; i < a.m; ++i) std::fill(a.y + i * a.ldy, a.y + i * a.ldy + a.n, 0.0f);
+    return;
+  }
+  const int64_t groups = (a.m + 7) / 8, quads = (a.k + 3) / 4;
+  uint32_t* xq = static_cast<uint32_t*>(std::aligned_alloc(64, static_cast<size_t>(groups * quads * 16) * 4));
+  if (!xq) throw std::bad_alloc();
+  struct Free { uint32_t* p; ~Free() { std::free(p); } } free_xq{xq};
+  pack_x_quads(a, groups, quads, xq);
+  const int64_t blocks = (a.n + kDotJ - 1) / kDotJ;
+  // Enough blocks per range that waking a thread pays (~256 KB of weights).
+  const int64_t grain = std::max<int64_t>(1, 131072 / std::max<int64_t>(1, a.k * kDotJ));
+  parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
+    alignas(64) float out[kDotJ * 8];
+    const uint16_t* w[kDotJ];
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t j0 = blk * kDotJ, jn = std::min<int64_t>(kDotJ, a.n - j0);
+      for (int j = 0; j < kDotJ; ++j) w[j] = a.w + std::min<int64_t>(j0 + j, a.n - 1) * a.ldw;
+      for (int64_t g = 0; g < groups; ++g) {
+        dot_quads<kDotJ>(xq + g * quads * 16, quads, w, a.k, out);
+        const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* y = a.y + (8 * g + r) * a.ldy + j0;
+          for (int64_t j = 0; j < jn; ++j) y[j] = out[8 * j + r];
+        }
+      }
+    }
+  });
+#endif
+}
+
+void gemm_bf16_rollout_cpu(const GemmBf16Args& a) {
+  if (gemm_bf16_dot_available()) gemm_bf16_dot_cpu(a);
+  else gemm_bf16_weights_cpu(a);
 }
 
 }  // namespace lgrpo

@@ -31,6 +31,24 @@ struct GemmBf16Args {
 };
 
 void gemm_bf16_weights_cpu(const GemmBf16Args& a);
+
+// The bf16 dot-product variant (CPUs with AVX512-BF16, chosen at run time: simd path
+// 'avx512+bf16'): x is rounded to bf16 too (round to nearest even, as f32_to_bf16), and
+// each y[i][j] = E + O (one rounding), two chains of vdpbf16ps steps over the quads of k
+// (4q .. 4q+3) in increasing q: E over the pairs (4q, 4q+1), O over (4q+2, 4q+3), a step
+// on the pair (a, a+1) being
+//   acc ← (acc + x[a+1]·w[a+1]) + x[a]·w[a]
+// with the products exact (bf16 × bf16 fits f32) and each addition rounded to nearest even,
+// subnormal inputs and outputs flushed to zero — what the instruction does; k past K counts
+// as x = w = 0. So y is a pure function of (x, W) on such a CPU, row i never
+// depends on other rows, and no result depends on the thread count; the bits differ from
+// gemm_bf16_weights_cpu's (f32 activations) and from the AVX2 path's. Throws lgrpo::Error
+// (Range) when the chosen SIMD path lacks AVX512-BF16.
+bool gemm_bf16_dot_available();
+void gemm_bf16_dot_cpu(const GemmBf16Args& a);
+// What bf16 rollouts run (the engine's CPU backend): the dot-product variant where the
+// chosen path has AVX512-BF16, otherwise gemm_bf16_weights_cpu.
+void gemm_bf16_rollout_cpu(const GemmBf16Args& a);
 void gemm_bf16_weights_cuda(const GemmBf16Args& a);
 
 // dst[i] = f32_to_bf16(src[i]) (round to nearest even; NaN stays NaN), over the pool.

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "../parallel.h"
+#include "gemm.h"
 #include "../simd.h"
 
 namespace lgrpo {
@@ -238,8 +239,28 @@ float pack_hidden(const void* hidden, int64_t d, int64_t n0, int64_t nr, float* 
 // ct[v·ldc + n] = w_v · h_n for the tile's nv vocabulary rows (w_v = w + v·ws) and
 // `panels` 16-row panels of packed hidden. Rows of ct past nv (up to a multiple of 6)
 // hold copies of row nv − 1: the micro-kernel always computes six.
+// With `rows` <= 16 valid hidden rows in one panel (decoding's LM head) the weight rows are
+// read in place with the hidden rows in vector lanes (few_rows_dots): half or less of the
+// 6×16 tile's FMAs, the same chain per element, so the same bits.
 void logits_tile(const float* w, int64_t ws, int64_t nv, const float* hpack, int64_t panels, int64_t d, float* ct,
-                 int64_t ldc) {
+                 int64_t ldc, int64_t rows = NR + 1) {
+#if LGRPO_AVX2
+  if (panels == 1 && rows <= NR) {
+    const int rv = rows > 8 ? 2 : 1, J = few_rows_j(rv);
+    alignas(32) float out[kFewRowsJ1 * 16];
+    const float* wr[kFewRowsJ1];
+    for (int64_t v0 = 0; v0 < nv; v0 += J) {
+      for (int j = 0; j < J; ++j) wr[j] = w + std::min<int64_t>(v0 + j, nv - 1) * ws;
+      few_rows_dots(rv, wr, hpack, NR, d, out);
+      for (int j = 0; j < J && v0 + j < nv; ++j) {
+        float* dst = ct + (v0 + j) * ldc;
+        std::memcpy(dst, out + j * 8 * rv, sizeof(float) * 8 * rv);
+        if (rv == 1) std::memset(dst + 8, 0, sizeof(float) * 8);  // padding rows of the panel: 0, as the tile gives
+      }
+    }
+    return;
+  }
+#endif
   const int64_t depth = std::max<int64_t>(d, 1);  // d = 0 still runs once, writing zeros
   for (int64_t pc = 0; pc < depth; pc += KC) {
     const int64_t kc = std::min(KC, d - pc);
@@ -360,7 +381,7 @@ void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& p
         if (convert_span<T>(a.weight, v0 * d, nv * d, wconv.get()) != 0.0f) bad |= kBadWeight;
         w = wconv.get();
       }
-      logits_tile(w, d, nv, hpack.get(), panels, d, ct.get(), ldc);
+      logits_tile(w, d, nv, hpack.get(), panels, d, ct.get(), ldc, nr);
       scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
       fold_tile<kEntropy>(ct.get(), ldc, nv, ldc, st, blk == b0);
       if (a.targets)

@@ -186,6 +186,16 @@ export interface EngineDecodeResult {
   weightGBs: number;
   /** weightGBs ÷ the read bandwidth measured in this run (NaN when it was not measured) */
   fractionOfRead: number;
+  /** median ms of the same call with maxNewTokens 1: the prefill of the prompts and the first draw */
+  prefillMs: number;
+  /**
+   * The decoding steps alone: weights × bytes × (maxNewTokens − 1) / (medianMs − prefillMs),
+   * what the few-row kernels stream once the prompt is in the cache (the call's weightGBs
+   * also carries the compute-bound prefill)
+   */
+  stepWeightGBs: number;
+  /** stepWeightGBs ÷ the read bandwidth of this run */
+  stepFractionOfRead: number;
   /** rows decoded at once */
   batch: number;
 }
@@ -577,12 +587,20 @@ async function runCase(
         for (const lp of out.logprobs) for (const x of lp) if (!Number.isFinite(x)) throw new Error(`generate: a sampled token has log-prob ${x}`);
       }, c.decodeTiming);
       if (made !== decodeBatch * c.maxNewTokens) throw new Error(`generate made ${made} tokens, expected ${decodeBatch * c.maxNewTokens}`);
-      const gbs = weightGBs(flops.linearWeights, c.maxNewTokens, d.medianMs, precision === 'bf16' ? 2 : 4);
+      const bytes = precision === 'bf16' ? 2 : 4;
+      const gbs = weightGBs(flops.linearWeights, c.maxNewTokens, d.medianMs, bytes);
+      const prefill = timeIt(() => {
+        policy.generate(prompts, { maxNewTokens: 1, temperature: DECODE_TEMPERATURE, stopIds: [], seed: 7, precision });
+      }, c.decodeTiming);
+      const stepGbs = c.maxNewTokens > 1 && d.medianMs > prefill.medianMs
+        ? weightGBs(flops.linearWeights, c.maxNewTokens - 1, d.medianMs - prefill.medianMs, bytes) : NaN;
       const result: EngineDecodeResult = {
         ...d, tokensPerS: made / (d.medianMs / 1000), newTokens: made, promptTokens: decodeBatch * c.promptLength,
-        weightGBs: gbs, fractionOfRead: NaN, batch: decodeBatch,
+        weightGBs: gbs, fractionOfRead: NaN, prefillMs: prefill.medianMs, stepWeightGBs: stepGbs, stepFractionOfRead: NaN,
+        batch: decodeBatch,
       };
-      log(`${c.name}: decoding (${precision}) ${d.medianMs.toFixed(0)} ms median (${d.runs} runs): ${result.tokensPerS.toFixed(1)} tokens/s, weights ${gbs.toFixed(1)} GB/s`);
+      log(`${c.name}: decoding (${precision}) ${d.medianMs.toFixed(0)} ms median (${d.runs} runs): ${result.tokensPerS.toFixed(1)} tokens/s, weights ${gbs.toFixed(1)} GB/s; ` +
+        `prefill + first draw ${prefill.medianMs.toFixed(0)} ms, the steps after it ${stepGbs.toFixed(1)} GB/s`);
       return result;
     };
     decode = timeDecode('f32');
@@ -688,7 +706,10 @@ export async function runEngineBench(options: EngineBenchOptions = {}): Promise<
   for (const r of results) {
     r.train.fractionOfPeak = r.train.gflopPerS / peakGflops;
     for (const g of r.gemm) g.fractionOfPeak = g.gflopPerS / peakGflops;
-    for (const d of [r.decode, r.decodeBf16]) d.fractionOfRead = d.weightGBs / bandwidth.readGBs;
+    for (const d of [r.decode, r.decodeBf16]) {
+      d.fractionOfRead = d.weightGBs / bandwidth.readGBs;
+      d.stepFractionOfRead = d.stepWeightGBs / bandwidth.readGBs;
+    }
   }
   return {
     schema: 'lgrpo-native-engine-bench/1',
@@ -765,6 +786,9 @@ export function formatEngineReport(report: EngineBenchReport): string {
     }),
   ));
   lines.push(...report.cases.map((c) => `${c.name}: bf16 rollouts ${(c.decodeBf16.tokensPerS / c.decode.tokensPerS).toFixed(2)}× the f32 tokens/s`));
+  lines.push(...report.cases.flatMap((c) => ([['f32', c.decode], ['bf16', c.decodeBf16]] as const).map(([precision, d]) =>
+    `${c.name} ${precision}: prefill + first draw ${ms(d.prefillMs)} ms; the ${c.maxNewTokens - 1} decoding steps after it stream the weights at ` +
+    `${d.stepWeightGBs.toFixed(1)} GB/s = ${pct(d.stepFractionOfRead)} of read`)));
   lines.push('');
   lines.push('Where a training step goes (median ms):');
   lines.push(...table(

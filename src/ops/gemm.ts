@@ -110,13 +110,20 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
  * states its fixed summation order): x f32 [M, K], w bf16 [N, K], y f32 [M, N], all on
  * one device (the CUDA twin gives the CPU twin's bits). y is overwritten; returns y. Row i of y
  * depends on row i of x only.
+ *
+ * `bf16Activations: true` runs the variant bf16 rollouts use on CPUs with AVX512-BF16
+ * (buildInfo().simd 'avx512+bf16'): x rounded to bf16 as well, bf16 dot products with f32
+ * accumulation (vdpbf16ps), its own summation order (gemm_bf16.h) and so its own bits. A
+ * RangeError naming bf16Activations on any other path or on CUDA.
  */
-export function gemmBf16Weights(x: Tensor, w: Tensor, y: Tensor): Tensor {
+export function gemmBf16Weights(x: Tensor, w: Tensor, y: Tensor, options: { bf16Activations?: boolean } = {}): Tensor {
   for (const [name, t] of [['x', x], ['w', w], ['y', y]] as const) {
     if (!(t instanceof Tensor)) throw new TypeError(`${name}: expected a Tensor`);
     t.assertAlive(name);
   }
-  addon().gemmBf16Weights(x, w, y);
+  const bf16Activations = options.bf16Activations ?? false;
+  if (typeof bf16Activations !== 'boolean') throw new TypeError('bf16Activations: expected a boolean');
+  addon().gemmBf16Weights(x, w, y, { bf16Activations });
   return y;
 }
 

@@ -100,9 +100,14 @@ describe('the policy engine on CUDA matches the CPU engine', { skip: DEVICE ? fa
       { maxNewTokens: 8, temperature: 0 },
       { maxNewTokens: 8, temperature: 0.9, seed: 7 },
       { maxNewTokens: 8, temperature: 1, topK: 5, topP: 0.9, seed: 11, stopIds: Tensor.from(Int32Array.of(3)) },
-      // bf16 rollouts: both devices read the same bf16 copy through gemm_bf16 (the same bits).
-      { maxNewTokens: 8, temperature: 0, precision: 'bf16' },
-      { maxNewTokens: 8, temperature: 0.9, seed: 5, precision: 'bf16' },
+      // bf16 rollouts: both devices read the same bf16 copy through gemm_bf16 (the same bits)
+      // — unless the CPU runs bf16 dot products (AVX512-BF16: activations rounded to bf16
+      // too, gemm_bf16.h), which the CUDA twin does not (yet): then only the f32 rollouts
+      // are compared here; LGRPO_SIMD=avx512 (or avx2) runs the bf16 comparison.
+      ...(buildInfo().simd.includes('bf16') ? [] : [
+        { maxNewTokens: 8, temperature: 0, precision: 'bf16' },
+        { maxNewTokens: 8, temperature: 0.9, seed: 5, precision: 'bf16' },
+      ]),
     ]) {
       const a = cpu.generate(ids, lengths, opts), b = cuda.generate(ids, lengths, opts);
       assert.deepEqual(b.tokens.map((t) => Array.from(t)), a.tokens.map((t) => Array.from(t)), JSON.stringify({ ...opts, stopIds: undefined }));

@@ -4,7 +4,7 @@
 // propagation confined to its row, and argument errors.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Tensor } from '../../src/index.js';
+import { Tensor, buildInfo } from '../../src/index.js';
 import { gemmBf16Weights } from '../../src/ops/gemm.js';
 import { bf16ToF32, fromFloat32Array } from '../../src/dtype.js';
 import { ON_GPU, rng, type Rng } from '../helpers.js';
@@ -17,9 +17,9 @@ function operands(r: Rng, m: number, n: number, k: number) {
   return { x, w };
 }
 
-function run(x: Float32Array, w: Uint16Array, m: number, n: number, k: number): Float32Array {
+function run(x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bf16Activations = false): Float32Array {
   const y = Tensor.from(new Float32Array(m * n).fill(NaN), [m, n]);  // overwritten, never read
-  gemmBf16Weights(Tensor.from(x, [m, k]), Tensor.from(w, [n, k], 'bf16'), y);
+  gemmBf16Weights(Tensor.from(x, [m, k]), Tensor.from(w, [n, k], 'bf16'), y, { bf16Activations });
   return y.data as Float32Array;
 }
 
@@ -84,5 +84,69 @@ describe('gemmBf16Weights (bf16 weights, f32 activations)', { skip: ON_GPU ? 'th
     assert.throws(() => gemmBf16Weights(x, w, Tensor.from(new Float32Array(6), [2, 3])), { name: 'RangeError', message: /^y: expected \[2, 4\]/ });
     assert.throws(() => gemmBf16Weights(Tensor.from(new Float32Array(6), [6]), w, y), { name: 'RangeError', message: /^x: expected a rank-2/ });
     assert.throws(() => gemmBf16Weights(x, w, new Float32Array(8) as unknown as Tensor), { name: 'TypeError', message: /^y: expected a Tensor/ });
+  });
+});
+
+// The AVX512-BF16 variant bf16 rollouts run on CPUs that have it (gemm_bf16.h): its own
+// arithmetic (x rounded to bf16, one vdpbf16ps chain per output), so its own bits, tested
+// against float64 on its own terms. The AVX2 path above is what every other CPU runs.
+const HAS_BF16_DOT = !ON_GPU && buildInfo().simd.includes('bf16');
+describe('gemmBf16Weights with bf16 activations (AVX512-BF16 dot products)', { skip: HAS_BF16_DOT ? false : `needs the AVX512-BF16 path (simd is '${buildInfo().simd}'${ON_GPU ? ', device run' : ''})` }, () => {
+  it('matches the float64 product of bf16(x) and w within the chain\'s rounding bound', () => {
+    const r = rng('gemm bf16 dot');
+    for (const [m, n, k] of [[1, 1, 1], [1, 7, 31], [2, 5, 32], [3, 13, 33], [8, 37, 64], [17, 4, 95], [16, 130, 300], [33, 25, 1001], [4, 3, 1000]]) {
+      const { x, w } = operands(r, m, n, k);
+      const y = run(x, w, m, n, k, true);
+      const xr = fromFloat32Array(x, 'bf16');
+      // One chain of ⌈K/2⌉ steps, two rounded additions each (the bf16 products are exact
+      // in f32), every partial sum ≤ Σ|x̃·w|: |error| ≤ (K + 1)·u·Σ|x̃·w| (x̃ = bf16(x), round
+      // to nearest even). Against the f32 x instead the error would be ~2^-9 relative: the
+      // reference must round x the same way.
+      const bound = (k + 1) * U * 1.01;
+      for (let i = 0; i < m; i++)
+        for (let j = 0; j < n; j++) {
+          let exact = 0, abs = 0;
+          for (let t = 0; t < k; t++) {
+            const p = bf16ToF32(xr[i * k + t]) * bf16ToF32(w[j * k + t]);
+            exact += p;
+            abs += Math.abs(p);
+          }
+          const got = y[i * n + j];
+          assert.ok(Math.abs(got - exact) <= bound * abs, `m=${m} n=${n} k=${k} y[${i}][${j}] = ${got}, float64 ${exact} (bound ${bound * abs})`);
+        }
+    }
+  });
+
+  it('is deterministic, a row never depends on the other rows, and differs from f32 activations', () => {
+    const r = rng('gemm bf16 dot rows');
+    const m = 21, n = 45, k = 201;  // two row groups of 16, odd K
+    const { x, w } = operands(r, m, n, k);
+    const all = run(x, w, m, n, k, true);
+    assert.deepEqual(run(x, w, m, n, k, true), all);
+    for (const i of [0, 4, 16, 20]) {
+      const alone = run(x.slice(i * k, (i + 1) * k), w, 1, n, k, true);
+      assert.deepEqual(alone, all.slice(i * n, (i + 1) * n), `row ${i} alone differs from row ${i} of the batch`);
+    }
+    assert.notDeepEqual(run(x, w, m, n, k), all, 'bf16 activations gave the f32-activation bits');
+  });
+
+  it('propagates NaN and Infinity into their row only, the last odd k included', () => {
+    const r = rng('gemm bf16 dot nan');
+    const { x, w } = operands(r, 3, 6, 71);
+    x[1 * 71 + 40] = NaN;
+    x[2 * 71 + 70] = Infinity;  // the odd K's last pair (w[K-1], 0)
+    const y = run(x, w, 3, 6, 71, true);
+    for (let j = 0; j < 6; j++) {
+      assert.ok(Number.isFinite(y[j]), `y[0][${j}] should stay finite`);
+      assert.ok(Number.isNaN(y[6 + j]), `y[1][${j}] should be NaN`);
+      assert.ok(!Number.isFinite(y[12 + j]), `y[2][${j}] should be non-finite`);
+    }
+  });
+});
+
+describe('gemmBf16Weights bf16Activations off the AVX512-BF16 path', { skip: HAS_BF16_DOT || ON_GPU ? 'this CPU path has AVX512-BF16' : false }, () => {
+  it('is refused with a RangeError naming bf16Activations', () => {
+    const x = Tensor.from(new Float32Array(6), [2, 3]), w = Tensor.from(new Uint16Array(12), [4, 3], 'bf16');
+    assert.throws(() => gemmBf16Weights(x, w, Tensor.from(new Float32Array(8), [2, 4]), { bf16Activations: true }), { name: 'RangeError', message: /^bf16Activations: / });
   });
 });

@@ -329,6 +329,26 @@ describe(`linearTokenLogprobs on ${TEST_DEVICE}`, () => {
     });
   }
 
+  it('a row\'s forward does not depend on the other rows: 1..17 rows give the bits they have inside 40', () => {
+    // Decoding's few rows read the weight in place with the rows in vector lanes; a full
+    // panel goes through the register tile. The sampler's log-probs equal
+    // sequenceLogprobs' only if both give a row the same bits. d = 300 > one K block.
+    const r = rng('linearTokenLogprobs rows');
+    for (const temperature of [1, 0.7]) {
+      const c = randomCase(r, 40, 1201, 300, temperature);
+      const all = forward(c, true);
+      const want = [all.logprobs, all.entropy!, all.lse].map((t) => values(t) as Float32Array);
+      for (const m of [1, 3, 8, 9, 16, 17]) {
+        const sub = { ...c, rows: m, hidden: c.hidden.subarray(0, m * c.dim), targets: c.targets.subarray(0, m) };
+        const f = forward(sub, true);
+        const got = [f.logprobs, f.entropy!, f.lse].map((t) => values(t) as Float32Array);
+        for (let o = 0; o < 3; o++)
+          for (let i = 0; i < m; i++)
+            if (!Object.is(got[o][i], want[o][i])) assert.fail(`τ=${temperature} rows=${m}: output ${o} row ${i} = ${got[o][i]}, ${want[o][i]} among 40 rows`);
+      }
+    }
+  });
+
   it('gives the same bits on every run', () => {
     const r = rng('linearTokenLogprobs');
     const c = randomCase(r, 300, 3203, 37, 0.7);
