@@ -12,9 +12,11 @@
 //
 // Options not in the grid keep the train defaults; --set '{"eval-every": 50}' fixes more.
 // Results go to <out>/results.jsonl, one line per run, and an interrupted sweep picks up
-// where it stopped. Warm-ups are computed once per (seed, warm-up length) and reused.
+// where it stopped. The table's CPU columns (user + system, all threads; not inflated by other
+// jobs as wall time is) estimate the quiet-machine time: a fresh run's (warm-up included) and,
+// for runs that reused a cached warm-up, the RL part's. Warm-ups are computed once per (seed, warm-up length) and reused.
 // Needs the build (npm run build:ts).
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -67,6 +69,8 @@ if (!values['table-only'])
       if (done.some((d) => d.key === keyOf(options) && d.seed === seed)) continue;
       const name = runName(options);
       const dir = runDir(options, seed);
+      // A run with no result line was interrupted: start it over (its warm-up, if cached, is kept).
+      rmSync(dir, { recursive: true, force: true });
       const { config } = resolveConfig({ ...options, seed, out: dir, 'save-every': 0, 'keep-checkpoints': 1 });
       const load = loadavg()[0];
       process.stderr.write(`${name} seed ${seed} (load ${load.toFixed(2)})\n`);
@@ -101,8 +105,8 @@ for (const d of done) {
 const fmt = (x, digits) => `${x.mean >= 0 && digits === 3 ? '+' : ''}${x.mean.toFixed(digits)}${Number.isFinite(x.half) ? ` ± ${x.half.toFixed(digits)}` : ''}`;
 const optionKeys = [...new Set(done.flatMap((d) => Object.keys(d.options)))];
 const lines = [
-  `| ${optionKeys.map((k) => `--${k}`).join(' | ')} | seeds | final − step 0 | best − step 0 | final acc | mean length | seconds (load) | RL cpu s |`,
-  `|${optionKeys.map(() => '---').join('|')}|---|---|---|---|---|---|---|`,
+  `| ${optionKeys.map((k) => `--${k}`).join(' | ')} | seeds | final − step 0 | best − step 0 | final acc | mean length | seconds (load) | run cpu s | RL cpu s |`,
+  `|${optionKeys.map(() => '---').join('|')}|---|---|---|---|---|---|---|---|`,
 ];
 const rows = [...groups.values()].map((runs) => ({
   runs,
@@ -114,10 +118,13 @@ const rows = [...groups.values()].map((runs) => ({
   load: runs.reduce((a, r) => a + (r.load[0] + r.load[1]) / 2, 0) / runs.length,
   // CPU seconds of the RL part: runs that reused their warm-up (the others' include it).
   rlCpu: runs.filter((r) => r.warmupCached && r.cpuSeconds !== undefined).map((r) => r.cpuSeconds),
+  // CPU seconds of a whole fresh run: runs that computed their warm-up.
+  runCpu: runs.filter((r) => !r.warmupCached && r.cpuSeconds !== undefined).map((r) => r.cpuSeconds),
 }));
+const meanOrDash = (xs) => (xs.length ? (xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(0) : '—');
 rows.sort((a, b) => b.gain.mean - a.gain.mean);
 for (const r of rows)
-  lines.push(`| ${optionKeys.map((k) => used(r.runs[0], k)).join(' | ')} | ${r.runs.map((x) => x.seed).join(',')} | ${fmt(r.gain, 3)} | ${fmt(r.bestGain, 3)} | ${r.final.mean.toFixed(3)} | ${r.length.mean.toFixed(1)} | ${r.seconds.toFixed(0)} (${r.load.toFixed(1)}) | ${r.rlCpu.length ? (r.rlCpu.reduce((a, b) => a + b, 0) / r.rlCpu.length).toFixed(0) : '—'} |`);
+  lines.push(`| ${optionKeys.map((k) => used(r.runs[0], k)).join(' | ')} | ${r.runs.map((x) => x.seed).join(',')} | ${fmt(r.gain, 3)} | ${fmt(r.bestGain, 3)} | ${r.final.mean.toFixed(3)} | ${r.length.mean.toFixed(1)} | ${r.seconds.toFixed(0)} (${r.load.toFixed(1)}) | ${meanOrDash(r.runCpu)} | ${meanOrDash(r.rlCpu)} |`);
 const table = lines.join('\n');
 console.log(table);
 if (values.table) writeFileSync(values.table, `${table}\n`);

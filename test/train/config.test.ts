@@ -5,7 +5,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import {
   ConfigError, CONFIG_KEYS, OPTIONS, DEFAULT_MICRO_BATCH_CAP, configDiff, configHash, configToJson, resolveConfig,
@@ -72,6 +73,25 @@ test('no arguments: every default, a derived micro-batch, a timestamped run dire
   assert.equal(config.lambdaLr, 0.1);
   assert.equal(config.temperature, 1);
   assert.ok(Math.abs(config.lambdaR - 0.1111) < 1e-4);
+});
+
+test("the README's default-run paragraph describes the recipe that `train` with no flags resolves", () => {
+  // The recipe is retuned by sweeps (docs/defaults-sweep.md); its description and results in the
+  // README must move with it, so the numbers the README gives are the ones the defaults produce.
+  const { config } = resolveConfig({}, undefined, { cwd: freshDir(), now: NOW });
+  const readme = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'README.md'), 'utf8');
+  const start = readme.indexOf('## Training: `npx lgrpo-native train`');
+  assert.ok(start >= 0, 'README.md has no "## Training: `npx lgrpo-native train`" section');
+  const paragraph = readme.slice(start, readme.indexOf('\n\n', readme.indexOf('\n\n', start) + 2)).replace(/\s+/g, ' ');
+  const expected = [
+    `supervised warm-up (${config.sftSteps} steps`,
+    `then ${config.steps} λ-GRPO steps of ${config.promptsPerStep} prompts × ${config.groupSize} samples at lr ${config.lr.toExponential()}`,
+    `evaluated every ${config.evalEvery} steps on ${config.evalSize} held-out prompts`,
+    config.lrSchedule === 'constant' ? 'constant' : `along a ${config.lrSchedule}`,
+    `temperature ${config.temperature}`,
+    `seed ${config.seed}`,
+  ];
+  for (const phrase of expected) assert.ok(paragraph.includes(phrase), `README's default-run paragraph lacks "${phrase}":\n${paragraph}`);
 });
 
 test('precedence: defaults < --config file < command-line flags', () => {
