@@ -106,8 +106,8 @@ export interface GenerateOptions {
    * CPU with AVX512-BF16 (buildInfo().simd 'avx512+bf16') the activations entering each
    * weight matrix are rounded to bf16 too (bf16 dot products, f32 accumulation); other CPUs
    * keep them f32 — so the bits depend on the SIMD path. Same seed, same weights, same
-   * precision, same machine → same tokens. On a device without bf16 rollouts (CUDA for
-   * now) 'bf16' runs in f32.
+   * precision, same machine → same tokens. CUDA keeps the activations f32 (the same bits as
+   * the CPU's AVX2 path).
    */
   precision?: 'f32' | 'bf16';
 }
