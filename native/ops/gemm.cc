@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../parallel.h"
+#include "../scratch.h"
 #include "../simd.h"
 
 namespace lgrpo {
@@ -37,30 +38,9 @@ constexpr int64_t NC = 4080;  // KC×NC×4 B ≈ 4 MiB of B per thread: L3
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// A grow-only 64-byte-aligned scratch block, one per thread and per role, so that
-// gemm_f32_serial can run on many threads at once without sharing packing space.
-class Scratch {
- public:
-  ~Scratch() { std::free(data_); }
-  float* get(size_t floats) {
-    if (floats > capacity_) {
-      std::free(data_);
-      data_ = nullptr;
-      capacity_ = 0;
-      size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!data_) throw std::bad_alloc();
-      capacity_ = floats;
-    }
-    return data_;
-  }
-
- private:
-  float* data_ = nullptr;
-  size_t capacity_ = 0;
-};
-
-thread_local Scratch packed_a_scratch, packed_b_scratch;
+// One scratch block per thread and per role, so that gemm_f32_serial can run on many
+// threads at once without sharing packing space.
+thread_local ScratchBlock packed_a_scratch, packed_b_scratch;
 
 // ---------------------------------------------------------------------------------
 // Packing. Element (i, k) of op(A) and (k, j) of op(B), whatever the storage:
@@ -375,25 +355,30 @@ LGRPO_TARGET_AVX512 __attribute__((noinline)) void few_rows_chains_avx512(const 
 #endif
 #undef LGRPO_FEW_ROWS_CHAINS
 
+// The chains on the chosen SIMD path (the same bits on either).
+template <int RV, int J>
+void run_few_rows_chains(const float* const* w, const float* xp, int64_t xs, int64_t n, __m256* acc) {
+#if LGRPO_X86_DISPATCH
+  if (simd_avx512()) {
+    few_rows_chains_avx512<RV, J>(w, xp, xs, n, acc);
+    return;
+  }
+#endif
+  few_rows_chains<RV, J>(w, xp, xs, n, acc);
+}
+
 template <int RV, int J>
 void few_rows_block(const float* xp, const float* b, int64_t ldb, int64_t k, float alpha, float beta, float* c,
                     int64_t ldc, int64_t m) {
   constexpr int L = 8 * RV;
   alignas(32) float fold[J][L] = {};  // every lane is written by the first K block (k > 0 here)
   const __m256 va = _mm256_set1_ps(alpha);
-#if LGRPO_X86_DISPATCH
-  const bool wide = simd_avx512();
-#endif
   for (int64_t pc = 0; pc < k; pc += KC) {
     const int64_t kc = std::min(KC, k - pc);
     const float* w[J];
     for (int j = 0; j < J; ++j) w[j] = b + j * ldb + pc;
     __m256 acc[J * RV];
-#if LGRPO_X86_DISPATCH
-    if (wide) few_rows_chains_avx512<RV, J>(w, xp + pc * L, L, kc, acc);
-    else
-#endif
-      few_rows_chains<RV, J>(w, xp + pc * L, L, kc, acc);
+    run_few_rows_chains<RV, J>(w, xp + pc * L, L, kc, acc);
     for (int j = 0; j < J; ++j)
       for (int r = 0; r < RV; ++r) {
         float* f = fold[j] + 8 * r;
@@ -418,11 +403,7 @@ void few_rows_block(const float* xp, const float* b, int64_t ldb, int64_t k, flo
 template <int RV, int J>
 void few_rows_dots_t(const float* const* w, const float* xp, int64_t xs, int64_t n, float* out) {
   __m256 acc[J * RV];
-#if LGRPO_X86_DISPATCH
-  if (simd_avx512()) few_rows_chains_avx512<RV, J>(w, xp, xs, n, acc);
-  else
-#endif
-    few_rows_chains<RV, J>(w, xp, xs, n, acc);
+  run_few_rows_chains<RV, J>(w, xp, xs, n, acc);
   for (int i = 0; i < J * RV; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
 }
 

@@ -11,13 +11,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <new>
-#include <vector>
 
 #include "../common.h"
 #include "../parallel.h"
+#include "../scratch.h"
 #include "../simd.h"
 
 // GCC 12 warns falsely inside its own AVX-512 intrinsics (their _mm512_undefined_*
@@ -32,6 +30,9 @@ namespace {
 
 constexpr int64_t KB = 32;  // K block
 constexpr int JB = 4;       // weight rows per group
+
+// x repacked for one call (either kernel), reused by the next call on the same thread.
+thread_local ScratchBlock packed_x_scratch;
 
 // Exact sum of the 16 lane sums in the documented order.
 inline float reduce16(const float* s) {
@@ -214,10 +215,10 @@ void gemm_bf16_weights_cpu(const GemmBf16Args& a) {
   if (a.m <= 0 || a.n <= 0) return;
   const int64_t kfull = a.k / KB * KB;
   // x with each 32-block's even k first (see the top of the file); the tail stays in x.
-  std::vector<float> xp(static_cast<size_t>(a.m * a.k));
+  float* xp = packed_x_scratch.get<float>(static_cast<size_t>(a.m * a.k));
   for (int64_t i = 0; i < a.m; ++i) {
     const float* src = a.x + i * a.ldx;
-    float* dst = xp.data() + i * a.k;
+    float* dst = xp + i * a.k;
     for (int64_t b = 0; b < kfull; b += KB)
       for (int l = 0; l < 16; ++l) {
         dst[b + l] = src[b + 2 * l];
@@ -230,7 +231,7 @@ void gemm_bf16_weights_cpu(const GemmBf16Args& a) {
   parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t j0 = g * JB;
-      run_group(a, xp.data(), kfull, j0, static_cast<int>(std::min<int64_t>(JB, a.n - j0)));
+      run_group(a, xp, kfull, j0, static_cast<int>(std::min<int64_t>(JB, a.n - j0)));
     }
   });
 }
@@ -245,10 +246,6 @@ void f32_to_bf16_cpu(const float* src, uint16_t* dst, int64_t n) {
     for (; i < end; ++i) dst[i] = f32_to_bf16(src[i]);
   });
 }
-
-}  // namespace lgrpo
-
-namespace lgrpo {
 
 bool gemm_bf16_dot_available() {
 #if LGRPO_X86_DISPATCH
@@ -268,9 +265,7 @@ void gemm_bf16_dot_cpu(const GemmBf16Args& a) {
     return;
   }
   const int64_t groups = (a.m + 7) / 8, quads = (a.k + 3) / 4;
-  uint32_t* xq = static_cast<uint32_t*>(std::aligned_alloc(64, static_cast<size_t>(groups * quads * 16) * 4));
-  if (!xq) throw std::bad_alloc();
-  struct Free { uint32_t* p; ~Free() { std::free(p); } } free_xq{xq};
+  uint32_t* xq = packed_x_scratch.get<uint32_t>(static_cast<size_t>(groups * quads * 16));
   pack_x_quads(a, groups, quads, xq);
   const int64_t blocks = (a.n + kDotJ - 1) / kDotJ;
   // Enough blocks per range that waking a thread pays (~256 KB of weights).
