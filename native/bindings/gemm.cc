@@ -1,10 +1,13 @@
-// gemm(a f32, b f32, c f32, {transA, transB, m, n, k, lda, ldb, ldc, alpha, beta}) → undefined
+// gemm(a f32, b f32, c f32, {transA, transB, m, n, k, lda, ldb, ldc, alpha, beta, weightPanels}) → undefined
 //   C[m,n] = alpha·op(A)·op(B) + beta·C, in place. Tensors are flat storage here: the
 //   sizes and leading dimensions come from the options (src/ops/gemm.ts derives them).
+//   weightPanels (CPU, transB): B copied into panels for this call and the panel path run.
 // gemmBf16Weights(x f32 [M,K], w bf16 [N,K], y f32 [M,N], {bf16Activations?}) → undefined: y = x·wᵀ
 // (one device); bf16Activations: the AVX512-BF16 dot-product variant (gemm_bf16_dot_cpu).
 // measurePeakFlops(seconds?) → GFLOP/s of register-only FMAs on every pool thread.
 #include <cmath>
+#include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "../binding.h"
@@ -76,9 +79,21 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   // C is written while A and B are still being read: shared memory would corrupt both.
   if (overlaps(g.c, c_span, g.a, a_span)) throw Error("c: must not share memory with a", Error::Range);
   if (overlaps(g.c, c_span, g.b, b_span)) throw Error("c: must not share memory with b", Error::Range);
+  const bool panels = bool_option(opts, "weightPanels", false);
+  if (panels && (!g.trans_b || a.device.is_cuda()))
+    throw Error("weightPanels: needs transB and CPU tensors", Error::Range);
   if (a.device.is_cuda()) {
     g.device = a.device.index;
     gemm_f32_cuda(g);
+  } else if (panels) {
+    const size_t bytes = (static_cast<size_t>(panel_floats(g.n, g.k)) * sizeof(float) + 63) / 64 * 64;
+    std::unique_ptr<float, decltype(&std::free)> copy(static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64)),
+                                                      &std::free);
+    if (!copy) throw Error("weightPanels: out of memory for the panel copy", Error::Range);
+    pack_panels_cpu(g.b, g.ldb, g.n, g.k, copy.get());
+    g.b = copy.get();
+    g.b_panels = true;
+    gemm_f32(g);
   } else {
     gemm_f32(g);
   }

@@ -29,6 +29,12 @@ export interface GemmOptions {
   alpha?: number;
   /** default 0: C is overwritten and never read (it may hold anything, NaN included) */
   beta?: number;
+  /**
+   * CPU only, with transB: run the product the way rollouts do, over a copy of B in 16-row
+   * panels (native/ops/gemm.h, pack_panels_cpu) made for this call. The same bits as without
+   * it; exists so tests can hold the rollout path to that. Default false.
+   */
+  weightPanels?: boolean;
 }
 
 interface Resolved {
@@ -92,6 +98,8 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
   const transB = boolOption(opts.transB, 'transB', false);
   const alpha = numberOption(opts.alpha, 'alpha', 1);
   const beta = numberOption(opts.beta, 'beta', 0);
+  const weightPanels = boolOption(opts.weightPanels, 'weightPanels', false);
+  if (weightPanels && !transB) throw new RangeError('weightPanels: needs transB (B stored [N, K])');
   const A = resolveMatrix(a, 'a'), B = resolveMatrix(b, 'b'), Cm = resolveMatrix(c, 'c');
   sameDevice({ a: A.tensor, b: B.tensor, c: Cm.tensor });
   const m = transA ? A.cols : A.rows, k = transA ? A.rows : A.cols;
@@ -101,7 +109,7 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
     throw new RangeError(`b: ${opName(transB, 'b')} has ${kb} rows but ${opName(transA, 'a')} has ${k} columns`);
   if (Cm.rows !== m || Cm.cols !== n)
     throw new RangeError(`c: expected ${m}×${n} (${opName(transA, 'a')}·${opName(transB, 'b')}), got ${Cm.rows}×${Cm.cols}`);
-  addon().gemm(A.tensor, B.tensor, Cm.tensor, { transA, transB, m, n, k, lda: A.ld, ldb: B.ld, ldc: Cm.ld, alpha, beta });
+  addon().gemm(A.tensor, B.tensor, Cm.tensor, { transA, transB, m, n, k, lda: A.ld, ldb: B.ld, ldc: Cm.ld, alpha, beta, weightPanels });
   return c;
 }
 
