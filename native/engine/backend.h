@@ -98,6 +98,12 @@ struct Backend {
   void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);
   void (*gemm_bf16_weights)(const GemmBf16Args&);
 
+  // f32 rollouts: W [n, k] (row stride ldw) copied into 16-column panels (gemm.h), which
+  // gemm reads with GemmArgs::b_panels and linear_token_logits with weight_panels — the
+  // same bits as from W, one contiguous stream per panel. Null where a backend reads its
+  // weights in place (CUDA): generate then does.
+  void (*pack_panels)(const float* w, int64_t ldw, int64_t n, int64_t k, float* panels);
+
   // Engine helpers.
   // out = a + b, elementwise over n (out may alias a or b).
   void (*add)(float* out, const float* a, const float* b, int64_t n);

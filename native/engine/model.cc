@@ -197,6 +197,9 @@ void Model::release_arenas() {
   be_.free(bf16_params_);
   bf16_params_ = nullptr;
   bf16_capacity_ = 0;
+  be_.free(panel_params_);
+  panel_params_ = nullptr;
+  panel_capacity_ = 0;
 }
 
 void Model::set_recompute(bool on) {
@@ -328,7 +331,15 @@ void Model::linear(const float* x, const float* w, const float* bias, int64_t ro
     g.k = in;
     be_.gemm_bf16_weights(g);
   } else {
-    be_.gemm(GemmArgs{false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out});
+    GemmArgs g{false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out};
+    if (!panels_.empty()) {
+      const auto it = panels_.find(w);
+      if (it != panels_.end()) {
+        g.b = it->second;
+        g.b_panels = true;
+      }
+    }
+    be_.gemm(g);
   }
   if (bias) be_.add_bias(y, bias, rows, out);
 }
@@ -642,6 +653,38 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
     bf16_source_ = params;
     bf16_count_ = count;
   }
+  // f32 rollouts: the same rule for a panel copy of every weight matrix the call reads (the
+  // layers' and the LM head), made from these parameters for this call only.
+  struct PanelScope {
+    Model& m;
+    ~PanelScope() { m.panels_.clear(); }
+  } panel_scope{*this};
+  if (!bf16 && be_.pack_panels) {
+    const int64_t D_ = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KVw = cfg_.kv_width();
+    struct Matrix { const float* w; int64_t n, k; };
+    std::vector<Matrix> matrices;
+    for (int64_t l = 0; l < cfg_.layers; ++l) {
+      const LayerWeights lw = layer_weights(params, l);
+      matrices.insert(matrices.end(), {{lw.wq, Q, D_}, {lw.wk, KVw, D_}, {lw.wv, KVw, D_}, {lw.wo, D_, Q},
+                                       {lw.wg, I, D_}, {lw.wu, I, D_}, {lw.wd, D_, I}});
+    }
+    matrices.push_back({lm_head(params), cfg_.vocab, D_});
+    int64_t total = 0;
+    for (const Matrix& mx : matrices) total += panel_floats(mx.n, mx.k);
+    if (total > panel_capacity_) {
+      be_.free(panel_params_);
+      panel_params_ = nullptr;
+      panel_capacity_ = 0;
+      panel_params_ = static_cast<float*>(be_.alloc(static_cast<size_t>(total) * sizeof(float)));
+      panel_capacity_ = total;
+    }
+    float* at = panel_params_;
+    for (const Matrix& mx : matrices) {
+      be_.pack_panels(mx.w, mx.k, mx.n, mx.k, at);
+      panels_[mx.w] = at;
+      at += panel_floats(mx.n, mx.k);
+    }
+  }
   // Positions fed to the model: prompts up to seq−1, then at most max_new−1 sampled tokens
   // (the last sampled token is never fed).
   const int64_t S = seq + o.max_new_tokens - 1;
@@ -683,6 +726,8 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
       la.dim = D;
       la.vocab = V;
       la.temperature = o.temperature > 0 ? static_cast<float>(o.temperature) : 1.0f;
+      const auto panels = panels_.find(head);
+      if (panels != panels_.end()) la.weight_panels = panels->second;
       be_.linear_token_logits(la, inf_.logits, lse.data());
       sa.lse = lse.data();
     } else {
