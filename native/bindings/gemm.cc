@@ -3,12 +3,14 @@
 //   sizes and leading dimensions come from the options (src/ops/gemm.ts derives them).
 //   weightPanels (CPU, transB): B copied into panels for this call and the panel path run.
 // gemmBf16Weights(x f32 [M,K], w bf16 [N,K], y f32 [M,N], {bf16Activations?}) → undefined: y = x·wᵀ
-// (one device); bf16Activations: the AVX512-BF16 dot-product variant (gemm_bf16_dot_cpu).
+// (one device); bf16Activations: the AVX512-BF16 dot-product variant (gemm_bf16_dot_cpu);
+// weightPanels with it: over bf16 panels of w made for this call (the rollout path).
 // measurePeakFlops(seconds?) → GFLOP/s of register-only FMAs on every pool thread.
 #include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "../binding.h"
 #include "../simd.h"
@@ -137,6 +139,8 @@ Napi::Value gemm_bf16_weights(const Napi::CallbackInfo& info) {
   a.k = k;
   Napi::Object opts = options_arg(info, 3);
   const bool bf16_dot = bool_option(opts, "bf16Activations", false);
+  const bool panels = bool_option(opts, "weightPanels", false);
+  if (panels && !bf16_dot) throw Error("weightPanels: only with bf16Activations (the panel kernel is the dot-product one)", Error::Range);
   if (bf16_dot && (x.device.is_cuda() || !gemm_bf16_dot_available()))
     throw Error(std::string("bf16Activations: needs the CPU's AVX512-BF16 path (buildInfo().simd is '") +
                     simd_level_name() + "'" + (x.device.is_cuda() ? ", and the tensors are on CUDA)" : ")"),
@@ -144,6 +148,18 @@ Napi::Value gemm_bf16_weights(const Napi::CallbackInfo& info) {
   if (x.device.is_cuda()) {
     a.device = x.device.index;
     gemm_bf16_weights_cuda(a);
+  } else if (bf16_dot && panels) {
+    // The rollout path: bf16 panels made from W (widened exactly, so they hold W's bits).
+    std::vector<float> wide(static_cast<size_t>(n * k));
+    for (int64_t i = 0; i < n * k; ++i) wide[static_cast<size_t>(i)] = bf16_to_f32(a.w[i]);
+    const size_t bytes = (static_cast<size_t>(bf16_panel_elements(n, k)) * sizeof(uint16_t) + 63) / 64 * 64;
+    std::unique_ptr<uint16_t, decltype(&std::free)> copy(
+        static_cast<uint16_t*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64)), &std::free);
+    if (!copy) throw Error("weightPanels: out of memory for the panel copy", Error::Range);
+    pack_panels_bf16_cpu(wide.data(), k, n, k, copy.get());
+    a.w = copy.get();
+    a.w_panels = true;
+    gemm_bf16_dot_cpu(a);
   } else if (bf16_dot) {
     gemm_bf16_dot_cpu(a);
   } else {

@@ -387,6 +387,7 @@ const Backend& cpu_backend() {
 #if LGRPO_AVX2
     b.pack_panels = pack_panels_cpu;  // only the vector kernels stream panels faster than W
 #endif
+    if (gemm_bf16_dot_available()) b.pack_panels_bf16 = pack_panels_bf16_cpu;
     b.add = cpu_add;
     b.add_bias = cpu_add_bias;
     b.bias_grad = cpu_bias_grad;

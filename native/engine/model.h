@@ -218,12 +218,14 @@ class Model {
   const float* bf16_source_ = nullptr;
   int64_t bf16_count_ = 0;
 
-  // f32 rollouts where the backend has pack_panels: every weight matrix of the call copied
-  // into panels (backend memory, grown on demand), and while an f32 generate runs, each
-  // matrix's panels by its address in the parameters; linear() and the LM head read them.
-  float* panel_params_ = nullptr;
-  int64_t panel_capacity_ = 0;
-  std::unordered_map<const float*, const float*> panels_;
+  // Rollouts where the backend has pack_panels (f32) or pack_panels_bf16: every weight
+  // matrix of the call copied into panels (backend memory, grown on demand), and while a
+  // generate runs, each matrix's panels by its address in the parameters; linear() and the
+  // LM head read them (bf16 panels when panels_bf16_).
+  void* panel_params_ = nullptr;
+  size_t panel_bytes_ = 0;
+  std::unordered_map<const float*, const void*> panels_;
+  bool panels_bf16_ = false;
 
   // RoPE cos/sin table [rope_positions_, head_dim/2], grown on demand.
   float *rope_cos_ = nullptr, *rope_sin_ = nullptr;

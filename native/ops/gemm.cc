@@ -437,6 +437,9 @@ void gemm_few_rows(const GemmArgs& g) {
 #ifndef LGRPO_PANEL_AHEAD
 #define LGRPO_PANEL_AHEAD 1024  // floats ahead in a panel (64 k steps, 4 KB)
 #endif
+#ifndef LGRPO_PANEL_HINT
+#define LGRPO_PANEL_HINT _MM_HINT_T0
+#endif
 
 // AVX2: R rows × one panel (two ymm), out[r·32 + j].
 template <int R>
@@ -446,7 +449,7 @@ __attribute__((noinline)) void panel_chains_avx2(const float* __restrict xp, int
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
 #pragma GCC unroll 2
   for (int64_t kk = 0; kk < n; ++kk) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + kk * NR + LGRPO_PANEL_AHEAD), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + kk * NR + LGRPO_PANEL_AHEAD), LGRPO_PANEL_HINT);
     const __m256 w0 = _mm256_load_ps(w + kk * NR), w1 = _mm256_load_ps(w + kk * NR + 8);
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
       const __m256 x = _mm256_broadcast_ss(xp + kk * xs + r);
@@ -473,7 +476,7 @@ LGRPO_TARGET_AVX512 __attribute__((noinline)) void panel_chains_avx512(const flo
   for (int64_t kk = 0; kk < n; ++kk) {
     __m512 wv[Q];
     _Pragma("GCC unroll 2") for (int q = 0; q < Q; ++q) {
-      _mm_prefetch(reinterpret_cast<const char*>(w + q * ps + kk * NR + LGRPO_PANEL_AHEAD), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w + q * ps + kk * NR + LGRPO_PANEL_AHEAD), LGRPO_PANEL_HINT);
       wv[q] = _mm512_load_ps(w + q * ps + kk * NR);
     }
     _Pragma("GCC unroll 8") for (int r = 0; r < 8; ++r) {

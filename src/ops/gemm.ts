@@ -123,15 +123,20 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
  * (buildInfo().simd 'avx512+bf16'): x rounded to bf16 as well, bf16 dot products with f32
  * accumulation (vdpbf16ps), its own summation order (gemm_bf16.h) and so its own bits. A
  * RangeError naming bf16Activations on any other path or on CUDA.
+ *
+ * `weightPanels: true` (with bf16Activations) runs it the way bf16 rollouts do, over a copy
+ * of w in bf16 panels (native/ops/gemm_bf16.h) made for this call: the same bits.
  */
-export function gemmBf16Weights(x: Tensor, w: Tensor, y: Tensor, options: { bf16Activations?: boolean } = {}): Tensor {
+export function gemmBf16Weights(x: Tensor, w: Tensor, y: Tensor, options: { bf16Activations?: boolean; weightPanels?: boolean } = {}): Tensor {
   for (const [name, t] of [['x', x], ['w', w], ['y', y]] as const) {
     if (!(t instanceof Tensor)) throw new TypeError(`${name}: expected a Tensor`);
     t.assertAlive(name);
   }
   const bf16Activations = options.bf16Activations ?? false;
   if (typeof bf16Activations !== 'boolean') throw new TypeError('bf16Activations: expected a boolean');
-  addon().gemmBf16Weights(x, w, y, { bf16Activations });
+  const weightPanels = options.weightPanels ?? false;
+  if (typeof weightPanels !== 'boolean') throw new TypeError('weightPanels: expected a boolean');
+  addon().gemmBf16Weights(x, w, y, { bf16Activations, weightPanels });
   return y;
 }
 
