@@ -818,8 +818,28 @@ void pack_panels_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, float* p
   parallel_for(count, std::max<int64_t>(1, 65536 / std::max<int64_t>(k * NR, 1)), [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t cols = std::min<int64_t>(NR, n - p * NR);
-      pack_b_sliver(true, w + p * NR * ldw, ldw, cols, k, panels + p * NR * k);
+      const float* src = w + p * NR * ldw;
+      float* dst = panels + p * NR * k;
+      int64_t k0 = 0;
+#if LGRPO_AVX2
+      // pack_b_sliver's transposes, with the 16 rows fetched ahead and streaming stores (the
+      // panels are far bigger than any cache and read only later: no read-for-ownership).
+      if (cols == NR)
+        for (; k0 + 16 <= k; k0 += 16) {
+          for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(src + j * ldw + k0 + 64), _MM_HINT_T0);
+          alignas(32) float t[16 * NR];
+          for (int h = 0; h < 16; h += 8) {
+            transpose8x8_to_sliver(src + k0 + h, ldw, t + h * NR);
+            transpose8x8_to_sliver(src + 8 * ldw + k0 + h, ldw, t + h * NR + 8);
+          }
+          for (int i = 0; i < 16 * NR; i += 8) _mm256_stream_ps(dst + k0 * NR + i, _mm256_load_ps(t + i));
+        }
+#endif
+      if (k0 < k) pack_b_sliver(true, src + k0, ldw, cols, k - k0, dst + k0 * NR);
     }
+#if LGRPO_AVX2
+    _mm_sfence();  // the streaming stores are visible before the pool's join
+#endif
   });
 }
 

@@ -299,6 +299,8 @@ void f32_to_bf16_cpu(const float* src, uint16_t* dst, int64_t n) {
 #if LGRPO_AVX2
 namespace {
 // 8×8 block of 32-bit lanes at src (row stride lds) transposed into dst (row stride ldd).
+// Streaming stores (dst 32-byte aligned, ldd a multiple of 8): the panels are far bigger than
+// any cache and read only later, so they skip the read-for-ownership of each line.
 inline void transpose8x8_u32(const float* src, int64_t lds, float* dst, int64_t ldd) {
   __m256 r[8], t[8], u[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
@@ -313,8 +315,8 @@ inline void transpose8x8_u32(const float* src, int64_t lds, float* dst, int64_t 
     u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
   }
   for (int i = 0; i < 4; ++i) {
-    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
-    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+    _mm256_stream_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_stream_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
   }
 }
 }  // namespace
@@ -334,6 +336,8 @@ void pack_panels_bf16_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, uin
       if (rows == 16)
         for (; k0 + 16 <= k; k0 += 16) {
           for (int j = 0; j < 16; ++j) {
+            // 16 rows are 16 streams: fetch each a few lines ahead
+            _mm_prefetch(reinterpret_cast<const char*>(src + j * ldw + k0 + 128), _MM_HINT_T0);
             store8_bf16(block + 16 * j, _mm256_loadu_ps(src + j * ldw + k0));
             store8_bf16(block + 16 * j + 8, _mm256_loadu_ps(src + j * ldw + k0 + 8));
           }
@@ -353,6 +357,9 @@ void pack_panels_bf16_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, uin
           dst[t * 16 + j] = v;
         }
     }
+#if LGRPO_AVX2
+    _mm_sfence();  // the streaming stores are visible before the pool's join
+#endif
   });
 }
 
