@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "../common.h"
 #include "../parallel.h"
@@ -239,21 +240,26 @@ void dot_panels(const GemmBf16Args& a, const uint32_t* xq, int64_t groups, int64
   });
 }
 
+// In 64-bit units: quad q of row 8g + r (its four bf16, in k order) at [(g·Q + q)·8 + r].
+// Each row is converted whole with vector stores (store8_bf16 = f32_to_bf16 lane for lane),
+// then dealt out a quad at a time: this runs on the calling thread before every GEMM.
 void pack_x_quads(const GemmBf16Args& a, int64_t groups, int64_t quads, uint32_t* xq) {
+  uint64_t* out = reinterpret_cast<uint64_t*>(xq);
+  thread_local std::vector<uint16_t> row;
+  row.assign(static_cast<size_t>(quads * 4), 0);
   for (int64_t g = 0; g < groups; ++g)
     for (int r = 0; r < 8; ++r) {
       const int64_t i = 8 * g + r;
+      uint64_t* dst = out + g * quads * 8 + r;
+      if (i >= a.m) {
+        for (int64_t q = 0; q < quads; ++q) dst[q * 8] = 0;
+        continue;
+      }
       const float* src = a.x + i * a.ldx;
-      for (int64_t q = 0; q < quads; ++q)
-        for (int h = 0; h < 2; ++h) {
-          uint32_t v = 0;
-          if (i < a.m) {
-            const int64_t k0 = 4 * q + 2 * h;
-            if (k0 < a.k) v |= f32_to_bf16(src[k0]);
-            if (k0 + 1 < a.k) v |= static_cast<uint32_t>(f32_to_bf16(src[k0 + 1])) << 16;
-          }
-          xq[(g * quads + q) * 16 + 2 * r + h] = v;
-        }
+      int64_t t = 0;
+      for (; t + 8 <= a.k; t += 8) store8_bf16(row.data() + t, _mm256_loadu_ps(src + t));
+      for (; t < a.k; ++t) row[static_cast<size_t>(t)] = f32_to_bf16(src[t]);
+      for (int64_t q = 0; q < quads; ++q) std::memcpy(dst + q * 8, row.data() + 4 * q, sizeof(uint64_t));
     }
 }
 #endif
