@@ -1,11 +1,16 @@
-// gemm(a f32, b f32, c f32, {transA, transB, m, n, k, lda, ldb, ldc, alpha, beta}) → undefined
+// gemm(a f32, b f32, c f32, {transA, transB, m, n, k, lda, ldb, ldc, alpha, beta, weightPanels}) → undefined
 //   C[m,n] = alpha·op(A)·op(B) + beta·C, in place. Tensors are flat storage here: the
 //   sizes and leading dimensions come from the options (src/ops/gemm.ts derives them).
+//   weightPanels (CPU, transB): B copied into panels for this call and the panel path run.
 // gemmBf16Weights(x f32 [M,K], w bf16 [N,K], y f32 [M,N], {bf16Activations?}) → undefined: y = x·wᵀ
-// (one device); bf16Activations: the AVX512-BF16 dot-product variant (gemm_bf16_dot_cpu).
+// (one device); bf16Activations: the AVX512-BF16 dot-product variant (gemm_bf16_dot_cpu);
+// weightPanels with it: over bf16 panels of w made for this call (the rollout path).
 // measurePeakFlops(seconds?) → GFLOP/s of register-only FMAs on every pool thread.
 #include <cmath>
+#include <cstdlib>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "../binding.h"
 #include "../simd.h"
@@ -76,9 +81,21 @@ Napi::Value gemm(const Napi::CallbackInfo& info) {
   // C is written while A and B are still being read: shared memory would corrupt both.
   if (overlaps(g.c, c_span, g.a, a_span)) throw Error("c: must not share memory with a", Error::Range);
   if (overlaps(g.c, c_span, g.b, b_span)) throw Error("c: must not share memory with b", Error::Range);
+  const bool panels = bool_option(opts, "weightPanels", false);
+  if (panels && (!g.trans_b || a.device.is_cuda()))
+    throw Error("weightPanels: needs transB and CPU tensors", Error::Range);
   if (a.device.is_cuda()) {
     g.device = a.device.index;
     gemm_f32_cuda(g);
+  } else if (panels) {
+    const size_t bytes = (static_cast<size_t>(panel_floats(g.n, g.k)) * sizeof(float) + 63) / 64 * 64;
+    std::unique_ptr<float, decltype(&std::free)> copy(static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64)),
+                                                      &std::free);
+    if (!copy) throw Error("weightPanels: out of memory for the panel copy", Error::Range);
+    pack_panels_cpu(g.b, g.ldb, g.n, g.k, copy.get());
+    g.b = copy.get();
+    g.b_panels = true;
+    gemm_f32(g);
   } else {
     gemm_f32(g);
   }
@@ -122,6 +139,8 @@ Napi::Value gemm_bf16_weights(const Napi::CallbackInfo& info) {
   a.k = k;
   Napi::Object opts = options_arg(info, 3);
   const bool bf16_dot = bool_option(opts, "bf16Activations", false);
+  const bool panels = bool_option(opts, "weightPanels", false);
+  if (panels && !bf16_dot) throw Error("weightPanels: only with bf16Activations (the panel kernel is the dot-product one)", Error::Range);
   if (bf16_dot && (x.device.is_cuda() || !gemm_bf16_dot_available()))
     throw Error(std::string("bf16Activations: needs the CPU's AVX512-BF16 path (buildInfo().simd is '") +
                     simd_level_name() + "'" + (x.device.is_cuda() ? ", and the tensors are on CUDA)" : ")"),
@@ -129,6 +148,18 @@ Napi::Value gemm_bf16_weights(const Napi::CallbackInfo& info) {
   if (x.device.is_cuda()) {
     a.device = x.device.index;
     gemm_bf16_weights_cuda(a);
+  } else if (bf16_dot && panels) {
+    // The rollout path: bf16 panels made from W (widened exactly, so they hold W's bits).
+    std::vector<float> wide(static_cast<size_t>(n * k));
+    for (int64_t i = 0; i < n * k; ++i) wide[static_cast<size_t>(i)] = bf16_to_f32(a.w[i]);
+    const size_t bytes = (static_cast<size_t>(bf16_panel_elements(n, k)) * sizeof(uint16_t) + 63) / 64 * 64;
+    std::unique_ptr<uint16_t, decltype(&std::free)> copy(
+        static_cast<uint16_t*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64)), &std::free);
+    if (!copy) throw Error("weightPanels: out of memory for the panel copy", Error::Range);
+    pack_panels_bf16_cpu(wide.data(), k, n, k, copy.get());
+    a.w = copy.get();
+    a.w_panels = true;
+    gemm_bf16_dot_cpu(a);
   } else if (bf16_dot) {
     gemm_bf16_dot_cpu(a);
   } else {

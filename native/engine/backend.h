@@ -98,6 +98,16 @@ struct Backend {
   void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);
   void (*gemm_bf16_weights)(const GemmBf16Args&);
 
+  // f32 rollouts: W [n, k] (row stride ldw) copied into 16-column panels (gemm.h), which
+  // gemm reads with GemmArgs::b_panels and linear_token_logits with weight_panels — the
+  // same bits as from W, one contiguous stream per panel. Null where a backend reads its
+  // weights in place (CUDA): generate then does.
+  void (*pack_panels)(const float* w, int64_t ldw, int64_t n, int64_t k, float* panels);
+  // bf16 rollouts: W into bf16 panels (gemm_bf16.h) that gemm_bf16_weights reads with
+  // GemmBf16Args::w_panels, the same bits as from the bf16 copy. Null where the bf16 GEMM
+  // has no panel kernel (CUDA; CPUs without AVX512-BF16): generate then uses to_bf16.
+  void (*pack_panels_bf16)(const float* w, int64_t ldw, int64_t n, int64_t k, uint16_t* panels);
+
   // Engine helpers.
   // out = a + b, elementwise over n (out may alias a or b).
   void (*add)(float* out, const float* a, const float* b, int64_t n);

@@ -197,6 +197,9 @@ void Model::release_arenas() {
   be_.free(bf16_params_);
   bf16_params_ = nullptr;
   bf16_capacity_ = 0;
+  be_.free(panel_params_);
+  panel_params_ = nullptr;
+  panel_bytes_ = 0;
 }
 
 void Model::set_recompute(bool on) {
@@ -328,7 +331,27 @@ void Model::linear(const float* x, const float* w, const float* bias, int64_t ro
     g.k = in;
     be_.gemm_bf16_weights(g);
   } else {
-    be_.gemm(GemmArgs{false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out});
+    const auto panels = panels_.empty() ? panels_.end() : panels_.find(w);
+    if (panels != panels_.end() && panels_bf16_) {
+      GemmBf16Args g;
+      g.x = x;
+      g.ldx = in;
+      g.w = static_cast<const uint16_t*>(panels->second);
+      g.w_panels = true;
+      g.y = y;
+      g.ldy = out;
+      g.m = rows;
+      g.n = out;
+      g.k = in;
+      be_.gemm_bf16_weights(g);
+    } else {
+      GemmArgs g{false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out};
+      if (panels != panels_.end()) {
+        g.b = static_cast<const float*>(panels->second);
+        g.b_panels = true;
+      }
+      be_.gemm(g);
+    }
   }
   if (bias) be_.add_bias(y, bias, rows, out);
 }
@@ -629,7 +652,49 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
     ~Bf16Scope() { m.bf16_source_ = nullptr; m.bf16_count_ = 0; }
   } bf16_scope{*this};
   const bool bf16 = o.bf16_weights && supports_bf16_weights();
-  if (bf16) {
+  // Panels: a per-call copy of every weight matrix the call reads (the layers' and the LM
+  // head), made from these parameters, never reused by a later call; bf16 panels replace
+  // the bf16 copy where the backend has them.
+  struct PanelScope {
+    Model& m;
+    ~PanelScope() { m.panels_.clear(); }
+  } panel_scope{*this};
+  const bool panels_bf16 = bf16 && be_.pack_panels_bf16;
+  if (panels_bf16 || (!bf16 && be_.pack_panels)) {
+    const int64_t Dh = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KVw = cfg_.kv_width();
+    struct Matrix { const float* w; int64_t n, k; };
+    std::vector<Matrix> matrices;
+    for (int64_t l = 0; l < cfg_.layers; ++l) {
+      const LayerWeights lw = layer_weights(params, l);
+      matrices.insert(matrices.end(), {{lw.wq, Q, Dh}, {lw.wk, KVw, Dh}, {lw.wv, KVw, Dh}, {lw.wo, Dh, Q},
+                                       {lw.wg, I, Dh}, {lw.wu, I, Dh}, {lw.wd, Dh, I}});
+    }
+    matrices.push_back({lm_head(params), cfg_.vocab, Dh});
+    // Bytes of one matrix's panels, rounded to 64 so every matrix starts aligned.
+    auto bytes_of = [&](const Matrix& mx) {
+      const size_t b = panels_bf16 ? static_cast<size_t>(bf16_panel_elements(mx.n, mx.k)) * sizeof(uint16_t)
+                                   : static_cast<size_t>(panel_floats(mx.n, mx.k)) * sizeof(float);
+      return (b + 63) / 64 * 64;
+    };
+    size_t total = 0;
+    for (const Matrix& mx : matrices) total += bytes_of(mx);
+    if (total > panel_bytes_) {
+      be_.free(panel_params_);
+      panel_params_ = nullptr;
+      panel_bytes_ = 0;
+      panel_params_ = be_.alloc(total);
+      panel_bytes_ = total;
+    }
+    char* at = static_cast<char*>(panel_params_);
+    for (const Matrix& mx : matrices) {
+      if (panels_bf16) be_.pack_panels_bf16(mx.w, mx.k, mx.n, mx.k, reinterpret_cast<uint16_t*>(at));
+      else be_.pack_panels(mx.w, mx.k, mx.n, mx.k, reinterpret_cast<float*>(at));
+      panels_[mx.w] = at;
+      at += bytes_of(mx);
+    }
+    panels_bf16_ = panels_bf16;
+  }
+  if (bf16 && !panels_bf16) {
     const int64_t count = parameter_count(cfg_);
     if (count > bf16_capacity_) {
       be_.free(bf16_params_);
@@ -683,6 +748,8 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
       la.dim = D;
       la.vocab = V;
       la.temperature = o.temperature > 0 ? static_cast<float>(o.temperature) : 1.0f;
+      const auto panels = panels_.find(head);
+      if (panels != panels_.end()) la.weight_panels = static_cast<const float*>(panels->second);
       be_.linear_token_logits(la, inf_.logits, lse.data());
       sa.lse = lse.data();
     } else {

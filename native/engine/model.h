@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend.h"
@@ -128,7 +129,7 @@ class Model {
   ArenaStats stats() const;
   // Whether generate() can honour bf16_weights on this backend.
   bool supports_bf16_weights() const { return be_.to_bf16 && be_.gemm_bf16_weights; }
-  // Frees both arenas and the bf16 copy (the next call reallocates).
+  // Frees both arenas and the bf16 and panel copies (the next call reallocates).
   void release_arenas();
 
  private:
@@ -216,6 +217,15 @@ class Model {
   int64_t bf16_capacity_ = 0;
   const float* bf16_source_ = nullptr;
   int64_t bf16_count_ = 0;
+
+  // Rollouts where the backend has pack_panels (f32) or pack_panels_bf16: every weight
+  // matrix of the call copied into panels (backend memory, grown on demand), and while a
+  // generate runs, each matrix's panels by its address in the parameters; linear() and the
+  // LM head read them (bf16 panels when panels_bf16_).
+  void* panel_params_ = nullptr;
+  size_t panel_bytes_ = 0;
+  std::unordered_map<const float*, const void*> panels_;
+  bool panels_bf16_ = false;
 
   // RoPE cos/sin table [rope_positions_, head_dim/2], grown on demand.
   float *rope_cos_ = nullptr, *rope_sin_ = nullptr;

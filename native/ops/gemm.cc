@@ -280,7 +280,7 @@ void gemm_small_m(const GemmArgs& g) {
   const int mr = kern.mr;
   const int64_t a_block = ceil_div(m, mr) * mr * KC;
   float* pa = packed_a_scratch.get(static_cast<size_t>(a_block * ceil_div(k, KC)));
-  float* pb = packed_b_scratch.get(static_cast<size_t>(KC * NR));
+  float* pb = g.b_panels ? nullptr : packed_b_scratch.get(static_cast<size_t>(KC * NR));
   for (int64_t pc = 0; pc < k; pc += KC)
     pack_a(g.trans_a, op_a_at(g, 0, pc), g.lda, m, std::min(KC, k - pc), pa + pc / KC * a_block, mr);
   for (int64_t jr = 0; jr < n; jr += NR) {
@@ -288,13 +288,15 @@ void gemm_small_m(const GemmArgs& g) {
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = std::min(KC, k - pc);
       const float beta = pc == 0 ? g.beta : 1.0f;
-      pack_b_sliver(true, op_b_at(g, pc, jr), g.ldb, cols, kc, pb);
+      const float* sliver = pb;
+      if (g.b_panels) sliver = g.b + jr * k + pc * NR;
+      else pack_b_sliver(true, op_b_at(g, pc, jr), g.ldb, cols, kc, pb);
       const float* pa_block = pa + pc / KC * a_block;
       for (int64_t ir = 0; ir < m; ir += mr) {
         const int rows = static_cast<int>(std::min<int64_t>(mr, m - ir));
         float* tile = g.c + ir * g.ldc + jr;
-        if (rows == mr && cols == NR) kern.run(kc, pa_block + ir * kc, pb, tile, g.ldc, g.alpha, beta);
-        else edge_kernel(kern, kc, pa_block + ir * kc, pb, tile, g.ldc, g.alpha, beta, rows, cols);
+        if (rows == mr && cols == NR) kern.run(kc, pa_block + ir * kc, sliver, tile, g.ldc, g.alpha, beta);
+        else edge_kernel(kern, kc, pa_block + ir * kc, sliver, tile, g.ldc, g.alpha, beta, rows, cols);
       }
     }
   }
@@ -427,6 +429,134 @@ void gemm_few_rows(const GemmArgs& g) {
   if (rv == 1) few_rows_rv<1>(xp, g);
   else few_rows_rv<2>(xp, g);
 }
+
+// Few rows over weight panels (GemmArgs::b_panels): each panel is one contiguous stream, its
+// 16 columns of C in the lanes of one zmm (two ymm), x[r][k] broadcast into an FMA with it —
+// 8 rows × 2 panels = 16 independent chains, half an FMA per weight read, so streaming W is
+// the bound, not the FMA pipes. Per element the tile path's arithmetic exactly (below).
+#ifndef LGRPO_PANEL_AHEAD
+#define LGRPO_PANEL_AHEAD 1024  // floats ahead in a panel (64 k steps, 4 KB)
+#endif
+#ifndef LGRPO_PANEL_HINT
+#define LGRPO_PANEL_HINT _MM_HINT_T0
+#endif
+
+// AVX2: R rows × one panel (two ymm), out[r·32 + j].
+template <int R>
+__attribute__((noinline)) void panel_chains_avx2(const float* __restrict xp, int64_t xs, const float* __restrict w,
+                                                 int64_t n, float* out) {
+  __m256 a[R][2];
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t kk = 0; kk < n; ++kk) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + kk * NR + LGRPO_PANEL_AHEAD), LGRPO_PANEL_HINT);
+    const __m256 w0 = _mm256_load_ps(w + kk * NR), w1 = _mm256_load_ps(w + kk * NR + 8);
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+      const __m256 x = _mm256_broadcast_ss(xp + kk * xs + r);
+      a[r][0] = _mm256_fmadd_ps(x, w0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(x, w1, a[r][1]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_ps(out + r * 32, a[r][0]);
+    _mm256_storeu_ps(out + r * 32 + 8, a[r][1]);
+  }
+}
+
+#if LGRPO_X86_DISPATCH
+// AVX-512: 8 rows × Q panels, the broadcast embedded in the FMA. The same chains.
+template <int Q>
+LGRPO_TARGET_AVX512 __attribute__((noinline)) void panel_chains_avx512(const float* __restrict xp, int64_t xs,
+                                                                      const float* __restrict w, int64_t ps,
+                                                                      int64_t n, float* out) {
+  __m512 a[8][Q];
+  _Pragma("GCC unroll 8") for (int r = 0; r < 8; ++r)
+    _Pragma("GCC unroll 2") for (int q = 0; q < Q; ++q) a[r][q] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t kk = 0; kk < n; ++kk) {
+    __m512 wv[Q];
+    _Pragma("GCC unroll 2") for (int q = 0; q < Q; ++q) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + q * ps + kk * NR + LGRPO_PANEL_AHEAD), LGRPO_PANEL_HINT);
+      wv[q] = _mm512_load_ps(w + q * ps + kk * NR);
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < 8; ++r) {
+      const __m512 x = _mm512_set1_ps(xp[kk * xs + r]);
+      _Pragma("GCC unroll 2") for (int q = 0; q < Q; ++q) a[r][q] = _mm512_fmadd_ps(x, wv[q], a[r][q]);
+    }
+  }
+  for (int r = 0; r < 8; ++r)
+    for (int q = 0; q < Q; ++q) _mm512_storeu_ps(out + r * 32 + q * NR, a[r][q]);
+}
+#endif
+
+void panel_dots_chosen(int count, const float* xp, int64_t xs, const float* w, int64_t ps, int64_t n, float* out) {
+#if LGRPO_X86_DISPATCH
+  if (simd_avx512()) {
+    if (count == 2) panel_chains_avx512<2>(xp, xs, w, ps, n, out);
+    else panel_chains_avx512<1>(xp, xs, w, ps, n, out);
+    return;
+  }
+#endif
+  for (int q = 0; q < count; ++q) {
+    panel_chains_avx2<4>(xp, xs, w + q * ps, n, out + q * NR);
+    panel_chains_avx2<4>(xp + 4, xs, w + q * ps, n, out + 4 * 32 + q * NR);
+  }
+}
+
+// C (rows × cols, ldc) folded with the chains' sums acc (row stride 32), the tile path's
+// fold: alpha·acc, + beta·C on the first K block (beta = 0: C not read), + C after.
+void fold_panel_block(const float* acc, float* c, int64_t ldc, int rows, int cols, float alpha, float beta,
+                      bool first) {
+  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+  for (int r = 0; r < rows; ++r) {
+    float* row = c + r * ldc;
+    alignas(32) float tail[NR];
+    float* dst = row;
+    if (cols < NR) {
+      std::memset(tail, 0, sizeof(tail));
+      if (!first || beta != 0.0f) std::memcpy(tail, row, sizeof(float) * cols);
+      dst = tail;
+    }
+    for (int h = 0; h < NR; h += 8) {
+      const __m256 s = _mm256_loadu_ps(acc + r * 32 + h);
+      __m256 v;
+      if (!first) v = _mm256_fmadd_ps(va, s, _mm256_loadu_ps(dst + h));
+      else if (beta != 0.0f) v = _mm256_fmadd_ps(va, s, _mm256_mul_ps(vb, _mm256_loadu_ps(dst + h)));
+      else v = _mm256_mul_ps(va, s);
+      _mm256_storeu_ps(dst + h, v);
+    }
+    if (cols < NR) std::memcpy(row, tail, sizeof(float) * cols);
+  }
+}
+
+void gemm_few_rows_panels(const GemmArgs& g) {
+  const int64_t m = g.m, n = g.n, k = g.k;
+  const int64_t groups = ceil_div(m, 8);
+  // x k-major in groups of 8 rows: xp[(grp·k + kk)·8 + r], zero past m.
+  float* xp = packed_a_scratch.get(static_cast<size_t>(groups * k * 8));
+  for (int64_t grp = 0; grp < groups; ++grp)
+    for (int64_t kk = 0; kk < k; ++kk) {
+      float* dst = xp + (grp * k + kk) * 8;
+      for (int64_t r = 0; r < 8; ++r) dst[r] = grp * 8 + r < m ? *op_a_at(g, grp * 8 + r, kk) : 0.0f;
+    }
+  const int64_t panels = ceil_div(n, NR), ps = NR * k;
+  alignas(64) float acc[8 * 32];
+  for (int64_t p = 0; p < panels; p += 2) {
+    const int count = static_cast<int>(std::min<int64_t>(2, panels - p));
+    for (int64_t pc = 0; pc < k; pc += KC) {
+      const int64_t kc = std::min(KC, k - pc);
+      for (int64_t grp = 0; grp < groups; ++grp) {
+        panel_dots_chosen(count, xp + (grp * k + pc) * 8, 8, g.b + p * ps + pc * NR, ps, kc, acc);
+        const int rows = static_cast<int>(std::min<int64_t>(8, m - grp * 8));
+        for (int q = 0; q < count; ++q) {
+          const int64_t col = (p + q) * NR;
+          fold_panel_block(acc + q * NR, g.c + grp * 8 * g.ldc + col, g.ldc, rows,
+                           static_cast<int>(std::min<int64_t>(NR, n - col)), g.alpha, g.beta, pc == 0);
+        }
+      }
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -439,7 +569,11 @@ void gemm_f32_serial(const GemmArgs& g) {
     return;
   }
 #if LGRPO_AVX2
-  if (g.trans_b && m <= kFewRowsMax) {
+  if (g.b_panels && m <= kFewRowsMax) {
+    gemm_few_rows_panels(g);
+    return;
+  }
+  if (g.trans_b && !g.b_panels && m <= kFewRowsMax) {
     gemm_few_rows(g);
     return;
   }
@@ -451,7 +585,7 @@ void gemm_f32_serial(const GemmArgs& g) {
   const Kernel kern = pick_kernel(m);
   const int mr = kern.mr;
   float* pa = packed_a_scratch.get(static_cast<size_t>(std::min(MC, ceil_div(m, mr) * mr) * KC));
-  float* pb = packed_b_scratch.get(static_cast<size_t>(KC * std::min(NC, ceil_div(n, NR) * NR)));
+  float* pb = g.b_panels ? nullptr : packed_b_scratch.get(static_cast<size_t>(KC * std::min(NC, ceil_div(n, NR) * NR)));
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
     for (int64_t pc = 0; pc < k; pc += KC) {
@@ -462,9 +596,9 @@ void gemm_f32_serial(const GemmArgs& g) {
         pack_a(g.trans_a, op_a_at(g, ic, pc), g.lda, mc, kc, pa, mr);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
-          float* sliver = pb + jr * kc;
+          const float* sliver = g.b_panels ? g.b + (jc + jr) * k + pc * NR : pb + jr * kc;
           // Packed on first use (ic == 0), so it is still in L1 for that pass.
-          if (ic == 0) pack_b_sliver(g.trans_b, op_b_at(g, pc, jc + jr), g.ldb, cols, kc, sliver);
+          if (ic == 0 && !g.b_panels) pack_b_sliver(g.trans_b, op_b_at(g, pc, jc + jr), g.ldb, cols, kc, pb + jr * kc);
           for (int64_t ir = 0; ir < mc; ir += mr) {
             const int rows = static_cast<int>(std::min<int64_t>(mr, mc - ir));
             float* tile = g.c + (ic + ir) * g.ldc + jc + jr;
@@ -481,7 +615,28 @@ void gemm_f32_serial(const GemmArgs& g) {
 void gemm_f32(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
 #if LGRPO_AVX2
-  if (g.trans_b && g.m <= kFewRowsMax) {
+  if (g.b_panels && g.m <= kFewRowsMax) {
+    // Whole panels per thread, split evenly: W is streamed once whichever thread reads it.
+    const int64_t units = ceil_div(g.n, NR);
+    const double bytes = 4.0 * static_cast<double>(units * NR) * static_cast<double>(std::max<int64_t>(g.k, 0));
+    const int64_t parts = std::min<int64_t>({num_threads(), units, std::max<int64_t>(1, static_cast<int64_t>(bytes / 262144))});
+    if (parts <= 1) {
+      gemm_f32_serial(g);
+      return;
+    }
+    parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const int64_t j0 = std::min(g.n, units * p / parts * NR), j1 = std::min(g.n, units * (p + 1) / parts * NR);
+        GemmArgs s = g;
+        s.n = j1 - j0;
+        s.b = g.b + j0 * g.k;
+        s.c = g.c + j0;
+        gemm_f32_serial(s);
+      }
+    });
+    return;
+  }
+  if (g.trans_b && !g.b_panels && g.m <= kFewRowsMax) {
     // Streaming W is the whole cost: split its rows (C's columns) evenly, 8 at a time, once
     // there is enough of it to pay for waking the pool.
     const int64_t units = ceil_div(g.n, 8);
@@ -541,7 +696,7 @@ void gemm_f32(const GemmArgs& g) {
       s.m = i1 - i0;
       s.n = j1 - j0;
       s.a = g.trans_a ? g.a + i0 : g.a + i0 * g.lda;
-      s.b = g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
+      s.b = g.b_panels ? g.b + j0 * g.k : g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
       s.c = g.c + i0 * g.ldc + j0;
       gemm_f32_serial(s);
     }
@@ -656,7 +811,43 @@ double measure_peak_flops(double seconds) {
   return best / 1e9;
 }
 
+void pack_panels_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, float* panels) {
+  const int64_t count = ceil_div(n, NR);
+  if (count == 0 || k == 0) return;
+  // A panel is 16·K floats: a few per range so waking the pool pays.
+  parallel_for(count, std::max<int64_t>(1, 65536 / std::max<int64_t>(k * NR, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t cols = std::min<int64_t>(NR, n - p * NR);
+      const float* src = w + p * NR * ldw;
+      float* dst = panels + p * NR * k;
+      int64_t k0 = 0;
 #if LGRPO_AVX2
+      // pack_b_sliver's transposes, with the 16 rows fetched ahead and streaming stores (the
+      // panels are far bigger than any cache and read only later: no read-for-ownership).
+      if (cols == NR)
+        for (; k0 + 16 <= k; k0 += 16) {
+          for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(src + j * ldw + k0 + 64), _MM_HINT_T0);
+          alignas(32) float t[16 * NR];
+          for (int h = 0; h < 16; h += 8) {
+            transpose8x8_to_sliver(src + k0 + h, ldw, t + h * NR);
+            transpose8x8_to_sliver(src + 8 * ldw + k0 + h, ldw, t + h * NR + 8);
+          }
+          for (int i = 0; i < 16 * NR; i += 8) _mm256_stream_ps(dst + k0 * NR + i, _mm256_load_ps(t + i));
+        }
+#endif
+      if (k0 < k) pack_b_sliver(true, src + k0, ldw, cols, k - k0, dst + k0 * NR);
+    }
+#if LGRPO_AVX2
+    _mm_sfence();  // the streaming stores are visible before the pool's join
+#endif
+  });
+}
+
+#if LGRPO_AVX2
+void panel_dots(int count, const float* xp, int64_t xs, const float* w, int64_t panel_stride, int64_t n, float* out) {
+  panel_dots_chosen(count, xp, xs, w, panel_stride, n, out);
+}
+
 void few_rows_dots(int rv, const float* const* w, const float* xp, int64_t xs, int64_t n, float* out) {
   if (rv == 1) few_rows_dots_t<1, kFewRowsJ1>(w, xp, xs, n, out);
   else few_rows_dots_t<2, kFewRowsJ2>(w, xp, xs, n, out);

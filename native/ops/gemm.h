@@ -30,6 +30,9 @@ struct GemmArgs {
   float* c = nullptr;    // [M, N], must not overlap A or B
   int64_t ldc = 0;
   int device = 0;        // CUDA twin: the device every pointer lives on (CPU twin: unused)
+  // CPU twin only: b holds W = op(B)ᵀ [N, K] (trans_b must be set, ldb is ignored) already
+  // copied into 16-column panels by pack_panels_cpu; the same bits as from W itself.
+  bool b_panels = false;
 };
 
 // Blocking of K: the one blocking parameter the bits depend on (see above).
@@ -65,6 +68,21 @@ inline void gemm_f32_serial(bool trans_a, bool trans_b, int64_t m, int64_t n, in
                             int64_t ldc) {
   gemm_f32_serial(GemmArgs{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc});
 }
+
+// Weight panels (rollouts read every weight matrix once per token): W [N, K] copied so that
+// panel p holds W[16p + j][k] at p·K·16 + k·16 + j, rows past N zero — the register tile's
+// B sliver over all of K, so a GEMM over panels never packs B and a few-row product streams
+// them contiguously. pack_panels_cpu runs on the pool; panels is 64-byte aligned.
+constexpr int64_t kPanelWidth = 16;
+inline int64_t panel_floats(int64_t n, int64_t k) { return (n + kPanelWidth - 1) / kPanelWidth * kPanelWidth * k; }
+void pack_panels_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, float* panels);
+
+// Few-row dot products over panels: for r < rows (≤ 8) and the q < count (1 or 2) panels at
+// w + q·panel_stride,
+//   out[r·32 + q·16 + j] = Σ_{k<n} xp[k·xs + r]·w[q·panel_stride + k·16 + j]
+// as one FMA chain per output in increasing k from 0 (the register tile's order exactly).
+// x86 with AVX2 only; w 64-byte aligned; xp holds 8 readable lanes per k (zero past rows).
+void panel_dots(int count, const float* xp, int64_t xs, const float* w, int64_t panel_stride, int64_t n, float* out);
 
 // Decoding's dot products, shared by the CPU kernels that read a weight matrix in place for
 // a few rows (gemm_f32's few-row path, the LM head of linear_token_logprobs): for each of

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "../common.h"
 #include "../parallel.h"
@@ -190,21 +191,75 @@ LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_quads(const uint32_t*
   }
 }
 
+// Panels (GemmBf16Args::w_panels): 8 rows × one panel of 16 outputs, E and O of each row in
+// its own zmm (16 chains); per quad two 64-byte loads of the panel (pairs 2q, 2q+1) and x's
+// pair of each row broadcast as 32 bits — the lane of the dot kernel above with the same
+// operands, so the same bits; y = E + O as its final lane swap adds.
+#ifndef LGRPO_BF16_PANEL_AHEAD
+#define LGRPO_BF16_PANEL_AHEAD 512  // 32-bit lanes ahead in the panel (2 KB)
+#endif
+#ifndef LGRPO_PANEL_HINT
+#define LGRPO_PANEL_HINT _MM_HINT_T0
+#endif
+LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_panel(const uint32_t* __restrict xq, int64_t quads,
+                                                                 const uint32_t* __restrict w, float* out /* [8][16] */) {
+  __m512 e[8], o[8];
+#pragma GCC unroll 8
+  for (int r = 0; r < 8; ++r) e[r] = o[r] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t q = 0; q < quads; ++q) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + q * 32 + LGRPO_BF16_PANEL_AHEAD), LGRPO_PANEL_HINT);
+    _mm_prefetch(reinterpret_cast<const char*>(w + q * 32 + 16 + LGRPO_BF16_PANEL_AHEAD), LGRPO_PANEL_HINT);
+    const __m512bh we = (__m512bh)_mm512_load_si512(w + q * 32), wo = (__m512bh)_mm512_load_si512(w + q * 32 + 16);
+    const uint32_t* x = xq + q * 16;
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) {
+      e[r] = _mm512_dpbf16_ps(e[r], (__m512bh)_mm512_set1_epi32(static_cast<int>(x[2 * r])), we);
+      o[r] = _mm512_dpbf16_ps(o[r], (__m512bh)_mm512_set1_epi32(static_cast<int>(x[2 * r + 1])), wo);
+    }
+  }
+  for (int r = 0; r < 8; ++r) _mm512_storeu_ps(out + 16 * r, _mm512_add_ps(e[r], o[r]));
+}
+
+void dot_panels(const GemmBf16Args& a, const uint32_t* xq, int64_t groups, int64_t quads) {
+  const int64_t panels = (a.n + 15) / 16, pairs = 2 * quads;
+  const uint32_t* wp = reinterpret_cast<const uint32_t*>(a.w);
+  // Enough panels per range that waking a thread pays (~256 KB of weights).
+  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(1, 64 * pairs));
+  parallel_for(panels, grain, [&](int64_t p0, int64_t p1) {
+    alignas(64) float out[8 * 16];
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t cols = std::min<int64_t>(16, a.n - 16 * p);
+      for (int64_t g = 0; g < groups; ++g) {
+        dot_panel(xq + g * quads * 16, quads, wp + p * pairs * 16, out);
+        const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
+        for (int64_t r = 0; r < rows; ++r)
+          std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * p, out + 16 * r, sizeof(float) * cols);
+      }
+    }
+  });
+}
+
+// In 64-bit units: quad q of row 8g + r (its four bf16, in k order) at [(g·Q + q)·8 + r].
+// Each row is converted whole with vector stores (store8_bf16 = f32_to_bf16 lane for lane),
+// then dealt out a quad at a time: this runs on the calling thread before every GEMM.
 void pack_x_quads(const GemmBf16Args& a, int64_t groups, int64_t quads, uint32_t* xq) {
+  uint64_t* out = reinterpret_cast<uint64_t*>(xq);
+  thread_local std::vector<uint16_t> row;
+  row.assign(static_cast<size_t>(quads * 4), 0);
   for (int64_t g = 0; g < groups; ++g)
     for (int r = 0; r < 8; ++r) {
       const int64_t i = 8 * g + r;
+      uint64_t* dst = out + g * quads * 8 + r;
+      if (i >= a.m) {
+        for (int64_t q = 0; q < quads; ++q) dst[q * 8] = 0;
+        continue;
+      }
       const float* src = a.x + i * a.ldx;
-      for (int64_t q = 0; q < quads; ++q)
-        for (int h = 0; h < 2; ++h) {
-          uint32_t v = 0;
-          if (i < a.m) {
-            const int64_t k0 = 4 * q + 2 * h;
-            if (k0 < a.k) v |= f32_to_bf16(src[k0]);
-            if (k0 + 1 < a.k) v |= static_cast<uint32_t>(f32_to_bf16(src[k0 + 1])) << 16;
-          }
-          xq[(g * quads + q) * 16 + 2 * r + h] = v;
-        }
+      int64_t t = 0;
+      for (; t + 8 <= a.k; t += 8) store8_bf16(row.data() + t, _mm256_loadu_ps(src + t));
+      for (; t < a.k; ++t) row[static_cast<size_t>(t)] = f32_to_bf16(src[t]);
+      for (int64_t q = 0; q < quads; ++q) std::memcpy(dst + q * 8, row.data() + 4 * q, sizeof(uint64_t));
     }
 }
 #endif
@@ -247,6 +302,73 @@ void f32_to_bf16_cpu(const float* src, uint16_t* dst, int64_t n) {
   });
 }
 
+#if LGRPO_AVX2
+namespace {
+// 8×8 block of 32-bit lanes at src (row stride lds) transposed into dst (row stride ldd).
+// Streaming stores (dst 32-byte aligned, ldd a multiple of 8): the panels are far bigger than
+// any cache and read only later, so they skip the read-for-ownership of each line.
+inline void transpose8x8_u32(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_stream_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_stream_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+}  // namespace
+#endif
+
+void pack_panels_bf16_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, uint16_t* panels) {
+  const int64_t count = (n + 15) / 16, pairs = bf16_panel_pairs(k);
+  if (count == 0 || pairs == 0) return;
+  parallel_for(count, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, pairs * 16)), [&](int64_t p0, int64_t p1) {
+    alignas(32) uint16_t block[16 * 16];  // 16 rows × 16 k = 16 rows × 8 pairs
+    for (int64_t p = p0; p < p1; ++p) {
+      uint32_t* dst = reinterpret_cast<uint32_t*>(panels) + p * pairs * 16;
+      const int64_t rows = std::min<int64_t>(16, n - 16 * p);
+      const float* src = w + 16 * p * ldw;
+      int64_t k0 = 0;
+#if LGRPO_AVX2
+      if (rows == 16)
+        for (; k0 + 16 <= k; k0 += 16) {
+          for (int j = 0; j < 16; ++j) {
+            // 16 rows are 16 streams: fetch each a few lines ahead
+            _mm_prefetch(reinterpret_cast<const char*>(src + j * ldw + k0 + 128), _MM_HINT_T0);
+            store8_bf16(block + 16 * j, _mm256_loadu_ps(src + j * ldw + k0));
+            store8_bf16(block + 16 * j + 8, _mm256_loadu_ps(src + j * ldw + k0 + 8));
+          }
+          // block as 32-bit pairs [16 rows][8]: pair t of row j → dst[(k0/2 + t)·16 + j]
+          float* out = reinterpret_cast<float*>(dst + (k0 / 2) * 16);
+          transpose8x8_u32(reinterpret_cast<const float*>(block), 8, out, 16);
+          transpose8x8_u32(reinterpret_cast<const float*>(block) + 64, 8, out + 8, 16);
+        }
+#endif
+      for (int64_t t = k0 / 2; t < pairs; ++t)
+        for (int64_t j = 0; j < 16; ++j) {
+          uint32_t v = 0;
+          if (j < rows) {
+            if (2 * t < k) v |= f32_to_bf16(src[j * ldw + 2 * t]);
+            if (2 * t + 1 < k) v |= static_cast<uint32_t>(f32_to_bf16(src[j * ldw + 2 * t + 1])) << 16;
+          }
+          dst[t * 16 + j] = v;
+        }
+    }
+#if LGRPO_AVX2
+    _mm_sfence();  // the streaming stores are visible before the pool's join
+#endif
+  });
+}
+
 bool gemm_bf16_dot_available() {
 #if LGRPO_X86_DISPATCH
   return simd_path() >= SimdPath::Avx512Bf16;
@@ -267,6 +389,10 @@ void gemm_bf16_dot_cpu(const GemmBf16Args& a) {
   const int64_t groups = (a.m + 7) / 8, quads = (a.k + 3) / 4;
   uint32_t* xq = packed_x_scratch.get<uint32_t>(static_cast<size_t>(groups * quads * 16));
   pack_x_quads(a, groups, quads, xq);
+  if (a.w_panels) {
+    dot_panels(a, xq, groups, quads);
+    return;
+  }
   const int64_t blocks = (a.n + kDotJ - 1) / kDotJ;
   // Enough blocks per range that waking a thread pays (~256 KB of weights).
   const int64_t grain = std::max<int64_t>(1, 131072 / std::max<int64_t>(1, a.k * kDotJ));

@@ -28,7 +28,19 @@ struct GemmBf16Args {
   int64_t ldy = 0;
   int64_t m = 0, n = 0, k = 0;
   int device = 0;               // CUDA twin: the device every pointer lives on (CPU twin: unused)
+  // gemm_bf16_dot_cpu only: w holds pack_panels_bf16_cpu's panels of W (ldw ignored); the
+  // same arithmetic and bits as from W's rows.
+  bool w_panels = false;
 };
+
+// bf16 weight panels for the dot-product variant (rollouts on AVX512-BF16 CPUs): W [N, K]
+// rounded as f32_to_bf16, in 16-row panels of k pairs: the pair (W[16p + j][2t],
+// W[16p + j][2t + 1]) as one 32-bit lane (even k in the low half) at 32-bit index
+// (p·T + t)·16 + j, T = bf16_panel_pairs(K) (whole quads of k); zeros past K and past N.
+// One 64-byte load is then 16 outputs × 2 k of one vdpbf16ps, x's pair broadcast to it.
+inline int64_t bf16_panel_pairs(int64_t k) { return (k + 3) / 4 * 2; }
+inline int64_t bf16_panel_elements(int64_t n, int64_t k) { return (n + 15) / 16 * 16 * bf16_panel_pairs(k) * 2; }
+void pack_panels_bf16_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, uint16_t* panels);
 
 void gemm_bf16_weights_cpu(const GemmBf16Args& a);
 
@@ -45,6 +57,8 @@ void gemm_bf16_weights_cpu(const GemmBf16Args& a);
 // gemm_bf16_weights_cpu's (f32 activations) and from the AVX2 path's. Throws lgrpo::Error
 // (Range) when the chosen SIMD path lacks AVX512-BF16.
 bool gemm_bf16_dot_available();
+// With a.w_panels, W comes from pack_panels_bf16_cpu: a panel's 16 outputs in the lanes of
+// E and O accumulators, the same steps per output, so the same bits.
 void gemm_bf16_dot_cpu(const GemmBf16Args& a);
 // What bf16 rollouts run (the engine's CPU backend): the dot-product variant where the
 // chosen path has AVX512-BF16, otherwise gemm_bf16_weights_cpu.

@@ -48,7 +48,8 @@ namespace {
 constexpr int MR = 6;          // micro-tile rows (vocabulary, or hidden rows in dH)
 constexpr int NR = 16;         // micro-tile columns: two AVX2 vectors
 constexpr int64_t KC = 256;    // depth of one micro-kernel pass: a B micro-panel is 16 KB
-constexpr int64_t VC = 192;    // vocabulary rows per tile (multiple of MR)
+constexpr int64_t VC = 192;    // vocabulary rows per tile (multiple of MR, and of NR: whole weight panels)
+static_assert(VC % MR == 0 && VC % NR == 0, "a tile is whole micro-tiles and whole weight panels");
 constexpr int64_t RC = 256;    // hidden rows per chunk (multiple of NR)
 constexpr int64_t kMaxShards = 16;
 
@@ -275,6 +276,32 @@ void logits_tile(const float* w, int64_t ws, int64_t nv, const float* hpack, int
   }
 }
 
+#if LGRPO_AVX2
+// logits_tile over weight panels (the tile's nv vocabulary rows from wpan, 16 per panel,
+// panel stride 16·d): the chains of gemm.h's panel_dots — per element one FMA chain over
+// all of d in increasing order from 0, as logits_tile's — for `rows` hidden rows of hpack,
+// 8 at a time; columns of ct from rows up to the padded width are zero, as the tile gives.
+void logits_panels(const float* wpan, int64_t nv, const float* hpack, int64_t panels, int64_t rows, int64_t d,
+                   float* ct, int64_t ldc) {
+  const int64_t vpanels = ceil_div(nv, NR), groups = ceil_div(rows, 8);
+  alignas(64) float out[8 * 32];
+  for (int64_t vp = 0; vp < vpanels; vp += 2) {
+    const int count = static_cast<int>(std::min<int64_t>(2, vpanels - vp));
+    for (int64_t g = 0; g < groups; ++g) {
+      panel_dots(count, hpack + (g / 2) * NR * d + (g % 2) * 8, NR, wpan + vp * NR * d, NR * d, d, out);
+      const int64_t v_end = std::min<int64_t>(nv, (vp + count) * NR);
+      for (int64_t v = vp * NR; v < v_end; ++v) {
+        const int64_t j = v - vp * NR;  // q·16 + lane
+        float* dst = ct + v * ldc + g * 8;
+        for (int r = 0; r < 8; ++r) dst[r] = out[r * 32 + j];
+      }
+    }
+  }
+  for (int64_t v = 0; v < nv; ++v)
+    std::fill(ct + v * ldc + groups * 8, ct + v * ldc + panels * NR, 0.0f);
+}
+#endif
+
 // ---------------------------------------------------------------------------------
 // Forward.
 
@@ -374,14 +401,27 @@ void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& p
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t v0 = blk * VC, nv = std::min(VC, V - v0);
       const float* w;
+      bool computed = false;
       if constexpr (T == DType::F32) {
         w = static_cast<const float*>(a.weight) + v0 * d;
-        if (chunk == 0 && poison_f32(w, nv * d) != 0.0f) bad |= kBadWeight;
+#if LGRPO_AVX2
+        if (a.weight_panels) {
+          // The panels hold W's values, so a non-finite weight shows in every logit of its
+          // vocabulary row: W itself is scanned only then (for the error naming it).
+          logits_panels(a.weight_panels + v0 * d, nv, hpack.get(), panels, nr, d, ct.get(), ldc);
+          computed = true;
+          bool finite = true;
+          for (int64_t v = 0; v < nv && finite; ++v)
+            for (int64_t n = 0; n < nr; ++n) finite = finite && std::isfinite(ct.get()[v * ldc + n]);
+          if (!finite && poison_f32(w, nv * d) != 0.0f) bad |= kBadWeight;
+        }
+#endif
+        if (!computed && chunk == 0 && poison_f32(w, nv * d) != 0.0f) bad |= kBadWeight;
       } else {
         if (convert_span<T>(a.weight, v0 * d, nv * d, wconv.get()) != 0.0f) bad |= kBadWeight;
         w = wconv.get();
       }
-      logits_tile(w, d, nv, hpack.get(), panels, d, ct.get(), ldc, nr);
+      if (!computed) logits_tile(w, d, nv, hpack.get(), panels, d, ct.get(), ldc, nr);
       scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
       fold_tile<kEntropy>(ct.get(), ldc, nv, ldc, st, blk == b0);
       if (a.targets)

@@ -23,6 +23,10 @@ struct LinearTokenLogprobsForwardArgs {
   // to ~2^-48 relative (the backward's recheck of rows with a large |lse|)
   float* lse_lo = nullptr;
   int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
+  // CPU twin, f32 only, optional: the weight also as 16-row panels (pack_panels_cpu, gemm.h),
+  // read instead of weight for the dot products (rollouts stream them contiguously); the
+  // same bits. weight is still read if a logit comes out non-finite, to name the culprit.
+  const float* weight_panels = nullptr;
 };
 
 struct LinearTokenLogprobsBackwardArgs {

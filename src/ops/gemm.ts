@@ -29,6 +29,12 @@ export interface GemmOptions {
   alpha?: number;
   /** default 0: C is overwritten and never read (it may hold anything, NaN included) */
   beta?: number;
+  /**
+   * CPU only, with transB: run the product the way rollouts do, over a copy of B in 16-row
+   * panels (native/ops/gemm.h, pack_panels_cpu) made for this call. The same bits as without
+   * it; exists so tests can hold the rollout path to that. Default false.
+   */
+  weightPanels?: boolean;
 }
 
 interface Resolved {
@@ -92,6 +98,8 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
   const transB = boolOption(opts.transB, 'transB', false);
   const alpha = numberOption(opts.alpha, 'alpha', 1);
   const beta = numberOption(opts.beta, 'beta', 0);
+  const weightPanels = boolOption(opts.weightPanels, 'weightPanels', false);
+  if (weightPanels && !transB) throw new RangeError('weightPanels: needs transB (B stored [N, K])');
   const A = resolveMatrix(a, 'a'), B = resolveMatrix(b, 'b'), Cm = resolveMatrix(c, 'c');
   sameDevice({ a: A.tensor, b: B.tensor, c: Cm.tensor });
   const m = transA ? A.cols : A.rows, k = transA ? A.rows : A.cols;
@@ -101,7 +109,7 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
     throw new RangeError(`b: ${opName(transB, 'b')} has ${kb} rows but ${opName(transA, 'a')} has ${k} columns`);
   if (Cm.rows !== m || Cm.cols !== n)
     throw new RangeError(`c: expected ${m}×${n} (${opName(transA, 'a')}·${opName(transB, 'b')}), got ${Cm.rows}×${Cm.cols}`);
-  addon().gemm(A.tensor, B.tensor, Cm.tensor, { transA, transB, m, n, k, lda: A.ld, ldb: B.ld, ldc: Cm.ld, alpha, beta });
+  addon().gemm(A.tensor, B.tensor, Cm.tensor, { transA, transB, m, n, k, lda: A.ld, ldb: B.ld, ldc: Cm.ld, alpha, beta, weightPanels });
   return c;
 }
 
@@ -115,15 +123,20 @@ export function gemm<C extends MatrixArg>(a: MatrixArg, b: MatrixArg, c: C, opti
  * (buildInfo().simd 'avx512+bf16'): x rounded to bf16 as well, bf16 dot products with f32
  * accumulation (vdpbf16ps), its own summation order (gemm_bf16.h) and so its own bits. A
  * RangeError naming bf16Activations on any other path or on CUDA.
+ *
+ * `weightPanels: true` (with bf16Activations) runs it the way bf16 rollouts do, over a copy
+ * of w in bf16 panels (native/ops/gemm_bf16.h) made for this call: the same bits.
  */
-export function gemmBf16Weights(x: Tensor, w: Tensor, y: Tensor, options: { bf16Activations?: boolean } = {}): Tensor {
+export function gemmBf16Weights(x: Tensor, w: Tensor, y: Tensor, options: { bf16Activations?: boolean; weightPanels?: boolean } = {}): Tensor {
   for (const [name, t] of [['x', x], ['w', w], ['y', y]] as const) {
     if (!(t instanceof Tensor)) throw new TypeError(`${name}: expected a Tensor`);
     t.assertAlive(name);
   }
   const bf16Activations = options.bf16Activations ?? false;
   if (typeof bf16Activations !== 'boolean') throw new TypeError('bf16Activations: expected a boolean');
-  addon().gemmBf16Weights(x, w, y, { bf16Activations });
+  const weightPanels = options.weightPanels ?? false;
+  if (typeof weightPanels !== 'boolean') throw new TypeError('weightPanels: expected a boolean');
+  addon().gemmBf16Weights(x, w, y, { bf16Activations, weightPanels });
   return y;
 }
 

@@ -105,23 +105,26 @@ describe(`gemm on ${TEST_DEVICE}`, () => {
     // sampler's log-probs equal sequenceLogprobs' only if these agree bit for bit.
     const r = rng('gemm few rows');
     const big = 150;
-    for (const [k, alpha, beta, n] of [[520, 1, 0, 45], [300, -0.5, 1, 67], [17, 2, 0.75, 16], [256, 1, 0, 9], [1, 1, 0, 3]] as const) {
+    for (const [k, alpha, beta, n] of [[520, 1, 0, 45], [300, -0.5, 1, 67], [17, 2, 0.75, 16], [256, 1, 0, 9], [1, 1, 0, 3], [4100, 1, 0, 40]] as const) {
       for (const transA of [false, true]) {
         const a = transA ? stored(r, k, big, 0) : stored(r, big, k, 0);
         const b = stored(r, n, k, 3);
         const c0 = stored(r, big, n, 2, 7.5);
         const cBig = { ...c0, data: Float32Array.from(c0.data as Float32Array) };
         gemm(a, b, cBig, { transA, transB: true, alpha, beta });
-        for (const m of [1, 2, 5, 8, 9, 13, 16, 17]) {
-          // the first m rows of op(A): a prefix of A, or its first m columns when transposed
-          const aM = transA ? { data: a.data, rows: k, cols: m, ld: big } : { data: (a.data as Float32Array).subarray(0, m * k), rows: m, cols: k };
-          const cM = { data: Float32Array.from((c0.data as Float32Array).subarray(0, (m - 1) * c0.ld + n)), rows: m, cols: n, ld: c0.ld };
-          gemm(aM, b, cM, { transA, transB: true, alpha, beta });
-          for (let i = 0; i < m; i++)
-            for (let j = 0; j < n; j++)
-              if (!Object.is(cM.data[i * c0.ld + j], cBig.data[i * c0.ld + j]))
-                assert.fail(`m=${m} k=${k} transA=${transA}: c[${i}][${j}] = ${cM.data[i * c0.ld + j]}, the ${big}-row product has ${cBig.data[i * c0.ld + j]}`);
-        }
+        // weightPanels: the rollout path over a panel copy of W (few rows: panels streamed,
+        // rows broadcast; many rows: the tile path reading the panels as its B slivers).
+        for (const weightPanels of [false, true])
+          for (const m of [1, 2, 5, 8, 9, 13, 16, 17, ...(weightPanels ? [big] : [])]) {
+            // the first m rows of op(A): a prefix of A, or its first m columns when transposed
+            const aM = transA ? { data: a.data, rows: k, cols: m, ld: big } : { data: (a.data as Float32Array).subarray(0, m * k), rows: m, cols: k };
+            const cM = { data: Float32Array.from((c0.data as Float32Array).subarray(0, (m - 1) * c0.ld + n)), rows: m, cols: n, ld: c0.ld };
+            gemm(aM, b, cM, { transA, transB: true, alpha, beta, weightPanels });
+            for (let i = 0; i < m; i++)
+              for (let j = 0; j < n; j++)
+                if (!Object.is(cM.data[i * c0.ld + j], cBig.data[i * c0.ld + j]))
+                  assert.fail(`m=${m} k=${k} transA=${transA} weightPanels=${weightPanels}: c[${i}][${j}] = ${cM.data[i * c0.ld + j]}, the ${big}-row product has ${cBig.data[i * c0.ld + j]}`);
+          }
       }
     }
   });

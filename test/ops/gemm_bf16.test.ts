@@ -17,9 +17,9 @@ function operands(r: Rng, m: number, n: number, k: number) {
   return { x, w };
 }
 
-function run(x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bf16Activations = false): Float32Array {
+function run(x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bf16Activations = false, weightPanels = false): Float32Array {
   const y = Tensor.from(new Float32Array(m * n).fill(NaN), [m, n]);  // overwritten, never read
-  gemmBf16Weights(Tensor.from(x, [m, k]), Tensor.from(w, [n, k], 'bf16'), y, { bf16Activations });
+  gemmBf16Weights(Tensor.from(x, [m, k]), Tensor.from(w, [n, k], 'bf16'), y, { bf16Activations, weightPanels });
   return y.data as Float32Array;
 }
 
@@ -128,6 +128,20 @@ describe('gemmBf16Weights with bf16 activations (AVX512-BF16 dot products)', { s
       assert.deepEqual(alone, all.slice(i * n, (i + 1) * n), `row ${i} alone differs from row ${i} of the batch`);
     }
     assert.notDeepEqual(run(x, w, m, n, k), all, 'bf16 activations gave the f32-activation bits');
+  });
+
+  it('over bf16 weight panels (what bf16 rollouts read) gives the same bits, K tails and partial panels included', () => {
+    const r = rng('gemm bf16 dot panels');
+    for (const [m, n, k] of [[1, 1, 1], [1, 7, 2], [8, 16, 3], [9, 17, 5], [3, 33, 15], [16, 31, 16], [17, 45, 17], [8, 130, 201], [33, 25, 1001]]) {
+      const { x, w } = operands(r, m, n, k);
+      if (m * k > 3) x[m * k - 2] = NaN;   // confined to the last row in both
+      const dot = run(x, w, m, n, k, true), panels = run(x, w, m, n, k, true, true);
+      for (let i = 0; i < m * n; i++)
+        if (!Object.is(panels[i], dot[i]))
+          assert.fail(`m=${m} n=${n} k=${k}: y[${Math.floor(i / n)}][${i % n}] = ${panels[i]} over panels, ${dot[i]} from the rows`);
+    }
+    const x = Tensor.from(new Float32Array(4), [1, 4]), w = Tensor.from(new Uint16Array(8), [2, 4], 'bf16');
+    assert.throws(() => gemmBf16Weights(x, w, Tensor.from(new Float32Array(2), [1, 2]), { weightPanels: true }), { name: 'RangeError', message: /^weightPanels: / });
   });
 
   it('propagates NaN and Infinity into their row only, the last odd k included', () => {
