@@ -368,14 +368,17 @@ describe('Policy engine (CPU)', () => {
       // AVX512-BF16 path: the activations entering every weight matrix are rounded to bf16
       // too (relative 2^-9 each), so greedy paths may part at near-ties. Teacher-forced
       // instead: the f32 engine on the rounded weights scores the bf16 path's own tokens;
-      // each log-prob must agree to activation-rounding size: measured max 1.6e-2 here,
-      // the same size as the weights' own rounding (1.1e-2 between the f32 and rounded
-      // models on these tokens), bound 5e-2; a wrong row, term or weight moves it by O(1).
-      // And the first greedy token must be that close to the rounded model's best.
+      // each log-prob must agree to activation-rounding size, which is the size of the
+      // weights' own rounding (the f32 and rounded models differ by ~1–5e-2 on these tokens).
+      // Over 83 random seeds the largest difference was 5.2e-2 (late in a row, where the
+      // roundings of earlier positions add up; typical 1.5–2.5e-2), so the bound is 0.1; a
+      // wrong row, term or weight matrix moves it by O(1). And the first greedy token must
+      // be that close to the rounded model's best.
+      const activationRounding = 0.1;
       const scored = rounded.sequenceLogprobs(prompts, greedy.tokens);
-      prompts.forEach((_, b) => assertClose(greedy.logprobs[b], scored[b], { atol: 5e-2, rtol: 0 }, `greedy bf16 (bf16 activations) row ${b}`));
+      prompts.forEach((_, b) => assertClose(greedy.logprobs[b], scored[b], { atol: activationRounding, rtol: 0 }, `greedy bf16 (bf16 activations) row ${b}`));
       const best = rounded.generate(prompts, { ...opts, maxNewTokens: 1, temperature: 0 });
-      prompts.forEach((_, b) => assert.ok(scored[b][0] >= best.logprobs[b][0] - 5e-2, `row ${b}: first greedy token is not near the best`));
+      prompts.forEach((_, b) => assert.ok(scored[b][0] >= best.logprobs[b][0] - activationRounding, `row ${b}: first greedy token is not near the best`));
     }
     // Not the f32 model: the rounding of the weights shows in the log-probs.
     const f32 = policy.generate(prompts, { ...opts, temperature: 0 });
