@@ -215,15 +215,15 @@ void Model::reserve(Arena& arena, size_t bytes) {
   ++arena.allocations;
 }
 
-void Model::plan_acts(Planner& p, LayerActs& a, int64_t rows) {
+void Model::plan_acts(Planner& p, LayerActs& a, int64_t rows, int64_t attention_rows) {
   const int64_t D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
   a.xn1 = p.take<float>(rows * D);
   a.rstd1 = p.take<float>(rows);
-  a.q = p.take<float>(rows * Q);
-  a.k = p.take<float>(rows * KV);
-  a.v = p.take<float>(rows * KV);
-  a.att = p.take<float>(rows * Q);
-  a.lse = p.take<float>(rows * cfg_.q_heads);
+  a.q = p.take<float>(attention_rows * Q);
+  a.k = p.take<float>(attention_rows * KV);
+  a.v = p.take<float>(attention_rows * KV);
+  a.att = p.take<float>(attention_rows * Q);
+  a.lse = p.take<float>(attention_rows * cfg_.q_heads);
   a.res_mid = p.take<float>(rows * D);
   a.rstd2 = p.take<float>(rows);
   a.xn2 = p.take<float>(rows * D);
@@ -232,25 +232,37 @@ void Model::plan_acts(Planner& p, LayerActs& a, int64_t rows) {
   a.h = p.take<float>(rows * I);
 }
 
-void Model::plan_training(Planner& p, int64_t batch, int64_t seq) {
-  const int64_t N = batch * seq, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
-  ids_ = p.take<int32_t>(N);
-  positions_ = p.take<int32_t>(N);
+// rows: the real tokens (R ≤ batch·seq) that every row-wise buffer holds.
+void Model::plan_training(Planner& p, int64_t batch, int64_t seq, int64_t rows) {
+  const int64_t N = batch * seq, R = rows, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(),
+                KV = cfg_.kv_width();
+  const bool packed = R < N;
+  ids_ = p.take<int32_t>(R);
+  positions_ = p.take<int32_t>(R);
   lengths_ = p.take<int32_t>(batch);
   res_.assign(static_cast<size_t>(cfg_.layers + 1), nullptr);
-  for (auto& r : res_) r = p.take<float>(N * D);
-  rstd_final_ = p.take<float>(N);
+  for (auto& r : res_) r = p.take<float>(R * D);
+  rstd_final_ = p.take<float>(R);
   acts_.assign(recompute_ ? 1 : static_cast<size_t>(cfg_.layers), LayerActs{});
-  for (auto& a : acts_) plan_acts(p, a, N);
-  tmp_ = p.take<float>(N * D);
-  d_res_ = p.take<float>(N * D);
-  d_xn_ = p.take<float>(N * D);
-  d_att_ = p.take<float>(N * Q);
-  dq_ = p.take<float>(N * Q);
-  dk_ = p.take<float>(N * KV);
-  dv_ = p.take<float>(N * KV);
-  d_h_ = p.take<float>(N * I);
-  d_up_ = p.take<float>(N * I);
+  for (auto& a : acts_) plan_acts(p, a, R, N);
+  tmp_ = p.take<float>(R * D);
+  d_res_ = p.take<float>(R * D);
+  d_xn_ = p.take<float>(R * D);
+  d_att_ = p.take<float>(R * Q);
+  dq_ = p.take<float>(R * Q);
+  dk_ = p.take<float>(R * KV);
+  dv_ = p.take<float>(R * KV);
+  d_h_ = p.take<float>(R * I);
+  d_up_ = p.take<float>(R * I);
+  const int64_t pr = packed ? R : 0, pn = packed ? N : 0;
+  pq_ = p.take<float>(pr * Q);
+  pk_ = p.take<float>(pr * KV);
+  pv_ = p.take<float>(pr * KV);
+  patt_ = p.take<float>(pr * Q);
+  d_att_pad_ = p.take<float>(pn * Q);
+  dq_pad_ = p.take<float>(pn * Q);
+  dk_pad_ = p.take<float>(pn * KV);
+  dv_pad_ = p.take<float>(pn * KV);
 }
 
 void Model::plan_inference(Planner& p, int64_t batch, int64_t seq, int64_t cache_seq, int64_t logit_rows) {
@@ -267,7 +279,7 @@ void Model::plan_inference(Planner& p, int64_t batch, int64_t seq, int64_t cache
   inf_.logits = p.take<float>(logit_rows * cfg_.vocab);
   inf_.k_cache = p.take<float>(cache);
   inf_.v_cache = p.take<float>(cache);
-  plan_acts(p, inf_.acts, N);
+  plan_acts(p, inf_.acts, N, N);
 }
 
 void Model::ensure_rope(int64_t positions) {
@@ -334,10 +346,21 @@ void Model::linear(const float* x, const float* w, const float* bias, int64_t ro
 }
 
 // y = x·Wᵀ + b:  dx (=|+=) dy·W,  dW += dyᵀ·x,  db += Σ_rows dy.
+// dW sums over the token rows, which the GEMM restarts every kGemmKC of them: with a packed
+// batch it is one GEMM per K block of the padded layout (dw_blocks_), so each block sums the
+// same tokens in the same order and the gradient has the padded computation's bits (the
+// padding's rows only ever added zeros).
 void Model::linear_backward(const float* dy, const float* x, const float* w, int64_t rows, int64_t in, int64_t out,
                             float* dx, float beta_dx, float* dw, float* dbias) {
   if (dx) be_.gemm(GemmArgs{false, false, rows, in, out, 1.0f, dy, out, w, in, beta_dx, dx, in});
-  be_.gemm(GemmArgs{true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in});
+  if (!packed_) {
+    be_.gemm(GemmArgs{true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in});
+  } else {
+    for (size_t j = 0; j + 1 < dw_blocks_.size(); ++j) {
+      const int64_t r0 = dw_blocks_[j], r1 = dw_blocks_[j + 1];
+      if (r1 > r0) be_.gemm(GemmArgs{true, false, out, in, r1 - r0, 1.0f, dy + r0 * out, out, x + r0 * in, in, 1.0f, dw, in});
+    }
+  }
   if (dbias) be_.bias_grad(dy, rows, out, dbias);
 }
 
@@ -357,11 +380,12 @@ void Model::attention_output(const LayerWeights& w, int64_t rows, const float* x
   be_.add(a.res_mid, x_in, tmp, rows * cfg_.hidden);
 }
 
-void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a, float* tmp, float* x_out) {
+void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a, float* tmp, float* x_out,
+                bool packed) {
   const int64_t D = cfg_.hidden, I = cfg_.intermediate;
-  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{a.res_mid, w.post_norm, rows, D, static_cast<float>(cfg_.rms_eps),
-                                                       a.xn2, a.rstd2}),
-               "post_attention_layernorm", layer);
+  const int64_t bad = be_.rms_norm_forward(
+      RmsNormForwardArgs{a.res_mid, w.post_norm, rows, D, static_cast<float>(cfg_.rms_eps), a.xn2, a.rstd2});
+  check_finite(packed ? padded_row(bad) : bad, "post_attention_layernorm", layer);
   linear(a.xn2, w.wg, nullptr, rows, D, I, a.gate);
   linear(a.xn2, w.wu, nullptr, rows, D, I, a.up);
   // Elementwise with per-element bits independent of the array length, so a row gives
@@ -372,31 +396,51 @@ void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a
   be_.add(x_out, a.res_mid, tmp, rows * D);
 }
 
+// packed (training): x_in/x_out and every row-wise buffer hold the rows_ real tokens
+// packed; q, k and v are scattered into the padded layout for attention and its output
+// gathered back, so a token's bits are those of the padded computation.
 void Model::layer_forward(const LayerWeights& w, int64_t layer, int64_t batch, int64_t seq, const int32_t* lengths_dev,
                           const int32_t* positions_dev, const float* x_in, LayerActs& a, float* tmp, float* x_out,
-                          const KvSink* kv) {
-  const int64_t N = batch * seq, D = cfg_.hidden;
-  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{x_in, w.in_norm, N, D, static_cast<float>(cfg_.rms_eps), a.xn1,
-                                                       a.rstd1}),
-               "input_layernorm", layer);
-  project_qkv(w, N, a);
-  be_.rope_forward(RopeArgs{a.q, a.k, positions_dev, N, cfg_.q_heads, cfg_.kv_heads, cfg_.head_dim, cfg_.rope_theta,
+                          const KvSink* kv, bool packed) {
+  const int64_t N = packed ? rows_ : batch * seq, D = cfg_.hidden, Q = cfg_.q_width(), KV = cfg_.kv_width();
+  const int64_t bad = be_.rms_norm_forward(
+      RmsNormForwardArgs{x_in, w.in_norm, N, D, static_cast<float>(cfg_.rms_eps), a.xn1, a.rstd1});
+  check_finite(packed ? padded_row(bad) : bad, "input_layernorm", layer);
+  LayerActs p = a;  // a with q, k, v and att on the rows the other buffers hold
+  if (packed) {
+    p.q = pq_;
+    p.k = pk_;
+    p.v = pv_;
+    p.att = patt_;
+  }
+  project_qkv(w, N, p);
+  be_.rope_forward(RopeArgs{p.q, p.k, positions_dev, N, cfg_.q_heads, cfg_.kv_heads, cfg_.head_dim, cfg_.rope_theta,
                             rope_cos_, rope_sin_, rope_positions_});
   if (kv) {
     be_.scatter_rows(a.k, cfg_.kv_width(), kv->index, N, kv->k_cache);
     be_.scatter_rows(a.v, cfg_.kv_width(), kv->index, N, kv->v_cache);
   }
+  if (packed) {
+    be_.scatter_rows(p.q, Q, pad_index_.data(), N, a.q);
+    be_.scatter_rows(p.k, KV, pad_index_.data(), N, a.k);
+    be_.scatter_rows(p.v, KV, pad_index_.data(), N, a.v);
+  }
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
   check_finite(be_.attention_forward(AttentionForwardArgs{a.q, a.k, a.v, lengths_dev, batch, seq, cfg_.q_heads,
                                                           cfg_.kv_heads, cfg_.head_dim, scale, a.att, a.lse}),
                "self_attn", layer);
-  attention_output(w, N, x_in, a, tmp);
-  mlp(w, layer, N, a, tmp, x_out);
+  if (packed) be_.gather_rows(a.att, Q, pad_index_.data(), N, p.att);
+  attention_output(w, N, x_in, p, tmp);
+  mlp(w, layer, N, p, tmp, x_out, packed);
+}
+
+int64_t Model::padded_row(int64_t packed_row) const {
+  return packed_row >= 0 && packed_ ? pad_index_[static_cast<size_t>(packed_row)] : packed_row;
 }
 
 void Model::layer_backward(const LayerWeights& w, const LayerGrads& g, int64_t layer, const float* x_in, LayerActs& a,
                            float* d_res) {
-  const int64_t N = batch_ * seq_, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
+  const int64_t N = rows_, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
   // MLP: x_out = res_mid + (silu(xn2·Wgᵀ) ⊙ xn2·Wuᵀ)·Wdᵀ,  xn2 = rmsnorm(res_mid).
   linear_backward(d_res, a.h, w.wd, N, I, D, d_h_, 0.0f, g.wd, nullptr);
   be_.swiglu_backward(SwigluBackwardArgs{a.gate, a.up, d_h_, N * I, d_h_, d_up_});
@@ -405,10 +449,24 @@ void Model::layer_backward(const LayerWeights& w, const LayerGrads& g, int64_t l
   be_.rms_norm_backward(RmsNormBackwardArgs{a.res_mid, w.post_norm, a.rstd2, d_xn_, N, D, d_xn_, g.post_norm});
   be_.add(d_res, d_res, d_xn_, N * D);  // now ∂L/∂res_mid
   // Attention: res_mid = x_in + attention(rope(xn1·Wqᵀ + bq), ...)·Woᵀ + bo,  xn1 = rmsnorm(x_in).
-  linear_backward(d_res, a.att, w.wo, N, Q, D, d_att_, 0.0f, g.wo, g.bo);
+  // (Packed: attention's input and output gradients cross between the layouts as in the forward.)
+  const float* att = a.att;
+  if (packed_) {
+    be_.gather_rows(a.att, Q, pad_index_.data(), N, patt_);
+    att = patt_;
+  }
+  linear_backward(d_res, att, w.wo, N, Q, D, d_att_, 0.0f, g.wo, g.bo);
+  if (packed_) be_.scatter_rows(d_att_, Q, pad_index_.data(), N, d_att_pad_);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
   be_.attention_backward(AttentionBackwardArgs{a.q, a.k, a.v, lengths_, batch_, seq_, cfg_.q_heads, cfg_.kv_heads,
-                                               cfg_.head_dim, scale, a.att, a.lse, d_att_, dq_, dk_, dv_});
+                                               cfg_.head_dim, scale, a.att, a.lse, packed_ ? d_att_pad_ : d_att_,
+                                               packed_ ? dq_pad_ : dq_, packed_ ? dk_pad_ : dk_,
+                                               packed_ ? dv_pad_ : dv_});
+  if (packed_) {
+    be_.gather_rows(dq_pad_, Q, pad_index_.data(), N, dq_);
+    be_.gather_rows(dk_pad_, KV, pad_index_.data(), N, dk_);
+    be_.gather_rows(dv_pad_, KV, pad_index_.data(), N, dv_);
+  }
   be_.rope_backward(RopeArgs{dq_, dk_, positions_, N, cfg_.q_heads, cfg_.kv_heads, cfg_.head_dim, cfg_.rope_theta,
                              rope_cos_, rope_sin_, rope_positions_});
   linear_backward(dq_, a.xn1, w.wq, N, D, Q, d_xn_, 0.0f, g.wq, g.bq);
@@ -431,40 +489,57 @@ void Model::forward(const float* params, const int32_t* ids, const int32_t* leng
   check_batch(ids, lengths, batch, seq, cfg_.vocab, 0);
   has_activations_ = false;
   const int64_t N = batch * seq, D = cfg_.hidden;
+  // Padding is never computed on: the real tokens are packed (see model.h).
+  pad_index_.clear();
+  row_offsets_.assign(static_cast<size_t>(batch) + 1, 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < lengths[b]; ++t) pad_index_.push_back(b * seq + t);
+    row_offsets_[b + 1] = static_cast<int64_t>(pad_index_.size());
+  }
+  const int64_t R = static_cast<int64_t>(pad_index_.size());
+  // Packed rows where the padded layout's K blocks of kGemmKC rows begin (see linear_backward).
+  dw_blocks_.clear();
+  for (int64_t start = 0; start < N; start += kGemmKC)
+    dw_blocks_.push_back(std::lower_bound(pad_index_.begin(), pad_index_.end(), start) - pad_index_.begin());
+  dw_blocks_.push_back(R);
 
   Planner measure(nullptr);
-  plan_training(measure, batch, seq);
+  plan_training(measure, batch, seq, R);
   reserve(train_, measure.size());
   Planner assign(train_.base);
-  plan_training(assign, batch, seq);
+  plan_training(assign, batch, seq, R);
   ensure_rope(std::max<int64_t>(seq, 1));
 
-  // Padded ids become 0 so the embedding reads a valid row; those rows are zeroed below.
-  host_ids_.assign(static_cast<size_t>(N), 0);
-  host_positions_.resize(static_cast<size_t>(N));
+  host_ids_.resize(static_cast<size_t>(R));
+  host_positions_.resize(static_cast<size_t>(R));
   for (int64_t b = 0; b < batch; ++b)
-    for (int64_t t = 0; t < seq; ++t) {
-      host_positions_[b * seq + t] = static_cast<int32_t>(t);
-      if (t < lengths[b]) host_ids_[b * seq + t] = ids[b * seq + t];
+    for (int64_t t = 0; t < lengths[b]; ++t) {
+      const int64_t r = row_offsets_[b] + t;
+      host_positions_[r] = static_cast<int32_t>(t);
+      host_ids_[r] = ids[b * seq + t];
     }
   host_lengths_.assign(lengths, lengths + batch);
-  be_.upload(ids_, host_ids_.data(), static_cast<size_t>(N) * sizeof(int32_t));
-  be_.upload(positions_, host_positions_.data(), static_cast<size_t>(N) * sizeof(int32_t));
+  be_.upload(ids_, host_ids_.data(), static_cast<size_t>(R) * sizeof(int32_t));
+  be_.upload(positions_, host_positions_.data(), static_cast<size_t>(R) * sizeof(int32_t));
   be_.upload(lengths_, host_lengths_.data(), static_cast<size_t>(batch) * sizeof(int32_t));
   batch_ = batch;
   seq_ = seq;
+  rows_ = R;
+  packed_ = R < N;
 
-  embed(params, ids_, N, res_[0]);
-  be_.mask_padding(res_[0], batch, seq, D, host_lengths_.data());
+  embed(params, ids_, R, res_[0]);
   for (int64_t l = 0; l < cfg_.layers; ++l) {
     LayerActs& a = acts_[recompute_ ? 0 : l];
     layer_forward(layer_weights(params, l), l, batch, seq, lengths_, positions_, res_[l], a, tmp_, res_[l + 1],
-                  nullptr);
+                  nullptr, packed_);
   }
   const float* norm = params + final_norm_offset(cfg_);
-  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{res_[cfg_.layers], norm, N, D, static_cast<float>(cfg_.rms_eps),
-                                                       hidden_out, rstd_final_}),
+  float* normed = packed_ ? tmp_ : hidden_out;
+  check_finite(padded_row(be_.rms_norm_forward(RmsNormForwardArgs{res_[cfg_.layers], norm, R, D,
+                                                                  static_cast<float>(cfg_.rms_eps), normed,
+                                                                  rstd_final_})),
                "model.norm", -1);
+  if (packed_) be_.scatter_rows(normed, D, pad_index_.data(), R, hidden_out);
   be_.mask_padding(hidden_out, batch, seq, D, host_lengths_.data());
   has_activations_ = true;
 }
@@ -473,26 +548,24 @@ void Model::backward(const float* params, float* grads, const float* grad_hidden
   if (!has_activations_)
     throw Error("backward: no saved activations; call forward() first (generate and sequenceLogprobs do not save any)",
                 Error::Generic);
-  const int64_t N = batch_ * seq_, D = cfg_.hidden;
-  be_.copy(d_res_, grad_hidden, static_cast<size_t>(N * D) * sizeof(float));
-  be_.mask_padding(d_res_, batch_, seq_, D, host_lengths_.data());
+  const int64_t R = rows_, D = cfg_.hidden;
+  if (packed_) be_.gather_rows(grad_hidden, D, pad_index_.data(), R, d_res_);
+  else be_.copy(d_res_, grad_hidden, static_cast<size_t>(R * D) * sizeof(float));
   const int64_t norm_at = final_norm_offset(cfg_);
-  be_.rms_norm_backward(RmsNormBackwardArgs{res_[cfg_.layers], params + norm_at, rstd_final_, d_res_, N, D, d_res_,
+  be_.rms_norm_backward(RmsNormBackwardArgs{res_[cfg_.layers], params + norm_at, rstd_final_, d_res_, R, D, d_res_,
                                             grads + norm_at});
   for (int64_t l = cfg_.layers - 1; l >= 0; --l) {
     const LayerWeights w = layer_weights(params, l);
     LayerActs& a = acts_[recompute_ ? 0 : l];
     if (recompute_) {
       // Same inputs, same deterministic ops: the very bits the forward computed.
-      layer_forward(w, l, batch_, seq_, lengths_, positions_, res_[l], a, tmp_, nullptr, nullptr);
+      layer_forward(w, l, batch_, seq_, lengths_, positions_, res_[l], a, tmp_, nullptr, nullptr, packed_);
     }
     layer_backward(w, layer_grads(grads, l), l, res_[l], a, d_res_);
   }
-  // Only real tokens scatter into the embedding gradient (their rows of d_res are the
-  // only nonzero ones, but skipping padding keeps even the signs of zeros untouched).
   for (int64_t b = 0; b < batch_; ++b)
-    be_.embedding_backward(EmbeddingBackwardArgs{ids_ + b * seq_, d_res_ + b * seq_ * D, host_lengths_[b], cfg_.vocab,
-                                                 D, grads});
+    be_.embedding_backward(EmbeddingBackwardArgs{ids_ + row_offsets_[b], d_res_ + row_offsets_[b] * D,
+                                                 host_lengths_[b], cfg_.vocab, D, grads});
 }
 
 void Model::add_lm_head_grad(float* grads, const float* grad_weight) {

@@ -157,6 +157,40 @@ describe('Policy engine (CPU)', () => {
     }
   });
 
+  it('padding changes no bit: hidden states and gradients equal those of the rows filled out with tokens nothing reads', () => {
+    // The engine computes only on real tokens (packed); this is the same batch with every
+    // row at full length and the extra tokens' gradients 0 — no padding, so nothing packed.
+    // B·T spans two of the GEMM's K blocks (256 rows), lengths include 0, 1 and full.
+    const r = rng('policy padding');
+    for (const label of ['llamaBias', 'qwenTied'] as const) {
+      const config = CONFIGS[label];
+      const D = config.hiddenSize;
+      const B = 13, T = 37;
+      const lengths = Int32Array.from({ length: B }, (_, b) => (b === 0 ? 0 : b === 1 ? 1 : b === 2 ? T : r.int(2, T + 1)));
+      const ids = Int32Array.from({ length: B * T }, () => r.int(0, config.vocabSize));
+      const gradHidden = r.normals(B * T * D);
+      for (let b = 0; b < B; b++) gradHidden.fill(0, (b * T + lengths[b]) * D, (b + 1) * T * D);
+      for (const recompute of [false, true]) {
+        const policy = makePolicy(config, rng(`policy padding ${label}`), { recompute });
+        const run = (rowLengths: Int32Array) => {
+          const hidden = Float32Array.from(policy.forward({ ids, lengths: rowLengths }).hidden.data as Float32Array);
+          policy.zeroGrad();
+          policy.backward(gradHidden);
+          return { hidden, grads: Float32Array.from(policy.gradientBuffer.data as Float32Array) };
+        };
+        const padded = run(lengths);
+        const full = run(new Int32Array(B).fill(T));
+        for (let b = 0; b < B; b++)
+          for (let i = b * T * D; i < (b * T + lengths[b]) * D; i++)
+            assert.ok(padded.hidden[i] === full.hidden[i], `${label}: hidden row ${b} element ${i % (T * D)}: ${padded.hidden[i]} vs ${full.hidden[i]}`);
+        assert.ok(padded.grads.some((g) => g !== 0));
+        const at = padded.grads.findIndex((g, i) => !(g === full.grads[i]));
+        assert.equal(at, -1, `${label} (recompute ${recompute}): gradient ${at} is ${padded.grads[at]} padded, ${full.grads[at]} filled out`);
+        policy.dispose();
+      }
+    }
+  });
+
   it('is deterministic: repeated runs, 1 or 2 threads and recomputation give the same bits', () => {
     const r = rng('policy determinism');
     const config = CONFIGS.llamaBias;
