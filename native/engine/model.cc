@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 
 namespace lgrpo {
@@ -587,33 +588,70 @@ int64_t Model::first_nonfinite_lm_head_row(const float* grad_weight) const {
 // ---------------------------------------------------------------------------------------
 // Inference: sequence log-probs and generation
 
+// With a cache (generate's prefill), rows with the same prompt — GRPO samples every prompt
+// G times — are computed once, and their cache slots and hidden rows copied: a row's
+// results do not depend on the other rows, so the copies hold the bits its own
+// computation would have given.
 void Model::inference_forward(const float* params, const int32_t* ids, const int32_t* lengths, int64_t batch,
                               int64_t seq, int64_t cache_seq) {
-  const int64_t N = batch * seq, D = cfg_.hidden;
+  const int64_t D = cfg_.hidden, KV = cfg_.kv_width();
+  std::vector<int64_t> computed;            // the rows computed, in order
+  std::vector<int64_t> slot(static_cast<size_t>(batch));  // row b's results are computed row slot[b]
+  if (cache_seq > 0) {
+    std::map<std::vector<int32_t>, int64_t> first;
+    for (int64_t b = 0; b < batch; ++b) {
+      const auto it = first.emplace(std::vector<int32_t>(ids + b * seq, ids + b * seq + lengths[b]),
+                                    static_cast<int64_t>(computed.size()));
+      if (it.second) computed.push_back(b);
+      slot[b] = it.first->second;
+    }
+  } else {
+    for (int64_t b = 0; b < batch; ++b) computed.push_back(slot[b] = b);
+  }
+  const int64_t U = static_cast<int64_t>(computed.size()), N = U * seq;
+  std::vector<int32_t> computed_lengths(static_cast<size_t>(U));
   host_ids_.assign(static_cast<size_t>(N), 0);
   host_positions_.resize(static_cast<size_t>(N));
-  for (int64_t b = 0; b < batch; ++b)
+  for (int64_t u = 0; u < U; ++u) {
+    const int64_t b = computed[u];
+    computed_lengths[u] = lengths[b];
     for (int64_t t = 0; t < seq; ++t) {
-      host_positions_[b * seq + t] = static_cast<int32_t>(t);
-      if (t < lengths[b]) host_ids_[b * seq + t] = ids[b * seq + t];
+      host_positions_[u * seq + t] = static_cast<int32_t>(t);
+      if (t < lengths[b]) host_ids_[u * seq + t] = ids[b * seq + t];
     }
+  }
   be_.upload(inf_.ids, host_ids_.data(), static_cast<size_t>(N) * sizeof(int32_t));
   be_.upload(inf_.positions, host_positions_.data(), static_cast<size_t>(N) * sizeof(int32_t));
-  be_.upload(inf_.lengths, lengths, static_cast<size_t>(batch) * sizeof(int32_t));
+  be_.upload(inf_.lengths, computed_lengths.data(), static_cast<size_t>(U) * sizeof(int32_t));
   embed(params, inf_.ids, N, inf_.x);
-  be_.mask_padding(inf_.x, batch, seq, D, lengths);
+  be_.mask_padding(inf_.x, U, seq, D, computed_lengths.data());
 
   std::vector<int64_t> index;
   if (cache_seq > 0) {
     index.assign(static_cast<size_t>(N), -1);
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t t = 0; t < lengths[b]; ++t) index[b * seq + t] = b * cache_seq + t;
+    for (int64_t u = 0; u < U; ++u)
+      for (int64_t t = 0; t < computed_lengths[u]; ++t) index[u * seq + t] = computed[u] * cache_seq + t;
   }
-  const int64_t layer_cache = batch * cache_seq * cfg_.kv_width();
+  const int64_t layer_cache = batch * cache_seq * KV;
   for (int64_t l = 0; l < cfg_.layers; ++l) {
     KvSink sink{inf_.k_cache + l * layer_cache, inf_.v_cache + l * layer_cache, index.data()};
-    layer_forward(layer_weights(params, l), l, batch, seq, inf_.lengths, inf_.positions, inf_.x, inf_.acts, inf_.tmp,
+    layer_forward(layer_weights(params, l), l, U, seq, inf_.lengths, inf_.positions, inf_.x, inf_.acts, inf_.tmp,
                   inf_.x, cache_seq > 0 ? &sink : nullptr);
+  }
+  if (U == batch) return;
+  // Spread the computed rows to [batch, seq]: from the last row down, so that a computed row
+  // (slot[b] ≤ b) is read before any row above it is written.
+  const size_t row_bytes = static_cast<size_t>(seq * D) * sizeof(float);
+  for (int64_t b = batch - 1; b >= 0; --b)
+    if (slot[b] != b) be_.copy(inf_.x + b * seq * D, inf_.x + slot[b] * seq * D, row_bytes);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t from = computed[slot[b]];
+    if (from == b) continue;
+    const size_t bytes = static_cast<size_t>(lengths[b] * KV) * sizeof(float);
+    for (int64_t l = 0; l < cfg_.layers; ++l) {
+      be_.copy(inf_.k_cache + l * layer_cache + b * cache_seq * KV, inf_.k_cache + l * layer_cache + from * cache_seq * KV, bytes);
+      be_.copy(inf_.v_cache + l * layer_cache + b * cache_seq * KV, inf_.v_cache + l * layer_cache + from * cache_seq * KV, bytes);
+    }
   }
 }
 

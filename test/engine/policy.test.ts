@@ -377,6 +377,33 @@ describe('Policy engine (CPU)', () => {
     }
   });
 
+  it('rows sharing a prompt (a GRPO group) are prefilled once: each row still equals its own computation, bit for bit', () => {
+    const r = rng('policy shared prompts');
+    for (const [label, config] of [['qwenTied', CONFIGS.qwenTied], ['llamaBias', CONFIGS.llamaBias]] as const) {
+      const policy = makePolicy(config, r);
+      const [p0, p1, p2] = randomRows(r, [5, 3, 6], config.vocabSize);
+      // p0 and a prompt that only starts like it, groups not adjacent, a unique row last.
+      const prefix = p0.slice(0, 3);
+      const prompts = [p0, p1, p0, prefix, p0, p1, p2, p1];
+      // Sampled: every row draws its own tokens from the copied cache; their log-probs are
+      // those of a fresh forward over the row (sequenceLogprobs never shares work).
+      for (const temperature of [1, 0.8]) {
+        const out = policy.generate(prompts, { maxNewTokens: 7, temperature, seed: 11, stopIds: [] });
+        const lps = policy.sequenceLogprobs(prompts, out.tokens, { temperature });
+        prompts.forEach((_, b) => assert.ok(bitsEqual(out.logprobs[b], lps[b]), `${label} τ=${temperature} row ${b}: ${out.logprobs[b]} vs ${lps[b]}`));
+        assert.notDeepEqual(out.tokens[0], out.tokens[2], `${label}: two rows of one prompt drew the same tokens`);
+      }
+      // Greedy: each row as the prompt alone.
+      const greedy = policy.generate(prompts, { maxNewTokens: 7, temperature: 0, seed: 0, stopIds: [] });
+      prompts.forEach((prompt, b) => {
+        const alone = policy.generate([prompt], { maxNewTokens: 7, temperature: 0, seed: 0, stopIds: [] });
+        assert.deepEqual(greedy.tokens[b], alone.tokens[0], `${label} greedy row ${b}`);
+        assert.ok(bitsEqual(greedy.logprobs[b], alone.logprobs[0]), `${label} greedy row ${b} log-probs`);
+      });
+      policy.dispose();
+    }
+  });
+
   it('bf16 rollouts: the f32 engine on bf16-rounded weight matrices, deterministic and batch invariant', () => {
     const r = rng('policy bf16 rollouts');
     const config = CONFIGS.llamaBias;  // untied: the embedding gather stays f32, the LM head is a weight matrix
