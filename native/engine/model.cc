@@ -234,7 +234,7 @@ void Model::plan_acts(Planner& p, LayerActs& a, int64_t rows, int64_t attention_
 }
 
 // rows: the real tokens (R ≤ batch·seq) that every row-wise buffer holds.
-void Model::plan_training(Planner& p, int64_t batch, int64_t seq, int64_t rows) {
+void Model::plan_training(Planner& p, int64_t batch, int64_t seq, int64_t rows, int64_t unique_rows) {
   const int64_t N = batch * seq, R = rows, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(),
                 KV = cfg_.kv_width();
   const bool packed = R < N;
@@ -255,7 +255,7 @@ void Model::plan_training(Planner& p, int64_t batch, int64_t seq, int64_t rows) 
   dv_ = p.take<float>(R * KV);
   d_h_ = p.take<float>(R * I);
   d_up_ = p.take<float>(R * I);
-  const int64_t pr = packed ? R : 0, pn = packed ? N : 0;
+  const int64_t pr = packed || unique_rows > 0 ? R : 0, pn = packed ? N : 0;
   pq_ = p.take<float>(pr * Q);
   pk_ = p.take<float>(pr * KV);
   pv_ = p.take<float>(pr * KV);
@@ -264,6 +264,12 @@ void Model::plan_training(Planner& p, int64_t batch, int64_t seq, int64_t rows) 
   dq_pad_ = p.take<float>(pn * Q);
   dk_pad_ = p.take<float>(pn * KV);
   dv_pad_ = p.take<float>(pn * KV);
+  const int64_t U = unique_rows;
+  uids_ = p.take<int32_t>(U);
+  upos_ = p.take<int32_t>(U);
+  ux_[0] = p.take<float>(U * D);
+  ux_[1] = p.take<float>(U * D);
+  plan_acts(p, uacts_, U, 0);
 }
 
 void Model::plan_inference(Planner& p, int64_t batch, int64_t seq, int64_t cache_seq, int64_t logit_rows) {
@@ -403,7 +409,8 @@ void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a
 void Model::layer_forward(const LayerWeights& w, int64_t layer, int64_t batch, int64_t seq, const int32_t* lengths_dev,
                           const int32_t* positions_dev, const float* x_in, LayerActs& a, float* tmp, float* x_out,
                           const KvSink* kv, bool packed) {
-  const int64_t N = packed ? rows_ : batch * seq, D = cfg_.hidden, Q = cfg_.q_width(), KV = cfg_.kv_width();
+  const int64_t N = packed ? (shared_ ? unique_rows_ : rows_) : batch * seq, D = cfg_.hidden, Q = cfg_.q_width(),
+                KV = cfg_.kv_width();
   const int64_t bad = be_.rms_norm_forward(
       RmsNormForwardArgs{x_in, w.in_norm, N, D, static_cast<float>(cfg_.rms_eps), a.xn1, a.rstd1});
   check_finite(packed ? padded_row(bad) : bad, "input_layernorm", layer);
@@ -421,7 +428,11 @@ void Model::layer_forward(const LayerWeights& w, int64_t layer, int64_t batch, i
     be_.scatter_rows(a.k, cfg_.kv_width(), kv->index, N, kv->k_cache);
     be_.scatter_rows(a.v, cfg_.kv_width(), kv->index, N, kv->v_cache);
   }
-  if (packed) {
+  if (packed && shared_) {  // a unique row fills every padded row that shares it
+    be_.gather_rows(p.q, Q, pad_unique_.data(), batch * seq, a.q);
+    be_.gather_rows(p.k, KV, pad_unique_.data(), batch * seq, a.k);
+    be_.gather_rows(p.v, KV, pad_unique_.data(), batch * seq, a.v);
+  } else if (packed) {
     be_.scatter_rows(p.q, Q, pad_index_.data(), N, a.q);
     be_.scatter_rows(p.k, KV, pad_index_.data(), N, a.k);
     be_.scatter_rows(p.v, KV, pad_index_.data(), N, a.v);
@@ -430,13 +441,14 @@ void Model::layer_forward(const LayerWeights& w, int64_t layer, int64_t batch, i
   check_finite(be_.attention_forward(AttentionForwardArgs{a.q, a.k, a.v, lengths_dev, batch, seq, cfg_.q_heads,
                                                           cfg_.kv_heads, cfg_.head_dim, scale, a.att, a.lse}),
                "self_attn", layer);
-  if (packed) be_.gather_rows(a.att, Q, pad_index_.data(), N, p.att);
+  if (packed) be_.gather_rows(a.att, Q, (shared_ ? unique_pad_ : pad_index_).data(), N, p.att);
   attention_output(w, N, x_in, p, tmp);
   mlp(w, layer, N, p, tmp, x_out, packed);
 }
 
 int64_t Model::padded_row(int64_t packed_row) const {
-  return packed_row >= 0 && packed_ ? pad_index_[static_cast<size_t>(packed_row)] : packed_row;
+  if (packed_row < 0 || !packed_) return packed_row;
+  return (shared_ ? unique_pad_ : pad_index_)[static_cast<size_t>(packed_row)];
 }
 
 void Model::layer_backward(const LayerWeights& w, const LayerGrads& g, int64_t layer, const float* x_in, LayerActs& a,
@@ -504,11 +516,45 @@ void Model::forward(const float* params, const int32_t* ids, const int32_t* leng
     dw_blocks_.push_back(std::lower_bound(pad_index_.begin(), pad_index_.end(), start) - pad_index_.begin());
   dw_blocks_.push_back(R);
 
+  // Shared prefixes: each row against the earlier row it has the longest common prefix with.
+  expand_.assign(static_cast<size_t>(R), 0);
+  unique_pad_.clear();
+  unique_ids_.clear();
+  unique_positions_.clear();
+  for (int64_t b = 0; b < batch; ++b) {
+    int64_t best = 0, from = -1;
+    for (int64_t o = 0; o < b && !recompute_; ++o) {
+      const int64_t limit = std::min(lengths[b], lengths[o]);
+      int64_t n = 0;
+      while (n < limit && ids[b * seq + n] == ids[o * seq + n]) ++n;
+      if (n > best) {
+        best = n;
+        from = o;
+      }
+    }
+    for (int64_t t = 0; t < lengths[b]; ++t) {
+      const int64_t r = row_offsets_[b] + t;
+      if (t < best) {
+        expand_[r] = expand_[row_offsets_[from] + t];
+      } else {
+        expand_[r] = static_cast<int64_t>(unique_pad_.size());
+        unique_pad_.push_back(b * seq + t);
+        unique_ids_.push_back(ids[b * seq + t]);
+        unique_positions_.push_back(static_cast<int32_t>(t));
+      }
+    }
+  }
+  // Copying a row's activations costs a few percent of computing them: worth it once a
+  // fifth of the tokens are shared.
+  const int64_t U = static_cast<int64_t>(unique_pad_.size());
+  const bool shared = U < R && U * 5 <= R * 4;
+  unique_rows_ = shared ? U : 0;
+
   Planner measure(nullptr);
-  plan_training(measure, batch, seq, R);
+  plan_training(measure, batch, seq, R, unique_rows_);
   reserve(train_, measure.size());
   Planner assign(train_.base);
-  plan_training(assign, batch, seq, R);
+  plan_training(assign, batch, seq, R, unique_rows_);
   ensure_rope(std::max<int64_t>(seq, 1));
 
   host_ids_.resize(static_cast<size_t>(R));
@@ -527,6 +573,15 @@ void Model::forward(const float* params, const int32_t* ids, const int32_t* leng
   seq_ = seq;
   rows_ = R;
   packed_ = R < N;
+  if (shared) {
+    pad_unique_.assign(static_cast<size_t>(N), 0);
+    for (int64_t r = 0; r < R; ++r) pad_unique_[pad_index_[r]] = expand_[r];
+    be_.upload(uids_, unique_ids_.data(), static_cast<size_t>(U) * sizeof(int32_t));
+    be_.upload(upos_, unique_positions_.data(), static_cast<size_t>(U) * sizeof(int32_t));
+    forward_shared(params, hidden_out);
+    has_activations_ = true;
+    return;
+  }
 
   embed(params, ids_, R, res_[0]);
   for (int64_t l = 0; l < cfg_.layers; ++l) {
@@ -543,6 +598,48 @@ void Model::forward(const float* params, const int32_t* ids, const int32_t* leng
   if (packed_) be_.scatter_rows(normed, D, pad_index_.data(), R, hidden_out);
   be_.mask_padding(hidden_out, batch, seq, D, host_lengths_.data());
   has_activations_ = true;
+}
+
+// The forward on the unique rows; every saved activation is then copied out to the packed
+// rows (and q, k, v to every padded row) that share it, as the backward expects them.
+void Model::forward_shared(const float* params, float* hidden_out) {
+  const int64_t U = unique_rows_, R = rows_, N = batch_ * seq_, D = cfg_.hidden, I = cfg_.intermediate;
+  shared_ = true;
+  struct Done {
+    Model& m;
+    ~Done() { m.shared_ = false; }
+  } done{*this};
+  const int64_t* expand = expand_.data();
+  embed(params, uids_, U, ux_[0]);
+  be_.gather_rows(ux_[0], D, expand, R, res_[0]);
+  for (int64_t l = 0; l < cfg_.layers; ++l) {
+    LayerActs& a = acts_[l];
+    LayerActs u = uacts_;
+    u.q = a.q;
+    u.k = a.k;
+    u.v = a.v;
+    u.att = a.att;
+    u.lse = a.lse;
+    float* x_in = ux_[l % 2];
+    float* x_out = ux_[(l + 1) % 2];
+    layer_forward(layer_weights(params, l), l, batch_, seq_, lengths_, upos_, x_in, u, tmp_, x_out, nullptr, true);
+    const struct {
+      const float* from;
+      float* to;
+      int64_t cols;
+    } saved[] = {{u.xn1, a.xn1, D},     {u.rstd1, a.rstd1, 1}, {u.res_mid, a.res_mid, D},
+                 {u.rstd2, a.rstd2, 1}, {u.xn2, a.xn2, D},     {u.gate, a.gate, I},
+                 {u.up, a.up, I},       {u.h, a.h, I},         {x_out, res_[l + 1], D}};
+    for (const auto& c : saved) be_.gather_rows(c.from, c.cols, expand, R, c.to);
+  }
+  const float* norm = params + final_norm_offset(cfg_);
+  check_finite(padded_row(be_.rms_norm_forward(RmsNormForwardArgs{ux_[cfg_.layers % 2], norm, U, D,
+                                                                  static_cast<float>(cfg_.rms_eps), tmp_,
+                                                                  uacts_.rstd1})),
+               "model.norm", -1);
+  be_.gather_rows(uacts_.rstd1, 1, expand, R, rstd_final_);
+  be_.gather_rows(tmp_, D, pad_unique_.data(), N, hidden_out);
+  be_.mask_padding(hidden_out, batch_, seq_, D, host_lengths_.data());
 }
 
 void Model::backward(const float* params, float* grads, const float* grad_hidden) {

@@ -156,7 +156,8 @@ class Model {
   };
 
   class Planner;
-  void plan_training(Planner& p, int64_t batch, int64_t seq, int64_t rows);
+  void plan_training(Planner& p, int64_t batch, int64_t seq, int64_t rows, int64_t unique_rows);
+  void forward_shared(const float* params, float* hidden_out);
   void plan_inference(Planner& p, int64_t batch, int64_t seq, int64_t cache_seq, int64_t logit_rows);
   void plan_acts(Planner& p, LayerActs& a, int64_t rows, int64_t attention_rows);
   void reserve(Arena& arena, size_t bytes);
@@ -206,6 +207,19 @@ class Model {
   int64_t rows_ = 0;
   bool packed_ = false;
   std::vector<int64_t> pad_index_, row_offsets_, dw_blocks_;
+  // Rows that begin alike (GRPO's G completions of one prompt) have the same activations
+  // over their common prefix: when that saves enough, the forward computes each distinct
+  // prefix token once (unique_rows_ rows) and copies its activations to every packed row
+  // (expand_[r]: the unique row of packed row r; unique_pad_[u]: unique row u's padded row;
+  // pad_unique_[b·T + t]: the unique row of a padded row, 0 for padding). shared_: the
+  // forward is running on the unique rows.
+  int64_t unique_rows_ = 0;
+  bool shared_ = false;
+  std::vector<int64_t> expand_, unique_pad_, pad_unique_;
+  std::vector<int32_t> unique_ids_, unique_positions_;
+  int32_t *uids_ = nullptr, *upos_ = nullptr;
+  float* ux_[2] = {nullptr, nullptr};
+  LayerActs uacts_{};
   std::vector<float*> res_;  // L+1 residual streams [R, D]
   float* rstd_final_ = nullptr;
   std::vector<LayerActs> acts_;  // L, or 1 when recomputing

@@ -191,6 +191,49 @@ describe('Policy engine (CPU)', () => {
     }
   });
 
+  it('rows that begin alike compute their common prefix once: hidden states and gradients keep their bits', () => {
+    // With recomputation the engine never shares prefixes, so it is the reference here.
+    const r = rng('policy shared prefixes');
+    for (const label of ['llamaBias', 'qwenTied'] as const) {
+      const config = CONFIGS[label];
+      const V = config.vocabSize;
+      const prompt = randomRows(r, [9], V)[0];
+      const groups: Array<{ label: string; rows: number[][] }> = [
+        {
+          label: 'a group of completions of one prompt, a duplicate, a shorter common prefix, an unrelated row',
+          rows: [
+            ...randomRows(r, [4, 0, 6, 1, 5], V).map((c) => [...prompt, ...c]),
+            [...prompt, 7, 7],
+            [...prompt, 7, 7],
+            [...prompt.slice(0, 4), ...randomRows(r, [3], V)[0]],
+            randomRows(r, [8], V)[0],
+          ],
+        },
+        { label: 'identical rows without padding', rows: [prompt, prompt, prompt] },
+      ];
+      const policy = makePolicy(config, r);
+      for (const { label: what, rows } of groups) {
+        const D = config.hiddenSize;
+        const T = Math.max(...rows.map((x) => x.length));
+        const gradHidden = r.normals(rows.length * T * D);
+        const run = (recompute: boolean) => {
+          policy.recompute = recompute;
+          const hidden = Float32Array.from(policy.forward({ ids: rows }).hidden.data as Float32Array);
+          policy.zeroGrad();
+          policy.backward(gradHidden);
+          return { hidden, grads: Float32Array.from(policy.gradientBuffer.data as Float32Array) };
+        };
+        const shared = run(false), alone = run(true);
+        const h = shared.hidden.findIndex((x, i) => !(x === alone.hidden[i]));
+        assert.equal(h, -1, `${label}, ${what}: hidden ${h}: ${shared.hidden[h]} vs ${alone.hidden[h]}`);
+        assert.ok(shared.grads.some((g) => g !== 0));
+        const g = shared.grads.findIndex((x, i) => !(x === alone.grads[i]));
+        assert.equal(g, -1, `${label}, ${what}: gradient ${g}: ${shared.grads[g]} vs ${alone.grads[g]}`);
+      }
+      policy.dispose();
+    }
+  });
+
   it('is deterministic: repeated runs, 1 or 2 threads and recomputation give the same bits', () => {
     const r = rng('policy determinism');
     const config = CONFIGS.llamaBias;
