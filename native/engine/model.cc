@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 
 namespace lgrpo {
@@ -218,15 +219,15 @@ void Model::reserve(Arena& arena, size_t bytes) {
   ++arena.allocations;
 }
 
-void Model::plan_acts(Planner& p, LayerActs& a, int64_t rows) {
+void Model::plan_acts(Planner& p, LayerActs& a, int64_t rows, int64_t attention_rows) {
   const int64_t D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
   a.xn1 = p.take<float>(rows * D);
   a.rstd1 = p.take<float>(rows);
-  a.q = p.take<float>(rows * Q);
-  a.k = p.take<float>(rows * KV);
-  a.v = p.take<float>(rows * KV);
-  a.att = p.take<float>(rows * Q);
-  a.lse = p.take<float>(rows * cfg_.q_heads);
+  a.q = p.take<float>(attention_rows * Q);
+  a.k = p.take<float>(attention_rows * KV);
+  a.v = p.take<float>(attention_rows * KV);
+  a.att = p.take<float>(attention_rows * Q);
+  a.lse = p.take<float>(attention_rows * cfg_.q_heads);
   a.res_mid = p.take<float>(rows * D);
   a.rstd2 = p.take<float>(rows);
   a.xn2 = p.take<float>(rows * D);
@@ -235,25 +236,43 @@ void Model::plan_acts(Planner& p, LayerActs& a, int64_t rows) {
   a.h = p.take<float>(rows * I);
 }
 
-void Model::plan_training(Planner& p, int64_t batch, int64_t seq) {
-  const int64_t N = batch * seq, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
-  ids_ = p.take<int32_t>(N);
-  positions_ = p.take<int32_t>(N);
+// rows: the real tokens (R ≤ batch·seq) that every row-wise buffer holds.
+void Model::plan_training(Planner& p, int64_t batch, int64_t seq, int64_t rows, int64_t unique_rows) {
+  const int64_t N = batch * seq, R = rows, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(),
+                KV = cfg_.kv_width();
+  const bool packed = R < N;
+  ids_ = p.take<int32_t>(R);
+  positions_ = p.take<int32_t>(R);
   lengths_ = p.take<int32_t>(batch);
   res_.assign(static_cast<size_t>(cfg_.layers + 1), nullptr);
-  for (auto& r : res_) r = p.take<float>(N * D);
-  rstd_final_ = p.take<float>(N);
+  for (auto& r : res_) r = p.take<float>(R * D);
+  rstd_final_ = p.take<float>(R);
   acts_.assign(recompute_ ? 1 : static_cast<size_t>(cfg_.layers), LayerActs{});
-  for (auto& a : acts_) plan_acts(p, a, N);
-  tmp_ = p.take<float>(N * D);
-  d_res_ = p.take<float>(N * D);
-  d_xn_ = p.take<float>(N * D);
-  d_att_ = p.take<float>(N * Q);
-  dq_ = p.take<float>(N * Q);
-  dk_ = p.take<float>(N * KV);
-  dv_ = p.take<float>(N * KV);
-  d_h_ = p.take<float>(N * I);
-  d_up_ = p.take<float>(N * I);
+  for (auto& a : acts_) plan_acts(p, a, R, N);
+  tmp_ = p.take<float>(R * D);
+  d_res_ = p.take<float>(R * D);
+  d_xn_ = p.take<float>(R * D);
+  d_att_ = p.take<float>(R * Q);
+  dq_ = p.take<float>(R * Q);
+  dk_ = p.take<float>(R * KV);
+  dv_ = p.take<float>(R * KV);
+  d_h_ = p.take<float>(R * I);
+  d_up_ = p.take<float>(R * I);
+  const int64_t pr = packed || unique_rows > 0 ? R : 0, pn = packed ? N : 0;
+  pq_ = p.take<float>(pr * Q);
+  pk_ = p.take<float>(pr * KV);
+  pv_ = p.take<float>(pr * KV);
+  patt_ = p.take<float>(pr * Q);
+  d_att_pad_ = p.take<float>(pn * Q);
+  dq_pad_ = p.take<float>(pn * Q);
+  dk_pad_ = p.take<float>(pn * KV);
+  dv_pad_ = p.take<float>(pn * KV);
+  const int64_t U = unique_rows;
+  uids_ = p.take<int32_t>(U);
+  upos_ = p.take<int32_t>(U);
+  ux_[0] = p.take<float>(U * D);
+  ux_[1] = p.take<float>(U * D);
+  plan_acts(p, uacts_, U, 0);
 }
 
 void Model::plan_inference(Planner& p, int64_t batch, int64_t seq, int64_t cache_seq, int64_t logit_rows) {
@@ -270,7 +289,7 @@ void Model::plan_inference(Planner& p, int64_t batch, int64_t seq, int64_t cache
   inf_.logits = p.take<float>(logit_rows * cfg_.vocab);
   inf_.k_cache = p.take<float>(cache);
   inf_.v_cache = p.take<float>(cache);
-  plan_acts(p, inf_.acts, N);
+  plan_acts(p, inf_.acts, N, N);
 }
 
 void Model::ensure_rope(int64_t positions) {
@@ -357,10 +376,21 @@ void Model::linear(const float* x, const float* w, const float* bias, int64_t ro
 }
 
 // y = x·Wᵀ + b:  dx (=|+=) dy·W,  dW += dyᵀ·x,  db += Σ_rows dy.
+// dW sums over the token rows, which the GEMM restarts every kGemmKC of them: with a packed
+// batch it is one GEMM per K block of the padded layout (dw_blocks_), so each block sums the
+// same tokens in the same order and the gradient has the padded computation's bits (the
+// padding's rows only ever added zeros).
 void Model::linear_backward(const float* dy, const float* x, const float* w, int64_t rows, int64_t in, int64_t out,
                             float* dx, float beta_dx, float* dw, float* dbias) {
   if (dx) be_.gemm(GemmArgs{false, false, rows, in, out, 1.0f, dy, out, w, in, beta_dx, dx, in});
-  be_.gemm(GemmArgs{true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in});
+  if (!packed_) {
+    be_.gemm(GemmArgs{true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in});
+  } else {
+    for (size_t j = 0; j + 1 < dw_blocks_.size(); ++j) {
+      const int64_t r0 = dw_blocks_[j], r1 = dw_blocks_[j + 1];
+      if (r1 > r0) be_.gemm(GemmArgs{true, false, out, in, r1 - r0, 1.0f, dy + r0 * out, out, x + r0 * in, in, 1.0f, dw, in});
+    }
+  }
   if (dbias) be_.bias_grad(dy, rows, out, dbias);
 }
 
@@ -380,11 +410,12 @@ void Model::attention_output(const LayerWeights& w, int64_t rows, const float* x
   be_.add(a.res_mid, x_in, tmp, rows * cfg_.hidden);
 }
 
-void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a, float* tmp, float* x_out) {
+void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a, float* tmp, float* x_out,
+                bool packed) {
   const int64_t D = cfg_.hidden, I = cfg_.intermediate;
-  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{a.res_mid, w.post_norm, rows, D, static_cast<float>(cfg_.rms_eps),
-                                                       a.xn2, a.rstd2}),
-               "post_attention_layernorm", layer);
+  const int64_t bad = be_.rms_norm_forward(
+      RmsNormForwardArgs{a.res_mid, w.post_norm, rows, D, static_cast<float>(cfg_.rms_eps), a.xn2, a.rstd2});
+  check_finite(packed ? padded_row(bad) : bad, "post_attention_layernorm", layer);
   linear(a.xn2, w.wg, nullptr, rows, D, I, a.gate);
   linear(a.xn2, w.wu, nullptr, rows, D, I, a.up);
   // Elementwise with per-element bits independent of the array length, so a row gives
@@ -395,31 +426,57 @@ void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a
   be_.add(x_out, a.res_mid, tmp, rows * D);
 }
 
+// packed (training): x_in/x_out and every row-wise buffer hold the rows_ real tokens
+// packed; q, k and v are scattered into the padded layout for attention and its output
+// gathered back, so a token's bits are those of the padded computation.
 void Model::layer_forward(const LayerWeights& w, int64_t layer, int64_t batch, int64_t seq, const int32_t* lengths_dev,
                           const int32_t* positions_dev, const float* x_in, LayerActs& a, float* tmp, float* x_out,
-                          const KvSink* kv) {
-  const int64_t N = batch * seq, D = cfg_.hidden;
-  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{x_in, w.in_norm, N, D, static_cast<float>(cfg_.rms_eps), a.xn1,
-                                                       a.rstd1}),
-               "input_layernorm", layer);
-  project_qkv(w, N, a);
-  be_.rope_forward(RopeArgs{a.q, a.k, positions_dev, N, cfg_.q_heads, cfg_.kv_heads, cfg_.head_dim, cfg_.rope_theta,
+                          const KvSink* kv, bool packed) {
+  const int64_t N = packed ? (shared_ ? unique_rows_ : rows_) : batch * seq, D = cfg_.hidden, Q = cfg_.q_width(),
+                KV = cfg_.kv_width();
+  const int64_t bad = be_.rms_norm_forward(
+      RmsNormForwardArgs{x_in, w.in_norm, N, D, static_cast<float>(cfg_.rms_eps), a.xn1, a.rstd1});
+  check_finite(packed ? padded_row(bad) : bad, "input_layernorm", layer);
+  LayerActs p = a;  // a with q, k, v and att on the rows the other buffers hold
+  if (packed) {
+    p.q = pq_;
+    p.k = pk_;
+    p.v = pv_;
+    p.att = patt_;
+  }
+  project_qkv(w, N, p);
+  be_.rope_forward(RopeArgs{p.q, p.k, positions_dev, N, cfg_.q_heads, cfg_.kv_heads, cfg_.head_dim, cfg_.rope_theta,
                             rope_cos_, rope_sin_, rope_positions_});
   if (kv) {
     be_.scatter_rows(a.k, cfg_.kv_width(), kv->index, N, kv->k_cache);
     be_.scatter_rows(a.v, cfg_.kv_width(), kv->index, N, kv->v_cache);
   }
+  if (packed && shared_) {  // a unique row fills every padded row that shares it
+    be_.gather_rows(p.q, Q, pad_unique_.data(), batch * seq, a.q);
+    be_.gather_rows(p.k, KV, pad_unique_.data(), batch * seq, a.k);
+    be_.gather_rows(p.v, KV, pad_unique_.data(), batch * seq, a.v);
+  } else if (packed) {
+    be_.scatter_rows(p.q, Q, pad_index_.data(), N, a.q);
+    be_.scatter_rows(p.k, KV, pad_index_.data(), N, a.k);
+    be_.scatter_rows(p.v, KV, pad_index_.data(), N, a.v);
+  }
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
   check_finite(be_.attention_forward(AttentionForwardArgs{a.q, a.k, a.v, lengths_dev, batch, seq, cfg_.q_heads,
                                                           cfg_.kv_heads, cfg_.head_dim, scale, a.att, a.lse}),
                "self_attn", layer);
-  attention_output(w, N, x_in, a, tmp);
-  mlp(w, layer, N, a, tmp, x_out);
+  if (packed) be_.gather_rows(a.att, Q, (shared_ ? unique_pad_ : pad_index_).data(), N, p.att);
+  attention_output(w, N, x_in, p, tmp);
+  mlp(w, layer, N, p, tmp, x_out, packed);
+}
+
+int64_t Model::padded_row(int64_t packed_row) const {
+  if (packed_row < 0 || !packed_) return packed_row;
+  return (shared_ ? unique_pad_ : pad_index_)[static_cast<size_t>(packed_row)];
 }
 
 void Model::layer_backward(const LayerWeights& w, const LayerGrads& g, int64_t layer, const float* x_in, LayerActs& a,
                            float* d_res) {
-  const int64_t N = batch_ * seq_, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
+  const int64_t N = rows_, D = cfg_.hidden, I = cfg_.intermediate, Q = cfg_.q_width(), KV = cfg_.kv_width();
   // MLP: x_out = res_mid + (silu(xn2·Wgᵀ) ⊙ xn2·Wuᵀ)·Wdᵀ,  xn2 = rmsnorm(res_mid).
   linear_backward(d_res, a.h, w.wd, N, I, D, d_h_, 0.0f, g.wd, nullptr);
   be_.swiglu_backward(SwigluBackwardArgs{a.gate, a.up, d_h_, N * I, d_h_, d_up_});
@@ -428,10 +485,24 @@ void Model::layer_backward(const LayerWeights& w, const LayerGrads& g, int64_t l
   be_.rms_norm_backward(RmsNormBackwardArgs{a.res_mid, w.post_norm, a.rstd2, d_xn_, N, D, d_xn_, g.post_norm});
   be_.add(d_res, d_res, d_xn_, N * D);  // now ∂L/∂res_mid
   // Attention: res_mid = x_in + attention(rope(xn1·Wqᵀ + bq), ...)·Woᵀ + bo,  xn1 = rmsnorm(x_in).
-  linear_backward(d_res, a.att, w.wo, N, Q, D, d_att_, 0.0f, g.wo, g.bo);
+  // (Packed: attention's input and output gradients cross between the layouts as in the forward.)
+  const float* att = a.att;
+  if (packed_) {
+    be_.gather_rows(a.att, Q, pad_index_.data(), N, patt_);
+    att = patt_;
+  }
+  linear_backward(d_res, att, w.wo, N, Q, D, d_att_, 0.0f, g.wo, g.bo);
+  if (packed_) be_.scatter_rows(d_att_, Q, pad_index_.data(), N, d_att_pad_);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
   be_.attention_backward(AttentionBackwardArgs{a.q, a.k, a.v, lengths_, batch_, seq_, cfg_.q_heads, cfg_.kv_heads,
-                                               cfg_.head_dim, scale, a.att, a.lse, d_att_, dq_, dk_, dv_});
+                                               cfg_.head_dim, scale, a.att, a.lse, packed_ ? d_att_pad_ : d_att_,
+                                               packed_ ? dq_pad_ : dq_, packed_ ? dk_pad_ : dk_,
+                                               packed_ ? dv_pad_ : dv_});
+  if (packed_) {
+    be_.gather_rows(dq_pad_, Q, pad_index_.data(), N, dq_);
+    be_.gather_rows(dk_pad_, KV, pad_index_.data(), N, dk_);
+    be_.gather_rows(dv_pad_, KV, pad_index_.data(), N, dv_);
+  }
   be_.rope_backward(RopeArgs{dq_, dk_, positions_, N, cfg_.q_heads, cfg_.kv_heads, cfg_.head_dim, cfg_.rope_theta,
                              rope_cos_, rope_sin_, rope_positions_});
   linear_backward(dq_, a.xn1, w.wq, N, D, Q, d_xn_, 0.0f, g.wq, g.bq);
@@ -454,68 +525,168 @@ void Model::forward(const float* params, const int32_t* ids, const int32_t* leng
   check_batch(ids, lengths, batch, seq, cfg_.vocab, 0);
   has_activations_ = false;
   const int64_t N = batch * seq, D = cfg_.hidden;
+  // Padding is never computed on: the real tokens are packed (see model.h).
+  pad_index_.clear();
+  row_offsets_.assign(static_cast<size_t>(batch) + 1, 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < lengths[b]; ++t) pad_index_.push_back(b * seq + t);
+    row_offsets_[b + 1] = static_cast<int64_t>(pad_index_.size());
+  }
+  const int64_t R = static_cast<int64_t>(pad_index_.size());
+  // Packed rows where the padded layout's K blocks of kGemmKC rows begin (see linear_backward).
+  dw_blocks_.clear();
+  for (int64_t start = 0; start < N; start += kGemmKC)
+    dw_blocks_.push_back(std::lower_bound(pad_index_.begin(), pad_index_.end(), start) - pad_index_.begin());
+  dw_blocks_.push_back(R);
+
+  // Shared prefixes: each row against the earlier row it has the longest common prefix with.
+  expand_.assign(static_cast<size_t>(R), 0);
+  unique_pad_.clear();
+  unique_ids_.clear();
+  unique_positions_.clear();
+  for (int64_t b = 0; b < batch; ++b) {
+    int64_t best = 0, from = -1;
+    for (int64_t o = 0; o < b && !recompute_; ++o) {
+      const int64_t limit = std::min(lengths[b], lengths[o]);
+      int64_t n = 0;
+      while (n < limit && ids[b * seq + n] == ids[o * seq + n]) ++n;
+      if (n > best) {
+        best = n;
+        from = o;
+      }
+    }
+    for (int64_t t = 0; t < lengths[b]; ++t) {
+      const int64_t r = row_offsets_[b] + t;
+      if (t < best) {
+        expand_[r] = expand_[row_offsets_[from] + t];
+      } else {
+        expand_[r] = static_cast<int64_t>(unique_pad_.size());
+        unique_pad_.push_back(b * seq + t);
+        unique_ids_.push_back(ids[b * seq + t]);
+        unique_positions_.push_back(static_cast<int32_t>(t));
+      }
+    }
+  }
+  // Copying a row's activations costs a few percent of computing them: worth it once a
+  // fifth of the tokens are shared.
+  const int64_t U = static_cast<int64_t>(unique_pad_.size());
+  const bool shared = U < R && U * 5 <= R * 4;
+  unique_rows_ = shared ? U : 0;
 
   Planner measure(nullptr);
-  plan_training(measure, batch, seq);
+  plan_training(measure, batch, seq, R, unique_rows_);
   reserve(train_, measure.size());
   Planner assign(train_.base);
-  plan_training(assign, batch, seq);
+  plan_training(assign, batch, seq, R, unique_rows_);
   ensure_rope(std::max<int64_t>(seq, 1));
 
-  // Padded ids become 0 so the embedding reads a valid row; those rows are zeroed below.
-  host_ids_.assign(static_cast<size_t>(N), 0);
-  host_positions_.resize(static_cast<size_t>(N));
+  host_ids_.resize(static_cast<size_t>(R));
+  host_positions_.resize(static_cast<size_t>(R));
   for (int64_t b = 0; b < batch; ++b)
-    for (int64_t t = 0; t < seq; ++t) {
-      host_positions_[b * seq + t] = static_cast<int32_t>(t);
-      if (t < lengths[b]) host_ids_[b * seq + t] = ids[b * seq + t];
+    for (int64_t t = 0; t < lengths[b]; ++t) {
+      const int64_t r = row_offsets_[b] + t;
+      host_positions_[r] = static_cast<int32_t>(t);
+      host_ids_[r] = ids[b * seq + t];
     }
   host_lengths_.assign(lengths, lengths + batch);
-  be_.upload(ids_, host_ids_.data(), static_cast<size_t>(N) * sizeof(int32_t));
-  be_.upload(positions_, host_positions_.data(), static_cast<size_t>(N) * sizeof(int32_t));
+  be_.upload(ids_, host_ids_.data(), static_cast<size_t>(R) * sizeof(int32_t));
+  be_.upload(positions_, host_positions_.data(), static_cast<size_t>(R) * sizeof(int32_t));
   be_.upload(lengths_, host_lengths_.data(), static_cast<size_t>(batch) * sizeof(int32_t));
   batch_ = batch;
   seq_ = seq;
+  rows_ = R;
+  packed_ = R < N;
+  if (shared) {
+    pad_unique_.assign(static_cast<size_t>(N), 0);
+    for (int64_t r = 0; r < R; ++r) pad_unique_[pad_index_[r]] = expand_[r];
+    be_.upload(uids_, unique_ids_.data(), static_cast<size_t>(U) * sizeof(int32_t));
+    be_.upload(upos_, unique_positions_.data(), static_cast<size_t>(U) * sizeof(int32_t));
+    forward_shared(params, hidden_out);
+    has_activations_ = true;
+    return;
+  }
 
-  embed(params, ids_, N, res_[0]);
-  be_.mask_padding(res_[0], batch, seq, D, host_lengths_.data());
+  embed(params, ids_, R, res_[0]);
   for (int64_t l = 0; l < cfg_.layers; ++l) {
     LayerActs& a = acts_[recompute_ ? 0 : l];
     layer_forward(layer_weights(params, l), l, batch, seq, lengths_, positions_, res_[l], a, tmp_, res_[l + 1],
-                  nullptr);
+                  nullptr, packed_);
   }
   const float* norm = params + final_norm_offset(cfg_);
-  check_finite(be_.rms_norm_forward(RmsNormForwardArgs{res_[cfg_.layers], norm, N, D, static_cast<float>(cfg_.rms_eps),
-                                                       hidden_out, rstd_final_}),
+  float* normed = packed_ ? tmp_ : hidden_out;
+  check_finite(padded_row(be_.rms_norm_forward(RmsNormForwardArgs{res_[cfg_.layers], norm, R, D,
+                                                                  static_cast<float>(cfg_.rms_eps), normed,
+                                                                  rstd_final_})),
                "model.norm", -1);
+  if (packed_) be_.scatter_rows(normed, D, pad_index_.data(), R, hidden_out);
   be_.mask_padding(hidden_out, batch, seq, D, host_lengths_.data());
   has_activations_ = true;
+}
+
+// The forward on the unique rows; every saved activation is then copied out to the packed
+// rows (and q, k, v to every padded row) that share it, as the backward expects them.
+void Model::forward_shared(const float* params, float* hidden_out) {
+  const int64_t U = unique_rows_, R = rows_, N = batch_ * seq_, D = cfg_.hidden, I = cfg_.intermediate;
+  shared_ = true;
+  struct Done {
+    Model& m;
+    ~Done() { m.shared_ = false; }
+  } done{*this};
+  const int64_t* expand = expand_.data();
+  embed(params, uids_, U, ux_[0]);
+  be_.gather_rows(ux_[0], D, expand, R, res_[0]);
+  for (int64_t l = 0; l < cfg_.layers; ++l) {
+    LayerActs& a = acts_[l];
+    LayerActs u = uacts_;
+    u.q = a.q;
+    u.k = a.k;
+    u.v = a.v;
+    u.att = a.att;
+    u.lse = a.lse;
+    float* x_in = ux_[l % 2];
+    float* x_out = ux_[(l + 1) % 2];
+    layer_forward(layer_weights(params, l), l, batch_, seq_, lengths_, upos_, x_in, u, tmp_, x_out, nullptr, true);
+    const struct {
+      const float* from;
+      float* to;
+      int64_t cols;
+    } saved[] = {{u.xn1, a.xn1, D},     {u.rstd1, a.rstd1, 1}, {u.res_mid, a.res_mid, D},
+                 {u.rstd2, a.rstd2, 1}, {u.xn2, a.xn2, D},     {u.gate, a.gate, I},
+                 {u.up, a.up, I},       {u.h, a.h, I},         {x_out, res_[l + 1], D}};
+    for (const auto& c : saved) be_.gather_rows(c.from, c.cols, expand, R, c.to);
+  }
+  const float* norm = params + final_norm_offset(cfg_);
+  check_finite(padded_row(be_.rms_norm_forward(RmsNormForwardArgs{ux_[cfg_.layers % 2], norm, U, D,
+                                                                  static_cast<float>(cfg_.rms_eps), tmp_,
+                                                                  uacts_.rstd1})),
+               "model.norm", -1);
+  be_.gather_rows(uacts_.rstd1, 1, expand, R, rstd_final_);
+  be_.gather_rows(tmp_, D, pad_unique_.data(), N, hidden_out);
+  be_.mask_padding(hidden_out, batch_, seq_, D, host_lengths_.data());
 }
 
 void Model::backward(const float* params, float* grads, const float* grad_hidden) {
   if (!has_activations_)
     throw Error("backward: no saved activations; call forward() first (generate and sequenceLogprobs do not save any)",
                 Error::Generic);
-  const int64_t N = batch_ * seq_, D = cfg_.hidden;
-  be_.copy(d_res_, grad_hidden, static_cast<size_t>(N * D) * sizeof(float));
-  be_.mask_padding(d_res_, batch_, seq_, D, host_lengths_.data());
+  const int64_t R = rows_, D = cfg_.hidden;
+  if (packed_) be_.gather_rows(grad_hidden, D, pad_index_.data(), R, d_res_);
+  else be_.copy(d_res_, grad_hidden, static_cast<size_t>(R * D) * sizeof(float));
   const int64_t norm_at = final_norm_offset(cfg_);
-  be_.rms_norm_backward(RmsNormBackwardArgs{res_[cfg_.layers], params + norm_at, rstd_final_, d_res_, N, D, d_res_,
+  be_.rms_norm_backward(RmsNormBackwardArgs{res_[cfg_.layers], params + norm_at, rstd_final_, d_res_, R, D, d_res_,
                                             grads + norm_at});
   for (int64_t l = cfg_.layers - 1; l >= 0; --l) {
     const LayerWeights w = layer_weights(params, l);
     LayerActs& a = acts_[recompute_ ? 0 : l];
     if (recompute_) {
       // Same inputs, same deterministic ops: the very bits the forward computed.
-      layer_forward(w, l, batch_, seq_, lengths_, positions_, res_[l], a, tmp_, nullptr, nullptr);
+      layer_forward(w, l, batch_, seq_, lengths_, positions_, res_[l], a, tmp_, nullptr, nullptr, packed_);
     }
     layer_backward(w, layer_grads(grads, l), l, res_[l], a, d_res_);
   }
-  // Only real tokens scatter into the embedding gradient (their rows of d_res are the
-  // only nonzero ones, but skipping padding keeps even the signs of zeros untouched).
   for (int64_t b = 0; b < batch_; ++b)
-    be_.embedding_backward(EmbeddingBackwardArgs{ids_ + b * seq_, d_res_ + b * seq_ * D, host_lengths_[b], cfg_.vocab,
-                                                 D, grads});
+    be_.embedding_backward(EmbeddingBackwardArgs{ids_ + row_offsets_[b], d_res_ + row_offsets_[b] * D,
+                                                 host_lengths_[b], cfg_.vocab, D, grads});
 }
 
 void Model::add_lm_head_grad(float* grads, const float* grad_weight) {
@@ -537,33 +708,70 @@ int64_t Model::first_nonfinite_lm_head_row(const float* grad_weight) const {
 // ---------------------------------------------------------------------------------------
 // Inference: sequence log-probs and generation
 
+// With a cache (generate's prefill), rows with the same prompt — GRPO samples every prompt
+// G times — are computed once, and their cache slots and hidden rows copied: a row's
+// results do not depend on the other rows, so the copies hold the bits its own
+// computation would have given.
 void Model::inference_forward(const float* params, const int32_t* ids, const int32_t* lengths, int64_t batch,
                               int64_t seq, int64_t cache_seq) {
-  const int64_t N = batch * seq, D = cfg_.hidden;
+  const int64_t D = cfg_.hidden, KV = cfg_.kv_width();
+  std::vector<int64_t> computed;            // the rows computed, in order
+  std::vector<int64_t> slot(static_cast<size_t>(batch));  // row b's results are computed row slot[b]
+  if (cache_seq > 0) {
+    std::map<std::vector<int32_t>, int64_t> first;
+    for (int64_t b = 0; b < batch; ++b) {
+      const auto it = first.emplace(std::vector<int32_t>(ids + b * seq, ids + b * seq + lengths[b]),
+                                    static_cast<int64_t>(computed.size()));
+      if (it.second) computed.push_back(b);
+      slot[b] = it.first->second;
+    }
+  } else {
+    for (int64_t b = 0; b < batch; ++b) computed.push_back(slot[b] = b);
+  }
+  const int64_t U = static_cast<int64_t>(computed.size()), N = U * seq;
+  std::vector<int32_t> computed_lengths(static_cast<size_t>(U));
   host_ids_.assign(static_cast<size_t>(N), 0);
   host_positions_.resize(static_cast<size_t>(N));
-  for (int64_t b = 0; b < batch; ++b)
+  for (int64_t u = 0; u < U; ++u) {
+    const int64_t b = computed[u];
+    computed_lengths[u] = lengths[b];
     for (int64_t t = 0; t < seq; ++t) {
-      host_positions_[b * seq + t] = static_cast<int32_t>(t);
-      if (t < lengths[b]) host_ids_[b * seq + t] = ids[b * seq + t];
+      host_positions_[u * seq + t] = static_cast<int32_t>(t);
+      if (t < lengths[b]) host_ids_[u * seq + t] = ids[b * seq + t];
     }
+  }
   be_.upload(inf_.ids, host_ids_.data(), static_cast<size_t>(N) * sizeof(int32_t));
   be_.upload(inf_.positions, host_positions_.data(), static_cast<size_t>(N) * sizeof(int32_t));
-  be_.upload(inf_.lengths, lengths, static_cast<size_t>(batch) * sizeof(int32_t));
+  be_.upload(inf_.lengths, computed_lengths.data(), static_cast<size_t>(U) * sizeof(int32_t));
   embed(params, inf_.ids, N, inf_.x);
-  be_.mask_padding(inf_.x, batch, seq, D, lengths);
+  be_.mask_padding(inf_.x, U, seq, D, computed_lengths.data());
 
   std::vector<int64_t> index;
   if (cache_seq > 0) {
     index.assign(static_cast<size_t>(N), -1);
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t t = 0; t < lengths[b]; ++t) index[b * seq + t] = b * cache_seq + t;
+    for (int64_t u = 0; u < U; ++u)
+      for (int64_t t = 0; t < computed_lengths[u]; ++t) index[u * seq + t] = computed[u] * cache_seq + t;
   }
-  const int64_t layer_cache = batch * cache_seq * cfg_.kv_width();
+  const int64_t layer_cache = batch * cache_seq * KV;
   for (int64_t l = 0; l < cfg_.layers; ++l) {
     KvSink sink{inf_.k_cache + l * layer_cache, inf_.v_cache + l * layer_cache, index.data()};
-    layer_forward(layer_weights(params, l), l, batch, seq, inf_.lengths, inf_.positions, inf_.x, inf_.acts, inf_.tmp,
+    layer_forward(layer_weights(params, l), l, U, seq, inf_.lengths, inf_.positions, inf_.x, inf_.acts, inf_.tmp,
                   inf_.x, cache_seq > 0 ? &sink : nullptr);
+  }
+  if (U == batch) return;
+  // Spread the computed rows to [batch, seq]: from the last row down, so that a computed row
+  // (slot[b] ≤ b) is read before any row above it is written.
+  const size_t row_bytes = static_cast<size_t>(seq * D) * sizeof(float);
+  for (int64_t b = batch - 1; b >= 0; --b)
+    if (slot[b] != b) be_.copy(inf_.x + b * seq * D, inf_.x + slot[b] * seq * D, row_bytes);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t from = computed[slot[b]];
+    if (from == b) continue;
+    const size_t bytes = static_cast<size_t>(lengths[b] * KV) * sizeof(float);
+    for (int64_t l = 0; l < cfg_.layers; ++l) {
+      be_.copy(inf_.k_cache + l * layer_cache + b * cache_seq * KV, inf_.k_cache + l * layer_cache + from * cache_seq * KV, bytes);
+      be_.copy(inf_.v_cache + l * layer_cache + b * cache_seq * KV, inf_.v_cache + l * layer_cache + from * cache_seq * KV, bytes);
+    }
   }
 }
 

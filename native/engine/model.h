@@ -138,7 +138,8 @@ class Model {
     size_t capacity = 0;
     int64_t allocations = 0;
   };
-  // One layer's saved activations over `rows` token rows.
+  // One layer's saved activations over `rows` token rows; q, k, v, att and lse in the
+  // attention kernels' padded layout (the same rows unless training packs the batch).
   struct LayerActs {
     float *xn1, *rstd1, *q, *k, *v, *att, *lse, *res_mid, *rstd2, *xn2, *gate, *up, *h;
   };
@@ -156,9 +157,10 @@ class Model {
   };
 
   class Planner;
-  void plan_training(Planner& p, int64_t batch, int64_t seq);
+  void plan_training(Planner& p, int64_t batch, int64_t seq, int64_t rows, int64_t unique_rows);
+  void forward_shared(const float* params, float* hidden_out);
   void plan_inference(Planner& p, int64_t batch, int64_t seq, int64_t cache_seq, int64_t logit_rows);
-  void plan_acts(Planner& p, LayerActs& a, int64_t rows);
+  void plan_acts(Planner& p, LayerActs& a, int64_t rows, int64_t attention_rows);
   void reserve(Arena& arena, size_t bytes);
   void ensure_rope(int64_t positions);
 
@@ -172,10 +174,12 @@ class Model {
   // after the MLP's SwiGLU (all the backward needs, when recomputing).
   void layer_forward(const LayerWeights& w, int64_t layer, int64_t batch, int64_t seq, const int32_t* lengths_dev,
                      const int32_t* positions_dev, const float* x_in, LayerActs& a, float* tmp, float* x_out,
-                     const KvSink* kv);
+                     const KvSink* kv, bool packed = false);
+  int64_t padded_row(int64_t packed_row) const;
   void project_qkv(const LayerWeights& w, int64_t rows, LayerActs& a);
   void attention_output(const LayerWeights& w, int64_t rows, const float* x_in, LayerActs& a, float* tmp);
-  void mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a, float* tmp, float* x_out);
+  void mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a, float* tmp, float* x_out,
+           bool packed = false);
   void layer_backward(const LayerWeights& w, const LayerGrads& g, int64_t layer, const float* x_in, LayerActs& a,
                       float* d_res);
   void linear(const float* x, const float* w, const float* bias, int64_t rows, int64_t in, int64_t out, float* y);
@@ -197,11 +201,34 @@ class Model {
   bool has_activations_ = false;
   std::vector<int32_t> host_lengths_, host_ids_, host_positions_;
   int32_t *ids_ = nullptr, *positions_ = nullptr, *lengths_ = nullptr;
-  std::vector<float*> res_;  // L+1 residual streams [N, D]
+  // Training runs every row-wise op (norms, GEMMs, SwiGLU, residual adds) on the real
+  // tokens only, packed row after row ([R, D], R = Σ lengths); only attention sees the
+  // padded [B·T] layout. pad_index_[r]: the padded row b·T + t of packed row r;
+  // row_offsets_[b]: row b's first packed row. packed_: the batch has padding at all.
+  int64_t rows_ = 0;
+  bool packed_ = false;
+  std::vector<int64_t> pad_index_, row_offsets_, dw_blocks_;
+  // Rows that begin alike (GRPO's G completions of one prompt) have the same activations
+  // over their common prefix: when that saves enough, the forward computes each distinct
+  // prefix token once (unique_rows_ rows) and copies its activations to every packed row
+  // (expand_[r]: the unique row of packed row r; unique_pad_[u]: unique row u's padded row;
+  // pad_unique_[b·T + t]: the unique row of a padded row, 0 for padding). shared_: the
+  // forward is running on the unique rows.
+  int64_t unique_rows_ = 0;
+  bool shared_ = false;
+  std::vector<int64_t> expand_, unique_pad_, pad_unique_;
+  std::vector<int32_t> unique_ids_, unique_positions_;
+  int32_t *uids_ = nullptr, *upos_ = nullptr;
+  float* ux_[2] = {nullptr, nullptr};
+  LayerActs uacts_{};
+  std::vector<float*> res_;  // L+1 residual streams [R, D]
   float* rstd_final_ = nullptr;
   std::vector<LayerActs> acts_;  // L, or 1 when recomputing
   float *tmp_ = nullptr, *d_res_ = nullptr, *d_xn_ = nullptr, *d_att_ = nullptr, *dq_ = nullptr, *dk_ = nullptr,
         *dv_ = nullptr, *d_h_ = nullptr, *d_up_ = nullptr;
+  // Packed q/k/v/attention output (and their gradients' padded twins) when packed_.
+  float *pq_ = nullptr, *pk_ = nullptr, *pv_ = nullptr, *patt_ = nullptr, *d_att_pad_ = nullptr, *dq_pad_ = nullptr,
+        *dk_pad_ = nullptr, *dv_pad_ = nullptr;
 
   // Inference arena views.
   struct Inference {

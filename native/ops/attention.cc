@@ -43,6 +43,10 @@ constexpr int64_t kKeyBlock = 16;
 // work item costs the same under the causal mask.
 constexpr int64_t kQueryBlock = 16;
 
+// Floats of p (and as many of ds) the backward keeps per thread: a panel of query
+// positions × G heads × T keys (256 KiB each).
+constexpr int64_t kPanelFloats = int64_t(1) << 16;
+
 #if LGRPO_AVX2
 // q·k0 .. q·k3 in the four lanes of the result.
 inline __m128 dot4(const float* q, const float* k0, const float* k1, const float* k2, const float* k3, int64_t hd) {
@@ -273,55 +277,96 @@ int64_t attention_forward_cpu(const AttentionForwardArgs& a) {
 //   dq = scale·Σ_j ds_j k_j,  dk_j += scale·ds_j·q.
 // Work items are (row b, kv head): an item owns its dk and dv rows outright, so sums
 // into them run in one fixed order (position t, then head g) on one thread.
+// Query positions go in panels: each position's p and ds are kept for the panel, then
+// every key's dk and dv rows take the panel's terms in that same order, in registers
+// (rather than a load and store of the row per term). The panel size changes no bit.
 void attention_backward_cpu(const AttentionBackwardArgs& a) {
   check_lengths(a.lengths, a.batch, a.seq, "the sequence length");
   const int64_t B = a.batch, T = a.seq, Hq = a.q_heads, Hkv = a.kv_heads, hd = a.head_dim;
-  const int64_t G = Hq / Hkv, kv_stride = Hkv * hd;
+  const int64_t G = Hq / Hkv, kv_stride = Hkv * hd, q_stride = Hq * hd;
+  const int64_t panel = std::min(std::max<int64_t>(T, 1), std::max<int64_t>(1, kPanelFloats / std::max<int64_t>(G * T, 1)));
   parallel_for(Hkv * B, 1, [&](int64_t i0, int64_t i1) {
-    const size_t scratch = static_cast<size_t>(G * std::max<int64_t>(T, 1));
-    std::vector<float> p(scratch), ds(scratch), w(static_cast<size_t>(G));
+    // [position in panel][g][key j], stride T between heads.
+    const size_t scratch = static_cast<size_t>(panel * G * std::max<int64_t>(T, 1));
+    std::vector<float> p(scratch), ds(scratch);
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t b = item % B, kvh = item / B, len = a.lengths[b];
       const float* kb = a.k + (b * T * Hkv + kvh) * hd;
       const float* vb = a.v + (b * T * Hkv + kvh) * hd;
       float* dkb = a.dk + (b * T * Hkv + kvh) * hd;
       float* dvb = a.dv + (b * T * Hkv + kvh) * hd;
+      const int64_t first = (b * T * Hq + kvh * G) * hd;  // position 0's group of G heads
       for (int64_t t = 0; t < T; ++t) {
         std::fill(dkb + t * kv_stride, dkb + t * kv_stride + hd, 0.0f);
         std::fill(dvb + t * kv_stride, dvb + t * kv_stride + hd, 0.0f);
       }
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t off = ((b * T + t) * Hq + kvh * G) * hd, n = t + 1;  // the group's G heads
-        float* dq = a.dq + off;
-        std::fill(dq, dq + G * hd, 0.0f);
-        if (t >= len) continue;
-        const float *q = a.q + off, *o = a.out + off, *dout = a.dout + off;
-        const float* lse = a.lse + (b * Hq + kvh * G) * T + t;
-        for (int64_t j = 0; j < n; j += kKeyBlock) {
-          const int64_t m = std::min(kKeyBlock, n - j);
+      for (int64_t t0 = 0; t0 < T; t0 += panel) {
+        const int64_t t1 = std::min(T, t0 + panel);
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t off = first + t * q_stride, n = t + 1;
+          float* dq = a.dq + off;
+          std::fill(dq, dq + G * hd, 0.0f);
+          if (t >= len) continue;
+          const float *q = a.q + off, *o = a.out + off, *dout = a.dout + off;
+          const float* lse = a.lse + (b * Hq + kvh * G) * T + t;
+          float* pt = p.data() + (t - t0) * G * T;
+          float* dst = ds.data() + (t - t0) * G * T;
+          for (int64_t j = 0; j < n; j += kKeyBlock) {
+            const int64_t m = std::min(kKeyBlock, n - j);
+            for (int64_t g = 0; g < G; ++g) {
+              dots_row(q + g * hd, kb + j * kv_stride, kv_stride, m, hd, a.scale, pt + g * T + j);
+              dots_row(dout + g * hd, vb + j * kv_stride, kv_stride, m, hd, 1.0f, dst + g * T + j);
+            }
+          }
           for (int64_t g = 0; g < G; ++g) {
-            dots_row(q + g * hd, kb + j * kv_stride, kv_stride, m, hd, a.scale, p.data() + g * n + j);
-            dots_row(dout + g * hd, vb + j * kv_stride, kv_stride, m, hd, 1.0f, ds.data() + g * n + j);
+            float *pg = pt + g * T, *dsg = dst + g * T;
+            exp_shifted(pg, n, lse[g * T]);
+            const float d_o = dot(dout + g * hd, o + g * hd, hd);
+            for (int64_t j = 0; j < n; ++j) dsg[j] = pg[j] * (dsg[j] - d_o);
+          }
+          for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
+            const int64_t m = std::min(kKeyBlock, n - j0);
+            for (int64_t g = 0; g < G; ++g)
+              accumulate_rows(dq + g * hd, dst + g * T + j0, kb + j0 * kv_stride, kv_stride, m, hd);
+          }
+          for (int64_t i = 0; i < G * hd; ++i) dq[i] *= a.scale;
+        }
+        // dk_j += scale·ds_j·q and dv_j += p_j·dO over the panel's positions t ≥ j.
+        const int64_t t_end = std::min(t1, len);
+        for (int64_t j = 0; j < t_end; ++j) {
+          const int64_t t_begin = std::max(j, t0);
+          float* dk = dkb + j * kv_stride;
+          float* dv = dvb + j * kv_stride;
+          int64_t i = 0;
+#if LGRPO_AVX2
+          for (; i + 8 <= hd; i += 8) {
+            __m256 ak = _mm256_loadu_ps(dk + i), av = _mm256_loadu_ps(dv + i);
+            for (int64_t t = t_begin; t < t_end; ++t) {
+              const float *pt = p.data() + (t - t0) * G * T + j, *dst = ds.data() + (t - t0) * G * T + j;
+              const float *q = a.q + first + t * q_stride + i, *dout = a.dout + first + t * q_stride + i;
+              for (int64_t g = 0; g < G; ++g) {
+                ak = _mm256_fmadd_ps(_mm256_set1_ps(a.scale * dst[g * T]), _mm256_loadu_ps(q + g * hd), ak);
+                av = _mm256_fmadd_ps(_mm256_set1_ps(pt[g * T]), _mm256_loadu_ps(dout + g * hd), av);
+              }
+            }
+            _mm256_storeu_ps(dk + i, ak);
+            _mm256_storeu_ps(dv + i, av);
+          }
+#endif
+          for (; i < hd; ++i) {
+            float ak = dk[i], av = dv[i];
+            for (int64_t t = t_begin; t < t_end; ++t) {
+              const float *pt = p.data() + (t - t0) * G * T + j, *dst = ds.data() + (t - t0) * G * T + j;
+              const float *q = a.q + first + t * q_stride + i, *dout = a.dout + first + t * q_stride + i;
+              for (int64_t g = 0; g < G; ++g) {
+                ak = std::fma(a.scale * dst[g * T], q[g * hd], ak);
+                av = std::fma(pt[g * T], dout[g * hd], av);
+              }
+            }
+            dk[i] = ak;
+            dv[i] = av;
           }
         }
-        for (int64_t g = 0; g < G; ++g) {
-          float *pg = p.data() + g * n, *dsg = ds.data() + g * n;
-          exp_shifted(pg, n, lse[g * T]);
-          const float d_o = dot(dout + g * hd, o + g * hd, hd);
-          for (int64_t j = 0; j < n; ++j) dsg[j] = pg[j] * (dsg[j] - d_o);
-        }
-        for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
-          const int64_t m = std::min(kKeyBlock, n - j0);
-          for (int64_t g = 0; g < G; ++g)
-            accumulate_rows(dq + g * hd, ds.data() + g * n + j0, kb + j0 * kv_stride, kv_stride, m, hd);
-          for (int64_t j = j0; j < j0 + m; ++j) {
-            for (int64_t g = 0; g < G; ++g) w[g] = a.scale * ds[g * n + j];
-            accumulate_rows(dkb + j * kv_stride, w.data(), q, hd, G, hd);
-            for (int64_t g = 0; g < G; ++g) w[g] = p[g * n + j];
-            accumulate_rows(dvb + j * kv_stride, w.data(), dout, hd, G, hd);
-          }
-        }
-        for (int64_t i = 0; i < G * hd; ++i) dq[i] *= a.scale;
       }
     }
   });

@@ -157,6 +157,83 @@ describe('Policy engine (CPU)', () => {
     }
   });
 
+  it('padding changes no bit: hidden states and gradients equal those of the rows filled out with tokens nothing reads', () => {
+    // The engine computes only on real tokens (packed); this is the same batch with every
+    // row at full length and the extra tokens' gradients 0 — no padding, so nothing packed.
+    // B·T spans two of the GEMM's K blocks (256 rows), lengths include 0, 1 and full.
+    const r = rng('policy padding');
+    for (const label of ['llamaBias', 'qwenTied'] as const) {
+      const config = CONFIGS[label];
+      const D = config.hiddenSize;
+      const B = 13, T = 37;
+      const lengths = Int32Array.from({ length: B }, (_, b) => (b === 0 ? 0 : b === 1 ? 1 : b === 2 ? T : r.int(2, T + 1)));
+      const ids = Int32Array.from({ length: B * T }, () => r.int(0, config.vocabSize));
+      const gradHidden = r.normals(B * T * D);
+      for (let b = 0; b < B; b++) gradHidden.fill(0, (b * T + lengths[b]) * D, (b + 1) * T * D);
+      for (const recompute of [false, true]) {
+        const policy = makePolicy(config, rng(`policy padding ${label}`), { recompute });
+        const run = (rowLengths: Int32Array) => {
+          const hidden = Float32Array.from(policy.forward({ ids, lengths: rowLengths }).hidden.data as Float32Array);
+          policy.zeroGrad();
+          policy.backward(gradHidden);
+          return { hidden, grads: Float32Array.from(policy.gradientBuffer.data as Float32Array) };
+        };
+        const padded = run(lengths);
+        const full = run(new Int32Array(B).fill(T));
+        for (let b = 0; b < B; b++)
+          for (let i = b * T * D; i < (b * T + lengths[b]) * D; i++)
+            assert.ok(padded.hidden[i] === full.hidden[i], `${label}: hidden row ${b} element ${i % (T * D)}: ${padded.hidden[i]} vs ${full.hidden[i]}`);
+        assert.ok(padded.grads.some((g) => g !== 0));
+        const at = padded.grads.findIndex((g, i) => !(g === full.grads[i]));
+        assert.equal(at, -1, `${label} (recompute ${recompute}): gradient ${at} is ${padded.grads[at]} padded, ${full.grads[at]} filled out`);
+        policy.dispose();
+      }
+    }
+  });
+
+  it('rows that begin alike compute their common prefix once: hidden states and gradients keep their bits', () => {
+    // With recomputation the engine never shares prefixes, so it is the reference here.
+    const r = rng('policy shared prefixes');
+    for (const label of ['llamaBias', 'qwenTied'] as const) {
+      const config = CONFIGS[label];
+      const V = config.vocabSize;
+      const prompt = randomRows(r, [9], V)[0];
+      const groups: Array<{ label: string; rows: number[][] }> = [
+        {
+          label: 'a group of completions of one prompt, a duplicate, a shorter common prefix, an unrelated row',
+          rows: [
+            ...randomRows(r, [4, 0, 6, 1, 5], V).map((c) => [...prompt, ...c]),
+            [...prompt, 7, 7],
+            [...prompt, 7, 7],
+            [...prompt.slice(0, 4), ...randomRows(r, [3], V)[0]],
+            randomRows(r, [8], V)[0],
+          ],
+        },
+        { label: 'identical rows without padding', rows: [prompt, prompt, prompt] },
+      ];
+      const policy = makePolicy(config, r);
+      for (const { label: what, rows } of groups) {
+        const D = config.hiddenSize;
+        const T = Math.max(...rows.map((x) => x.length));
+        const gradHidden = r.normals(rows.length * T * D);
+        const run = (recompute: boolean) => {
+          policy.recompute = recompute;
+          const hidden = Float32Array.from(policy.forward({ ids: rows }).hidden.data as Float32Array);
+          policy.zeroGrad();
+          policy.backward(gradHidden);
+          return { hidden, grads: Float32Array.from(policy.gradientBuffer.data as Float32Array) };
+        };
+        const shared = run(false), alone = run(true);
+        const h = shared.hidden.findIndex((x, i) => !(x === alone.hidden[i]));
+        assert.equal(h, -1, `${label}, ${what}: hidden ${h}: ${shared.hidden[h]} vs ${alone.hidden[h]}`);
+        assert.ok(shared.grads.some((g) => g !== 0));
+        const g = shared.grads.findIndex((x, i) => !(x === alone.grads[i]));
+        assert.equal(g, -1, `${label}, ${what}: gradient ${g}: ${shared.grads[g]} vs ${alone.grads[g]}`);
+      }
+      policy.dispose();
+    }
+  });
+
   it('is deterministic: repeated runs, 1 or 2 threads and recomputation give the same bits', () => {
     const r = rng('policy determinism');
     const config = CONFIGS.llamaBias;
@@ -339,6 +416,33 @@ describe('Policy engine (CPU)', () => {
         });
         assert.equal(compared, 45);
       }
+      policy.dispose();
+    }
+  });
+
+  it('rows sharing a prompt (a GRPO group) are prefilled once: each row still equals its own computation, bit for bit', () => {
+    const r = rng('policy shared prompts');
+    for (const [label, config] of [['qwenTied', CONFIGS.qwenTied], ['llamaBias', CONFIGS.llamaBias]] as const) {
+      const policy = makePolicy(config, r);
+      const [p0, p1, p2] = randomRows(r, [5, 3, 6], config.vocabSize);
+      // p0 and a prompt that only starts like it, groups not adjacent, a unique row last.
+      const prefix = p0.slice(0, 3);
+      const prompts = [p0, p1, p0, prefix, p0, p1, p2, p1];
+      // Sampled: every row draws its own tokens from the copied cache; their log-probs are
+      // those of a fresh forward over the row (sequenceLogprobs never shares work).
+      for (const temperature of [1, 0.8]) {
+        const out = policy.generate(prompts, { maxNewTokens: 7, temperature, seed: 11, stopIds: [] });
+        const lps = policy.sequenceLogprobs(prompts, out.tokens, { temperature });
+        prompts.forEach((_, b) => assert.ok(bitsEqual(out.logprobs[b], lps[b]), `${label} τ=${temperature} row ${b}: ${out.logprobs[b]} vs ${lps[b]}`));
+        assert.notDeepEqual(out.tokens[0], out.tokens[2], `${label}: two rows of one prompt drew the same tokens`);
+      }
+      // Greedy: each row as the prompt alone.
+      const greedy = policy.generate(prompts, { maxNewTokens: 7, temperature: 0, seed: 0, stopIds: [] });
+      prompts.forEach((prompt, b) => {
+        const alone = policy.generate([prompt], { maxNewTokens: 7, temperature: 0, seed: 0, stopIds: [] });
+        assert.deepEqual(greedy.tokens[b], alone.tokens[0], `${label} greedy row ${b}`);
+        assert.ok(bitsEqual(greedy.logprobs[b], alone.logprobs[0]), `${label} greedy row ${b} log-probs`);
+      });
       policy.dispose();
     }
   });
