@@ -39,31 +39,22 @@ class ThreadPool {
     size_.store(threads);
     // New workers must not mistake the last finished job for a new one.
     uint64_t current = generation_.load();
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, current] { worker_loop(current); });
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, current] { worker_loop(i, current); });
   }
 
   // Runs task(i) for i in [0, count) with count <= size(); slot 0 runs on the caller.
   // A larger count would wait forever for slots no worker runs: callers hold run_mutex()
   // from reading size() to the end of the job, and resizing takes the same lock.
-  //
-  // The other slots are claimed, not assigned: whichever thread comes first runs the next
-  // one, so a caller whose workers are descheduled (other processes on the cores) runs the
-  // job itself instead of waiting a scheduler time slice for them. Which thread runs a
-  // slot never changes what the slot computes.
   void run(int count, const std::function<void(int)>& task) {
-    uint64_t job;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       task_ = &task;
       task_count_ = count;
       pending_.store(count - 1);
-      job = generation_.fetch_add(1) + 1;
-      claim_.store((job & 0xffffffffu) << 32 | 1u);
+      generation_.fetch_add(1);
     }
     wake_.notify_all();
     task(0);
-    while (claim_slot(job, count, task)) {
-    }
     for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) cpu_relax();
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [this] { return pending_.load() == 0; });
@@ -71,45 +62,25 @@ class ThreadPool {
   }
 
  private:
-  // Claims and runs the next slot of `job`; false when it has none left, or is over (a
-  // newer job has replaced it: its task may be gone, so the job's number is checked in
-  // the same atomic step that claims).
-  bool claim_slot(uint64_t job, int count, const std::function<void(int)>& task) {
-    uint64_t v = claim_.load(std::memory_order_acquire);
-    for (;;) {
-      if ((v >> 32) != (job & 0xffffffffu)) return false;
-      const uint32_t slot = static_cast<uint32_t>(v);
-      if (slot >= static_cast<uint32_t>(count)) return false;
-      if (claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) break;
-    }
-    task(static_cast<int>(static_cast<uint32_t>(v)));
-    // The job cannot end (so its task stays alive) while a claimed slot is unfinished.
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      // Taking the lock orders this notify after the caller's predicate check.
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_.notify_one();
-    }
-    return true;
-  }
-
-  void worker_loop(uint64_t seen) {
+  void worker_loop(int slot, uint64_t seen) {
     for (;;) {
       for (int i = 0; i < kSpinIterations && generation_.load(std::memory_order_acquire) == seen && !stopping_.load(); ++i)
         cpu_relax();
       const std::function<void(int)>* task;
-      int count;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return stopping_.load() || generation_.load() != seen; });
         if (stopping_) return;
         seen = generation_.load();
+        if (slot >= task_count_) continue;
         task = task_;
-        count = task_count_;
       }
-      // The job may be over already (task_ null or a newer job's): claim_slot checks.
-      if (task != nullptr)
-        while (claim_slot(seen, count, *task)) {
-        }
+      (*task)(slot);
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        // Taking the lock orders this notify after the caller's predicate check.
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_.notify_one();
+      }
     }
   }
 
@@ -130,8 +101,6 @@ class ThreadPool {
   int task_count_ = 0;
   std::atomic<int> pending_{0};
   std::atomic<uint64_t> generation_{0};
-  // The running job's number (low 32 bits of its generation) << 32 | its next unclaimed slot.
-  std::atomic<uint64_t> claim_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<int> size_{1};
 };
