@@ -150,6 +150,14 @@ const Backend& cuda_backend() {
     b.copy = cuda_engine_copy;
     b.zero = cuda_engine_zero;
     b.gemm = [](const GemmArgs& a) { gemm_f32_cuda(on_device(a)); };
+    b.gemm_k_segments = [](const GemmArgs& a, const int64_t* bounds, int64_t count) {
+      // Kernels on one stream run in order: the per-segment launches are the whole job.
+      for (int64_t s = 0; s < count; ++s) {
+        GemmArgs seg = gemm_k_range(on_device(a), bounds[s], bounds[s + 1]);
+        if (s > 0) seg.beta = 1.0f;
+        if (seg.k > 0 || s == 0) gemm_f32_cuda(seg);
+      }
+    };
     b.rms_norm_forward = [](const RmsNormForwardArgs& a) { return rms_norm_forward_cuda(on_device(a)); };
     b.rms_norm_backward = [](const RmsNormBackwardArgs& a) { rms_norm_backward_cuda(on_device(a)); };
     b.rope_table = [](double theta, int64_t head_dim, int64_t positions, float* cos_out, float* sin_out) {

@@ -72,6 +72,8 @@ struct Backend {
 
   // Leaf operations (argument structs in native/ops/*.h).
   void (*gemm)(const GemmArgs&);
+  // gemm_f32_k_segments (gemm.h): one GEMM per K segment, accumulated into C.
+  void (*gemm_k_segments)(const GemmArgs&, const int64_t* bounds, int64_t count);
   int64_t (*rms_norm_forward)(const RmsNormForwardArgs&);
   void (*rms_norm_backward)(const RmsNormBackwardArgs&);
   void (*rope_table)(double theta, int64_t head_dim, int64_t positions, float* cos_out, float* sin_out);

@@ -384,6 +384,7 @@ const Backend& cpu_backend() {
     b.copy = cpu_copy;
     b.zero = cpu_zero;
     b.gemm = [](const GemmArgs& g) { gemm_f32(g); };
+    b.gemm_k_segments = gemm_f32_k_segments;
     b.rms_norm_forward = rms_norm_forward_cpu;
     b.rms_norm_backward = rms_norm_backward_cpu;
     b.rope_table = rope_table_cpu;

@@ -386,10 +386,8 @@ void Model::linear_backward(const float* dy, const float* x, const float* w, int
   if (!packed_) {
     be_.gemm(GemmArgs{true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in});
   } else {
-    for (size_t j = 0; j + 1 < dw_blocks_.size(); ++j) {
-      const int64_t r0 = dw_blocks_[j], r1 = dw_blocks_[j + 1];
-      if (r1 > r0) be_.gemm(GemmArgs{true, false, out, in, r1 - r0, 1.0f, dy + r0 * out, out, x + r0 * in, in, 1.0f, dw, in});
-    }
+    be_.gemm_k_segments(GemmArgs{true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in}, dw_blocks_.data(),
+                        static_cast<int64_t>(dw_blocks_.size()) - 1);
   }
   if (dbias) be_.bias_grad(dy, rows, out, dbias);
 }

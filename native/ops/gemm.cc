@@ -703,6 +703,36 @@ void gemm_f32(const GemmArgs& g) {
   });
 }
 
+void gemm_f32_k_segments(const GemmArgs& g, const int64_t* bounds, int64_t count) {
+  if (g.m <= 0 || g.n <= 0 || count <= 0) return;
+  auto run = [&](const GemmArgs& part) {
+    for (int64_t s = 0; s < count; ++s) {
+      GemmArgs seg = gemm_k_range(part, bounds[s], bounds[s + 1]);
+      if (s > 0) seg.beta = 1.0f;
+      if (seg.k > 0 || s == 0) gemm_f32_serial(seg);  // an empty first segment still applies beta
+    }
+  };
+  const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
+                       static_cast<double>(bounds[count] - bounds[0]);
+  const int64_t tiles_n = ceil_div(g.n, NR);
+  const int64_t parts = std::min<int64_t>({num_threads(), tiles_n, std::max<int64_t>(1, static_cast<int64_t>(flops / 4e6))});
+  if (parts <= 1) {
+    run(g);
+    return;
+  }
+  // Column ranges of C, whole register tiles each: per element the serial path's bits.
+  parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t j0 = std::min(g.n, tiles_n * p / parts * NR), j1 = std::min(g.n, tiles_n * (p + 1) / parts * NR);
+      GemmArgs part = g;
+      part.n = j1 - j0;
+      part.b = g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
+      part.c = g.c + j0;
+      run(part);
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------------
 // FLOP ceiling: independent FMA chains on registers only. 12 chains of 8 lanes cover
 // the 4-cycle FMA latency on both FMA pipes (8 in flight needed) with room to spare.

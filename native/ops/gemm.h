@@ -49,6 +49,23 @@ void gemm_f32_serial(const GemmArgs& args);
 
 // The CUDA twin, on args.device; asynchronous (errors surface at the next synchronising call).
 void gemm_f32_cuda(const GemmArgs& args);
+
+// The sub-problem of g over k in [k0, k1): op(A)'s columns and op(B)'s rows of that range
+// (beta and everything else as in g). Not for b_panels.
+inline GemmArgs gemm_k_range(const GemmArgs& g, int64_t k0, int64_t k1) {
+  GemmArgs s = g;
+  s.k = k1 - k0;
+  s.a = g.trans_a ? g.a + k0 * g.lda : g.a + k0;
+  s.b = g.trans_b ? g.b + k0 : g.b + k0 * g.ldb;
+  return s;
+}
+
+// C = alpha·Σ_s op(A)[:, K_s]·op(B)[K_s, :] + beta·C as one GEMM per K segment
+// K_s = [bounds[s], bounds[s+1]) in increasing s (beta for the first, 1 after): the bits of
+// that loop of gemm_f32 calls, but one parallel job over C's columns instead of one job
+// per segment, so segments too small to thread still share the threads. (The training
+// weight gradient sums its token rows per K block of the padded layout: model.cc.)
+void gemm_f32_k_segments(const GemmArgs& g, const int64_t* bounds, int64_t count);
 // The cuBLASLt path of the CUDA twin (kernels/gemm_cublaslt.cu): false when cuBLASLt is
 // not loaded or declines the problem. The matmul precision ('highest' | 'high' |
 // 'medium', as torch.set_float32_matmul_precision) applies to it only; the description
