@@ -78,7 +78,7 @@ export const ENGINE_CASES: readonly EngineCase[] = [
     name: 'qwen2.5-0.5b',
     ...QWEN25_05B,
     batch: 2, seq: 64, decodeBatch: 8, promptLength: 16, maxNewTokens: 32,
-    trainTiming: timing(1, 2, 0, 40), decodeTiming: timing(1, 2, 0, 20), gemmTiming: timing(1, 2, 0.3, 3),
+    trainTiming: timing(1, 2, 0, 40), decodeTiming: timing(1, 5, 0, 20), gemmTiming: timing(1, 2, 0.3, 3),
   },
 ];
 
