@@ -559,6 +559,31 @@ void gemm_few_rows_panels(const GemmArgs& g) {
 }
 #endif
 
+// Columns [j0, j1) of C and the matching part of op(B): a job whose per-element bits are
+// those of the whole (each element's chain over k does not depend on the other columns).
+GemmArgs columns(const GemmArgs& g, int64_t j0, int64_t j1) {
+  GemmArgs s = g;
+  s.n = j1 - j0;
+  s.b = g.b_panels ? g.b + j0 * g.k : g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
+  s.c = g.c + j0;
+  return s;
+}
+
+// run(j0, j1) on `parts` ranges of C's n columns, each a whole number of `unit` columns,
+// over the pool (on the calling thread when parts <= 1).
+template <class Run>
+void for_column_parts(int64_t n, int64_t unit, int64_t parts, Run&& run) {
+  if (parts <= 1) {
+    run(int64_t(0), n);
+    return;
+  }
+  const int64_t units = ceil_div(n, unit);
+  parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p)
+      run(std::min(n, units * p / parts * unit), std::min(n, units * (p + 1) / parts * unit));
+  });
+}
+
 }  // namespace
 
 void gemm_f32_serial(const GemmArgs& g) {
@@ -615,47 +640,13 @@ void gemm_f32_serial(const GemmArgs& g) {
 void gemm_f32(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
 #if LGRPO_AVX2
-  if (g.b_panels && g.m <= kFewRowsMax) {
-    // Whole panels per thread, split evenly: W is streamed once whichever thread reads it.
-    const int64_t units = ceil_div(g.n, NR);
-    const double bytes = 4.0 * static_cast<double>(units * NR) * static_cast<double>(std::max<int64_t>(g.k, 0));
-    const int64_t parts = std::min<int64_t>({num_threads(), units, std::max<int64_t>(1, static_cast<int64_t>(bytes / 262144))});
-    if (parts <= 1) {
-      gemm_f32_serial(g);
-      return;
-    }
-    parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t j0 = std::min(g.n, units * p / parts * NR), j1 = std::min(g.n, units * (p + 1) / parts * NR);
-        GemmArgs s = g;
-        s.n = j1 - j0;
-        s.b = g.b + j0 * g.k;
-        s.c = g.c + j0;
-        gemm_f32_serial(s);
-      }
-    });
-    return;
-  }
-  if (g.trans_b && !g.b_panels && g.m <= kFewRowsMax) {
-    // Streaming W is the whole cost: split its rows (C's columns) evenly, 8 at a time, once
-    // there is enough of it to pay for waking the pool.
-    const int64_t units = ceil_div(g.n, 8);
-    const double bytes = 4.0 * static_cast<double>(g.n) * static_cast<double>(std::max<int64_t>(g.k, 0));
-    const int64_t parts = std::min<int64_t>({num_threads(), units, std::max<int64_t>(1, static_cast<int64_t>(bytes / 262144))});
-    if (parts <= 1) {
-      gemm_f32_serial(g);
-      return;
-    }
-    parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t j0 = std::min(g.n, units * p / parts * 8), j1 = std::min(g.n, units * (p + 1) / parts * 8);
-        GemmArgs s = g;
-        s.n = j1 - j0;
-        s.b = g.b + j0 * g.ldb;
-        s.c = g.c + j0;
-        gemm_f32_serial(s);
-      }
-    });
+  if (g.trans_b && g.m <= kFewRowsMax) {
+    // Streaming W is the whole cost: split its rows (C's columns) evenly — whole panels, or
+    // 8 rows of W in place — once there is enough of it to pay for waking the pool.
+    const int64_t unit = g.b_panels ? NR : 8;
+    const double bytes = 4.0 * static_cast<double>(ceil_div(g.n, unit) * unit) * static_cast<double>(std::max<int64_t>(g.k, 0));
+    const int64_t parts = std::min<int64_t>({num_threads(), ceil_div(g.n, unit), std::max<int64_t>(1, static_cast<int64_t>(bytes / 262144))});
+    for_column_parts(g.n, unit, parts, [&](int64_t j0, int64_t j1) { gemm_f32_serial(columns(g, j0, j1)); });
     return;
   }
 #endif
@@ -692,12 +683,10 @@ void gemm_f32(const GemmArgs& g) {
       const int64_t ti = t / tn, tj = t % tn;
       const int64_t i0 = std::min(g.m, tiles_m * ti / tm * mr), i1 = std::min(g.m, tiles_m * (ti + 1) / tm * mr);
       const int64_t j0 = std::min(g.n, tiles_n * tj / tn * NR), j1 = std::min(g.n, tiles_n * (tj + 1) / tn * NR);
-      GemmArgs s = g;
+      GemmArgs s = columns(g, j0, j1);
       s.m = i1 - i0;
-      s.n = j1 - j0;
       s.a = g.trans_a ? g.a + i0 : g.a + i0 * g.lda;
-      s.b = g.b_panels ? g.b + j0 * g.k : g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
-      s.c = g.c + i0 * g.ldc + j0;
+      s.c += i0 * g.ldc;
       gemm_f32_serial(s);
     }
   });
@@ -714,23 +703,9 @@ void gemm_f32_k_segments(const GemmArgs& g, const int64_t* bounds, int64_t count
   };
   const double flops = 2.0 * static_cast<double>(g.m) * static_cast<double>(g.n) *
                        static_cast<double>(bounds[count] - bounds[0]);
-  const int64_t tiles_n = ceil_div(g.n, NR);
-  const int64_t parts = std::min<int64_t>({num_threads(), tiles_n, std::max<int64_t>(1, static_cast<int64_t>(flops / 4e6))});
-  if (parts <= 1) {
-    run(g);
-    return;
-  }
+  const int64_t parts = std::min<int64_t>({num_threads(), ceil_div(g.n, NR), std::max<int64_t>(1, static_cast<int64_t>(flops / 4e6))});
   // Column ranges of C, whole register tiles each: per element the serial path's bits.
-  parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t j0 = std::min(g.n, tiles_n * p / parts * NR), j1 = std::min(g.n, tiles_n * (p + 1) / parts * NR);
-      GemmArgs part = g;
-      part.n = j1 - j0;
-      part.b = g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
-      part.c = g.c + j0;
-      run(part);
-    }
-  });
+  for_column_parts(g.n, NR, parts, [&](int64_t j0, int64_t j1) { run(columns(g, j0, j1)); });
 }
 
 // ---------------------------------------------------------------------------------
