@@ -189,18 +189,12 @@ Model::~Model() {
 }
 
 void Model::release_arenas() {
-  for (Arena* a : {&train_, &infer_}) {
+  for (Arena* a : {&train_, &infer_, &rollout_copy_}) {
     be_.free(a->base);
     a->base = nullptr;
     a->capacity = 0;
   }
   has_activations_ = false;
-  be_.free(bf16_params_);
-  bf16_params_ = nullptr;
-  bf16_capacity_ = 0;
-  be_.free(panel_params_);
-  panel_params_ = nullptr;
-  panel_bytes_ = 0;
 }
 
 void Model::set_recompute(bool on) {
@@ -341,7 +335,7 @@ void Model::linear(const float* x, const float* w, const float* bias, int64_t ro
     GemmBf16Args g;
     g.x = x;
     g.ldx = in;
-    g.w = bf16_params_ + (w - bf16_source_);
+    g.w = static_cast<const uint16_t*>(rollout_copy_.base) + (w - bf16_source_);
     g.ldw = in;
     g.y = y;
     g.ldy = out;
@@ -884,14 +878,8 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
     };
     size_t total = 0;
     for (const Matrix& mx : matrices) total += bytes_of(mx);
-    if (total > panel_bytes_) {
-      be_.free(panel_params_);
-      panel_params_ = nullptr;
-      panel_bytes_ = 0;
-      panel_params_ = be_.alloc(total);
-      panel_bytes_ = total;
-    }
-    char* at = static_cast<char*>(panel_params_);
+    reserve(rollout_copy_, total);
+    char* at = static_cast<char*>(rollout_copy_.base);
     for (const Matrix& mx : matrices) {
       if (panels_bf16) be_.pack_panels_bf16(mx.w, mx.k, mx.n, mx.k, reinterpret_cast<uint16_t*>(at));
       else be_.pack_panels(mx.w, mx.k, mx.n, mx.k, reinterpret_cast<float*>(at));
@@ -902,14 +890,8 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
   }
   if (bf16 && !panels_bf16) {
     const int64_t count = parameter_count(cfg_);
-    if (count > bf16_capacity_) {
-      be_.free(bf16_params_);
-      bf16_params_ = nullptr;
-      bf16_capacity_ = 0;
-      bf16_params_ = static_cast<uint16_t*>(be_.alloc(static_cast<size_t>(count) * sizeof(uint16_t)));
-      bf16_capacity_ = count;
-    }
-    be_.to_bf16(params, bf16_params_, count);
+    reserve(rollout_copy_, static_cast<size_t>(count) * sizeof(uint16_t));
+    be_.to_bf16(params, static_cast<uint16_t*>(rollout_copy_.base), count);
     bf16_source_ = params;
     bf16_count_ = count;
   }

@@ -237,20 +237,18 @@ class Model {
     LayerActs acts;
   } inf_{};
 
-  // The bf16 copy of the parameters for bf16 rollouts (backend memory, grown on demand),
-  // and while a bf16 generate runs: the f32 parameters it mirrors. linear() reads a
-  // weight inside [bf16_source_, bf16_source_ + bf16_count_) from the copy.
-  uint16_t* bf16_params_ = nullptr;
-  int64_t bf16_capacity_ = 0;
+  // A generate call's copy of the weights it reads (grown on demand): either every weight
+  // matrix in panels (below) or, where the backend has no bf16 panels, a bf16 copy of the
+  // parameters; made per call from that call's parameters, never reused by a later call.
+  Arena rollout_copy_;
+  // While a bf16 generate with the bf16 copy runs: the f32 parameters it mirrors.
+  // linear() reads a weight inside [bf16_source_, bf16_source_ + bf16_count_) from the copy.
   const float* bf16_source_ = nullptr;
   int64_t bf16_count_ = 0;
 
-  // Rollouts where the backend has pack_panels (f32) or pack_panels_bf16: every weight
-  // matrix of the call copied into panels (backend memory, grown on demand), and while a
-  // generate runs, each matrix's panels by its address in the parameters; linear() and the
-  // LM head read them (bf16 panels when panels_bf16_).
-  void* panel_params_ = nullptr;
-  size_t panel_bytes_ = 0;
+  // Rollouts where the backend has pack_panels (f32) or pack_panels_bf16: while a generate
+  // runs, each weight matrix's panels in rollout_copy_ by its address in the parameters;
+  // linear() and the LM head read them (bf16 panels when panels_bf16_).
   std::unordered_map<const float*, const void*> panels_;
   bool panels_bf16_ = false;
 
