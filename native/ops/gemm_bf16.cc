@@ -16,6 +16,12 @@
 
 #include "../common.h"
 #include "../parallel.h"
+
+#ifndef LGRPO_PANEL_CHUNK_BYTES
+// Weights per chunk a thread claims in the few-row panel GEMMs: long enough that each
+// thread's stream stays sequential for a while (128 KB chunks were 5% slower on f32).
+#define LGRPO_PANEL_CHUNK_BYTES 524288
+#endif
 #include "../scratch.h"
 #include "../simd.h"
 
@@ -146,120 +152,129 @@ void run_group(const GemmBf16Args& a, const float* xp, int64_t kfull, int64_t j0
 #if LGRPO_X86_DISPATCH
 // ---------------------------------------------------------------------------------
 // bf16 dot products (AVX512-BF16 vdpbf16ps): x rounded to bf16 too, 32 bf16 products per
-// instruction. A row group is 8 rows of x; in a zmm, lane 2r holds row r's pair (4q, 4q+1)
-// and lane 2r+1 its pair (4q+2, 4q+3) of quad q of k:
-//   xq[(g·Q + q)·16 + 2r + h] = bf16 x[8g + r][4q + 2h] | bf16 x[8g + r][4q + 2h + 1] << 16,
-// zero past the last row and past K. So one 64-bit load of a weight row's quad, broadcast
-// to every 64-bit lane pair, feeds all 8 rows with 4 weights per instruction. The J weight
-// rows of a block are read in place, and every row group meets the block while it is in
-// L1/L2: W is read from memory once.
-constexpr int kDotJ = 12;  // weight rows per block: 12 accumulator chains cover vdpbf16ps' latency
+// zmm instruction. Each output is one chain of steps over the pairs of k, each step one
+// vdpbf16ps lane (gemm_bf16.h). x is packed in groups of 8 rows, pair by pair:
+//   xp[(g·T + t)·8 + r] = bf16 x[8g + r][2t] | bf16 x[8g + r][2t + 1] << 16,
+// zero past the last row and past K, T = bf16_panel_pairs(K): every kernel below runs the
+// same T steps (a step on zeros is not a no-op for a subnormal sum, which it flushes).
+
+// Weight rows in place (no panels): 8 rows of x in the lanes of a ymm, one chain per weight
+// row j; x's pair t for all 8 rows is one 32-byte load, W[j]'s pair t a 32-bit broadcast.
+constexpr int kDotJ = 12;  // weight rows per block: 12 chains cover vdpbf16ps' latency
 
 template <int J>
-LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_quads(const uint32_t* __restrict xq, int64_t quads,
-                                                                 const uint16_t* const* w, int64_t k,
-                                                                 float* out /* [J][8] */) {
-  __m512 acc[J];
+LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_rows(const uint32_t* __restrict xp, int64_t pairs,
+                                                                const uint16_t* const* w, int64_t k,
+                                                                float* out /* [J][8] */) {
+  __m256 acc[J];
 #pragma GCC unroll 16
-  for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
-  const int64_t full = k / 4;  // quads whose four weights lie inside the row
-  for (int64_t q = 0; q < full; ++q) {
-    if ((q & 7) == 0)  // once per 64-byte line of each row, 1 KB ahead
+  for (int j = 0; j < J; ++j) acc[j] = _mm256_setzero_ps();
+  const int64_t full = k / 2;  // pairs whose two weights lie inside the row
+  for (int64_t t = 0; t < pairs; ++t) {
+    if ((t & 15) == 0 && t < full)  // once per 64-byte line of each row, 1 KB ahead
 #pragma GCC unroll 16
-      for (int j = 0; j < J; ++j) _mm_prefetch(reinterpret_cast<const char*>(w[j] + 4 * q + 512), _MM_HINT_T0);
-    const __m512bh xv = (__m512bh)_mm512_load_si512(xq + q * 16);
+      for (int j = 0; j < J; ++j) _mm_prefetch(reinterpret_cast<const char*>(w[j] + 2 * t + 512), _MM_HINT_T0);
+    const __m256bh xv = (__m256bh)_mm256_load_si256(reinterpret_cast<const __m256i*>(xp + t * 8));
 #pragma GCC unroll 16
     for (int j = 0; j < J; ++j) {
-      long long quad;
-      std::memcpy(&quad, w[j] + 4 * q, sizeof(quad));
-      acc[j] = _mm512_dpbf16_ps(acc[j], xv, (__m512bh)_mm512_set1_epi64(quad));
+      uint32_t pair = 0;  // past K: zero partners (never read past the row)
+      if (t < full) std::memcpy(&pair, w[j] + 2 * t, sizeof(pair));
+      else if (2 * t < k) pair = w[j][2 * t];
+      acc[j] = _mm256_dpbf16_ps(acc[j], xv, (__m256bh)_mm256_set1_epi32(static_cast<int>(pair)));
     }
   }
-  if (full < quads) {  // K mod 4: the last weights with zero partners (never read past the row)
-    const __m512bh xv = (__m512bh)_mm512_load_si512(xq + full * 16);
-    for (int j = 0; j < J; ++j) {
-      unsigned long long quad = 0;
-      for (int64_t t = 4 * full; t < k; ++t) quad |= static_cast<unsigned long long>(w[j][t]) << (16 * (t - 4 * full));
-      acc[j] = _mm512_dpbf16_ps(acc[j], xv, (__m512bh)_mm512_set1_epi64(static_cast<long long>(quad)));
-    }
-  }
-  alignas(64) float lanes[16];
-  for (int j = 0; j < J; ++j) {
-    // lane 2r + lane 2r+1 (the swap makes both lanes hold the same sum: addition commutes exactly)
-    _mm512_store_ps(lanes, _mm512_add_ps(acc[j], _mm512_permute_ps(acc[j], 0xB1)));
-    for (int r = 0; r < 8; ++r) out[8 * j + r] = lanes[2 * r];
-  }
+  for (int j = 0; j < J; ++j) _mm256_storeu_ps(out + 8 * j, acc[j]);
 }
 
-// Panels (GemmBf16Args::w_panels): 8 rows × one panel of 16 outputs, E and O of each row in
-// its own zmm (16 chains); per quad two 64-byte loads of the panel (pairs 2q, 2q+1) and x's
-// pair of each row broadcast as 32 bits — the lane of the dot kernel above with the same
-// operands, so the same bits; y = E + O as its final lane swap adds.
+// Panels (GemmBf16Args::w_panels): 8 rows × Q panels of 16 outputs, one zmm chain per row
+// and panel (16 chains for Q = 2); per pair t one 64-byte load of each panel (two streams,
+// which keep more of memory busy than one) and x's pair of each row broadcast as 32 bits,
+// shared by the Q panels — the lanes of dot_rows with the same operands, so the same bits.
 #ifndef LGRPO_BF16_PANEL_AHEAD
-#define LGRPO_BF16_PANEL_AHEAD 512  // 32-bit lanes ahead in the panel (2 KB)
+#define LGRPO_BF16_PANEL_AHEAD 512  // 32-bit lanes ahead in each panel (2 KB)
 #endif
 #ifndef LGRPO_PANEL_HINT
 #define LGRPO_PANEL_HINT _MM_HINT_T0
 #endif
-LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_panel(const uint32_t* __restrict xq, int64_t quads,
-                                                                 const uint32_t* __restrict w, float* out /* [8][16] */) {
-  __m512 e[8], o[8];
+template <int Q>
+LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_panel(const uint32_t* __restrict xp, int64_t pairs,
+                                                                 const uint32_t* __restrict w, int64_t panel_stride,
+                                                                 float* out /* [8][32] */) {
+  __m512 acc[8][Q];
 #pragma GCC unroll 8
-  for (int r = 0; r < 8; ++r) e[r] = o[r] = _mm512_setzero_ps();
+  for (int r = 0; r < 8; ++r)
 #pragma GCC unroll 2
-  for (int64_t q = 0; q < quads; ++q) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + q * 32 + LGRPO_BF16_PANEL_AHEAD), LGRPO_PANEL_HINT);
-    _mm_prefetch(reinterpret_cast<const char*>(w + q * 32 + 16 + LGRPO_BF16_PANEL_AHEAD), LGRPO_PANEL_HINT);
-    const __m512bh we = (__m512bh)_mm512_load_si512(w + q * 32), wo = (__m512bh)_mm512_load_si512(w + q * 32 + 16);
-    const uint32_t* x = xq + q * 16;
+    for (int q = 0; q < Q; ++q) acc[r][q] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t t = 0; t < pairs; ++t) {
+    __m512bh wv[Q];
+#pragma GCC unroll 2
+    for (int q = 0; q < Q; ++q) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + q * panel_stride + t * 16 + LGRPO_BF16_PANEL_AHEAD), LGRPO_PANEL_HINT);
+      wv[q] = (__m512bh)_mm512_load_si512(w + q * panel_stride + t * 16);
+    }
+    const uint32_t* x = xp + t * 8;
 #pragma GCC unroll 8
     for (int r = 0; r < 8; ++r) {
-      e[r] = _mm512_dpbf16_ps(e[r], (__m512bh)_mm512_set1_epi32(static_cast<int>(x[2 * r])), we);
-      o[r] = _mm512_dpbf16_ps(o[r], (__m512bh)_mm512_set1_epi32(static_cast<int>(x[2 * r + 1])), wo);
+      const __m512bh xb = (__m512bh)_mm512_set1_epi32(static_cast<int>(x[r]));
+#pragma GCC unroll 2
+      for (int q = 0; q < Q; ++q) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], xb, wv[q]);
     }
   }
-  for (int r = 0; r < 8; ++r) _mm512_storeu_ps(out + 16 * r, _mm512_add_ps(e[r], o[r]));
+  for (int r = 0; r < 8; ++r)
+    for (int q = 0; q < Q; ++q) _mm512_storeu_ps(out + 32 * r + 16 * q, acc[r][q]);
 }
 
-void dot_panels(const GemmBf16Args& a, const uint32_t* xq, int64_t groups, int64_t quads) {
-  const int64_t panels = (a.n + 15) / 16, pairs = 2 * quads;
+void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64_t pairs) {
+  const int64_t panels = (a.n + 15) / 16, panel_stride = pairs * 16;
   const uint32_t* wp = reinterpret_cast<const uint32_t*>(a.w);
-  // Enough panels per range that waking a thread pays (~256 KB of weights).
-  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(1, 64 * pairs));
-  parallel_for(panels, grain, [&](int64_t p0, int64_t p1) {
-    alignas(64) float out[8 * 16];
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t cols = std::min<int64_t>(16, a.n - 16 * p);
+  // Panels [p0, p1) two at a time.
+  auto run = [&](int64_t p0, int64_t p1) {
+    alignas(64) float out[8 * 32];
+    for (int64_t p = p0; p < p1; p += 2) {
+      const int count = static_cast<int>(std::min<int64_t>(2, p1 - p));
+      const int64_t cols = std::min<int64_t>(16 * count, a.n - 16 * p);
       for (int64_t g = 0; g < groups; ++g) {
-        dot_panel(xq + g * quads * 16, quads, wp + p * pairs * 16, out);
+        if (count == 2) dot_panel<2>(xp + g * pairs * 8, pairs, wp + p * panel_stride, panel_stride, out);
+        else dot_panel<1>(xp + g * pairs * 8, pairs, wp + p * panel_stride, panel_stride, out);
         const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
         for (int64_t r = 0; r < rows; ++r)
-          std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * p, out + 16 * r, sizeof(float) * cols);
+          std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * p, out + 32 * r, sizeof(float) * cols);
       }
     }
+  };
+  // Chunks of LGRPO_PANEL_CHUNK_BYTES of weights (whole pairs of panels), claimed as the threads come; under
+  // 256 KB in all, waking a thread costs more than it saves.
+  const int64_t panel_bytes = 64 * pairs;
+  if (panels * panel_bytes < 262144) {
+    run(0, panels);
+    return;
+  }
+  const int64_t per_chunk = std::max<int64_t>(2, LGRPO_PANEL_CHUNK_BYTES / panel_bytes / 2 * 2);
+  parallel_chunks((panels + per_chunk - 1) / per_chunk, [&](int64_t c) {
+    run(c * per_chunk, std::min(panels, (c + 1) * per_chunk));
   });
 }
 
-// In 64-bit units: quad q of row 8g + r (its four bf16, in k order) at [(g·Q + q)·8 + r].
-// Each row is converted whole with vector stores (store8_bf16 = f32_to_bf16 lane for lane),
-// then dealt out a quad at a time: this runs on the calling thread before every GEMM.
-void pack_x_quads(const GemmBf16Args& a, int64_t groups, int64_t quads, uint32_t* xq) {
-  uint64_t* out = reinterpret_cast<uint64_t*>(xq);
+// xp as above. Each row is converted whole with vector stores (store8_bf16 = f32_to_bf16
+// lane for lane), then dealt out a pair at a time: this runs on the calling thread before
+// every GEMM.
+void pack_x_pairs(const GemmBf16Args& a, int64_t groups, int64_t pairs, uint32_t* xp) {
   thread_local std::vector<uint16_t> row;
-  row.assign(static_cast<size_t>(quads * 4), 0);
+  row.assign(static_cast<size_t>(pairs * 2), 0);
   for (int64_t g = 0; g < groups; ++g)
     for (int r = 0; r < 8; ++r) {
       const int64_t i = 8 * g + r;
-      uint64_t* dst = out + g * quads * 8 + r;
+      uint32_t* dst = xp + g * pairs * 8 + r;
       if (i >= a.m) {
-        for (int64_t q = 0; q < quads; ++q) dst[q * 8] = 0;
+        for (int64_t t = 0; t < pairs; ++t) dst[t * 8] = 0;
         continue;
       }
       const float* src = a.x + i * a.ldx;
       int64_t t = 0;
       for (; t + 8 <= a.k; t += 8) store8_bf16(row.data() + t, _mm256_loadu_ps(src + t));
       for (; t < a.k; ++t) row[static_cast<size_t>(t)] = f32_to_bf16(src[t]);
-      for (int64_t q = 0; q < quads; ++q) std::memcpy(dst + q * 8, row.data() + 4 * q, sizeof(uint64_t));
+      for (int64_t q = 0; q < pairs; ++q) std::memcpy(dst + q * 8, row.data() + 2 * q, sizeof(uint32_t));
     }
 }
 #endif
@@ -386,11 +401,11 @@ void gemm_bf16_dot_cpu(const GemmBf16Args& a) {
     for (int64_t i = 0; i < a.m; ++i) std::fill(a.y + i * a.ldy, a.y + i * a.ldy + a.n, 0.0f);
     return;
   }
-  const int64_t groups = (a.m + 7) / 8, quads = (a.k + 3) / 4;
-  uint32_t* xq = packed_x_scratch.get<uint32_t>(static_cast<size_t>(groups * quads * 16));
-  pack_x_quads(a, groups, quads, xq);
+  const int64_t groups = (a.m + 7) / 8, pairs = bf16_panel_pairs(a.k);
+  uint32_t* xp = packed_x_scratch.get<uint32_t>(static_cast<size_t>(groups * pairs * 8));
+  pack_x_pairs(a, groups, pairs, xp);
   if (a.w_panels) {
-    dot_panels(a, xq, groups, quads);
+    dot_panels(a, xp, groups, pairs);
     return;
   }
   const int64_t blocks = (a.n + kDotJ - 1) / kDotJ;
@@ -403,7 +418,7 @@ void gemm_bf16_dot_cpu(const GemmBf16Args& a) {
       const int64_t j0 = blk * kDotJ, jn = std::min<int64_t>(kDotJ, a.n - j0);
       for (int j = 0; j < kDotJ; ++j) w[j] = a.w + std::min<int64_t>(j0 + j, a.n - 1) * a.ldw;
       for (int64_t g = 0; g < groups; ++g) {
-        dot_quads<kDotJ>(xq + g * quads * 16, quads, w, a.k, out);
+        dot_rows<kDotJ>(xp + g * pairs * 8, pairs, w, a.k, out);
         const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
         for (int64_t r = 0; r < rows; ++r) {
           float* y = a.y + (8 * g + r) * a.ldy + j0;

@@ -46,10 +46,9 @@ void gemm_bf16_weights_cpu(const GemmBf16Args& a);
 
 // The bf16 dot-product variant (CPUs with AVX512-BF16, chosen at run time: simd path
 // 'avx512+bf16'): x is rounded to bf16 too (round to nearest even, as f32_to_bf16), and
-// each y[i][j] = E + O (one rounding), two chains of vdpbf16ps steps over the quads of k
-// (4q .. 4q+3) in increasing q: E over the pairs (4q, 4q+1), O over (4q+2, 4q+3), a step
-// on the pair (a, a+1) being
-//   acc ← (acc + x[a+1]·w[a+1]) + x[a]·w[a]
+// each y[i][j] is one chain of vdpbf16ps steps, from 0, over the pairs of k (2t, 2t+1) for
+// t = 0 .. bf16_panel_pairs(K) − 1 in increasing t, a step being
+//   acc ← (acc + x[2t+1]·w[2t+1]) + x[2t]·w[2t]
 // with the products exact (bf16 × bf16 fits f32) and each addition rounded to nearest even,
 // subnormal inputs and outputs flushed to zero — what the instruction does; k past K counts
 // as x = w = 0. So y is a pure function of (x, W) on such a CPU, row i never
@@ -58,7 +57,7 @@ void gemm_bf16_weights_cpu(const GemmBf16Args& a);
 // (Range) when the chosen SIMD path lacks AVX512-BF16.
 bool gemm_bf16_dot_available();
 // With a.w_panels, W comes from pack_panels_bf16_cpu: a panel's 16 outputs in the lanes of
-// E and O accumulators, the same steps per output, so the same bits.
+// one accumulator per row, the same steps per output, so the same bits.
 void gemm_bf16_dot_cpu(const GemmBf16Args& a);
 // What bf16 rollouts run (the engine's CPU backend): the dot-product variant where the
 // chosen path has AVX512-BF16, otherwise gemm_bf16_weights_cpu.

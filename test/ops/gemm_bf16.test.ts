@@ -130,9 +130,11 @@ describe('gemmBf16Weights with bf16 activations (AVX512-BF16 dot products)', { s
     assert.notDeepEqual(run(x, w, m, n, k), all, 'bf16 activations gave the f32-activation bits');
   });
 
-  it('over bf16 weight panels (what bf16 rollouts read) gives the same bits, K tails and partial panels included', () => {
+  it('over bf16 weight panels (what bf16 rollouts read) gives the same bits, K tails, partial panels and the pool\'s chunks included', () => {
     const r = rng('gemm bf16 dot panels');
-    for (const [m, n, k] of [[1, 1, 1], [1, 7, 2], [8, 16, 3], [9, 17, 5], [3, 33, 15], [16, 31, 16], [17, 45, 17], [8, 130, 201], [33, 25, 1001]]) {
+    for (const [m, n, k] of [[1, 1, 1], [1, 7, 2], [8, 16, 3], [9, 17, 5], [3, 33, 15], [16, 31, 16], [17, 45, 17], [8, 130, 201], [33, 25, 1001],
+      // over 256 KB of panels: chunks of them claimed by the pool's threads
+      [8, 301, 523], [9, 2001, 520]]) {
       const { x, w } = operands(r, m, n, k);
       if (m * k > 3) x[m * k - 2] = NaN;   // confined to the last row in both
       const dot = run(x, w, m, n, k, true), panels = run(x, w, m, n, k, true, true);
