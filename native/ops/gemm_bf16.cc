@@ -149,6 +149,37 @@ void run_group(const GemmBf16Args& a, const float* xp, int64_t kfull, int64_t j0
 #endif
 }
 
+#if LGRPO_AVX2
+// 8×8 block of 32-bit lanes at src (row stride lds) transposed into dst (row stride ldd).
+// Streaming (dst 32-byte aligned, ldd a multiple of 8) for the panels: far bigger than any
+// cache and read only later, so they skip the read-for-ownership of each line.
+template <bool Streaming>
+inline void transpose8x8_u32(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m256 lo = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20), hi = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    if (Streaming) {
+      _mm256_stream_ps(dst + i * ldd, lo);
+      _mm256_stream_ps(dst + (i + 4) * ldd, hi);
+    } else {
+      _mm256_storeu_ps(dst + i * ldd, lo);
+      _mm256_storeu_ps(dst + (i + 4) * ldd, hi);
+    }
+  }
+}
+#endif
+
 #if LGRPO_X86_DISPATCH
 // ---------------------------------------------------------------------------------
 // bf16 dot products (AVX512-BF16 vdpbf16ps): x rounded to bf16 too, 32 bf16 products per
@@ -256,26 +287,34 @@ void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64
   });
 }
 
-// xp as above. Each row is converted whole with vector stores (store8_bf16 = f32_to_bf16
-// lane for lane), then dealt out a pair at a time: this runs on the calling thread before
-// every GEMM.
+// xp as above: each row converted whole with vector stores (store8_bf16 = f32_to_bf16 lane
+// for lane), then a group's 8 rows transposed 8 pairs at a time. This runs on the calling
+// thread before every GEMM, while the pool waits.
 void pack_x_pairs(const GemmBf16Args& a, int64_t groups, int64_t pairs, uint32_t* xp) {
-  thread_local std::vector<uint16_t> row;
-  row.assign(static_cast<size_t>(pairs * 2), 0);
-  for (int64_t g = 0; g < groups; ++g)
+  thread_local std::vector<uint32_t> rows;  // a group's 8 rows in bf16 pairs, [8][pairs]
+  rows.resize(static_cast<size_t>(8 * pairs));
+  for (int64_t g = 0; g < groups; ++g) {
     for (int r = 0; r < 8; ++r) {
       const int64_t i = 8 * g + r;
-      uint32_t* dst = xp + g * pairs * 8 + r;
+      uint32_t* row = rows.data() + r * pairs;
       if (i >= a.m) {
-        for (int64_t t = 0; t < pairs; ++t) dst[t * 8] = 0;
+        std::fill(row, row + pairs, 0u);
         continue;
       }
+      uint16_t* half = reinterpret_cast<uint16_t*>(row);
       const float* src = a.x + i * a.ldx;
       int64_t t = 0;
-      for (; t + 8 <= a.k; t += 8) store8_bf16(row.data() + t, _mm256_loadu_ps(src + t));
-      for (; t < a.k; ++t) row[static_cast<size_t>(t)] = f32_to_bf16(src[t]);
-      for (int64_t q = 0; q < pairs; ++q) std::memcpy(dst + q * 8, row.data() + 2 * q, sizeof(uint32_t));
+      for (; t + 8 <= a.k; t += 8) store8_bf16(half + t, _mm256_loadu_ps(src + t));
+      for (; t < a.k; ++t) half[t] = f32_to_bf16(src[t]);
+      std::fill(half + a.k, half + 2 * pairs, uint16_t(0));
     }
+    uint32_t* out = xp + g * pairs * 8;
+    int64_t t = 0;
+    for (; t + 8 <= pairs; t += 8)
+      transpose8x8_u32<false>(reinterpret_cast<const float*>(rows.data() + t), pairs, reinterpret_cast<float*>(out + t * 8), 8);
+    for (; t < pairs; ++t)
+      for (int r = 0; r < 8; ++r) out[t * 8 + r] = rows[static_cast<size_t>(r * pairs + t)];
+  }
 }
 #endif
 
@@ -317,31 +356,6 @@ void f32_to_bf16_cpu(const float* src, uint16_t* dst, int64_t n) {
   });
 }
 
-#if LGRPO_AVX2
-namespace {
-// 8×8 block of 32-bit lanes at src (row stride lds) transposed into dst (row stride ldd).
-// Streaming stores (dst 32-byte aligned, ldd a multiple of 8): the panels are far bigger than
-// any cache and read only later, so they skip the read-for-ownership of each line.
-inline void transpose8x8_u32(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  __m256 r[8], t[8], u[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    _mm256_stream_ps(dst + i * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
-    _mm256_stream_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
-  }
-}
-}  // namespace
-#endif
 
 void pack_panels_bf16_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, uint16_t* panels) {
   const int64_t count = (n + 15) / 16, pairs = bf16_panel_pairs(k);
@@ -364,8 +378,8 @@ void pack_panels_bf16_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, uin
           }
           // block as 32-bit pairs [16 rows][8]: pair t of row j → dst[(k0/2 + t)·16 + j]
           float* out = reinterpret_cast<float*>(dst + (k0 / 2) * 16);
-          transpose8x8_u32(reinterpret_cast<const float*>(block), 8, out, 16);
-          transpose8x8_u32(reinterpret_cast<const float*>(block) + 64, 8, out + 8, 16);
+          transpose8x8_u32<true>(reinterpret_cast<const float*>(block), 8, out, 16);
+          transpose8x8_u32<true>(reinterpret_cast<const float*>(block) + 64, 8, out + 8, 16);
         }
 #endif
       for (int64_t t = k0 / 2; t < pairs; ++t)
