@@ -14,14 +14,36 @@ namespace lgrpo {
 namespace {
 
 // Kernels on a training step's small tensors take tens of microseconds, about what a
-// sleeping thread needs to wake up. So threads spin briefly (~50 µs) for the next job or
-// for the last worker before they block on a condition variable.
+// sleeping thread needs to wake up. So threads spin briefly (~70 µs) for the next job or
+// for the last worker, then yield for a while (wait_briefly), before they block on a
+// condition variable.
 constexpr int kSpinIterations = 4000;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
+}
+
+// After the spin, a thread waiting for work (or for the last worker) yields its core for up
+// to this long before it sleeps: waking a sleeping thread costs 50-160 µs in this VM, and
+// the training step's jobs come between serial stretches (JavaScript, small kernels run
+// inline) of 0.1-1 ms. Yielding leaves the core to any other runnable thread meanwhile.
+constexpr auto kYieldFor = std::chrono::microseconds(1000);
+
+// Spins, then yields, until done() or the budget is spent; returns done().
+template <class Done>
+bool wait_briefly(Done&& done) {
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (done()) return true;
+    cpu_relax();
+  }
+  const auto until = std::chrono::steady_clock::now() + kYieldFor;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return done();
+    std::this_thread::yield();
+  }
+  return true;
 }
 
 // Dispatch and completion take no lock unless a thread really sleeps: with one mutex
@@ -66,8 +88,7 @@ class ThreadPool {
       wake_.notify_all();
     }
     task(0);
-    for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) cpu_relax();
-    if (pending_.load(std::memory_order_acquire) != 0) {
+    if (!wait_briefly([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
       std::unique_lock<std::mutex> lock(mutex_);
       caller_sleeping_.store(true);
       done_.wait(lock, [this] { return pending_.load() == 0; });
@@ -80,10 +101,10 @@ class ThreadPool {
     for (;;) {
       uint64_t now = generation_.load(std::memory_order_acquire);
       auto is_new = [&](uint64_t g) { return g != seen && (g & 1) == 0; };
-      for (int i = 0; i < kSpinIterations && !is_new(now) && !stopping_.load(std::memory_order_relaxed); ++i) {
-        cpu_relax();
+      wait_briefly([&] {
         now = generation_.load(std::memory_order_acquire);
-      }
+        return is_new(now) || stopping_.load(std::memory_order_relaxed);
+      });
       if (stopping_.load()) return;
       if (!is_new(now)) {
         if (now == seen) {
