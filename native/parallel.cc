@@ -14,8 +14,9 @@ namespace lgrpo {
 namespace {
 
 // Kernels on a training step's small tensors take tens of microseconds, about what a
-// sleeping thread needs to wake up. So threads spin briefly (~50 µs) for the next job or
-// for the last worker before they block on a condition variable.
+// sleeping thread needs to wake up. So threads spin briefly (~70 µs) for the next job or
+// for the last worker, then yield for a while (wait_briefly), before they block on a
+// condition variable.
 constexpr int kSpinIterations = 4000;
 
 inline void cpu_relax() {
@@ -24,6 +25,33 @@ inline void cpu_relax() {
 #endif
 }
 
+// After the spin, a thread waiting for work (or for the last worker) yields its core for up
+// to this long before it sleeps: waking a sleeping thread costs 50-160 µs in this VM, and
+// the training step's jobs come between serial stretches (JavaScript, small kernels run
+// inline) of 0.1-1 ms. Yielding leaves the core to any other runnable thread meanwhile.
+constexpr auto kYieldFor = std::chrono::microseconds(1000);
+
+// Spins, then yields, until done() or the budget is spent; returns done().
+template <class Done>
+bool wait_briefly(Done&& done) {
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (done()) return true;
+    cpu_relax();
+  }
+  const auto until = std::chrono::steady_clock::now() + kYieldFor;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return done();
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+// Dispatch and completion take no lock unless a thread really sleeps: with one mutex
+// taken at both ends of every job (as before), the waiting thread and the finishing one
+// met on it at each join, and the loser slept in the kernel — a few microseconds per job
+// in a VM, paid by the next job too (the worker started 5.7 µs late on average even
+// when the jobs came back to back, 160 jobs per training step). Which thread runs which
+// slot is unchanged: slot i always runs on worker i (slot 0 on the caller).
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) { resize(threads); }
@@ -46,37 +74,58 @@ class ThreadPool {
   // A larger count would wait forever for slots no worker runs: callers hold run_mutex()
   // from reading size() to the end of the job, and resizing takes the same lock.
   void run(int count, const std::function<void(int)>& task) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      task_ = &task;
-      task_count_ = count;
-      pending_.store(count - 1);
-      generation_.fetch_add(1);
+    // The job's fields are written between two increments of the generation (odd while
+    // they change), so a worker can tell a whole job from one half-written.
+    generation_.fetch_add(1);
+    task_.store(&task, std::memory_order_relaxed);
+    task_count_.store(count, std::memory_order_relaxed);
+    pending_.store(count - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1);
+    // A worker about to sleep counts itself under the lock and then checks the generation;
+    // this load comes after the increment, so one of the two sees the other.
+    if (sleepers_.load() > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_all();
     }
-    wake_.notify_all();
     task(0);
-    for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i) cpu_relax();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_.load() == 0; });
-    task_ = nullptr;
+    if (!wait_briefly([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      caller_sleeping_.store(true);
+      done_.wait(lock, [this] { return pending_.load() == 0; });
+      caller_sleeping_.store(false);
+    }
   }
 
  private:
   void worker_loop(int slot, uint64_t seen) {
     for (;;) {
-      for (int i = 0; i < kSpinIterations && generation_.load(std::memory_order_acquire) == seen && !stopping_.load(); ++i)
-        cpu_relax();
-      const std::function<void(int)>* task;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_.load() || generation_.load() != seen; });
-        if (stopping_) return;
-        seen = generation_.load();
-        if (slot >= task_count_) continue;
-        task = task_;
+      uint64_t now = generation_.load(std::memory_order_acquire);
+      auto is_new = [&](uint64_t g) { return g != seen && (g & 1) == 0; };
+      wait_briefly([&] {
+        now = generation_.load(std::memory_order_acquire);
+        return is_new(now) || stopping_.load(std::memory_order_relaxed);
+      });
+      if (stopping_.load()) return;
+      if (!is_new(now)) {
+        if (now == seen) {
+          std::unique_lock<std::mutex> lock(mutex_);
+          sleepers_.fetch_add(1);
+          wake_.wait(lock, [&] { return stopping_.load() || generation_.load() != seen; });
+          sleepers_.fetch_sub(1);
+        }
+        continue;
       }
+      // The job's fields, read after its generation (acquire above) and checked against it
+      // after: a worker outside a job may still be reading when the caller, which waits
+      // only for the job's own slots, begins writing the next one.
+      const int count = task_count_.load(std::memory_order_relaxed);
+      const std::function<void(int)>* task = task_.load(std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (generation_.load(std::memory_order_relaxed) != now) continue;
+      seen = now;
+      if (slot >= count) continue;
       (*task)(slot);
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
         // Taking the lock orders this notify after the caller's predicate check.
         std::lock_guard<std::mutex> lock(mutex_);
         done_.notify_one();
@@ -97,9 +146,11 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
-  const std::function<void(int)>* task_ = nullptr;
-  int task_count_ = 0;
+  std::atomic<const std::function<void(int)>*> task_{nullptr};
+  std::atomic<int> task_count_{0};
   std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> caller_sleeping_{false};
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<int> size_{1};

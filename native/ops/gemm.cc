@@ -60,10 +60,16 @@ inline const float* op_b_at(const GemmArgs& g, int64_t k, int64_t j) {
 // mc×kc of op(A) (`a` points at its (0,0)) into slivers of mr rows: sliver s holds
 // op(A)[s·mr + r][k] at dst[s·kc·mr + k·mr + r]; rows past mc are zero, so edge tiles
 // run the same kernel (zeros add nothing to the valid lanes).
+void pack_a_full_sliver(bool trans, const float* a, int64_t lda, int64_t kc, float* dst, int mr);
+
 void pack_a(bool trans, const float* a, int64_t lda, int64_t mc, int64_t kc, float* dst, int mr) {
   for (int64_t i0 = 0; i0 < mc; i0 += mr, dst += kc * mr) {
     const int rows = static_cast<int>(std::min<int64_t>(mr, mc - i0));
-    if (rows < mr) std::memset(dst, 0, sizeof(float) * kc * mr);
+    if (rows == mr) {
+      pack_a_full_sliver(trans, trans ? a + i0 : a + i0 * lda, lda, kc, dst, mr);
+      continue;
+    }
+    std::memset(dst, 0, sizeof(float) * kc * mr);
     if (trans) {  // stored [K, M]: each k gives mr adjacent values
       for (int64_t k = 0; k < kc; ++k) {
         const float* src = a + k * lda + i0;
@@ -103,6 +109,85 @@ inline void transpose8x8_to_sliver(const float* src, int64_t ld, float* dst) {
   _mm256_store_ps(dst + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 #endif
+
+#if LGRPO_AVX2
+// The 8×8 block at src (row stride ld) transposed into dst (row stride ds): dst[k·ds + r]
+// = src[r·ld + k].
+inline void transpose8x8_strided(const float* src, int64_t ld, float* dst, int64_t ds) {
+  __m256 r0 = _mm256_loadu_ps(src + 0 * ld), r1 = _mm256_loadu_ps(src + 1 * ld);
+  __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
+  __m256 r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld);
+  __m256 r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst + 0 * ds, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + 1 * ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+// The 4×8 block at src (row stride ld) transposed into dst (row stride ds): 8 rows of 4.
+inline void transpose4x8_strided(const float* src, int64_t ld, float* dst, int64_t ds) {
+  const __m256 r0 = _mm256_loadu_ps(src + 0 * ld), r1 = _mm256_loadu_ps(src + 1 * ld);
+  const __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  _mm_storeu_ps(dst + 0 * ds, _mm256_castps256_ps128(u0));
+  _mm_storeu_ps(dst + 1 * ds, _mm256_castps256_ps128(u1));
+  _mm_storeu_ps(dst + 2 * ds, _mm256_castps256_ps128(u2));
+  _mm_storeu_ps(dst + 3 * ds, _mm256_castps256_ps128(u3));
+  _mm_storeu_ps(dst + 4 * ds, _mm256_extractf128_ps(u0, 1));
+  _mm_storeu_ps(dst + 5 * ds, _mm256_extractf128_ps(u1, 1));
+  _mm_storeu_ps(dst + 6 * ds, _mm256_extractf128_ps(u2, 1));
+  _mm_storeu_ps(dst + 7 * ds, _mm256_extractf128_ps(u3, 1));
+}
+#endif
+
+// One whole sliver (mr rows of op(A), all present): pack_a's layout, the same values,
+// with the copies of a fixed width the compiler turns into vector moves (transposes for
+// a row-major A). Packing was a third of the micro-kernel's time at the small model's
+// K = 96 shapes.
+template <int R>
+void pack_a_sliver_t(bool trans, const float* a, int64_t lda, int64_t kc, float* dst) {
+  if (trans) {
+    for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * R, a + k * lda, sizeof(float) * R);
+    return;
+  }
+  int64_t k = 0;
+#if LGRPO_AVX2
+  if constexpr (R == 12) {
+    for (; k + 8 <= kc; k += 8) {
+      transpose8x8_strided(a + k, lda, dst + k * R, R);
+      transpose4x8_strided(a + 8 * lda + k, lda, dst + k * R + 8, R);
+    }
+  }
+#endif
+  for (int r = 0; r < R; ++r) {
+    const float* src = a + r * lda;
+    for (int64_t kk = k; kk < kc; ++kk) dst[kk * R + r] = src[kk];
+  }
+}
+
+void pack_a_full_sliver(bool trans, const float* a, int64_t lda, int64_t kc, float* dst, int mr) {
+  if (mr == kMaxMR) pack_a_sliver_t<kMaxMR>(trans, a, lda, kc, dst);
+  else if (mr == MR) pack_a_sliver_t<MR>(trans, a, lda, kc, dst);
+  else {
+    for (int64_t k = 0; k < kc; ++k)
+      for (int r = 0; r < mr; ++r) dst[k * mr + r] = trans ? a[k * lda + r] : a[r * lda + k];
+  }
+}
 
 // kc×cols of op(B) (`b` points at its (0,0)), cols <= NR, into one sliver: op(B)[k][j]
 // at dst[k·NR + j], columns past cols zero. dst is 64-byte aligned.

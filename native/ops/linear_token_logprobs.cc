@@ -640,6 +640,98 @@ void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin
   }
 }
 
+// One vocabulary tile (V <= VC: the tiny model's LM head) on several threads, with the
+// bits of backward_worker over that one tile: backward_worker walks the row chunks in
+// order, and per chunk computes dlogits, adds the chunk's share to every gradWeight
+// element (one FMA chain continued chunk after chunk) and writes the chunk's gradHidden
+// rows. Here the chunks' dlogits and gradHidden run in parallel (they depend on nothing
+// but the chunk), and then gradWeight is split by columns, each thread continuing its
+// elements' chains over the chunks in the same order with the same tiles. Without this
+// the whole backward ran on one thread (there is one tile to hand out).
+template <DType T, bool kEntropy>
+void backward_one_tile(const LinearTokenLogprobsBackwardArgs& a, std::atomic<int>& bad, int64_t& lse_below_row) {
+  const int64_t N = a.rows, d = a.dim, V = a.vocab;
+  const int64_t dpad = round_up(std::max<int64_t>(d, 1), NR);
+  const float inv_tau = 1.0f / a.temperature;
+  const int64_t chunks = ceil_div(N, RC), nv = V;
+  std::fill(a.grad_weight, a.grad_weight + V * d, 0.0f);
+  // Every chunk's dlogits (nv × its padded rows) and natural-layout hidden rows, kept for
+  // the gradWeight pass.
+  Scratch dall(chunks * VC * RC), hall(chunks * RC * dpad), wnat(VC * dpad);
+  float wpoison = 0.0f;
+  for (int64_t v = 0; v < nv; ++v) {
+    float* dst = wnat.get() + v * dpad;
+    wpoison += convert_span<T>(a.weight, v * d, d, dst);
+    std::fill(dst + d, dst + dpad, 0.0f);
+  }
+  if (wpoison != 0.0f) bad |= kBadWeight;
+  std::vector<int64_t> below_of(static_cast<size_t>(chunks), -1);
+  parallel_for(chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    Scratch hpack(RC * d), row(d), dpack(round_up(RC, MR) * VC), rows_f(5 * RC);
+    std::vector<int32_t> rows_y(RC);
+    float* f = rows_f.get();
+    const ChunkRows cr{f, f + RC, f + 2 * RC, f + 3 * RC, f + 4 * RC, rows_y.data()};
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const int64_t n0 = c * RC, nr = std::min(RC, N - n0);
+      const int64_t panels = ceil_div(nr, NR), ldc = panels * NR;
+      float* hnat = hall.get() + c * RC * dpad;
+      float* ct = dall.get() + c * VC * RC;
+      std::fill(a.grad_hidden + n0 * d, a.grad_hidden + (n0 + nr) * d, 0.0f);
+      if (pack_hidden<T>(a.hidden, d, n0, nr, hpack.get(), row.get(), hnat, dpad) != 0.0f) bad |= kBadHidden;
+      for (int64_t n = 0; n < RC; ++n) {
+        const bool in = n < nr;
+        cr.lse[n] = in ? a.lse[n0 + n] : 0.0f;
+        cr.shift[n] = in && a.lse_shift ? a.lse_shift[n0 + n] : 0.0f;
+        cr.g[n] = in ? a.grad_logprobs[n0 + n] : 0.0f;
+        cr.e[n] = in && kEntropy ? a.grad_entropy[n0 + n] : 0.0f;
+        cr.h[n] = in && kEntropy ? a.entropy[n0 + n] : 0.0f;
+        cr.y[n] = in ? a.targets[n0 + n] : -1;
+      }
+      logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct, ldc);
+      scale_tile(ct, ldc, nv, ldc, inv_tau);
+      const int64_t below = dlogits_tile<kEntropy>(ct, ldc, nv, 0, cr, inv_tau);
+      if (below >= 0 && below < nr) below_of[static_cast<size_t>(c)] = n0 + below;
+      const float* D = ct;
+      float* dp = dpack.get();
+      for (int64_t ir = 0; ir < nr; ir += MR)
+        for (int64_t v = 0; v < nv; ++v)
+          for (int i = 0; i < MR; ++i) *dp++ = ir + i < nr ? D[v * ldc + ir + i] : 0.0f;
+      for (int64_t jr = 0; jr < d; jr += NR) {
+        const float* b = wnat.get() + jr;
+        for (int64_t ir = 0; ir < nr; ir += MR) {
+          const PackedA A{dpack.get() + (ir / MR) * MR * nv};
+          edge_tile(nv, A, b, dpad, a.grad_hidden + (n0 + ir) * d + jr, d, std::min<int64_t>(MR, nr - ir),
+                    std::min<int64_t>(NR, d - jr), true);
+        }
+      }
+    }
+  });
+  for (int64_t row : below_of)
+    if (row >= 0 && (lse_below_row < 0 || row < lse_below_row)) lse_below_row = row;
+  // gradWeight[v][j] += Σ_n D[v][n] h_n[j], chunk after chunk, columns split by threads.
+  parallel_for(ceil_div(d, NR), 1, [&](int64_t j_begin, int64_t j_end) {
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t n0 = c * RC, nr = std::min(RC, N - n0);
+      const int64_t ldc = ceil_div(nr, NR) * NR;
+      const float* D = dall.get() + c * VC * RC;
+      const float* hnat = hall.get() + c * RC * dpad;
+      for (int64_t pc = 0; pc < nr; pc += KC) {
+        const int64_t kc = std::min(KC, nr - pc);
+        for (int64_t jt = j_begin; jt < j_end; ++jt) {
+          const int64_t jr = jt * NR;
+          const float* b = hnat + pc * dpad + jr;
+          for (int64_t ir = 0; ir < nv; ir += MR) {
+            RowsA A;
+            for (int i = 0; i < MR; ++i) A.r[i] = D + std::min<int64_t>(ir + i, nv - 1) * ldc + pc;
+            edge_tile(kc, A, b, dpad, a.grad_weight + ir * d + jr, d, std::min<int64_t>(MR, nv - ir),
+                      std::min<int64_t>(NR, d - jr), true);
+          }
+        }
+      }
+    }
+  });
+}
+
 template <DType T>
 void backward_typed(const LinearTokenLogprobsBackwardArgs& a) {
   const int64_t N = a.rows, d = a.dim, V = a.vocab;
@@ -656,7 +748,10 @@ void backward_typed(const LinearTokenLogprobsBackwardArgs& a) {
   std::atomic<int> bad{0};
   std::vector<int64_t> lse_below(workers, -1);  // per worker: the first row whose lse was too small
   const bool entropy = a.grad_entropy != nullptr;
-  parallel_for(workers, 1, [&](int64_t begin, int64_t end) {
+  if (blocks == 1) {
+    if (entropy) backward_one_tile<T, true>(a, bad, lse_below[0]);
+    else backward_one_tile<T, false>(a, bad, lse_below[0]);
+  } else parallel_for(workers, 1, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       float* gh = w == 0 ? a.grad_hidden : partial[w]->get();
       const int64_t b0 = blocks * w / workers, b1 = blocks * (w + 1) / workers;

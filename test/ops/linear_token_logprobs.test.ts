@@ -420,6 +420,24 @@ describe(`linearTokenLogprobs on ${TEST_DEVICE}`, () => {
       }
     });
 
+    it('backward over one vocabulary tile (V <= 192) gives the same bits on 1, 2 and 3 threads', () => {
+      // Its row chunks (256 rows) run on different threads, then gradWeight is split by
+      // columns: 700 rows are three chunks, the last one short, and 40 columns end in a
+      // part-width tile.
+      const r = rng('linearTokenLogprobs one tile');
+      const c = randomCase(r, 700, 100, 40, 0.8);
+      const g = r.normals(c.rows), e = r.normals(c.rows);
+      const ref = linearTokenLogprobsBackwardReference(c, g, e);
+      const one = inChildProcess(1, c, g, e);
+      assertClose(one.gradHidden, ref.gradHidden, { atol: 3e-5, rtol: 1e-4 }, 'gradHidden (1 thread)');
+      assertClose(one.gradWeight, ref.gradWeight, { atol: 3e-5, rtol: 1e-4 }, 'gradWeight (1 thread)');
+      for (const threads of [2, 3]) {
+        const other = inChildProcess(threads, c, g, e);
+        for (const key of ['gradHidden', 'gradWeight'] as const)
+          assert.ok(bits(one[key]).equals(bits(other[key])), `${key} differs between 1 thread and ${threads}`);
+      }
+    });
+
     it('returns TypedArrays for TypedArray inputs, reading bf16 bits with {dtype}', () => {
       const r = rng('linearTokenLogprobs');
       const { c, hiddenBits, weightBits } = rounded(randomCase(r, 3, 7, 13), 'bf16');
