@@ -117,6 +117,35 @@ inline __m256 load8_bf16(const uint16_t* p) {
 inline __m256 load8_f16(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
+
+// The 8×8 block of 32-bit lanes at src (row stride ld) transposed into dst (row stride ds):
+// dst[k·ds + r] = src[r·ld + k]. Streaming (dst 32-byte aligned, ds a multiple of 8) for
+// copies far bigger than any cache and read only later: no read-for-ownership of each line.
+template <bool Streaming = false>
+inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ds) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m256 lo = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20), hi = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    if (Streaming) {
+      _mm256_stream_ps(dst + i * ds, lo);
+      _mm256_stream_ps(dst + (i + 4) * ds, hi);
+    } else {
+      _mm256_storeu_ps(dst + i * ds, lo);
+      _mm256_storeu_ps(dst + (i + 4) * ds, hi);
+    }
+  }
+}
 #endif
 
 }  // namespace lgrpo

@@ -11,10 +11,6 @@
 #include <new>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "../parallel.h"
 #include "../simd.h"
 #include "backend.h"
@@ -27,18 +23,16 @@ constexpr size_t kAlign = 64;
 
 void* cpu_alloc(size_t bytes) {
   if (bytes == 0) return nullptr;
-#ifdef MADV_HUGEPAGE
-  // Big blocks (arenas, the rollout panels: streamed whole, once per token) on 2 MB pages
-  // where the kernel allows it: 512× fewer page faults on first touch and TLB misses.
+  // Big blocks (arenas, the rollout panels: streamed whole, once per token) aligned to 2 MB,
+  // so that the huge pages cover them whole.
   constexpr size_t kHuge = size_t(2) << 20;
-  if (bytes >= 16 * kHuge) {
+  if (bytes >= kHugePageMinBytes) {
     const size_t size = (bytes + kHuge - 1) / kHuge * kHuge;
     void* p = std::aligned_alloc(kHuge, size);
     if (!p) throw std::bad_alloc();
-    madvise(p, size, MADV_HUGEPAGE);  // advice only: ignored where transparent huge pages are off
+    advise_huge_pages(p, size);
     return p;
   }
-#endif
   // Rounded up so that the size is a multiple of the alignment, as aligned_alloc requires.
   void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
   if (!p) throw std::bad_alloc();

@@ -23,12 +23,6 @@
 #include <vector>
 
 #include "../parallel.h"
-
-#ifndef LGRPO_PANEL_CHUNK_BYTES
-// Weights per chunk a thread claims in the few-row panel GEMMs: long enough that each
-// thread's stream stays sequential for a while (128 KB chunks were 5% slower on f32).
-#define LGRPO_PANEL_CHUNK_BYTES 524288
-#endif
 #include "../scratch.h"
 #include "../simd.h"
 
@@ -84,58 +78,8 @@ void pack_a(bool trans, const float* a, int64_t lda, int64_t mc, int64_t kc, flo
   }
 }
 
-#if LGRPO_AVX2
-// Transposes the 8×8 block at src (row stride ld) into dst (row stride NR).
-inline void transpose8x8_to_sliver(const float* src, int64_t ld, float* dst) {
-  __m256 r0 = _mm256_loadu_ps(src + 0 * ld), r1 = _mm256_loadu_ps(src + 1 * ld);
-  __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
-  __m256 r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld);
-  __m256 r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
-  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_store_ps(dst + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_store_ps(dst + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_store_ps(dst + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_store_ps(dst + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_store_ps(dst + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_store_ps(dst + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_store_ps(dst + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_store_ps(dst + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-#endif
 
 #if LGRPO_AVX2
-// The 8×8 block at src (row stride ld) transposed into dst (row stride ds): dst[k·ds + r]
-// = src[r·ld + k].
-inline void transpose8x8_strided(const float* src, int64_t ld, float* dst, int64_t ds) {
-  __m256 r0 = _mm256_loadu_ps(src + 0 * ld), r1 = _mm256_loadu_ps(src + 1 * ld);
-  __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
-  __m256 r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld);
-  __m256 r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
-  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_storeu_ps(dst + 0 * ds, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_storeu_ps(dst + 1 * ds, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-
 // The 4×8 block at src (row stride ld) transposed into dst (row stride ds): 8 rows of 4.
 inline void transpose4x8_strided(const float* src, int64_t ld, float* dst, int64_t ds) {
   const __m256 r0 = _mm256_loadu_ps(src + 0 * ld), r1 = _mm256_loadu_ps(src + 1 * ld);
@@ -169,7 +113,7 @@ void pack_a_sliver_t(bool trans, const float* a, int64_t lda, int64_t kc, float*
 #if LGRPO_AVX2
   if constexpr (R == 12) {
     for (; k + 8 <= kc; k += 8) {
-      transpose8x8_strided(a + k, lda, dst + k * R, R);
+      transpose8x8(a + k, lda, dst + k * R, R);
       transpose4x8_strided(a + 8 * lda + k, lda, dst + k * R + 8, R);
     }
   }
@@ -208,8 +152,8 @@ void pack_b_sliver(bool trans, const float* b, int64_t ldb, int64_t cols, int64_
 #if LGRPO_AVX2
   if (cols == NR) {
     for (; k + 8 <= kc; k += 8) {
-      transpose8x8_to_sliver(b + k, ldb, dst + k * NR);
-      transpose8x8_to_sliver(b + 8 * ldb + k, ldb, dst + k * NR + 8);
+      transpose8x8(b + k, ldb, dst + k * NR, NR);
+      transpose8x8(b + 8 * ldb + k, ldb, dst + k * NR + 8, NR);
     }
   }
 #endif
@@ -658,12 +602,12 @@ void few_rows_panel_range(const GemmArgs& g, const float* xp, int64_t p_begin, i
 
 void gemm_few_rows_panels(const GemmArgs& g) { few_rows_panel_range(g, pack_x_groups(g), 0, ceil_div(g.n, NR)); }
 
-// The pool's version: x packed once, then chunks of panels (LGRPO_PANEL_CHUNK_BYTES) claimed as the threads
-// come (a panel's bits do not depend on which thread makes it, or on its neighbours).
+// The pool's version: x packed once, then chunks of kPanelChunkBytes of panels claimed as
+// the threads come (a panel's bits do not depend on which thread makes it, or on its neighbours).
 void gemm_few_rows_panels_parallel(const GemmArgs& g) {
   const float* xp = pack_x_groups(g);
   const int64_t panels = ceil_div(g.n, NR);
-  const int64_t per_chunk = std::max<int64_t>(2, LGRPO_PANEL_CHUNK_BYTES / (4 * NR * std::max<int64_t>(g.k, 1)) / 2 * 2);
+  const int64_t per_chunk = std::max<int64_t>(2, kPanelChunkBytes / (4 * NR * std::max<int64_t>(g.k, 1)) / 2 * 2);
   parallel_chunks(ceil_div(panels, per_chunk), [&](int64_t c) {
     few_rows_panel_range(g, xp, c * per_chunk, std::min(panels, (c + 1) * per_chunk));
   });
@@ -949,8 +893,8 @@ void pack_panels_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, float* p
           for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(src + j * ldw + k0 + 64), _MM_HINT_T0);
           alignas(32) float t[16 * NR];
           for (int h = 0; h < 16; h += 8) {
-            transpose8x8_to_sliver(src + k0 + h, ldw, t + h * NR);
-            transpose8x8_to_sliver(src + 8 * ldw + k0 + h, ldw, t + h * NR + 8);
+            transpose8x8(src + k0 + h, ldw, t + h * NR, NR);
+            transpose8x8(src + 8 * ldw + k0 + h, ldw, t + h * NR + 8, NR);
           }
           for (int i = 0; i < 16 * NR; i += 8) _mm256_stream_ps(dst + k0 * NR + i, _mm256_load_ps(t + i));
         }

@@ -8,6 +8,7 @@
 // of four, and every group meets all rows of x while its 4·K weights are in L1, so W is
 // read from memory once.
 #include "gemm_bf16.h"
+#include "gemm.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,12 +17,6 @@
 
 #include "../common.h"
 #include "../parallel.h"
-
-#ifndef LGRPO_PANEL_CHUNK_BYTES
-// Weights per chunk a thread claims in the few-row panel GEMMs: long enough that each
-// thread's stream stays sequential for a while (128 KB chunks were 5% slower on f32).
-#define LGRPO_PANEL_CHUNK_BYTES 524288
-#endif
 #include "../scratch.h"
 #include "../simd.h"
 
@@ -149,37 +144,6 @@ void run_group(const GemmBf16Args& a, const float* xp, int64_t kfull, int64_t j0
 #endif
 }
 
-#if LGRPO_AVX2
-// 8×8 block of 32-bit lanes at src (row stride lds) transposed into dst (row stride ldd).
-// Streaming (dst 32-byte aligned, ldd a multiple of 8) for the panels: far bigger than any
-// cache and read only later, so they skip the read-for-ownership of each line.
-template <bool Streaming>
-inline void transpose8x8_u32(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  __m256 r[8], t[8], u[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const __m256 lo = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20), hi = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-    if (Streaming) {
-      _mm256_stream_ps(dst + i * ldd, lo);
-      _mm256_stream_ps(dst + (i + 4) * ldd, hi);
-    } else {
-      _mm256_storeu_ps(dst + i * ldd, lo);
-      _mm256_storeu_ps(dst + (i + 4) * ldd, hi);
-    }
-  }
-}
-#endif
-
 #if LGRPO_X86_DISPATCH
 // ---------------------------------------------------------------------------------
 // bf16 dot products (AVX512-BF16 vdpbf16ps): x rounded to bf16 too, 32 bf16 products per
@@ -274,14 +238,14 @@ void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64
       }
     }
   };
-  // Chunks of LGRPO_PANEL_CHUNK_BYTES of weights (whole pairs of panels), claimed as the threads come; under
-  // 256 KB in all, waking a thread costs more than it saves.
+  // Chunks of kPanelChunkBytes of weights (whole pairs of panels), claimed as the threads
+  // come; under 256 KB in all, waking a thread costs more than it saves.
   const int64_t panel_bytes = 64 * pairs;
   if (panels * panel_bytes < 262144) {
     run(0, panels);
     return;
   }
-  const int64_t per_chunk = std::max<int64_t>(2, LGRPO_PANEL_CHUNK_BYTES / panel_bytes / 2 * 2);
+  const int64_t per_chunk = std::max<int64_t>(2, kPanelChunkBytes / panel_bytes / 2 * 2);
   parallel_chunks((panels + per_chunk - 1) / per_chunk, [&](int64_t c) {
     run(c * per_chunk, std::min(panels, (c + 1) * per_chunk));
   });
@@ -311,7 +275,7 @@ void pack_x_pairs(const GemmBf16Args& a, int64_t groups, int64_t pairs, uint32_t
     uint32_t* out = xp + g * pairs * 8;
     int64_t t = 0;
     for (; t + 8 <= pairs; t += 8)
-      transpose8x8_u32<false>(reinterpret_cast<const float*>(rows.data() + t), pairs, reinterpret_cast<float*>(out + t * 8), 8);
+      transpose8x8(reinterpret_cast<const float*>(rows.data() + t), pairs, reinterpret_cast<float*>(out + t * 8), 8);
     for (; t < pairs; ++t)
       for (int r = 0; r < 8; ++r) out[t * 8 + r] = rows[static_cast<size_t>(r * pairs + t)];
   }
@@ -378,8 +342,8 @@ void pack_panels_bf16_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, uin
           }
           // block as 32-bit pairs [16 rows][8]: pair t of row j → dst[(k0/2 + t)·16 + j]
           float* out = reinterpret_cast<float*>(dst + (k0 / 2) * 16);
-          transpose8x8_u32<true>(reinterpret_cast<const float*>(block), 8, out, 16);
-          transpose8x8_u32<true>(reinterpret_cast<const float*>(block) + 64, 8, out + 8, 16);
+          transpose8x8<true>(reinterpret_cast<const float*>(block), 8, out, 16);
+          transpose8x8<true>(reinterpret_cast<const float*>(block) + 64, 8, out + 8, 16);
         }
 #endif
       for (int64_t t = k0 / 2; t < pairs; ++t)

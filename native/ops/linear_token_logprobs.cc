@@ -561,6 +561,69 @@ int64_t dlogits_tile(float* ct, int64_t ldc, int64_t nv, int64_t v0, const Chunk
   return first_bad;
 }
 
+// A chunk's rows (n0 .. n0 + nr − 1 of RC) as dlogits_tile reads them; rows past nr inert.
+template <bool kEntropy>
+void load_chunk_rows(const LinearTokenLogprobsBackwardArgs& a, int64_t n0, int64_t nr, const ChunkRows& cr) {
+  for (int64_t n = 0; n < RC; ++n) {
+    const bool in = n < nr;
+    cr.lse[n] = in ? a.lse[n0 + n] : 0.0f;
+    cr.shift[n] = in && a.lse_shift ? a.lse_shift[n0 + n] : 0.0f;
+    cr.g[n] = in ? a.grad_logprobs[n0 + n] : 0.0f;
+    cr.e[n] = in && kEntropy ? a.grad_entropy[n0 + n] : 0.0f;
+    cr.h[n] = in && kEntropy ? a.entropy[n0 + n] : 0.0f;
+    cr.y[n] = in ? a.targets[n0 + n] : -1;
+  }
+}
+
+// Weight rows [v0, v0 + nv) in f32, each padded with zeros to dpad; returns their poison
+// (nonzero when one is not finite).
+template <DType T>
+float convert_weight_rows(const void* weight, int64_t v0, int64_t nv, int64_t d, int64_t dpad, float* dst) {
+  float poison = 0.0f;
+  for (int64_t v = 0; v < nv; ++v, dst += dpad) {
+    poison += convert_span<T>(weight, (v0 + v) * d, d, dst);
+    std::fill(dst + d, dst + dpad, 0.0f);
+  }
+  return poison;
+}
+
+// gradWeight rows [0, nv) (gw points at the tile's first) += Σ_n D[v][n] h_n for a chunk's
+// nr rows (D: dlogits [nv][ldc], hnat: the rows' hidden [nr][dpad]), over the column tiles
+// [jt_begin, jt_end) of NR: each element's chain continued row block after row block.
+void add_grad_weight(const float* D, int64_t ldc, int64_t nv, int64_t nr, const float* hnat, int64_t dpad, int64_t d,
+                     int64_t jt_begin, int64_t jt_end, float* gw) {
+  for (int64_t pc = 0; pc < nr; pc += KC) {
+    const int64_t kc = std::min(KC, nr - pc);
+    for (int64_t jt = jt_begin; jt < jt_end; ++jt) {
+      const int64_t jr = jt * NR;
+      const float* b = hnat + pc * dpad + jr;
+      for (int64_t ir = 0; ir < nv; ir += MR) {
+        RowsA A;
+        for (int i = 0; i < MR; ++i) A.r[i] = D + std::min<int64_t>(ir + i, nv - 1) * ldc + pc;
+        edge_tile(kc, A, b, dpad, gw + ir * d + jr, d, std::min<int64_t>(MR, nv - ir), std::min<int64_t>(NR, d - jr),
+                  true);
+      }
+    }
+  }
+}
+
+// gradHidden rows [0, nr) (gh points at the chunk's first) += Σ_v D[v][i] w_v, with Dᵀ packed
+// MR rows at a time into dpack (wnat: the tile's weights [nv][dpad]).
+void add_grad_hidden(const float* D, int64_t ldc, int64_t nv, int64_t nr, const float* wnat, int64_t dpad, int64_t d,
+                     float* dpack, float* gh) {
+  float* dp = dpack;
+  for (int64_t ir = 0; ir < nr; ir += MR)
+    for (int64_t v = 0; v < nv; ++v)
+      for (int i = 0; i < MR; ++i) *dp++ = ir + i < nr ? D[v * ldc + ir + i] : 0.0f;
+  for (int64_t jr = 0; jr < d; jr += NR) {
+    const float* b = wnat + jr;
+    for (int64_t ir = 0; ir < nr; ir += MR) {
+      const PackedA A{dpack + (ir / MR) * MR * nv};
+      edge_tile(nv, A, b, dpad, gh + ir * d + jr, d, std::min<int64_t>(MR, nr - ir), std::min<int64_t>(NR, d - jr), true);
+    }
+  }
+}
+
 template <DType T, bool kEntropy>
 void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin, int64_t blk_end, float* gh,
                      std::atomic<int>& bad, int64_t& lse_below_row) {
@@ -581,25 +644,11 @@ void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin
     const int64_t nr = std::min(RC, N - n0);
     const int64_t panels = ceil_div(nr, NR), ldc = panels * NR;
     if (pack_hidden<T>(a.hidden, d, n0, nr, hpack.get(), row.get(), hnat.get(), dpad) != 0.0f) bad |= kBadHidden;
-    for (int64_t n = 0; n < RC; ++n) {
-      const bool in = n < nr;
-      cr.lse[n] = in ? a.lse[n0 + n] : 0.0f;
-      cr.shift[n] = in && a.lse_shift ? a.lse_shift[n0 + n] : 0.0f;
-      cr.g[n] = in ? a.grad_logprobs[n0 + n] : 0.0f;
-      cr.e[n] = in && kEntropy ? a.grad_entropy[n0 + n] : 0.0f;
-      cr.h[n] = in && kEntropy ? a.entropy[n0 + n] : 0.0f;
-      cr.y[n] = in ? a.targets[n0 + n] : -1;
-    }
+    load_chunk_rows<kEntropy>(a, n0, nr, cr);
 
     for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
       const int64_t v0 = blk * VC, nv = std::min(VC, V - v0);
-      float poison = 0.0f;
-      for (int64_t v = 0; v < nv; ++v) {
-        float* dst = wnat.get() + v * dpad;
-        poison += convert_span<T>(a.weight, (v0 + v) * d, d, dst);
-        std::fill(dst + d, dst + dpad, 0.0f);
-      }
-      if (poison != 0.0f) bad |= kBadWeight;
+      if (convert_weight_rows<T>(a.weight, v0, nv, d, dpad, wnat.get()) != 0.0f) bad |= kBadWeight;
 
       // Same GEMM, blocking and operands as the forward: the recomputed logits are
       // bit-identical to the ones the forward's lse came from.
@@ -607,35 +656,8 @@ void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin
       scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
       const int64_t below = dlogits_tile<kEntropy>(ct.get(), ldc, nv, v0, cr, inv_tau);
       if (below >= 0 && below < nr && (lse_below_row < 0 || n0 + below < lse_below_row)) lse_below_row = n0 + below;
-      const float* D = ct.get();
-
-      // gradWeight[v0 + i] += Σ_n D[i][n] h_n
-      for (int64_t pc = 0; pc < nr; pc += KC) {
-        const int64_t kc = std::min(KC, nr - pc);
-        for (int64_t jr = 0; jr < d; jr += NR) {
-          const float* b = hnat.get() + pc * dpad + jr;
-          for (int64_t ir = 0; ir < nv; ir += MR) {
-            RowsA A;
-            for (int i = 0; i < MR; ++i) A.r[i] = D + std::min<int64_t>(ir + i, nv - 1) * ldc + pc;
-            edge_tile(kc, A, b, dpad, a.grad_weight + (v0 + ir) * d + jr, d, std::min<int64_t>(MR, nv - ir),
-                      std::min<int64_t>(NR, d - jr), true);
-          }
-        }
-      }
-
-      // gradHidden[n0 + i] += Σ_v D[v][i] w_v, with Dᵀ packed six rows at a time.
-      float* dp = dpack.get();
-      for (int64_t ir = 0; ir < nr; ir += MR)
-        for (int64_t v = 0; v < nv; ++v)
-          for (int i = 0; i < MR; ++i) *dp++ = ir + i < nr ? D[v * ldc + ir + i] : 0.0f;
-      for (int64_t jr = 0; jr < d; jr += NR) {
-        const float* b = wnat.get() + jr;
-        for (int64_t ir = 0; ir < nr; ir += MR) {
-          const PackedA A{dpack.get() + (ir / MR) * MR * nv};
-          edge_tile(nv, A, b, dpad, gh + (n0 + ir) * d + jr, d, std::min<int64_t>(MR, nr - ir),
-                    std::min<int64_t>(NR, d - jr), true);
-        }
-      }
+      add_grad_weight(ct.get(), ldc, nv, nr, hnat.get(), dpad, d, 0, ceil_div(d, NR), a.grad_weight + v0 * d);
+      add_grad_hidden(ct.get(), ldc, nv, nr, wnat.get(), dpad, d, dpack.get(), gh + n0 * d);
     }
   }
 }
@@ -658,13 +680,7 @@ void backward_one_tile(const LinearTokenLogprobsBackwardArgs& a, std::atomic<int
   // Every chunk's dlogits (nv × its padded rows) and natural-layout hidden rows, kept for
   // the gradWeight pass.
   Scratch dall(chunks * VC * RC), hall(chunks * RC * dpad), wnat(VC * dpad);
-  float wpoison = 0.0f;
-  for (int64_t v = 0; v < nv; ++v) {
-    float* dst = wnat.get() + v * dpad;
-    wpoison += convert_span<T>(a.weight, v * d, d, dst);
-    std::fill(dst + d, dst + dpad, 0.0f);
-  }
-  if (wpoison != 0.0f) bad |= kBadWeight;
+  if (convert_weight_rows<T>(a.weight, 0, nv, d, dpad, wnat.get()) != 0.0f) bad |= kBadWeight;
   std::vector<int64_t> below_of(static_cast<size_t>(chunks), -1);
   parallel_for(chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     Scratch hpack(RC * d), row(d), dpack(round_up(RC, MR) * VC), rows_f(5 * RC);
@@ -678,32 +694,12 @@ void backward_one_tile(const LinearTokenLogprobsBackwardArgs& a, std::atomic<int
       float* ct = dall.get() + c * VC * RC;
       std::fill(a.grad_hidden + n0 * d, a.grad_hidden + (n0 + nr) * d, 0.0f);
       if (pack_hidden<T>(a.hidden, d, n0, nr, hpack.get(), row.get(), hnat, dpad) != 0.0f) bad |= kBadHidden;
-      for (int64_t n = 0; n < RC; ++n) {
-        const bool in = n < nr;
-        cr.lse[n] = in ? a.lse[n0 + n] : 0.0f;
-        cr.shift[n] = in && a.lse_shift ? a.lse_shift[n0 + n] : 0.0f;
-        cr.g[n] = in ? a.grad_logprobs[n0 + n] : 0.0f;
-        cr.e[n] = in && kEntropy ? a.grad_entropy[n0 + n] : 0.0f;
-        cr.h[n] = in && kEntropy ? a.entropy[n0 + n] : 0.0f;
-        cr.y[n] = in ? a.targets[n0 + n] : -1;
-      }
+      load_chunk_rows<kEntropy>(a, n0, nr, cr);
       logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct, ldc);
       scale_tile(ct, ldc, nv, ldc, inv_tau);
       const int64_t below = dlogits_tile<kEntropy>(ct, ldc, nv, 0, cr, inv_tau);
       if (below >= 0 && below < nr) below_of[static_cast<size_t>(c)] = n0 + below;
-      const float* D = ct;
-      float* dp = dpack.get();
-      for (int64_t ir = 0; ir < nr; ir += MR)
-        for (int64_t v = 0; v < nv; ++v)
-          for (int i = 0; i < MR; ++i) *dp++ = ir + i < nr ? D[v * ldc + ir + i] : 0.0f;
-      for (int64_t jr = 0; jr < d; jr += NR) {
-        const float* b = wnat.get() + jr;
-        for (int64_t ir = 0; ir < nr; ir += MR) {
-          const PackedA A{dpack.get() + (ir / MR) * MR * nv};
-          edge_tile(nv, A, b, dpad, a.grad_hidden + (n0 + ir) * d + jr, d, std::min<int64_t>(MR, nr - ir),
-                    std::min<int64_t>(NR, d - jr), true);
-        }
-      }
+      add_grad_hidden(ct, ldc, nv, nr, wnat.get(), dpad, d, dpack.get(), a.grad_hidden + n0 * d);
     }
   });
   for (int64_t row : below_of)
@@ -713,21 +709,8 @@ void backward_one_tile(const LinearTokenLogprobsBackwardArgs& a, std::atomic<int
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t n0 = c * RC, nr = std::min(RC, N - n0);
       const int64_t ldc = ceil_div(nr, NR) * NR;
-      const float* D = dall.get() + c * VC * RC;
-      const float* hnat = hall.get() + c * RC * dpad;
-      for (int64_t pc = 0; pc < nr; pc += KC) {
-        const int64_t kc = std::min(KC, nr - pc);
-        for (int64_t jt = j_begin; jt < j_end; ++jt) {
-          const int64_t jr = jt * NR;
-          const float* b = hnat + pc * dpad + jr;
-          for (int64_t ir = 0; ir < nv; ir += MR) {
-            RowsA A;
-            for (int i = 0; i < MR; ++i) A.r[i] = D + std::min<int64_t>(ir + i, nv - 1) * ldc + pc;
-            edge_tile(kc, A, b, dpad, a.grad_weight + ir * d + jr, d, std::min<int64_t>(MR, nv - ir),
-                      std::min<int64_t>(NR, d - jr), true);
-          }
-        }
-      }
+      add_grad_weight(dall.get() + c * VC * RC, ldc, nv, nr, hall.get() + c * RC * dpad, dpad, d, j_begin, j_end,
+                      a.grad_weight);
     }
   });
 }
