@@ -194,7 +194,7 @@ LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_rows(const uint32_t* 
 template <int Q>
 LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_panel(const uint32_t* __restrict xp, int64_t pairs,
                                                                  const uint32_t* __restrict w, int64_t panel_stride,
-                                                                 float* out /* [8][32] */) {
+                                                                 float* out, int64_t ldo /* out[r·ldo + 16q + j] */) {
   __m512 acc[8][Q];
 #pragma GCC unroll 8
   for (int r = 0; r < 8; ++r)
@@ -217,7 +217,7 @@ LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_panel(const uint32_t*
     }
   }
   for (int r = 0; r < 8; ++r)
-    for (int q = 0; q < Q; ++q) _mm512_storeu_ps(out + 32 * r + 16 * q, acc[r][q]);
+    for (int q = 0; q < Q; ++q) _mm512_storeu_ps(out + ldo * r + 16 * q, acc[r][q]);
 }
 
 void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64_t pairs) {
@@ -230,11 +230,17 @@ void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64
       const int count = static_cast<int>(std::min<int64_t>(2, p1 - p));
       const int64_t cols = std::min<int64_t>(16 * count, a.n - 16 * p);
       for (int64_t g = 0; g < groups; ++g) {
-        if (count == 2) dot_panel<2>(xp + g * pairs * 8, pairs, wp + p * panel_stride, panel_stride, out);
-        else dot_panel<1>(xp + g * pairs * 8, pairs, wp + p * panel_stride, panel_stride, out);
+        // A whole 8 × 32 block straight into y (a 0.5B decoding step has ~14,000); an edge
+        // block through out, then only the rows and columns y has.
         const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
-        for (int64_t r = 0; r < rows; ++r)
-          std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * p, out + 32 * r, sizeof(float) * cols);
+        const bool whole = rows == 8 && cols == 32;
+        float* dst = whole ? a.y + 8 * g * a.ldy + 16 * p : out;
+        const int64_t ldo = whole ? a.ldy : 32;
+        if (count == 2) dot_panel<2>(xp + g * pairs * 8, pairs, wp + p * panel_stride, panel_stride, dst, ldo);
+        else dot_panel<1>(xp + g * pairs * 8, pairs, wp + p * panel_stride, panel_stride, dst, ldo);
+        if (!whole)
+          for (int64_t r = 0; r < rows; ++r)
+            std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * p, out + 32 * r, sizeof(float) * cols);
       }
     }
   };

@@ -497,8 +497,20 @@ describe('Policy engine (CPU)', () => {
     assert.deepEqual(alone.tokens[0], a.tokens[0]);
     assert.ok(bitsEqual(alone.logprobs[0], a.logprobs[0]), 'a row alone differs from the same row in a batch');
     assert.throws(() => policy.generate(prompts, { ...opts, precision: 'f16' as 'bf16' }), /^RangeError: precision: expected 'f32' or 'bf16'/);
+    // Each call makes its bf16 weights afresh: after the parameters change, the next call
+    // gives the bits of a policy built with the new ones (never the previous call's copy).
+    for (const [name, view] of policy.parameters())
+      if (name.endsWith('proj.weight') || name === 'lm_head.weight') for (let i = 0; i < view.length; i += 3) view[i] *= -0.75;
+    const fresh = Policy.random(config, { seed: 2 });
+    const theirs = fresh.parameters();
+    for (const [name, view] of policy.parameters()) (theirs.get(name) as Float32Array).set(view);
+    const changed = policy.generate(prompts, sampled), expected = fresh.generate(prompts, sampled);
+    assert.deepEqual(changed.tokens, expected.tokens);
+    changed.logprobs.forEach((lp, i) => assert.ok(bitsEqual(lp, expected.logprobs[i]), `row ${i} after the parameters changed`));
+    assert.notDeepEqual(changed.tokens, a.tokens, 'the change of parameters did not show');
     policy.dispose();
     rounded.dispose();
+    fresh.dispose();
   });
 
   it('seeds: the same seed gives the same output, a different seed a different one, whatever the batch', () => {
