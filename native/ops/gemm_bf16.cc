@@ -194,7 +194,7 @@ LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_rows(const uint32_t* 
 template <int Q>
 LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_panel(const uint32_t* __restrict xp, int64_t pairs,
                                                                  const uint32_t* __restrict w, int64_t panel_stride,
-                                                                 float* out, int64_t ldo /* out[r·ldo + 16q + j] */) {
+                                                                 float* out, int64_t ldo, int64_t qo /* out[r·ldo + q·qo + j] */) {
   __m512 acc[8][Q];
 #pragma GCC unroll 8
   for (int r = 0; r < 8; ++r)
@@ -217,30 +217,36 @@ LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_panel(const uint32_t*
     }
   }
   for (int r = 0; r < 8; ++r)
-    for (int q = 0; q < Q; ++q) _mm512_storeu_ps(out + ldo * r + 16 * q, acc[r][q]);
+    for (int q = 0; q < Q; ++q) _mm512_storeu_ps(out + ldo * r + qo * q, acc[r][q]);
 }
 
 void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64_t pairs) {
   const int64_t panels = (a.n + 15) / 16, panel_stride = pairs * 16;
   const uint32_t* wp = reinterpret_cast<const uint32_t*>(a.w);
-  // Panels [p0, p1) two at a time.
+  // Panels [p0, p1) two at a time, one from each half of the range: each of the two streams
+  // then runs on through its half without a break (the next pair's panels follow this
+  // pair's), where adjacent pairs would start one stream cold every pair.
   auto run = [&](int64_t p0, int64_t p1) {
     alignas(64) float out[8 * 32];
-    for (int64_t p = p0; p < p1; p += 2) {
-      const int count = static_cast<int>(std::min<int64_t>(2, p1 - p));
-      const int64_t cols = std::min<int64_t>(16 * count, a.n - 16 * p);
+    const int64_t half = (p1 - p0 + 1) / 2, twos = (p1 - p0) / 2;
+    for (int64_t i = 0; i < half; ++i) {
+      const int64_t pa = p0 + i, pb = p0 + half + i;  // pb only when i < twos
+      const int count = i < twos ? 2 : 1;
+      const int64_t cols_a = std::min<int64_t>(16, a.n - 16 * pa), cols_b = count == 2 ? std::min<int64_t>(16, a.n - 16 * pb) : 0;
       for (int64_t g = 0; g < groups; ++g) {
-        // A whole 8 × 32 block straight into y (a 0.5B decoding step has ~14,000); an edge
-        // block through out, then only the rows and columns y has.
+        // Whole blocks straight into y (a 0.5B decoding step has ~14,000); an edge block
+        // through out, then only the rows and columns y has.
         const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
-        const bool whole = rows == 8 && cols == 32;
-        float* dst = whole ? a.y + 8 * g * a.ldy + 16 * p : out;
-        const int64_t ldo = whole ? a.ldy : 32;
-        if (count == 2) dot_panel<2>(xp + g * pairs * 8, pairs, wp + p * panel_stride, panel_stride, dst, ldo);
-        else dot_panel<1>(xp + g * pairs * 8, pairs, wp + p * panel_stride, panel_stride, dst, ldo);
+        const bool whole = rows == 8 && cols_a == 16 && (count == 1 || cols_b == 16);
+        float* dst = whole ? a.y + 8 * g * a.ldy + 16 * pa : out;
+        const int64_t ldo = whole ? a.ldy : 32, qo = whole ? 16 * (pb - pa) : 16;
+        if (count == 2) dot_panel<2>(xp + g * pairs * 8, pairs, wp + pa * panel_stride, (pb - pa) * panel_stride, dst, ldo, qo);
+        else dot_panel<1>(xp + g * pairs * 8, pairs, wp + pa * panel_stride, 0, dst, ldo, qo);
         if (!whole)
-          for (int64_t r = 0; r < rows; ++r)
-            std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * p, out + 32 * r, sizeof(float) * cols);
+          for (int64_t r = 0; r < rows; ++r) {
+            std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * pa, out + 32 * r, sizeof(float) * cols_a);
+            if (count == 2) std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * pb, out + 32 * r + 16, sizeof(float) * cols_b);
+          }
       }
     }
   };
