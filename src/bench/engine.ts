@@ -26,7 +26,7 @@ import { gemm, measurePeakFlops } from '../ops/gemm.js';
 import { grpoLoss } from '../ops/grpo_loss.js';
 import { linearTokenLogprobs, linearTokenLogprobsBackward } from '../ops/linear_token_logprobs.js';
 import { Tensor } from '../tensor.js';
-import { describeMachine, measureCeiling, fillUniform, formatBytes, median, randomInts, timeIt, type Ceiling, type Machine, type Timing, type TimingOptions } from './harness.js';
+import { describeMachine, measureCeiling, fillUniform, formatBytes, median, randomInts, timeAlternating, timeIt, type Ceiling, type Machine, type Timing, type TimingOptions } from './harness.js';
 
 // ---------------------------------------------------------------------------------
 // Configurations
@@ -250,6 +250,9 @@ export interface EngineCaseResult {
   decode: EngineDecodeResult;
   /** the same decoding with generate({precision: 'bf16'}): weights read from a bf16 copy */
   decodeBf16: EngineDecodeResult;
+  /** bf16 decoding's speed over f32's: the median over rounds (the two calls alternate) of
+   * the f32 call's time ÷ the bf16 call's in the same round */
+  bf16Speedup: number;
   gemm: EngineGemmRow[];
   /** the PyTorch baseline (absent when skipped; see torchSkipped) */
   torch?: TorchCaseResult;
@@ -548,6 +551,7 @@ async function runCase(
   const built = nowMs();
   const policy = Policy.random(c.config, { seed: 0 });
   log(`${c.name}: ${(policy.numParameters / 1e6).toFixed(1)} M parameters in ${((nowMs() - built) / 1000).toFixed(1)} s`);
+  let bf16Speedup = NaN;
   let train: EngineTrainResult, decode: EngineDecodeResult, decodeBf16: EngineDecodeResult, gemmRows: Omit<EngineGemmRow, 'fractionOfPeak'>[];
   let trainingArenaBytes: number, inferenceArenaBytes: number;
   try {
@@ -581,33 +585,37 @@ async function runCase(
 
     const decodeBatch = c.decodeBatch ?? c.batch;
     const prompts = Array.from({ length: decodeBatch }, (_, b) => Array.from(randomInts(c.promptLength, cfg.vocabSize, 0x777 + b)));
-    const timeDecode = (precision: 'f32' | 'bf16'): EngineDecodeResult => {
-      log(`${c.name}: decoding (${precision} weights) B=${decodeBatch}, prompt ${c.promptLength}, ${c.maxNewTokens} new tokens per row (sampled, KV cache)...`);
-      let made = 0;
-      const d = timeIt(() => {
-        const out = policy.generate(prompts, { maxNewTokens: c.maxNewTokens, temperature: DECODE_TEMPERATURE, stopIds: [], seed: 7, precision });
-        made = out.tokens.reduce((s, r) => s + r.length, 0);
-        for (const lp of out.logprobs) for (const x of lp) if (!Number.isFinite(x)) throw new Error(`generate: a sampled token has log-prob ${x}`);
-      }, c.decodeTiming);
-      if (made !== decodeBatch * c.maxNewTokens) throw new Error(`generate made ${made} tokens, expected ${decodeBatch * c.maxNewTokens}`);
+    // f32 and bf16 calls alternate, so that the machine's drift falls on both precisions alike.
+    log(`${c.name}: decoding B=${decodeBatch}, prompt ${c.promptLength}, ${c.maxNewTokens} new tokens per row (sampled, KV cache), ` +
+      'f32 and bf16 weights alternating, then the same with 1 new token (the prefill)...');
+    const precisions = ['f32', 'bf16'] as const;
+    const made = [0, 0];
+    const calls = (newTokens: number) => precisions.map((precision, i) => () => {
+      const out = policy.generate(prompts, { maxNewTokens: newTokens, temperature: DECODE_TEMPERATURE, stopIds: [], seed: 7, precision });
+      made[i] = out.tokens.reduce((sum, r) => sum + r.length, 0);
+      for (const lp of out.logprobs) for (const x of lp) if (!Number.isFinite(x)) throw new Error(`generate: a sampled token has log-prob ${x}`);
+    });
+    const whole = timeAlternating(calls(c.maxNewTokens), c.decodeTiming);
+    const newTokens = [...made];
+    for (const m of newTokens) if (m !== decodeBatch * c.maxNewTokens) throw new Error(`generate made ${m} tokens, expected ${decodeBatch * c.maxNewTokens}`);
+    const prefill = timeAlternating(calls(1), c.decodeTiming);
+    bf16Speedup = whole.ratios[0][1];
+    [decode, decodeBf16] = precisions.map((precision, i): EngineDecodeResult => {
+      const d = whole.timings[i], p = prefill.timings[i];
       const bytes = precision === 'bf16' ? 2 : 4;
       const gbs = weightGBs(flops.linearWeights, c.maxNewTokens, d.medianMs, bytes);
-      const prefill = timeIt(() => {
-        policy.generate(prompts, { maxNewTokens: 1, temperature: DECODE_TEMPERATURE, stopIds: [], seed: 7, precision });
-      }, c.decodeTiming);
-      const stepGbs = c.maxNewTokens > 1 && d.medianMs > prefill.medianMs
-        ? weightGBs(flops.linearWeights, c.maxNewTokens - 1, d.medianMs - prefill.medianMs, bytes) : NaN;
+      const stepGbs = c.maxNewTokens > 1 && d.medianMs > p.medianMs
+        ? weightGBs(flops.linearWeights, c.maxNewTokens - 1, d.medianMs - p.medianMs, bytes) : NaN;
       const result: EngineDecodeResult = {
-        ...d, tokensPerS: made / (d.medianMs / 1000), newTokens: made, promptTokens: decodeBatch * c.promptLength,
-        weightGBs: gbs, fractionOfRead: NaN, prefillMs: prefill.medianMs, stepWeightGBs: stepGbs, stepFractionOfRead: NaN,
+        ...d, tokensPerS: newTokens[i] / (d.medianMs / 1000), newTokens: newTokens[i], promptTokens: decodeBatch * c.promptLength,
+        weightGBs: gbs, fractionOfRead: NaN, prefillMs: p.medianMs, stepWeightGBs: stepGbs, stepFractionOfRead: NaN,
         batch: decodeBatch,
       };
       log(`${c.name}: decoding (${precision}) ${d.medianMs.toFixed(0)} ms median (${d.runs} runs): ${result.tokensPerS.toFixed(1)} tokens/s, weights ${gbs.toFixed(1)} GB/s; ` +
-        `prefill + first draw ${prefill.medianMs.toFixed(0)} ms, the steps after it ${stepGbs.toFixed(1)} GB/s`);
+        `prefill + first draw ${p.medianMs.toFixed(0)} ms, the steps after it ${stepGbs.toFixed(1)} GB/s`);
       return result;
-    };
-    decode = timeDecode('f32');
-    decodeBf16 = timeDecode('bf16');
+    });
+    log(`${c.name}: bf16 / f32 decoding speed ${bf16Speedup.toFixed(2)}× (median over rounds of the f32 call's time ÷ the bf16 call's)`);
     inferenceArenaBytes = policy.stats().inferenceBytes;
 
     log(`${c.name}: GEMM at the model's linear shapes...`);
@@ -627,7 +635,7 @@ async function runCase(
     },
     batch: c.batch, seq: c.seq, promptLength: c.promptLength, maxNewTokens: c.maxNewTokens,
     memory: { modelStateBytes: stateBytes, trainingArenaBytes, inferenceArenaBytes, peakRssBytes },
-    train, decode, decodeBf16,
+    train, decode, decodeBf16, bf16Speedup,
     gemm: gemmRows.map((r) => ({ ...r, fractionOfPeak: NaN })),
   };
 
@@ -797,7 +805,8 @@ export function formatEngineReport(report: EngineBenchReport): string {
       ];
     }),
   ));
-  lines.push(...report.cases.map((c) => `${c.name}: bf16 rollouts ${(c.decodeBf16.tokensPerS / c.decode.tokensPerS).toFixed(2)}× the f32 tokens/s`));
+  lines.push(...report.cases.map((c) => `${c.name}: bf16 rollouts ${(c.decodeBf16.tokensPerS / c.decode.tokensPerS).toFixed(2)}× the f32 tokens/s ` +
+    `(medians; ${c.bf16Speedup.toFixed(2)}× as the median over rounds of f32 time ÷ bf16 time, the two alternating)`));
   lines.push(...report.cases.flatMap((c) => ([['f32', c.decode], ['bf16', c.decodeBf16]] as const).map(([precision, d]) =>
     `${c.name} ${precision}: prefill + first draw ${ms(d.prefillMs)} ms; the ${c.maxNewTokens - 1} decoding steps after it stream the weights at ` +
     `${d.stepWeightGBs.toFixed(1)} GB/s = ${pct(d.stepFractionOfRead)} of read`)));

@@ -176,6 +176,37 @@ export function timeIt<R>(fn: () => R, options: TimingOptions = {}, after?: (res
   return { medianMs: median(samples), minMs: Math.min(...samples), runs: samples.length };
 }
 
+/**
+ * Several functions timed in turn, one call of each per round, so that a drift of the
+ * machine's speed (this project's VMs drift by 2× within minutes) falls on all of them
+ * alike. Stops as timeIt does, counting runs and time per function (the slowest decides).
+ * `ratios[i][j]`: the median over rounds of time(fn i) / time(fn j) in the same round.
+ */
+export function timeAlternating(fns: readonly (() => void)[], options: TimingOptions = {}): { timings: Timing[]; ratios: number[][] } {
+  const warmup = options.warmup ?? 1;
+  const minRuns = options.minRuns ?? 5;
+  const minMs = (options.minSeconds ?? 1) * 1000;
+  const maxRuns = options.maxRuns ?? 10000;
+  const maxMs = (options.maxSeconds ?? 60) * 1000;
+  for (let i = 0; i < warmup; i++) for (const fn of fns) fn();
+  const samples: number[][] = fns.map(() => []);
+  const totals = fns.map(() => 0);
+  for (let round = 0; round < maxRuns; round++) {
+    fns.forEach((fn, i) => {
+      const t0 = nowMs();
+      fn();
+      const dt = nowMs() - t0;
+      samples[i].push(dt);
+      totals[i] += dt;
+    });
+    if (round + 1 >= minRuns && Math.min(...totals) >= minMs) break;
+    if (Math.max(...totals) >= maxMs) break;
+  }
+  const timings = samples.map((s) => ({ medianMs: median(s), minMs: Math.min(...s), runs: s.length }));
+  const ratios = samples.map((a) => samples.map((b) => median(a.map((t, r) => t / b[r]))));
+  return { timings, ratios };
+}
+
 /** One timed call and its result, for kernels too slow to repeat (tens of seconds). */
 export function timeOnce<R>(fn: () => R): { timing: Timing; result: R } {
   const t0 = nowMs();

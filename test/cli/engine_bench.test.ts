@@ -3,7 +3,19 @@
 // is, and without the PyTorch comparison (--no-torch), which needs Python and torch.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { timeAlternating } from '../../src/bench/harness.js';
 import { assertPositive, cli as run } from './run_cli.js';
+
+test('timeAlternating calls its functions in turn, warm-up rounds first, and stops at the runs asked for', () => {
+  const calls: string[] = [];
+  const { timings, ratios } = timeAlternating([() => calls.push('a'), () => calls.push('b'), () => calls.push('c')],
+    { warmup: 2, minRuns: 4, minSeconds: 0 });
+  assert.equal(calls.join(''), 'abc'.repeat(6));
+  assert.deepEqual(timings.map((t) => t.runs), [4, 4, 4]);
+  for (const t of timings) assert.ok(t.medianMs >= 0 && t.minMs <= t.medianMs);
+  assert.equal(ratios.length, 3);
+  ratios.forEach((row, i) => assert.ok(Object.is(row[i], 1) || Number.isNaN(row[i]), `ratios[${i}][${i}] = ${row[i]}`));
+});
 
 
 test('bench --engine --quick --json reports finite positive tokens/s for training and decoding', () => {
@@ -44,6 +56,7 @@ test('bench --engine --quick --json reports finite positive tokens/s for trainin
       else for (const key of ['stepWeightGBs', 'stepFractionOfRead']) assertPositive(d[key], at(`${precision}.${key}`));
       assert.equal(c[precision].newTokens, c[precision].batch * c.maxNewTokens, at(`${precision}.newTokens`));
     }
+    assertPositive(c.bf16Speedup, at('bf16Speedup'));
     assert.ok(c.gemm.length > 0, at('gemm rows'));
     for (const g of c.gemm) {
       assertPositive(g.gflopPerS, at(`gemm ${g.name}`));
