@@ -98,11 +98,15 @@ void pack_panels_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, float* p
 // were 5% slower on f32).
 constexpr int64_t kPanelChunkBytes = 512 * 1024;
 
-// Few-row dot products over panels: for r < rows (≤ 8) and the q < count (1 or 2) panels at
-// w + q·panel_stride,
-//   out[r·32 + q·16 + j] = Σ_{k<n} xp[k·xs + r]·w[q·panel_stride + k·16 + j]
+// Few-row dot products over panels: for r < rows (≤ 8) and the q < count (1 to
+// kPanelStreams) panels at w + q·panel_stride,
+//   out[r·kPanelAccStride + q·16 + j] = Σ_{k<n} xp[k·xs + r]·w[q·panel_stride + k·16 + j]
 // as one FMA chain per output in increasing k from 0 (the register tile's order exactly).
 // x86 with AVX2 only; w 64-byte aligned; xp holds 8 readable lanes per k (zero past rows).
+// Decoding reads kPanelStreams panels at once, each from its own part of a thread's range,
+// so that every memory stream runs on through its part (gemm.cc, few_rows_panel_range).
+constexpr int kPanelStreams = 3;
+constexpr int kPanelAccStride = 16 * kPanelStreams;
 void panel_dots(int count, const float* xp, int64_t xs, const float* w, int64_t panel_stride, int64_t n, float* out);
 
 // Decoding's dot products, shared by the CPU kernels that read a weight matrix in place for

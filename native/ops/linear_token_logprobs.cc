@@ -284,21 +284,21 @@ void logits_tile(const float* w, int64_t ws, int64_t nv, const float* hpack, int
 void logits_panels(const float* wpan, int64_t nv, const float* hpack, int64_t panels, int64_t rows, int64_t d,
                    float* ct, int64_t ldc) {
   const int64_t vpanels = ceil_div(nv, NR), groups = ceil_div(rows, 8);
-  alignas(64) float out[8 * 32];
-  // Two panels at a time, one from each half of the tile, so that each stream runs on
-  // through its half (as gemm.cc's few-row panel products do).
-  const int64_t half = (vpanels + 1) / 2, twos = vpanels / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const int count = i < twos ? 2 : 1;
-    const int64_t vp[2] = {i, half + i};
+  alignas(64) float out[8 * kPanelAccStride];
+  // kPanelStreams panels at a time, one from each part of the tile, so that each stream
+  // runs on through its part (as gemm.cc's few-row panel products do).
+  const int64_t part = (vpanels + kPanelStreams - 1) / kPanelStreams;
+  for (int64_t i = 0; i < part; ++i) {
+    int count = 0;
+    while (count < kPanelStreams && count * part + i < vpanels) ++count;
     for (int64_t g = 0; g < groups; ++g) {
-      panel_dots(count, hpack + (g / 2) * NR * d + (g % 2) * 8, NR, wpan + vp[0] * NR * d, half * NR * d, d, out);
+      panel_dots(count, hpack + (g / 2) * NR * d + (g % 2) * 8, NR, wpan + i * NR * d, part * NR * d, d, out);
       for (int q = 0; q < count; ++q) {
-        const int64_t v_end = std::min<int64_t>(nv, (vp[q] + 1) * NR);
-        for (int64_t v = vp[q] * NR; v < v_end; ++v) {
-          const int64_t j = q * NR + v - vp[q] * NR;  // q·16 + lane
+        const int64_t vp = i + q * part, v_end = std::min<int64_t>(nv, (vp + 1) * NR);
+        for (int64_t v = vp * NR; v < v_end; ++v) {
+          const int64_t j = q * NR + v - vp * NR;  // q·16 + lane
           float* dst = ct + v * ldc + g * 8;
-          for (int r = 0; r < 8; ++r) dst[r] = out[r * 32 + j];
+          for (int r = 0; r < 8; ++r) dst[r] = out[r * kPanelAccStride + j];
         }
       }
     }
