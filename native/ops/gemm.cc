@@ -78,7 +78,6 @@ void pack_a(bool trans, const float* a, int64_t lda, int64_t mc, int64_t kc, flo
   }
 }
 
-
 #if LGRPO_AVX2
 // The 4×8 block at src (row stride ld) transposed into dst (row stride ds): 8 rows of 4.
 inline void transpose4x8_strided(const float* src, int64_t ld, float* dst, int64_t ds) {
@@ -527,6 +526,7 @@ LGRPO_TARGET_AVX512 __attribute__((noinline)) void panel_chains_avx512(const flo
 void panel_dots_chosen(int count, const float* xp, int64_t xs, const float* w, int64_t ps, int64_t n, float* out) {
 #if LGRPO_X86_DISPATCH
   if (simd_avx512()) {
+    static_assert(kPanelStreams == 3, "a kernel for each count of panels up to kPanelStreams");
     if (count == 3) panel_chains_avx512<3>(xp, xs, w, ps, n, out);
     else if (count == 2) panel_chains_avx512<2>(xp, xs, w, ps, n, out);
     else panel_chains_avx512<1>(xp, xs, w, ps, n, out);
@@ -584,14 +584,7 @@ void few_rows_panel_range(const GemmArgs& g, const float* xp, int64_t p_begin, i
   const int64_t groups = ceil_div(m, 8);
   const int64_t ps = NR * k;
   alignas(64) float acc[8 * kPanelAccStride];
-  // kPanelStreams panels at a time, one from each part of the range: each stream then runs
-  // on through its part without a break. Neighbouring panels restarted a stream cold at every
-  // step (9% slower in f32 and bf16 than two parts; three parts: bf16 +11.5%, f32 +1.1% more).
-  constexpr int S = kPanelStreams;
-  const int64_t part = (p_end - p_begin + S - 1) / S;
-  for (int64_t i = 0; i < part; ++i) {
-    int count = 0;
-    while (count < S && count * part + i < p_end - p_begin) ++count;
+  for_panel_steps(p_end - p_begin, [&](int64_t i, int count, int64_t part) {
     const int64_t p0 = p_begin + i;
     for (int64_t pc = 0; pc < k; pc += KC) {
       const int64_t kc = std::min(KC, k - pc);
@@ -605,7 +598,7 @@ void few_rows_panel_range(const GemmArgs& g, const float* xp, int64_t p_begin, i
         }
       }
     }
-  }
+  });
 }
 
 void gemm_few_rows_panels(const GemmArgs& g) { few_rows_panel_range(g, pack_x_groups(g), 0, ceil_div(g.n, NR)); }
@@ -615,7 +608,7 @@ void gemm_few_rows_panels(const GemmArgs& g) { few_rows_panel_range(g, pack_x_gr
 void gemm_few_rows_panels_parallel(const GemmArgs& g) {
   const float* xp = pack_x_groups(g);
   const int64_t panels = ceil_div(g.n, NR);
-  const int64_t per_chunk = std::max<int64_t>(2, kPanelChunkBytes / (4 * NR * std::max<int64_t>(g.k, 1)) / 2 * 2);
+  const int64_t per_chunk = panels_per_chunk(4 * NR * g.k);
   parallel_chunks(ceil_div(panels, per_chunk), [&](int64_t c) {
     few_rows_panel_range(g, xp, c * per_chunk, std::min(panels, (c + 1) * per_chunk));
   });

@@ -12,6 +12,7 @@
 // The CUDA twin (kernels/gemm.cu) follows the same K blocking and fold into C.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -95,18 +96,34 @@ inline int64_t panel_floats(int64_t n, int64_t k) { return (n + kPanelWidth - 1)
 void pack_panels_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, float* panels);
 // Weights per chunk a thread claims (parallel_chunks) in the few-row panel GEMMs, f32 and
 // bf16: long enough that each thread's stream stays sequential for a while (128 KB chunks
-// were 5% slower on f32).
+// were 5% slower on f32). In whole panels, an even number of them, at least two.
 constexpr int64_t kPanelChunkBytes = 512 * 1024;
+inline int64_t panels_per_chunk(int64_t panel_bytes) {
+  return std::max<int64_t>(2, kPanelChunkBytes / std::max<int64_t>(panel_bytes, 1) / 2 * 2);
+}
 
 // Few-row dot products over panels: for r < rows (≤ 8) and the q < count (1 to
 // kPanelStreams) panels at w + q·panel_stride,
 //   out[r·kPanelAccStride + q·16 + j] = Σ_{k<n} xp[k·xs + r]·w[q·panel_stride + k·16 + j]
 // as one FMA chain per output in increasing k from 0 (the register tile's order exactly).
 // x86 with AVX2 only; w 64-byte aligned; xp holds 8 readable lanes per k (zero past rows).
-// Decoding reads kPanelStreams panels at once, each from its own part of a thread's range,
-// so that every memory stream runs on through its part (gemm.cc, few_rows_panel_range).
+// Decoding reads kPanelStreams panels at once, one from each part of a thread's range, so
+// that every memory stream runs on through its part without a break. Reading neighbouring
+// panels restarted a stream cold at every step: two parts were 9% faster in f32 and bf16,
+// three a further 11.5% in bf16 and 1% in f32 (scripts/decode-gemm-ab, same buffers).
 constexpr int kPanelStreams = 3;
 constexpr int kPanelAccStride = 16 * kPanelStreams;
+// step(i, count, part) for each step i of a range of `panels` panels: the step reads the
+// count (1 to kPanelStreams) panels i + q·part of the range, q < count.
+template <class Step>
+void for_panel_steps(int64_t panels, Step&& step) {
+  const int64_t part = (panels + kPanelStreams - 1) / kPanelStreams;
+  for (int64_t i = 0; i < part; ++i) {
+    int count = 0;
+    while (count < kPanelStreams && count * part + i < panels) ++count;
+    step(i, count, part);
+  }
+}
 void panel_dots(int count, const float* xp, int64_t xs, const float* w, int64_t panel_stride, int64_t n, float* out);
 
 // Decoding's dot products, shared by the CPU kernels that read a weight matrix in place for

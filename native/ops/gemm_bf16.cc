@@ -223,48 +223,47 @@ LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_panel(const uint32_t*
 void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64_t pairs) {
   const int64_t panels = (a.n + 15) / 16, panel_stride = pairs * 16;
   const uint32_t* wp = reinterpret_cast<const uint32_t*>(a.w);
-  // Panels [p0, p1) kPanelStreams at a time, one from each part of the range: each stream
-  // then runs on through its part without a break (the next step's panels follow this
-  // step's). Neighbouring panels started a stream cold every step; two streams held bf16 at
-  // 49.9 GB/s where three reach 55.4, f32's rate (decode-gemm-ab, same buffers).
+  // Panels [p0, p1) kPanelStreams at a time, one from each part of the range (gemm.h,
+  // for_panel_steps); two streams held bf16 at 49.9 GB/s where three reach 55.4, f32's rate.
   auto run = [&](int64_t p0, int64_t p1) {
-    constexpr int S = kPanelStreams;
-    alignas(64) float out[8 * 16 * S];
-    const int64_t part = (p1 - p0 + S - 1) / S;
-    for (int64_t i = 0; i < part; ++i) {
-      int count = 0;
-      int64_t cols[S];
-      for (int q = 0; q < S; ++q) {
-        const int64_t p = p0 + q * part + i;
-        if (q * part + i < p1 - p0) { cols[count] = std::min<int64_t>(16, a.n - 16 * p); ++count; }
-      }
+    alignas(64) float out[8 * kPanelAccStride];
+    for_panel_steps(p1 - p0, [&](int64_t i, int count, int64_t part) {
       const int64_t pa = p0 + i;
+      int64_t cols[kPanelStreams];
+      bool full = true;
+      for (int q = 0; q < count; ++q) {
+        cols[q] = std::min<int64_t>(16, a.n - 16 * (pa + q * part));
+        full = full && cols[q] == 16;
+      }
+      const uint32_t* w = wp + pa * panel_stride;
+      const int64_t qs = part * panel_stride;
       for (int64_t g = 0; g < groups; ++g) {
+        // Whole blocks straight into y (a 0.5B decoding step has ~14,000); an edge block
+        // through out, then only the rows and columns y has.
         const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
-        bool whole = rows == 8;
-        for (int q = 0; q < count; ++q) whole = whole && cols[q] == 16;
+        const bool whole = full && rows == 8;
         float* dst = whole ? a.y + 8 * g * a.ldy + 16 * pa : out;
-        const int64_t ldo = whole ? a.ldy : 16 * S, qo = whole ? 16 * part : 16;
-        const uint32_t* wq = wp + pa * panel_stride;
-        const int64_t qs = part * panel_stride;
-        if (count == 3) dot_panel<3>(xp + g * pairs * 8, pairs, wq, qs, dst, ldo, qo);
-        else if (count == 2) dot_panel<2>(xp + g * pairs * 8, pairs, wq, qs, dst, ldo, qo);
-        else dot_panel<1>(xp + g * pairs * 8, pairs, wq, qs, dst, ldo, qo);
+        const int64_t ldo = whole ? a.ldy : kPanelAccStride, qo = whole ? 16 * part : 16;
+        static_assert(kPanelStreams == 3, "a kernel for each count of panels up to kPanelStreams");
+        if (count == 3) dot_panel<3>(xp + g * pairs * 8, pairs, w, qs, dst, ldo, qo);
+        else if (count == 2) dot_panel<2>(xp + g * pairs * 8, pairs, w, qs, dst, ldo, qo);
+        else dot_panel<1>(xp + g * pairs * 8, pairs, w, qs, dst, ldo, qo);
         if (!whole)
           for (int64_t r = 0; r < rows; ++r)
             for (int q = 0; q < count; ++q)
-              std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * (pa + q * part), out + 16 * S * r + 16 * q, sizeof(float) * cols[q]);
+              std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * (pa + q * part), out + kPanelAccStride * r + 16 * q,
+                          sizeof(float) * cols[q]);
       }
-    }
+    });
   };
-  // Chunks of kPanelChunkBytes of weights (whole pairs of panels), claimed as the threads
-  // come; under 256 KB in all, waking a thread costs more than it saves.
+  // Chunks of kPanelChunkBytes of weights, claimed as the threads come; under 256 KB in
+  // all, waking a thread costs more than it saves.
   const int64_t panel_bytes = 64 * pairs;
   if (panels * panel_bytes < 262144) {
     run(0, panels);
     return;
   }
-  const int64_t per_chunk = std::max<int64_t>(2, kPanelChunkBytes / panel_bytes / 2 * 2);
+  const int64_t per_chunk = panels_per_chunk(panel_bytes);
   parallel_chunks((panels + per_chunk - 1) / per_chunk, [&](int64_t c) {
     run(c * per_chunk, std::min(panels, (c + 1) * per_chunk));
   });

@@ -285,12 +285,8 @@ void logits_panels(const float* wpan, int64_t nv, const float* hpack, int64_t pa
                    float* ct, int64_t ldc) {
   const int64_t vpanels = ceil_div(nv, NR), groups = ceil_div(rows, 8);
   alignas(64) float out[8 * kPanelAccStride];
-  // kPanelStreams panels at a time, one from each part of the tile, so that each stream
-  // runs on through its part (as gemm.cc's few-row panel products do).
-  const int64_t part = (vpanels + kPanelStreams - 1) / kPanelStreams;
-  for (int64_t i = 0; i < part; ++i) {
-    int count = 0;
-    while (count < kPanelStreams && count * part + i < vpanels) ++count;
+  // kPanelStreams panels at a time, one from each part of the tile (gemm.h, for_panel_steps).
+  for_panel_steps(vpanels, [&](int64_t i, int count, int64_t part) {
     for (int64_t g = 0; g < groups; ++g) {
       panel_dots(count, hpack + (g / 2) * NR * d + (g % 2) * 8, NR, wpan + i * NR * d, part * NR * d, d, out);
       for (int q = 0; q < count; ++q) {
@@ -302,7 +298,7 @@ void logits_panels(const float* wpan, int64_t nv, const float* hpack, int64_t pa
         }
       }
     }
-  }
+  });
   for (int64_t v = 0; v < nv; ++v)
     std::fill(ct + v * ldc + groups * 8, ct + v * ldc + panels * NR, 0.0f);
 }

@@ -17,7 +17,6 @@ test('timeAlternating calls its functions in turn, warm-up rounds first, and sto
   ratios.forEach((row, i) => assert.ok(Object.is(row[i], 1) || Number.isNaN(row[i]), `ratios[${i}][${i}] = ${row[i]}`));
 });
 
-
 test('bench --engine --quick --json reports finite positive tokens/s for training and decoding', () => {
   const r = run(['bench', '--engine', '--quick', '--json', '--no-torch']);
   assert.equal(r.status, 0, r.stderr);
