@@ -133,7 +133,9 @@ function tinyConfig(g) {
   };
   if (g.chance(0.1)) {
     const key = g.pick(Object.keys(config));
-    config[key] = g.pick([0, -1, 1e9, 2 ** 40, 1.5, 'x', null, NaN]);
+    // 2^31 − 1 (the largest size a config may name) is too large for any machine's memory;
+    // 1e9 was not: a 128 GiB machine accepted the 30 GiB model and spent minutes filling it.
+    config[key] = g.pick([0, -1, 2 ** 31 - 1, 2 ** 40, 1.5, 'x', null, NaN]);
   }
   return config;
 }

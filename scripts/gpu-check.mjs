@@ -17,8 +17,9 @@
 //                (where it is installed; not meaningful on the emulator). Last, being the
 //                slowest: the table is rewritten after every step, so a run stopped by its
 //                time limit still reports the steps before.
-// Usage: node scripts/gpu-check.mjs [--emulated] [--out DIR] [--only build,pytorch,...]
-//   DIR defaults to $OUT or gpu-check-out; --only runs the steps whose names start so.
+// Usage: node scripts/gpu-check.mjs [--emulated] [--out DIR] [--only build,pytorch,...] [--engine-cases LIST]
+//   DIR defaults to $OUT or gpu-check-out; --only runs the steps whose names start so;
+//   --engine-cases passes LIST to bench --engine --only (default: every configuration).
 //   LGRPO_PYTHON picks the Python with torch (else python3, then /usr/bin/python3).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -33,6 +34,8 @@ const out = outIndex >= 0 ? argv[outIndex + 1] : process.env.OUT || join(root, '
 mkdirSync(out, { recursive: true });
 const onlyIndex = argv.indexOf('--only');
 const only = onlyIndex >= 0 ? argv[onlyIndex + 1].split(',') : undefined;
+const casesIndex = argv.indexOf('--engine-cases');
+const engineCases = casesIndex >= 0 ? ['--only', argv[casesIndex + 1]] : [];
 const env = { ...process.env, LGRPO_ADDON: emulated ? 'emu' : process.env.LGRPO_ADDON || 'cmake' };
 process.env.LGRPO_ADDON = env.LGRPO_ADDON;  // the PyTorch step loads the addon in this process
 const KERNEL_TESTS = ['token_logprobs', 'linear_token_logprobs', 'group_advantages', 'lambda_weights', 'grpo_loss']
@@ -70,7 +73,7 @@ step('build', () => {
   info = JSON.parse(r.stdout);
   const devices = info.cudaDevices.map((d) => `cuda:${d.index} ${d.name} (sm ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(0)} GiB)`);
   const ok = info.cuda && info.cudaDevices.length > 0 && info.cudaEmulated === emulated;
-  return { ok, detail: `${devices.join('; ') || 'no CUDA device'}; emulated: ${info.cudaEmulated}; addon ${info.addonPath}` };
+  return { ok, detail: `${devices.join('; ') || 'no CUDA device'}; emulated: ${info.cudaEmulated}; GEMM: ${info.cudaMatmul}; addon ${info.addonPath}` };
 });
 
 step('suite on cuda:0', () => {
@@ -80,14 +83,27 @@ step('suite on cuda:0', () => {
   return { ok: r.status === 0, detail: `${c.pass}/${c.tests} passed, ${c.fail} failed, ${c.skipped} skipped (log: suite.log)` };
 });
 
+// cuBLASLt sums in its own order (by shape), so the suite's bit-for-bit rollout checks
+// hold only for the engine's own GEMM: where cuBLASLt was used above, the device tests run
+// again with LGRPO_CUDA_MATMUL=own.
+step('suite on cuda:0 with the own GEMM', () => {
+  if (!info?.cudaMatmul?.startsWith('cuBLASLt')) return { ok: null, detail: `the suite above used it: ${info?.cudaMatmul}` };
+  const r = run(process.execPath, [join(root, 'scripts', 'run-tests.mjs'), 'test/ops/', 'test/engine/', 'cuda'], { env: { LGRPO_TEST_DEVICE: 'cuda:0', LGRPO_CUDA_MATMUL: 'own' } });
+  writeFileSync(join(out, 'suite-own-gemm.log'), r.text);
+  const c = counts(r.text);
+  return { ok: r.status === 0, detail: `test/ops, test/engine and the cuda tests: ${c.pass}/${c.tests} passed, ${c.fail} failed, ${c.skipped} skipped (log: suite-own-gemm.log)` };
+});
+
 step('bench --device cuda:0', () => {
   const r = run(process.execPath, [join(root, 'dist', 'src', 'cli', 'main.js'), 'bench', '--device', 'cuda:0', '--json', ...(emulated ? ['--quick'] : [])]);
   writeFileSync(join(out, 'bench.json'), r.stdout ?? '');
   if (r.status !== 0) return { ok: false, detail: r.text.trim().split('\n').pop() };
   const report = JSON.parse(r.stdout);
-  const parts = report.results.map((x) => `${x.kernel} ${x.variant}: ${x.medianMs.toFixed(3)} ms${x.gbPerS ? `, ${x.gbPerS.toFixed(0)} GB/s` : ''}${x.gflopPerS ? `, ${x.gflopPerS.toFixed(0)} GFLOP/s` : ''}`);
-  writeFileSync(join(out, 'bench.md'), parts.map((p) => `- ${p}`).join('\n') + '\n');
-  return { ok: report.errors.length === 0, detail: `${report.results.length} rows (bench.json, bench.md)${emulated ? '; emulated: timings mean nothing' : ''}` };
+  const parts = report.results.map((x) => `${x.kernel} ${x.variant} [${x.size}]: ${x.medianMs.toFixed(3)} ms${x.gbPerS ? `, ${x.gbPerS.toFixed(0)} GB/s` : ''}` +
+    `${x.pctOfCeiling !== undefined ? ` (${x.pctOfCeiling.toFixed(0)}% of ${x.ceiling})` : ''}${x.gflopPerS ? `, ${x.gflopPerS.toFixed(0)} GFLOP/s` : ''}`);
+  const d = report.deviceCeiling;
+  writeFileSync(join(out, 'bench.md'), `${d ? `device copy ${d.copyGBs.toFixed(0)} GB/s (read+write)\n` : ''}${parts.map((p) => `- ${p}`).join('\n')}\n`);
+  return { ok: report.errors.length === 0, detail: `${report.results.length} rows${d ? `, device copy ${d.copyGBs.toFixed(0)} GB/s` : ''} (bench.json, bench.md)${emulated ? '; emulated: timings mean nothing' : ''}` };
 });
 
 // Inputs for PyTorch, and our kernels' outputs on them, as raw little-endian arrays.
@@ -331,12 +347,12 @@ step(`engine: ${trainCase.steps} training steps, ${trainCase.name}`, () => {
 });
 
 step('engine: bench --engine --device cuda:0', () => {
-  const r = run(process.execPath, [join(root, 'dist', 'src', 'cli', 'main.js'), 'bench', '--engine', '--device', 'cuda:0', '--json', ...(emulated ? ['--quick'] : [])], { timeout: 480_000 });
+  const r = run(process.execPath, [join(root, 'dist', 'src', 'cli', 'main.js'), 'bench', '--engine', '--device', 'cuda:0', '--json', ...(emulated ? ['--quick'] : engineCases)], { timeout: 480_000 });
   writeFileSync(join(out, 'bench-engine.json'), r.stdout ?? '');
   writeFileSync(join(out, 'bench-engine.log'), r.stderr ?? '');
   if (r.status !== 0 && !r.stdout) return { ok: false, detail: r.text.trim().split('\n').pop() };
   const report = JSON.parse(r.stdout);
-  const parts = report.cases.map((c) => `${c.name}: train ${c.train.tokensPerS.toFixed(0)} tok/s (${(100 * c.train.fractionOfOwnGemm).toFixed(0)}% of own GEMM` +
+  const parts = report.cases.map((c) => `${c.name}: train ${c.train.tokensPerS.toFixed(0)} tok/s (${(100 * c.train.fractionOfOwnGemm).toFixed(0)}% of the engine's f32 GEMM` +
     `${c.train.fractionOfBf16Matmul ? `, ${(100 * c.train.fractionOfBf16Matmul).toFixed(0)}% of bf16 matmul` : ''}), decode ${c.decode.tokensPerS.toFixed(0)} tok/s ` +
     `(${(100 * c.decode.fractionOfCopyBandwidth).toFixed(0)}% of copy bandwidth)${c.ratio ? `, vs torch ${c.ratio.train.toFixed(2)}× / ${c.ratio.decode.toFixed(2)}×` : ''}`);
   return { ok: report.errors.length === 0, detail: `${parts.join('; ')}${report.skipped.length ? `; skipped ${report.skipped.map((k) => k.case).join(', ')}` : ''} (bench-engine.json)${emulated ? '; emulated: timings mean nothing' : ''}` };
@@ -351,9 +367,13 @@ for (const tool of ['memcheck', 'racecheck', 'synccheck']) {
     const r = run('compute-sanitizer', ['--tool', tool, '--target-processes', 'all', '--error-exitcode', '86',
       process.execPath, '--test', ...KERNEL_TESTS], { env: { LGRPO_TEST_DEVICE: 'cuda:0' } });
     writeFileSync(join(out, `sanitizer-${tool}.log`), r.text);
-    const summary = r.text.match(/ERROR SUMMARY: \d+ errors?/g) ?? [];
-    const errors = summary.reduce((n, s) => n + Number(s.match(/\d+/)[0]), 0);
-    return { ok: r.status === 0 && errors === 0, detail: `${errors} errors over ${summary.length} processes (log: sanitizer-${tool}.log)` };
+    // memcheck and synccheck end with "ERROR SUMMARY: N errors", racecheck with
+    // "RACECHECK SUMMARY: H hazards displayed (N errors, W warnings)".
+    const summary = [...r.text.matchAll(/ERROR SUMMARY: (\d+) errors?|RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?/g)];
+    const errors = summary.reduce((n, m) => n + Number(m[1] ?? m[2]), 0);
+    const tests = counts(r.text.replace(/^# (tests|pass|fail|skipped) /gm, 'ℹ $1 '));
+    const ran = `${tests.pass}/${tests.tests} kernel tests passed under it`;
+    return { ok: r.status === 0 && errors === 0 && summary.length > 0, detail: `${errors} errors in ${summary.length} summaries; ${ran} (log: sanitizer-${tool}.log)` };
   });
 }
 

@@ -9,9 +9,26 @@ node -e "import('./dist/src/index.js').then(m => { if (!m.buildInfo().cuda) { co
 mkdir -p .gpu
 [ -f .gpu/node.xz ] || ../shared/gpu/pack-node.sh
 rm -rf .gpu/node_modules && mkdir -p .gpu/node_modules
-for dir in $(npm ls --all --parseable --omit=dev yargs @huggingface/tokenizers @huggingface/jinja 2>/dev/null | grep node_modules); do
-  rel=${dir#"$PWD"/node_modules/}
-  mkdir -p ".gpu/node_modules/$(dirname "$rel")" && cp -r "$dir" ".gpu/node_modules/$rel"
+# The runtime packages the CLI imports and everything they depend on, resolved as Node
+# resolves them (nested node_modules first, then hoisted).
+node --input-type=module -e "
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+const seen = new Set();
+function visit(name, from) {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const at = join(dir, 'node_modules', name);
+    try { var pkg = JSON.parse(readFileSync(join(at, 'package.json'), 'utf8')); } catch { if (dir === process.cwd()) throw new Error('cannot resolve ' + name); continue; }
+    if (seen.has(at)) return;
+    seen.add(at);
+    for (const dep of Object.keys(pkg.dependencies ?? {})) visit(dep, at);
+    return;
+  }
+}
+for (const name of ['yargs', '@huggingface/tokenizers', '@huggingface/jinja']) visit(name, process.cwd());
+console.log([...seen].map((p) => p.slice(process.cwd().length + '/node_modules/'.length)).join('\\n'));
+" | while read -r rel; do
+  mkdir -p ".gpu/node_modules/$(dirname "$rel")" && cp -r "node_modules/$rel" ".gpu/node_modules/$rel"
 done
 du -sh .gpu dist build-cmake/Release/lgrpo_native.node
 echo "carry: .gpu dist build-cmake/Release/lgrpo_native.node   run: bash scripts/gpu-check.sh"

@@ -7,7 +7,7 @@
 //   Policy.backward → AdamW (global-norm clipping); each phase ends with a device
 //   synchronisation, so the phase times are the device's, not the launch queue's;
 // - batched decoding with the KV cache (Policy.generate), as a rollout runs it;
-// - model FLOP/s against two ceilings measured in this run: the engine's own GEMM at a
+// - model FLOP/s against two ceilings measured in this run: the engine's f32 GEMM (cuBLASLt or its own) at a
 //   large square size, and, when PyTorch runs here, the device's bf16 matmul rate
 //   (cuBLAS); decoding's bytes read per second (weights, plus the KV cache each step
 //   reads) against the device's copy bandwidth measured here.
@@ -26,7 +26,7 @@ import {
   DECODE_TEMPERATURE, OPTIMIZER, QWEN2, QWEN25_05B, findTorch, grpoStepInputs, modelStateBytes, runTorch, timing, torchSpec, trainingFlops,
   type EngineCase, type FlopCount, type TorchAvailability, type TorchCaseResult,
 } from './engine.js';
-import { fillUniform, formatBytes, median, randomInts, timeIt, type Timing, type TimingOptions } from './harness.js';
+import { fillUniform, formatBytes, measureDeviceCopy, median, randomInts, timeIt, type Timing, type TimingOptions } from './harness.js';
 
 
 export interface CudaEngineCase extends EngineCase {
@@ -82,7 +82,7 @@ export interface CudaEngineCaseResult {
     phases: Record<string, number>;
     flops: FlopCount;
     gflopPerS: number;
-    /** of the engine's own GEMM rate measured in this run */
+    /** of the engine's f32 GEMM rate (cuBLASLt or its own kernel, as device.gemm says) measured in this run */
     fractionOfOwnGemm: number;
     /** of PyTorch's bf16 matmul rate on this device, measured in this run (when it ran) */
     fractionOfBf16Matmul?: number;
@@ -142,18 +142,6 @@ function ownGemmRate(device: Device, n: number, t: Required<TimingOptions>): num
     return (2 * n ** 3) / (r.medianMs / 1000) / 1e9;
   } finally {
     for (const x of [a, b, c]) x.dispose();
-  }
-}
-
-function copyBandwidth(device: Device, bytes: number, t: Required<TimingOptions>): number {
-  const n = Math.floor(bytes / 4);
-  const src = Tensor.zeros([n], 'f32', device), dst = Tensor.zeros([n], 'f32', device);
-  try {
-    const r = timeIt(() => { dst.copyFrom(src); cudaSynchronize(device); }, t);
-    return (2 * n * 4) / (r.medianMs / 1000) / 1e9;
-  } finally {
-    src.dispose();
-    dst.dispose();
   }
 }
 
@@ -257,7 +245,7 @@ async function runCase(
     const gflopPerS = flops.total / (t.medianMs / 1000) / 1e9;
     const trainingArenaBytes = policy.stats().trainingBytes;
     log(`${c.name}: training ${t.medianMs.toFixed(0)} ms median: ${((c.batch * c.seq) / (t.medianMs / 1000)).toFixed(0)} tokens/s, ` +
-      `${gflopPerS.toFixed(0)} model GFLOP/s (${(100 * gflopPerS / ceilings.ownGemmGflops).toFixed(0)}% of the engine's own GEMM rate)` +
+      `${gflopPerS.toFixed(0)} model GFLOP/s (${(100 * gflopPerS / ceilings.ownGemmGflops).toFixed(0)}% of the engine's f32 GEMM rate)` +
       (recomputeFlops ? `; recompute adds ${(recomputeFlops / 1e9).toFixed(0)} GFLOP not counted` : ''));
 
     const prompts = Array.from({ length: c.decodeBatch }, (_, b) => Array.from(randomInts(c.promptLength, cfg.vocabSize, 0x777 + b)));
@@ -327,8 +315,8 @@ export async function runCudaEngineBench(options: CudaEngineBenchOptions): Promi
   log(`engine (cuda): the engine's f32 GEMM at ${gemmSize}³ on ${device}...`);
   const ownGemmGflops = ownGemmRate(device, gemmSize, quick ? timing(1, 1, 0, 1) : timing(2, 5, 1, 20));
   const copyBytes = quick ? 1 << 20 : 2 ** 31;
-  const copyGBs = copyBandwidth(device, copyBytes, quick ? timing(1, 1, 0, 1) : timing(2, 10, 1, 10));
-  log(`engine (cuda): own GEMM ${ownGemmGflops.toFixed(0)} GFLOP/s; device copy ${copyGBs.toFixed(0)} GB/s (read + write, ${formatBytes(copyBytes)})`);
+  const copyGBs = measureDeviceCopy(device, copyBytes, quick ? timing(1, 1, 0, 1) : timing(2, 10, 1, 10)).copyGBs;
+  log(`engine (cuda): f32 GEMM (${info.cudaMatmul}) ${ownGemmGflops.toFixed(0)} GFLOP/s; device copy ${copyGBs.toFixed(0)} GB/s (read + write, ${formatBytes(copyBytes)})`);
 
   let torch: TorchAvailability;
   if (options.torch === false) torch = { available: false, reason: 'comparison not requested (--no-torch)' };
@@ -354,7 +342,7 @@ export async function runCudaEngineBench(options: CudaEngineBenchOptions): Promi
   return {
     schema: 'lgrpo-native-engine-bench-cuda/1',
     quick,
-    device: { name: dev.name, index, totalMemory: dev.totalMemory, emulated: info.cudaEmulated, gemm: 'own tiled f32 GEMM (kernels/gemm.cu)' },
+    device: { name: dev.name, index, totalMemory: dev.totalMemory, emulated: info.cudaEmulated, gemm: info.cudaMatmul },
     ownGemmGflops,
     ownGemmSize: gemmSize,
     copyGBs,
@@ -372,11 +360,11 @@ export function formatCudaEngineReport(r: CudaEngineBenchReport): string {
   lines.push(`lgrpo-native engine bench on ${r.device.name} (cuda:${r.device.index}, ${formatBytes(r.device.totalMemory)})` +
     (r.device.emulated ? ' — EMULATED device: the timings mean nothing, only that every path runs' : ''));
   lines.push(`host: ${os.cpus()[0]?.model ?? 'unknown CPU'}; matrix products: ${r.device.gemm}`);
-  lines.push(`ceilings measured in this run: own f32 GEMM ${r.ownGemmGflops.toFixed(0)} GFLOP/s at ${r.ownGemmSize}³; device copy ${r.copyGBs.toFixed(0)} GB/s` +
+  lines.push(`ceilings measured in this run: the engine's f32 GEMM (${r.device.gemm}) ${r.ownGemmGflops.toFixed(0)} GFLOP/s at ${r.ownGemmSize}³; device copy ${r.copyGBs.toFixed(0)} GB/s` +
     (r.bf16MatmulTflops ? `; PyTorch bf16 matmul ${r.bf16MatmulTflops.toFixed(0)} TFLOP/s (8192³)` : ''));
   lines.push(`PyTorch: ${r.torch.available ? `${r.torch.version} (${r.torch.python}), eager, bf16 autocast, fp32 master weights` : r.torch.reason}`);
   lines.push('');
-  lines.push('| config | params | B×T | step ms | tokens/s | model GFLOP/s | of own GEMM | of bf16 matmul | torch step ms | torch tokens/s | lgrpo/torch |');
+  lines.push('| config | params | B×T | step ms | tokens/s | model GFLOP/s | of engine GEMM | of bf16 matmul | torch step ms | torch tokens/s | lgrpo/torch |');
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
   for (const c of r.cases)
     lines.push(`| ${c.name}${c.recompute ? ' (recompute)' : ''} | ${(c.parameters / 1e6).toPrecision(3)} M | ${c.batch}×${c.seq} | ${c.train.medianMs.toFixed(0)} | ${c.train.tokensPerS.toFixed(0)} | ` +

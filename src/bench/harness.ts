@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { buildInfo, type BuildInfo } from '../build_info.js';
+import { buildInfo, cudaSynchronize, type BuildInfo } from '../build_info.js';
 import type { DType, TypedArray } from '../dtype.js';
 import { measurePeakFlops } from '../ops/gemm.js';
 import { Tensor, type Device } from '../tensor.js';
@@ -413,7 +413,7 @@ export interface BenchResult {
   gbPerS?: number;
   /** the ceiling the percentage is taken against: 'read' for read-only streams, 'copy' for
    * read+write, 'flop' for compute-bound kernels (GFLOP/s against the measured FMA peak) */
-  ceiling?: 'read' | 'copy' | 'flop';
+  ceiling?: 'read' | 'copy' | 'flop' | 'device copy';
   pctOfCeiling?: number;
   flops?: number;
   gflopPerS?: number;
@@ -432,8 +432,45 @@ export interface BenchReport {
   quick: boolean;
   machine: Machine;
   ceiling: Ceiling;
+  /** on a CUDA device: its copy bandwidth, measured in the same run (the % column's base there) */
+  deviceCeiling?: DeviceCeiling;
   results: BenchResult[];
   errors: BenchError[];
+}
+
+export interface DeviceCeiling {
+  device: string;
+  /** device-to-device copy, counting bytes read + bytes written */
+  copyGBs: number;
+  bufferBytes: number;
+  method: string;
+}
+
+/**
+ * A CUDA device's memory bandwidth: one device-to-device copy between two buffers far
+ * larger than its L2, read + write bytes counted, the median of the timed copies.
+ */
+export function measureDeviceCopy(device: Device, bytes: number, t: TimingOptions): DeviceCeiling {
+  const n = Math.floor(bytes / 4);
+  const src = Tensor.zeros([n], 'f32', device), dst = Tensor.zeros([n], 'f32', device);
+  try {
+    const r = timeIt(() => { dst.copyFrom(src); cudaSynchronize(device); }, t);
+    return {
+      device, copyGBs: (2 * n * 4) / (r.medianMs / 1000) / 1e9, bufferBytes: 2 * n * 4,
+      method: `copy: Tensor.copyFrom between two ${formatBytes(n * 4)} buffers on ${device}, median of ${r.runs} timed copies`,
+    };
+  } finally {
+    src.dispose();
+    dst.dispose();
+  }
+}
+
+/** GB/s and % of a CUDA device's copy bandwidth; GFLOP/s rows keep no percentage (no device FLOP ceiling is measured). */
+export function withDeviceBandwidth(r: BenchResult, ceiling: DeviceCeiling): BenchResult {
+  const { ceiling: _, pctOfCeiling: __, ...rest } = r;
+  if (r.bytes === undefined) return rest;
+  const gbPerS = r.bytes / (r.medianMs / 1000) / 1e9;
+  return { ...rest, gbPerS, ceiling: 'device copy', pctOfCeiling: (100 * gbPerS) / ceiling.copyGBs };
 }
 
 /** Fills in GB/s and % of ceiling from bytes and the median time. */
@@ -489,7 +526,9 @@ export function formatReport(report: BenchReport): string {
   lines.push(`ceiling: read ${c.readGBs.toFixed(1)} GB/s (1 thread ${c.readGBsOneThread.toFixed(1)}), copy ${c.copyGBs.toFixed(1)} GB/s read+write (1 thread ${c.copyGBsOneThread.toFixed(1)})`);
   lines.push(`         ${c.method}`);
   lines.push(`         ${c.flopNote}`);
-  if (m.device !== 'cpu') lines.push(`         (host memory: the ${m.device} kernels' GB/s are shown without a percentage; the device's bandwidth is not measured)`);
+  const d = report.deviceCeiling;
+  if (d) lines.push(`device:  ${d.device} copy ${d.copyGBs.toFixed(0)} GB/s read+write (${d.method}); the % column is of this`);
+  else if (m.device !== 'cpu') lines.push(`         (host memory: the ${m.device} kernels' GB/s are shown without a percentage)`);
   lines.push('');
   const header = ['kernel', 'variant', 'size', 'median ms', 'min ms', 'GB/s or GFLOP/s', '% of ceiling', '× vs naive TS', 'naive on', 'max |Δ|'];
   const rows = report.results.map((r) => [

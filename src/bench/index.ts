@@ -5,8 +5,8 @@ import os from 'node:os';
 import { buildInfo, setNumThreads } from '../build_info.js';
 import type { Device } from '../tensor.js';
 import {
-  describeMachine, formatProgressLine, measureCeiling, withBandwidth,
-  type BenchContext, type BenchError, type BenchReport, type BenchResult, type Ceiling, type KernelBench, type TimingOptions,
+  describeMachine, formatBytes, formatProgressLine, measureCeiling, measureDeviceCopy, withBandwidth, withDeviceBandwidth,
+  type BenchContext, type BenchError, type BenchReport, type BenchResult, type Ceiling, type DeviceCeiling, type KernelBench, type TimingOptions,
 } from './harness.js';
 
 // linearTokenLogprobs runs first: its peak-memory figure comes from the process's RSS
@@ -61,16 +61,18 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     }
     return ceiling;
   };
-  // Percentages against host DRAM or host FMAs say nothing about a GPU kernel; there the
-  // rates stand alone.
+  // Percentages against host DRAM or host FMAs say nothing about a GPU kernel: there the
+  // base is the device's own copy bandwidth, measured first in the same run.
+  let deviceCeiling: DeviceCeiling | undefined;
+  if (device !== 'cpu') {
+    const bytes = quick ? 1 << 22 : 2 ** 31;
+    log(`device ceiling: copying ${formatBytes(bytes)} on ${device}...`);
+    deviceCeiling = measureDeviceCopy(device, bytes, quick ? { warmup: 1, minRuns: 1, minSeconds: 0, maxSeconds: 1 } : { warmup: 2, minRuns: 10, minSeconds: 1, maxSeconds: 10 });
+    log(`device ceiling: copy ${deviceCeiling.copyGBs.toFixed(0)} GB/s (read+write)`);
+  }
   const finish = (r: BenchResult): BenchResult => {
-    if (!ceiling) return r;
-    const done = withBandwidth(r, ceiling);
-    if (device !== 'cpu') {
-      delete done.pctOfCeiling;
-      delete done.ceiling;
-    }
-    return done;
+    if (deviceCeiling) return withDeviceBandwidth(r, deviceCeiling);
+    return ceiling ? withBandwidth(r, ceiling) : r;
   };
 
   const results: BenchResult[] = [];
@@ -109,6 +111,7 @@ export async function runBench(options: BenchOptions = {}): Promise<BenchReport>
     quick,
     machine: describeMachine(device, loadAtStart),
     ceiling: ceiling!,
+    ...(deviceCeiling ? { deviceCeiling } : {}),
     results: results.map(finish),
     errors,
   };

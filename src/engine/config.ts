@@ -51,7 +51,7 @@ const KNOWN_KEYS = new Set([
   'model_type', 'architectures', 'hidden_size', 'intermediate_size', 'num_hidden_layers',
   'num_attention_heads', 'num_key_value_heads', 'head_dim', 'rms_norm_eps', 'rope_theta',
   'vocab_size', 'tie_word_embeddings', 'max_position_embeddings', 'attention_bias', 'mlp_bias',
-  'hidden_act', 'rope_scaling', 'use_sliding_window', 'torch_dtype', 'dtype',
+  'hidden_act', 'rope_scaling', 'rope_parameters', 'layer_types', 'use_sliding_window', 'torch_dtype', 'dtype',
   'bos_token_id', 'eos_token_id', 'pad_token_id',
 ]);
 
@@ -118,6 +118,23 @@ class ConfigReader {
   }
 }
 
+// transformers ≥ 5 writes the RoPE base inside `rope_parameters` ({rope_type, rope_theta})
+// and no top-level rope_theta; older files have only the top-level key. Reading one and
+// defaulting the other would rotate by the wrong base without a word, so both are read
+// and must agree.
+function ropeTheta(r: ConfigReader): number {
+  const top = r.has('rope_theta') ? r.positiveNumber('rope_theta', 10000) : undefined;
+  if (!r.has('rope_parameters')) return top ?? 10000;
+  const params = r.json.rope_parameters as Record<string, unknown>;
+  const nested = params.rope_theta;
+  if (nested === undefined || nested === null) return top ?? 10000;
+  if (typeof nested !== 'number' || !Number.isFinite(nested) || nested <= 0)
+    r.fail('rope_parameters', `rope_theta: expected a positive finite number, got ${JSON.stringify(nested)}`);
+  if (top !== undefined && top !== nested)
+    r.fail('rope_parameters', `rope_theta ${nested} disagrees with the top-level rope_theta ${top}`);
+  return nested;
+}
+
 /**
  * Parses a config.json object. `source` names the file in error messages, which read
  * "<source>: <key>: <problem>".
@@ -135,14 +152,20 @@ export function parseConfig(json: unknown, source = 'config.json'): ModelConfig 
   // config asking for anything else must fail here rather than load and compute wrongly.
   if (r.has('hidden_act') && r.json.hidden_act !== 'silu')
     r.fail('hidden_act', `only "silu" (SwiGLU) is supported, got ${JSON.stringify(r.json.hidden_act)}`);
-  if (r.has('rope_scaling')) {
-    const scaling = r.json.rope_scaling as Record<string, unknown>;
+  for (const key of ['rope_scaling', 'rope_parameters']) {
+    if (!r.has(key)) continue;
+    const scaling = r.json[key] as Record<string, unknown>;
     const kind = typeof scaling === 'object' ? scaling.rope_type ?? scaling.type : scaling;
-    if (kind !== 'default')
-      r.fail('rope_scaling', `only unscaled RoPE is supported, got ${JSON.stringify(r.json.rope_scaling)}`);
+    if (kind !== 'default') r.fail(key, `only unscaled RoPE is supported, got ${JSON.stringify(r.json[key])}`);
   }
   if (r.bool('use_sliding_window', false))
     r.fail('use_sliding_window', 'sliding-window attention is not supported');
+  // transformers ≥ 5 lists each layer's attention; only full causal attention is implemented.
+  if (r.has('layer_types')) {
+    const types = r.json.layer_types;
+    if (!Array.isArray(types) || types.some((t) => t !== 'full_attention'))
+      r.fail('layer_types', `only "full_attention" layers are supported, got ${JSON.stringify(types)}`);
+  }
   if (r.bool('mlp_bias', false)) r.fail('mlp_bias', 'MLP biases are not supported');
 
   const hiddenSize = r.positiveInt('hidden_size');
@@ -194,7 +217,7 @@ export function parseConfig(json: unknown, source = 'config.json'): ModelConfig 
     numKeyValueHeads,
     headDim,
     rmsNormEps: r.positiveNumber('rms_norm_eps', 1e-6),
-    ropeTheta: r.positiveNumber('rope_theta', 10000),
+    ropeTheta: ropeTheta(r),
     vocabSize,
     tieWordEmbeddings: r.bool('tie_word_embeddings', false),
     maxPositionEmbeddings: r.positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS[modelType]),

@@ -253,6 +253,9 @@ describe('invalid configs name the file and the key', () => {
     ['MLP biases', { mlp_bias: true }, 'mlp_bias', /not supported/],
     ['negative eps', { rms_norm_eps: -1e-6 }, 'rms_norm_eps', /positive finite number/],
     ['zero rope_theta', { rope_theta: 0 }, 'rope_theta', /positive finite number/],
+    ['scaled RoPE (transformers 5 key)', { rope_parameters: { rope_type: 'yarn', rope_theta: 1e6, factor: 4 } }, 'rope_parameters', /only unscaled RoPE/],
+    ['two disagreeing RoPE bases', { rope_theta: 1e4, rope_parameters: { rope_type: 'default', rope_theta: 1e6 } }, 'rope_parameters', /disagrees with the top-level rope_theta 10000/],
+    ['negative nested rope_theta', { rope_parameters: { rope_type: 'default', rope_theta: -1 } }, 'rope_parameters', /positive finite number, got -1/],
     ['string tie flag', { tie_word_embeddings: 'yes' }, 'tie_word_embeddings', /true or false/],
     ['eos outside the vocabulary', { eos_token_id: [5, 100] }, 'eos_token_id', /\[0, vocab_size=100\)/],
     ['empty eos list', { eos_token_id: [] }, 'eos_token_id', /at least one/],
@@ -262,6 +265,34 @@ describe('invalid configs name the file and the key', () => {
     ['prototype key as dtype', { torch_dtype: 'toString' }, 'torch_dtype', /"float32"/],
     ['unknown dtype (new key)', { dtype: 'float64' }, 'dtype', /"float32"/],
   ];
+  test('a config.json as transformers 5.17 saves a Qwen2ForCausalLM (rope_parameters, layer_types, no rope_theta)', () => {
+    // Written by save_pretrained on the GPU machine (scripts/torch_qwen2_logits.py), trimmed to the keys that matter.
+    const saved = {
+      architectures: ['Qwen2ForCausalLM'], attention_dropout: 0.0, bos_token_id: null, dtype: 'float32', eos_token_id: null,
+      hidden_act: 'silu', hidden_size: 896, initializer_range: 0.05, intermediate_size: 4864,
+      layer_types: ['full_attention', 'full_attention', 'full_attention', 'full_attention'], max_position_embeddings: 4096,
+      max_window_layers: 28, model_type: 'qwen2', num_attention_heads: 14, num_hidden_layers: 4, num_key_value_heads: 2,
+      pad_token_id: null, rms_norm_eps: 1e-6, rope_parameters: { rope_theta: 1000000, rope_type: 'default' }, sliding_window: null,
+      tie_word_embeddings: true, transformers_version: '5.17.0', use_cache: true, use_sliding_window: false, vocab_size: 151936,
+    };
+    const c = parseConfig(saved);
+    assert.equal(c.ropeTheta, 1_000_000);
+    assert.equal(c.numHiddenLayers, 4);
+    assert.equal(c.torchDtype, 'float32');
+    assert.throws(() => parseConfig({ ...saved, layer_types: ['full_attention', 'sliding_attention', 'full_attention', 'full_attention'] }),
+      /layer_types: only "full_attention" layers are supported/);
+  });
+
+  test('the RoPE base is read where transformers 5 writes it (rope_parameters), and where older versions do', () => {
+    const v5 = { ...base, rope_parameters: { rope_type: 'default', rope_theta: 1_000_000 } };
+    assert.equal(parseConfig(v5).ropeTheta, 1_000_000);
+    assert.equal(parseConfig({ ...v5, rope_theta: 1_000_000 }).ropeTheta, 1_000_000);
+    assert.equal(parseConfig({ ...base, rope_theta: 500_000 }).ropeTheta, 500_000);
+    assert.equal(parseConfig({ ...base, rope_parameters: { rope_type: 'default' }, rope_theta: 20_000 }).ropeTheta, 20_000);
+    assert.equal(parseConfig(base).ropeTheta, 10000);
+    assert.ok(!('rope_parameters' in parseConfig(v5).extra), 'a read key is not carried as an unknown one');
+  });
+
   for (const [label, change, key, problem] of cases) {
     test(label, () => {
       const path = writeJson(`bad-${label.replace(/\W+/g, '-')}.json`, { ...base, ...change });

@@ -192,7 +192,13 @@ describe('Policy on a CUDA device', { skip: DEVICE ? false : 'no CUDA device in 
 });
 
 describe('rollouts on a CUDA policy', { skip: DEVICE ? false : 'no CUDA device in this build' }, () => {
-  it('rollout log-probs equal sequenceLogprobs on the device bit for bit (τ = 1, τ ≠ 1, greedy; hidden > one K slab)', () => {
+  // The own GEMM sums each output in one fixed order whatever the number of rows, so the
+  // decode's one-row products give the prefill's bits. cuBLASLt picks its kernel (tiles,
+  // split-K) by shape, so there the two agree to rounding only (H200, cuBLASLt 13.1:
+  // |Δ| ≤ 1.2e-6 on log-probs near −2); the trainer does not rely on it (its old log-probs
+  // are its own first pass's).
+  const exact = !buildInfo().cudaMatmul.startsWith('cuBLASLt');
+  it(`rollout log-probs equal sequenceLogprobs on the device ${exact ? 'bit for bit (own GEMM)' : 'to 1e-5 (cuBLASLt)'} (τ = 1, τ ≠ 1, greedy; hidden > one K slab)`, () => {
     const r = rng('cuda rollout logprobs');
     const wide = { model_type: 'qwen2', hidden_size: 72, intermediate_size: 40, num_hidden_layers: 1, num_attention_heads: 3,
       num_key_value_heads: 1, vocab_size: 389, tie_word_embeddings: true, max_position_embeddings: 64 };
@@ -204,7 +210,8 @@ describe('rollouts on a CUDA policy', { skip: DEVICE ? false : 'no CUDA device i
         const lps = policy.sequenceLogprobs(prompts, out.tokens, { temperature: temperature === 0 ? 1 : temperature });
         prompts.forEach((_, b) => {
           assert.ok(out.logprobs[b].every(Number.isFinite));
-          assert.deepEqual(Array.from(out.logprobs[b]), Array.from(lps[b]), `τ=${temperature} row ${b}`);
+          if (exact) assert.deepEqual(Array.from(out.logprobs[b]), Array.from(lps[b]), `τ=${temperature} row ${b}`);
+          else assertClose(out.logprobs[b], lps[b], { atol: 1e-5, rtol: 1e-5 }, `τ=${temperature} row ${b}`);
         });
       }
       policy.dispose();
