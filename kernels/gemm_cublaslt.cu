@@ -173,6 +173,8 @@ struct Layouts {
 
 }  // namespace
 
+bool cuda_matmul_is_cublaslt() { return library().ok; }
+
 std::string cuda_matmul_description() {
   const Loaded& l = library();
   if (!l.ok) return l.description;

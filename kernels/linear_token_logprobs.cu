@@ -39,11 +39,14 @@
 #include <climits>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "../native/common.h"
 #include "../native/cuda_backend.h"
+#include "../native/ops/gemm.h"
 #include "../native/ops/linear_token_logprobs.h"
+#include "../native/ops/token_logprobs.h"
 #include "cuda_check.cuh"
 
 namespace lgrpo {
@@ -578,6 +581,99 @@ void backward_typed(const LinearTokenLogprobsBackwardArgs& a, int dev, unsigned 
   cuda_synchronize(dev);
 }
 
+// ---------------------------------------------------------------------------------
+// The LM head through the device GEMM, chunk by chunk of rows
+//
+// Where cuBLASLt runs the GEMMs, the LM head is faster as chunks of C rows through it
+// than as the fused tiles above (H200, one run: cuBLASLt's f32 GEMM 50.8 TFLOP/s, these
+// kernels 12.4 forward and 6.4 backward; docs/bench/gpu-h200.md). Per chunk: its logits
+// [C, V] (one GEMM), the token log-prob kernels on them (kernels/token_logprobs.cu:
+// forward, or the gradient of the logits written over them), then gradHidden = G·W
+// and gradWeight += Gᵀ·H (two GEMMs). C·V floats stay under kChunkBytes, so the N × V
+// logits are still never held. Liger-Kernel's fused-linear losses chunk the same way.
+//
+// The fused kernels stay the path of the own GEMM (the emulator's too): their row
+// results do not depend on the other rows, which cuBLASLt's (kernel chosen by shape) do
+// not promise. They also give every error its words, so the chunked path reruns them
+// whenever it throws, and they serve what the chunks do not: bf16/f16 inputs, the
+// forward's lse_lo and the backward's lse_shift (rows with |lse| ≥ kLinearLseRecheck).
+// LGRPO_CUDA_LM_HEAD=fused forces the fused kernels, =chunked the chunks, =chunked:R
+// chunks of R rows (tests run the chunked path on the emulated device this way, several
+// chunks at small sizes).
+constexpr int64_t kChunkBytes = int64_t{1} << 30;
+constexpr int64_t kChunkMinRows = 256;  // below this the fused kernels' launches are few anyway
+
+// 0: the fused kernels; else the rows per chunk.
+int64_t chunk_rows(DType dtype, int64_t rows, int64_t vocab, bool fused_only) {
+  if (dtype != DType::F32 || fused_only || vocab == 0) return 0;
+  const int64_t fit = std::max<int64_t>(1, std::min(rows, kChunkBytes / (static_cast<int64_t>(sizeof(float)) * vocab)));
+  const char* forced = std::getenv("LGRPO_CUDA_LM_HEAD");
+  if (forced && std::strcmp(forced, "fused") == 0) return 0;
+  if (forced && std::strcmp(forced, "chunked") == 0) return fit;
+  if (forced && std::strncmp(forced, "chunked:", 8) == 0) return std::max<int64_t>(1, std::min<int64_t>(fit, std::atoll(forced + 8)));
+  return rows >= kChunkMinRows && cuda_matmul_is_cublaslt() ? fit : 0;
+}
+
+// logits[c, V] = hidden[r0 : r0 + c] · weightᵀ
+void chunk_logits(const LinearTokenLogprobsForwardArgs& a, int64_t r0, int64_t c, float* logits) {
+  GemmArgs g;
+  g.trans_b = true;
+  g.m = c, g.n = a.vocab, g.k = a.dim;
+  g.a = static_cast<const float*>(a.hidden) + r0 * a.dim, g.lda = a.dim;
+  g.b = static_cast<const float*>(a.weight), g.ldb = a.dim;
+  g.c = logits, g.ldc = a.vocab;
+  g.device = a.device;
+  gemm_f32_cuda(g);
+}
+
+void forward_chunked(const LinearTokenLogprobsForwardArgs& a, int64_t C) {
+  DeviceBuffer logits(sizeof(float) * static_cast<size_t>(C * a.vocab), a.device);
+  for (int64_t r0 = 0; r0 < a.rows; r0 += C) {
+    const int64_t c = std::min(C, a.rows - r0);
+    chunk_logits(a, r0, c, logits.as<float>());
+    TokenLogprobsForwardArgs t{};
+    t.logits = logits.as(), t.dtype = DType::F32, t.rows = c, t.vocab = a.vocab;
+    t.targets = a.targets + r0, t.temperature = a.temperature;
+    t.logprobs = a.logprobs + r0, t.entropy = a.entropy ? a.entropy + r0 : nullptr, t.lse = a.lse + r0;
+    t.device = a.device;
+    token_logprobs_forward_cuda(t);
+  }
+}
+
+void backward_chunked(const LinearTokenLogprobsBackwardArgs& a, int64_t C) {
+  const int64_t V = a.vocab, d = a.dim;
+  DeviceBuffer logits(sizeof(float) * static_cast<size_t>(C * V), a.device);
+  float* G = logits.as<float>();
+  LinearTokenLogprobsForwardArgs f{};
+  f.hidden = a.hidden, f.weight = a.weight, f.dtype = a.dtype, f.rows = a.rows, f.dim = d, f.vocab = V;
+  f.device = a.device;
+  for (int64_t r0 = 0; r0 < a.rows; r0 += C) {
+    const int64_t c = std::min(C, a.rows - r0);
+    chunk_logits(f, r0, c, G);
+    TokenLogprobsBackwardArgs t{};
+    t.logits = G, t.dtype = DType::F32, t.rows = c, t.vocab = V, t.targets = a.targets + r0;
+    t.lse = a.lse + r0, t.grad_logprobs = a.grad_logprobs + r0;
+    t.grad_entropy = a.grad_entropy ? a.grad_entropy + r0 : nullptr;
+    t.entropy = a.entropy ? a.entropy + r0 : nullptr;
+    t.temperature = a.temperature, t.grad_logits = G, t.device = a.device;
+    token_logprobs_backward_cuda(t);  // G = ∂L/∂logits, 1/τ included, over the logits
+    const float* h = static_cast<const float*>(a.hidden) + r0 * d;
+    GemmArgs gh;  // gradHidden[r0 : r0 + c] = G · W
+    gh.m = c, gh.n = d, gh.k = V;
+    gh.a = G, gh.lda = V, gh.b = static_cast<const float*>(a.weight), gh.ldb = d;
+    gh.c = a.grad_hidden + r0 * d, gh.ldc = d, gh.device = a.device;
+    gemm_f32_cuda(gh);
+    GemmArgs gw;  // gradWeight (+)= Gᵀ · hidden[r0 : r0 + c]
+    gw.trans_a = true;
+    gw.m = V, gw.n = d, gw.k = c;
+    gw.a = G, gw.lda = V, gw.b = h, gw.ldb = d;
+    gw.beta = r0 == 0 ? 0.0f : 1.0f;
+    gw.c = a.grad_weight, gw.ldc = d, gw.device = a.device;
+    gemm_f32_cuda(gw);
+  }
+  cuda_synchronize(a.device);
+}
+
 }  // namespace
 
 void linear_token_logprobs_forward_cuda(const LinearTokenLogprobsForwardArgs& a) {
@@ -585,6 +681,14 @@ void linear_token_logprobs_forward_cuda(const LinearTokenLogprobsForwardArgs& a)
   if (a.vocab == 0) throw Error("targets: the vocabulary is empty (weight has 0 rows)", Error::Range);
   const int dev = a.device;
   DeviceGuard guard(dev);
+  if (const int64_t C = chunk_rows(a.dtype, a.rows, a.vocab, a.lse_lo != nullptr)) {
+    try {
+      forward_chunked(a, C);
+      return;
+    } catch (const Error&) {
+      // the fused kernels below find the same problem and name it in their words
+    }
+  }
   DeviceFlags<kFlagCount> flags(dev);
   switch (a.dtype) {
     case DType::F32: forward_typed<float>(a, dev, flags.words()); break;
@@ -623,6 +727,14 @@ void linear_token_logprobs_backward_cuda(const LinearTokenLogprobsBackwardArgs& 
     if (a.rows > 0) throw Error("targets: the vocabulary is empty (weight has 0 rows)", Error::Range);
     if (a.vocab * a.dim > 0) cuda_memset_zero(a.grad_weight, sizeof(float) * static_cast<size_t>(a.vocab * a.dim), dev);
     return;
+  }
+  if (const int64_t C = chunk_rows(a.dtype, a.rows, a.vocab, a.lse_shift != nullptr)) {
+    try {
+      backward_chunked(a, C);
+      return;
+    } catch (const Error&) {
+      // as in the forward: the fused kernels name the problem
+    }
   }
   DeviceFlags<kFlagCount> flags(dev);
   switch (a.dtype) {

@@ -106,6 +106,21 @@ step('bench --device cuda:0', () => {
   return { ok: report.errors.length === 0, detail: `${report.results.length} rows${d ? `, device copy ${d.copyGBs.toFixed(0)} GB/s` : ''} (bench.json, bench.md)${emulated ? '; emulated: timings mean nothing' : ''}` };
 });
 
+// The CUDA LM head runs as row chunks through cuBLASLt where it is loaded, else as the
+// fused kernels: both timed here in one run, at the kernel bench's sizes.
+step('LM head: chunks through the GEMM vs the fused kernels', () => {
+  if (emulated) return { ok: null, detail: 'timings mean nothing on the emulated device' };
+  const time = (mode) => {
+    const r = run(process.execPath, [join(root, 'dist', 'src', 'cli', 'main.js'), 'bench', '--device', 'cuda:0', '--only', 'linearTokenLogprobs', '--json'], { env: { LGRPO_CUDA_LM_HEAD: mode } });
+    if (r.status !== 0) throw new Error(`LGRPO_CUDA_LM_HEAD=${mode}: ${r.text.trim().split('\n').pop()}`);
+    return JSON.parse(r.stdout).results.map((x) => ({ variant: `${x.variant} [${x.size}]`, ms: x.medianMs, diff: x.naive?.maxAbsDiff }));
+  };
+  const chunked = time('chunked'), fused = time('fused');
+  writeFileSync(join(out, 'lm-head.json'), JSON.stringify({ chunked, fused }, null, 2));
+  const parts = chunked.map((c, i) => `${c.variant}: chunked ${c.ms.toFixed(1)} ms, fused ${fused[i].ms.toFixed(1)} ms (${(fused[i].ms / c.ms).toFixed(2)}×), max |Δ| vs naive ${c.diff?.toExponential(1)}`);
+  return { ok: chunked.every((c) => c.diff < 1e-3), detail: `${parts.join('; ')} (lm-head.json)` };
+});
+
 // Inputs for PyTorch, and our kernels' outputs on them, as raw little-endian arrays.
 async function writeTorchCase(dir) {
   const m = await index();

@@ -72,6 +72,8 @@ void gemm_f32_k_segments(const GemmArgs& g, const int64_t* bounds, int64_t count
 // 'medium', as torch.set_float32_matmul_precision) applies to it only; the description
 // says which GEMM the CUDA twin runs (buildInfo().cudaMatmul).
 bool gemm_f32_cublaslt(const GemmArgs& g);
+// Whether the CUDA twin's GEMMs run on cuBLASLt (loaded, not forced off), as buildInfo().cudaMatmul says.
+bool cuda_matmul_is_cublaslt();
 void set_cuda_matmul_precision(const std::string& precision);
 std::string cuda_matmul_description();
 

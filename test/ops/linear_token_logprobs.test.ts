@@ -173,6 +173,37 @@ describe(`linearTokenLogprobs on ${TEST_DEVICE}`, () => {
     });
   }
 
+  // The CUDA twin's LM head as row chunks through the device GEMM (its default where
+  // cuBLASLt runs the GEMMs): several chunks and a partial last one, τ ≠ 1, entropy;
+  // bad inputs still name hidden or weight (the fused kernels rerun to name them).
+  it('the chunked CUDA LM head (LGRPO_CUDA_LM_HEAD=chunked:R) matches the reference over several chunks', { skip: ON_GPU ? false : 'the CUDA twin only' }, () => {
+    const r = rng('linearTokenLogprobs chunked');
+    const c = randomCase(r, 70, 1001, 33, 0.7);
+    const ref = linearTokenLogprobsReference(c);
+    for (const mode of ['chunked:16', 'chunked:1', 'chunked']) {
+      process.env.LGRPO_CUDA_LM_HEAD = mode;
+      try {
+        const out = forward(c, true);
+        assertClose(values(out.logprobs), ref.logprobs, { atol: 3e-5, rtol: 2e-5 }, `logprobs (${mode})`);
+        assertClose(values(out.lse), ref.lse, { atol: 3e-5, rtol: 2e-5 }, `lse (${mode})`);
+        assertClose(values(out.entropy!), ref.entropy, { atol: 3e-5, rtol: 2e-5 }, `entropy (${mode})`);
+        const k = forwardBackward(r, c, true);
+        const g = linearTokenLogprobsBackwardReference(c, k.g, k.e);
+        assertClose(k.gradHidden, g.gradHidden, { atol: 3e-5, rtol: 1e-4 }, `gradHidden (${mode})`);
+        assertClose(k.gradWeight, g.gradWeight, { atol: 3e-5, rtol: 1e-4 }, `gradWeight (${mode})`);
+        for (const [which, bad] of [['hidden', NaN], ['weight', Infinity]] as const) {
+          const broken = { ...c, [which]: Float32Array.from(c[which]) };
+          broken[which][40 * c.dim + 2] = bad;
+          const x = inputs(broken);
+          throwsNaming(() => linearTokenLogprobs(x.hidden, x.weight, x.targets), RangeError, which);
+          throwsNaming(() => linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, onDevice(Float32Array.from(ref.lse)), onDevice(k.g)), RangeError, which);
+        }
+      } finally {
+        delete process.env.LGRPO_CUDA_LM_HEAD;
+      }
+    }
+  });
+
   it('forward is exact where the answer is: V = 1 gives logp = 0 and H = 0', () => {
     const r = rng('linearTokenLogprobs');
     const c = randomCase(r, 9, 1, 11, 0.7);
