@@ -257,6 +257,9 @@ def main():
     torch.set_num_interop_threads(1)
     log(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
         f"attention {'sdpa' if HAS_SDPA else 'explicit'}; building {spec['name']} on {device}")
+    if not on_gpu and openblas_core(blas_library()) is None:
+        log(f"! the BLAS is not OpenBLAS ({', '.join(blas_library()) or 'none found'}): if it is the reference "
+            "BLAS, these times are no baseline (Debian: apt-get install libopenblas0-openmp)")
     # GPU: fp32 master weights, bf16 matmuls (autocast), as the CUDA engine's precision.
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else contextlib.nullcontext
     peak = matmul_tflops(device) if on_gpu else None

@@ -321,7 +321,7 @@ export function findTorch(): TorchAvailability {
   return {
     available: false,
     reason: `PyTorch is not installed (\`import torch\` failed with ${candidates.join(', ')}); comparison skipped. ` +
-      'For the comparison only: apt-get install python3-torch (Debian), or pip install torch; LGRPO_BENCH_PYTHON picks the interpreter.',
+      'For the comparison only: apt-get install python3-torch libopenblas0-openmp (Debian), or pip install torch; LGRPO_BENCH_PYTHON picks the interpreter.',
   };
 }
 
@@ -771,9 +771,14 @@ export function formatEngineReport(report: EngineBenchReport): string {
   lines.push(`         ${report.flopNote}`);
   const t = report.torch;
   const first = report.cases.find((c) => c.torch)?.torch;
-  if (t.available && first)
+  if (t.available && first) {
     lines.push(`PyTorch: ${first.torch} (${t.python}, python ${first.python}), ${first.threads} thread(s), BLAS ${first.blasLibraries.map((p) => p.split('/').pop()).join(', ') || 'unknown'}${first.blasCore ? ` (OpenBLAS kernel ${first.blasCore}; OPENBLAS_CORETYPE unset for it)` : ''}, attention ${first.attention}, KV cache ${first.kvCache ? 'yes' : 'no'}`);
-  else if (t.available) lines.push(`PyTorch: ${t.version} (${t.python}) found, but no configuration produced a comparison`);
+    // Debian's python3-torch uses whatever libblas.so.3 the system provides: without
+    // OpenBLAS that is the reference BLAS, ten times slower (seen here: 11.1 s against
+    // 0.84 s for the small step), which would make every ratio meaningless.
+    if (!first.blasCore)
+      lines.push(`! PyTorch's BLAS is not OpenBLAS (${first.blasLibraries.join(', ') || 'none found'}): if it is the reference BLAS, its times are no baseline; on Debian: apt-get install libopenblas0-openmp`);
+  } else if (t.available) lines.push(`PyTorch: ${t.version} (${t.python}) found, but no configuration produced a comparison`);
   else lines.push(`PyTorch: ${t.reason}`);
   lines.push('');
 
