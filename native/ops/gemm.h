@@ -98,11 +98,8 @@ inline int64_t panel_floats(int64_t n, int64_t k) { return (n + kPanelWidth - 1)
 void pack_panels_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, float* panels);
 // Weights per chunk a thread claims (parallel_chunks) in the few-row panel GEMMs, f32 and
 // bf16: long enough that each thread's stream stays sequential for a while (128 KB chunks
-// were 5% slower on f32). In whole panels, an even number of them, at least two.
+// were 5% slower on f32). In whole panels, a multiple of kPanelStreams of them (below).
 constexpr int64_t kPanelChunkBytes = 512 * 1024;
-inline int64_t panels_per_chunk(int64_t panel_bytes) {
-  return std::max<int64_t>(2, kPanelChunkBytes / std::max<int64_t>(panel_bytes, 1) / 2 * 2);
-}
 
 // Few-row dot products over panels: for r < rows (≤ 8) and the q < count (1 to
 // kPanelStreams) panels at w + q·panel_stride,
@@ -114,6 +111,13 @@ inline int64_t panels_per_chunk(int64_t panel_bytes) {
 // panels restarted a stream cold at every step: two parts were 9% faster in f32 and bf16,
 // three a further 11.5% in bf16 and 1% in f32 (scripts/decode-gemm-ab, same buffers).
 constexpr int kPanelStreams = 3;
+// A chunk's panels, a multiple of kPanelStreams so that every step of for_panel_steps reads
+// kPanelStreams streams: with even counts (made for two streams), a 4864-deep bf16 matrix
+// (152 KB panels: down_proj) took chunks of 2 panels and read 2 streams, not 3.
+inline int64_t panels_per_chunk(int64_t panel_bytes) {
+  const int64_t fit = kPanelChunkBytes / std::max<int64_t>(panel_bytes, 1);
+  return std::max<int64_t>(kPanelStreams, fit / kPanelStreams * kPanelStreams);
+}
 constexpr int kPanelAccStride = 16 * kPanelStreams;
 // step(i, count, part) for each step i of a range of `panels` panels: the step reads the
 // count (1 to kPanelStreams) panels i + q·part of the range, q < count.
