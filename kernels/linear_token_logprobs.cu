@@ -614,8 +614,9 @@ int64_t chunk_rows(DType dtype, int64_t rows, int64_t vocab, bool fused_only) {
   return rows >= kChunkMinRows && cuda_matmul_is_cublaslt() ? fit : 0;
 }
 
-// logits[c, V] = hidden[r0 : r0 + c] · weightᵀ
-void chunk_logits(const LinearTokenLogprobsForwardArgs& a, int64_t r0, int64_t c, float* logits) {
+// logits[c, V] = hidden[r0 : r0 + c] · weightᵀ, for the forward's and the backward's args alike
+template <class Args>
+void chunk_logits(const Args& a, int64_t r0, int64_t c, float* logits) {
   GemmArgs g;
   g.trans_b = true;
   g.m = c, g.n = a.vocab, g.k = a.dim;
@@ -644,12 +645,9 @@ void backward_chunked(const LinearTokenLogprobsBackwardArgs& a, int64_t C) {
   const int64_t V = a.vocab, d = a.dim;
   DeviceBuffer logits(sizeof(float) * static_cast<size_t>(C * V), a.device);
   float* G = logits.as<float>();
-  LinearTokenLogprobsForwardArgs f{};
-  f.hidden = a.hidden, f.weight = a.weight, f.dtype = a.dtype, f.rows = a.rows, f.dim = d, f.vocab = V;
-  f.device = a.device;
   for (int64_t r0 = 0; r0 < a.rows; r0 += C) {
     const int64_t c = std::min(C, a.rows - r0);
-    chunk_logits(f, r0, c, G);
+    chunk_logits(a, r0, c, G);
     TokenLogprobsBackwardArgs t{};
     t.logits = G, t.dtype = DType::F32, t.rows = c, t.vocab = V, t.targets = a.targets + r0;
     t.lse = a.lse + r0, t.grad_logprobs = a.grad_logprobs + r0;

@@ -10,7 +10,9 @@ mkdir -p .gpu
 [ -f .gpu/node.xz ] || ../shared/gpu/pack-node.sh
 rm -rf .gpu/node_modules && mkdir -p .gpu/node_modules
 # The runtime packages the CLI imports and everything they depend on, resolved as Node
-# resolves them (nested node_modules first, then hoisted).
+# resolves them (nested node_modules first, then hoisted). Only the top-level folders are
+# copied: a nested package lies inside one of them (cp -r onto an existing folder would
+# copy it a second time, one level down).
 node --input-type=module -e "
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -26,7 +28,8 @@ function visit(name, from) {
   }
 }
 for (const name of ['yargs', '@huggingface/tokenizers', '@huggingface/jinja']) visit(name, process.cwd());
-console.log([...seen].map((p) => p.slice(process.cwd().length + '/node_modules/'.length)).join('\\n'));
+const rel = [...seen].map((p) => p.slice(process.cwd().length + '/node_modules/'.length));
+console.log(rel.filter((p) => !p.includes('/node_modules/')).join('\\n'));
 " | while read -r rel; do
   mkdir -p ".gpu/node_modules/$(dirname "$rel")" && cp -r "node_modules/$rel" ".gpu/node_modules/$rel"
 done

@@ -151,12 +151,16 @@ export function median(values: readonly number[]): number {
  * met. Only the call itself is timed; `after` (freeing outputs, for instance) runs
  * outside the timed region.
  */
+// TimingOptions with their defaults filled in, times in ms.
+function timingLimits(options: TimingOptions) {
+  return {
+    warmup: options.warmup ?? 1, minRuns: options.minRuns ?? 5, minMs: (options.minSeconds ?? 1) * 1000,
+    maxRuns: options.maxRuns ?? 10000, maxMs: (options.maxSeconds ?? 60) * 1000,
+  };
+}
+
 export function timeIt<R>(fn: () => R, options: TimingOptions = {}, after?: (result: R) => void): Timing {
-  const warmup = options.warmup ?? 1;
-  const minRuns = options.minRuns ?? 5;
-  const minMs = (options.minSeconds ?? 1) * 1000;
-  const maxRuns = options.maxRuns ?? 10000;
-  const maxMs = (options.maxSeconds ?? 60) * 1000;
+  const { warmup, minRuns, minMs, maxRuns, maxMs } = timingLimits(options);
   for (let i = 0; i < warmup; i++) {
     const r = fn();
     after?.(r);
@@ -183,11 +187,7 @@ export function timeIt<R>(fn: () => R, options: TimingOptions = {}, after?: (res
  * `ratios[i][j]`: the median over rounds of time(fn i) / time(fn j) in the same round.
  */
 export function timeAlternating(fns: readonly (() => void)[], options: TimingOptions = {}): { timings: Timing[]; ratios: number[][] } {
-  const warmup = options.warmup ?? 1;
-  const minRuns = options.minRuns ?? 5;
-  const minMs = (options.minSeconds ?? 1) * 1000;
-  const maxRuns = options.maxRuns ?? 10000;
-  const maxMs = (options.maxSeconds ?? 60) * 1000;
+  const { warmup, minRuns, minMs, maxRuns, maxMs } = timingLimits(options);
   for (let i = 0; i < warmup; i++) for (const fn of fns) fn();
   const samples: number[][] = fns.map(() => []);
   const totals = fns.map(() => 0);

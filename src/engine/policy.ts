@@ -101,8 +101,9 @@ export interface GenerateOptions {
   /**
    * weights the rollout reads: 'f32' (default; untruncated log-probs are then bit for bit
    * sequenceLogprobs' on the CPU and with the own CUDA GEMM, equal to rounding under
-   * cuBLASLt, which picks its kernel by shape), or 'bf16': every weight matrix from a bf16 copy of the parameters
-   * (rounded to nearest even at the start of the call), half the bytes per decoding step;
+   * cuBLASLt, which picks its kernel by shape), or 'bf16': every weight matrix from a bf16
+   * copy of the parameters (rounded to nearest even at the start of the call), half the
+   * bytes per decoding step;
    * norms, biases and the embedding stay f32 and the log-probs are the bf16 model's. On a
    * CPU with AVX512-BF16 (buildInfo().simd 'avx512+bf16') the activations entering each
    * weight matrix are rounded to bf16 too (bf16 dot products, f32 accumulation); other CPUs
