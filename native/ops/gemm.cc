@@ -603,15 +603,13 @@ void few_rows_panel_range(const GemmArgs& g, const float* xp, int64_t p_begin, i
 
 void gemm_few_rows_panels(const GemmArgs& g) { few_rows_panel_range(g, pack_x_groups(g), 0, ceil_div(g.n, NR)); }
 
-// The pool's version: x packed once, then chunks of kPanelChunkBytes of panels claimed as
+// The pool's version: x packed once, then the chunks of panel_chunks claimed as
 // the threads come (a panel's bits do not depend on which thread makes it, or on its neighbours).
 void gemm_few_rows_panels_parallel(const GemmArgs& g) {
   const float* xp = pack_x_groups(g);
   const int64_t panels = ceil_div(g.n, NR);
-  const int64_t per_chunk = panels_per_chunk(4 * NR * g.k);
-  parallel_chunks(ceil_div(panels, per_chunk), [&](int64_t c) {
-    few_rows_panel_range(g, xp, c * per_chunk, std::min(panels, (c + 1) * per_chunk));
-  });
+  const PanelChunks chunks = panel_chunks(panels, 4 * NR * g.k, num_threads());
+  parallel_chunks(chunks.count, [&](int64_t c) { few_rows_panel_range(g, xp, chunks.begin(c), chunks.begin(c + 1)); });
 }
 #endif
 
@@ -702,7 +700,7 @@ void gemm_f32(const GemmArgs& g) {
     const int64_t unit = g.b_panels ? NR : 8;
     const double bytes = 4.0 * static_cast<double>(ceil_div(g.n, unit) * unit) * static_cast<double>(std::max<int64_t>(g.k, 0));
     const int64_t parts = std::min<int64_t>({num_threads(), ceil_div(g.n, unit), std::max<int64_t>(1, static_cast<int64_t>(bytes / 262144))});
-    if (g.b_panels && parts > 1 && g.k > 0 && g.alpha != 0.0f) {
+    if (g.b_panels && g.k > 0 && g.alpha != 0.0f && panel_chunks(ceil_div(g.n, NR), 4 * NR * g.k, num_threads()).count > 1) {
       gemm_few_rows_panels_parallel(g);
       return;
     }

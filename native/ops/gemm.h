@@ -111,12 +111,27 @@ constexpr int64_t kPanelChunkBytes = 512 * 1024;
 // panels restarted a stream cold at every step: two parts were 9% faster in f32 and bf16,
 // three a further 11.5% in bf16 and 1% in f32 (scripts/decode-gemm-ab, same buffers).
 constexpr int kPanelStreams = 3;
-// A chunk's panels, a multiple of kPanelStreams so that every step of for_panel_steps reads
-// kPanelStreams streams: with even counts (made for two streams), a 4864-deep bf16 matrix
-// (152 KB panels: down_proj) took chunks of 2 panels and read 2 streams, not 3.
-inline int64_t panels_per_chunk(int64_t panel_bytes) {
-  const int64_t fit = kPanelChunkBytes / std::max<int64_t>(panel_bytes, 1);
-  return std::max<int64_t>(kPanelStreams, fit / kPanelStreams * kPanelStreams);
+// How a few-row panel GEMM's panels split into the chunks its threads claim
+// (parallel_chunks): a multiple of the thread count of chunks, near kPanelChunkBytes each and
+// equal in size, so that the threads finish together. (Chunks of a fixed size left one thread
+// streaming the last chunk of each matrix alone while the other waited, and matrices under
+// 256 KB ran on one thread.) Where a matrix has several triples of panels per chunk, chunks
+// hold whole multiples of kPanelStreams panels (but the last), so that for_panel_steps reads
+// kPanelStreams streams at every step: chunks split to the panel took two-stream steps for a
+// tenth of the bf16 time. One chunk under kPanelParallelBytes, where waking the pool costs
+// more than half the stream saves.
+constexpr int64_t kPanelParallelBytes = 64 * 1024;
+struct PanelChunks {
+  int64_t count, panels, unit;  // unit: 1 or kPanelStreams panels
+  // chunk c: panels [begin(c), begin(c + 1))
+  int64_t begin(int64_t c) const { return std::min(panels, (panels + unit - 1) / unit * c / count * unit); }
+};
+inline PanelChunks panel_chunks(int64_t panels, int64_t panel_bytes, int64_t threads) {
+  const int64_t bytes = panels * std::max<int64_t>(panel_bytes, 1);
+  if (threads <= 1 || panels <= 1 || bytes < kPanelParallelBytes) return {1, panels, 1};
+  const int64_t rounds = (bytes + threads * kPanelChunkBytes - 1) / (threads * kPanelChunkBytes);
+  const int64_t count = std::min(panels, rounds * threads);
+  return {count, panels, panels >= 4 * kPanelStreams * count ? kPanelStreams : 1};
 }
 constexpr int kPanelAccStride = 16 * kPanelStreams;
 // step(i, count, part) for each step i of a range of `panels` panels: the step reads the

@@ -256,17 +256,12 @@ void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64
       }
     });
   };
-  // Chunks of kPanelChunkBytes of weights, claimed as the threads come; under 256 KB in
-  // all, waking a thread costs more than it saves.
-  const int64_t panel_bytes = 64 * pairs;
-  if (panels * panel_bytes < 262144) {
+  const PanelChunks chunks = panel_chunks(panels, 64 * pairs, num_threads());
+  if (chunks.count == 1) {
     run(0, panels);
     return;
   }
-  const int64_t per_chunk = panels_per_chunk(panel_bytes);
-  parallel_chunks((panels + per_chunk - 1) / per_chunk, [&](int64_t c) {
-    run(c * per_chunk, std::min(panels, (c + 1) * per_chunk));
-  });
+  parallel_chunks(chunks.count, [&](int64_t c) { run(chunks.begin(c), chunks.begin(c + 1)); });
 }
 
 // xp as above: each row converted whole with vector stores (store8_bf16 = f32_to_bf16 lane

@@ -26,7 +26,7 @@ import { gemm, measurePeakFlops } from '../ops/gemm.js';
 import { grpoLoss } from '../ops/grpo_loss.js';
 import { linearTokenLogprobs, linearTokenLogprobsBackward } from '../ops/linear_token_logprobs.js';
 import { Tensor } from '../tensor.js';
-import { describeMachine, measureCeiling, fillUniform, formatBytes, median, randomInts, timeAlternating, timeIt, type Ceiling, type Machine, type Timing, type TimingOptions } from './harness.js';
+import { describeMachine, measureCeiling, fillUniform, formatBytes, median, openReadProbe, randomInts, timeAlternating, timeIt, type Ceiling, type Machine, type Timing, type TimingOptions } from './harness.js';
 
 // ---------------------------------------------------------------------------------
 // Configurations
@@ -196,6 +196,17 @@ export interface EngineDecodeResult {
   stepWeightGBs: number;
   /** stepWeightGBs ÷ the read bandwidth of this run */
   stepFractionOfRead: number;
+  /**
+   * The read bandwidth beside these calls: the median of ReadProbe measurements taken
+   * between the rounds of the decode timings (before each round and after the last), so at
+   * the moments the calls ran. The run's best read (fractionOfRead's) is the most the host
+   * gave at any moment of the run.
+   */
+  readBesideGBs: number;
+  /** weightGBs ÷ readBesideGBs */
+  fractionOfReadBeside: number;
+  /** stepWeightGBs ÷ readBesideGBs */
+  stepFractionOfReadBeside: number;
   /** rows decoded at once */
   batch: number;
 }
@@ -595,8 +606,17 @@ async function runCase(
       if (made !== decodeBatch * maxNewTokens) throw new Error(`generate made ${made} tokens, expected ${decodeBatch * maxNewTokens}`);
       for (const lp of out.logprobs) for (const x of lp) if (!Number.isFinite(x)) throw new Error(`generate: a sampled token has log-prob ${x}`);
     });
-    const whole = timeAlternating(calls(c.maxNewTokens), c.decodeTiming);
-    const prefill = timeAlternating(calls(1), c.decodeTiming);
+    const probe = await openReadProbe();
+    let whole: ReturnType<typeof timeAlternating>, prefill: ReturnType<typeof timeAlternating>;
+    try {
+      whole = timeAlternating(calls(c.maxNewTokens), c.decodeTiming, () => probe.measure());
+      prefill = timeAlternating(calls(1), c.decodeTiming, () => probe.measure());
+    } finally {
+      await probe.close();
+    }
+    const readBesideGBs = median(probe.samples);
+    log(`${c.name}: read beside the decode calls ${readBesideGBs.toFixed(1)} GB/s (median of ${probe.samples.length}, ` +
+      `${Math.min(...probe.samples).toFixed(1)}–${Math.max(...probe.samples).toFixed(1)})`);
     const newTokens = decodeBatch * c.maxNewTokens;
     bf16Speedup = whole.ratios[0][1];
     [decode, decodeBf16] = precisions.map((precision, i): EngineDecodeResult => {
@@ -608,10 +628,12 @@ async function runCase(
       const result: EngineDecodeResult = {
         ...d, tokensPerS: newTokens / (d.medianMs / 1000), newTokens, promptTokens: decodeBatch * c.promptLength,
         weightGBs: gbs, fractionOfRead: NaN, prefillMs: p.medianMs, stepWeightGBs: stepGbs, stepFractionOfRead: NaN,
+        readBesideGBs, fractionOfReadBeside: gbs / readBesideGBs, stepFractionOfReadBeside: stepGbs / readBesideGBs,
         batch: decodeBatch,
       };
       log(`${c.name}: decoding (${precision}) ${d.medianMs.toFixed(0)} ms median (${d.runs} runs): ${result.tokensPerS.toFixed(1)} tokens/s, weights ${gbs.toFixed(1)} GB/s; ` +
-        `prefill + first draw ${p.medianMs.toFixed(0)} ms, the steps after it ${stepGbs.toFixed(1)} GB/s`);
+        `prefill + first draw ${p.medianMs.toFixed(0)} ms, the steps after it ${stepGbs.toFixed(1)} GB/s ` +
+        `(${(100 * result.fractionOfReadBeside).toFixed(0)}% and ${(100 * result.stepFractionOfReadBeside).toFixed(0)}% of the read beside the calls)`);
       return result;
     });
     log(`${c.name}: bf16 / f32 decoding speed ${bf16Speedup.toFixed(2)}× (median over rounds of the f32 call's time ÷ the bf16 call's)`);
@@ -794,15 +816,17 @@ export function formatEngineReport(report: EngineBenchReport): string {
   ));
   lines.push('');
   lines.push(`Decoding: generate(), sampled at temperature ${DECODE_TEMPERATURE}, KV cache; tokens/s = B × new tokens / time of the call, prefill of the prompt included;`);
-  lines.push(`weights GB/s = linear weights × bytes per weight (f32 4, bf16 2) × new tokens / time, against the read bandwidth of this run (${report.bandwidth.readGBs.toFixed(1)} GB/s, the best of ${report.bandwidthSamples.map((b) => b.readGBs.toFixed(1)).join(' and ')})`);
+  lines.push(`weights GB/s = linear weights × bytes per weight (f32 4, bf16 2) × new tokens / time, against the read bandwidth measured beside the calls ` +
+    `(between their rounds: ${report.cases.map((c) => `${c.name} ${c.decode.readBesideGBs.toFixed(1)} GB/s`).join(', ')}) and against the best read of this run ` +
+    `(${report.bandwidth.readGBs.toFixed(1)} GB/s, the best of ${report.bandwidthSamples.map((b) => b.readGBs.toFixed(1)).join(' and ')})`);
   lines.push(...table(
-    ['config', 'B', 'prompt', 'new/row', 'weights', 'lgrpo ms', 'lgrpo tok/s', 'weights GB/s', '% of read', 'torch ms', 'torch tok/s', 'torch weights GB/s', 'lgrpo/torch'],
+    ['config', 'B', 'prompt', 'new/row', 'weights', 'lgrpo ms', 'lgrpo tok/s', 'weights GB/s', '% of read beside', '% of best read', 'torch ms', 'torch tok/s', 'torch weights GB/s', 'lgrpo/torch'],
     report.cases.flatMap((c) => [['f32', c.decode], ['bf16', c.decodeBf16]] as const).map(([precision, d], i) => {
       const c = report.cases[Math.floor(i / 2)];
       const f32 = precision === 'f32';
       return [
         c.name, String(d.batch), String(c.promptLength), String(c.maxNewTokens), precision, ms(d.medianMs), rate(d.tokensPerS),
-        d.weightGBs.toFixed(1), pct(d.fractionOfRead),
+        d.weightGBs.toFixed(1), pct(d.fractionOfReadBeside), pct(d.fractionOfRead),
         f32 ? cmp(c, (x) => ms(x.decode.medianMs)) : '', f32 ? cmp(c, (x) => rate(x.decode.tokensPerS)) : '',
         f32 ? cmp(c, (x) => weightGBs(c.train.flops.linearWeights, c.maxNewTokens, x.decode.medianMs).toFixed(1)) : '',
         c.torch ? `${(d.tokensPerS / c.torch.decode.tokensPerS).toFixed(2)}×` : '-',
@@ -813,7 +837,7 @@ export function formatEngineReport(report: EngineBenchReport): string {
     `(medians; ${c.bf16Speedup.toFixed(2)}× as the median over rounds of f32 time ÷ bf16 time, the two alternating)`));
   lines.push(...report.cases.flatMap((c) => ([['f32', c.decode], ['bf16', c.decodeBf16]] as const).map(([precision, d]) =>
     `${c.name} ${precision}: prefill + first draw ${ms(d.prefillMs)} ms; the ${c.maxNewTokens - 1} decoding steps after it stream the weights at ` +
-    `${d.stepWeightGBs.toFixed(1)} GB/s = ${pct(d.stepFractionOfRead)} of read`)));
+    `${d.stepWeightGBs.toFixed(1)} GB/s = ${pct(d.stepFractionOfReadBeside)} of the read beside the calls, ${pct(d.stepFractionOfRead)} of the best read`)));
   lines.push('');
   lines.push('Where a training step goes (median ms):');
   lines.push(...table(

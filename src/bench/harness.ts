@@ -185,13 +185,24 @@ export function timeIt<R>(fn: () => R, options: TimingOptions = {}, after?: (res
  * machine's speed (this project's VMs drift by 2× within minutes) falls on all of them
  * alike. Stops as timeIt does, counting runs and time per function (the slowest decides).
  * `ratios[i][j]`: the median over rounds of time(fn i) / time(fn j) in the same round.
+ * `between`, untimed, runs before every round and after the last (ReadProbe.measure).
  */
-export function timeAlternating(fns: readonly (() => void)[], options: TimingOptions = {}): { timings: Timing[]; ratios: number[][] } {
+export function timeAlternating(fns: readonly (() => void)[], options: TimingOptions = {}, between?: () => void): { timings: Timing[]; ratios: number[][] } {
   const { warmup, minRuns, minMs, maxRuns, maxMs } = timingLimits(options);
   for (let i = 0; i < warmup; i++) for (const fn of fns) fn();
   const samples: number[][] = fns.map(() => []);
   const totals = fns.map(() => 0);
   for (let round = 0; round < maxRuns; round++) {
+    between?.();
+    if (!timeRound(round)) break;
+  }
+  between?.();
+  const timings = samples.map((s) => ({ medianMs: median(s), minMs: Math.min(...s), runs: s.length }));
+  const ratios = samples.map((a) => samples.map((b) => median(a.map((t, r) => t / b[r]))));
+  return { timings, ratios };
+
+  // One round of every fn; false once the limits say stop.
+  function timeRound(round: number): boolean {
     fns.forEach((fn, i) => {
       const t0 = nowMs();
       fn();
@@ -199,12 +210,8 @@ export function timeAlternating(fns: readonly (() => void)[], options: TimingOpt
       samples[i].push(dt);
       totals[i] += dt;
     });
-    if (round + 1 >= minRuns && Math.min(...totals) >= minMs) break;
-    if (Math.max(...totals) >= maxMs) break;
+    return !(round + 1 >= minRuns && Math.min(...totals) >= minMs) && Math.max(...totals) < maxMs;
   }
-  const timings = samples.map((s) => ({ medianMs: median(s), minMs: Math.min(...s), runs: s.length }));
-  const ratios = samples.map((a) => samples.map((b) => median(a.map((t, r) => t / b[r]))));
-  return { timings, ratios };
 }
 
 /** One timed call and its result, for kernels too slow to repeat (tens of seconds). */
@@ -333,6 +340,91 @@ export async function measureCeiling(bytes = 256 * 1024 * 1024, threads = buildI
     method: `memchr (read) and memmove (copy, read+write counted) over ${formatBytes(bytes)}, 1 and ${t} thread(s), best of 3`,
     gflops: measurePeakFlops(),
     flopNote: 'FLOP ceiling: measurePeakFlops(), independent FMA chains in registers on every kernel thread, with the vector width the kernels use',
+  };
+}
+
+/**
+ * The read bandwidth of the moment, measured between timed calls: on a host whose memory
+ * speed drifts (45 to 82 GB/s within minutes on this project's VMs), a kernel's share of a
+ * ceiling measured minutes earlier says more about the drift than about the kernel. The same
+ * method as measureCeiling's read (memchr over `bytes`, one slice per thread), but
+ * synchronous, so that it can run between the calls of timeAlternating: the calling thread
+ * reads the first slice while workers, woken through Atomics, read the others.
+ */
+export interface ReadProbe {
+  /** GB/s now: the best of 3 passes; also appended to samples */
+  measure(): number;
+  readonly samples: number[];
+  close(): Promise<void>;
+}
+
+const PROBE_WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { src, offset, length, control, times, index } = workerData;
+const a = Buffer.from(src, offset, length);
+const c = new Int32Array(control), t = new Float64Array(times);
+parentPort.postMessage('ready');
+for (let seen = 0; ;) {
+  Atomics.wait(c, 0, seen);  // c[0]: the pass number, -1 to stop
+  seen = Atomics.load(c, 0);
+  if (seen < 0) break;
+  const t0 = process.hrtime.bigint();
+  if (a.indexOf(0) !== -1) throw new Error('unexpected zero byte');
+  t[index] = Number(process.hrtime.bigint() - t0) / 1e9;
+  Atomics.add(c, 1, 1);  // c[1]: workers done with this pass
+  Atomics.notify(c, 1);
+}
+`;
+
+export async function openReadProbe(bytes = 256 * 1024 * 1024, threads = buildInfo().threads): Promise<ReadProbe> {
+  const src = new SharedArrayBuffer(bytes);
+  new Uint8Array(src).fill(1);
+  const t = Math.max(1, threads);
+  const slice = Math.floor(bytes / t / 4096) * 4096;
+  const control = new Int32Array(new SharedArrayBuffer(8));
+  const times = new Float64Array(new SharedArrayBuffer(8 * t));
+  const workers = Array.from({ length: t - 1 }, (_, w) => new Worker(PROBE_WORKER_SOURCE, {
+    eval: true,
+    workerData: {
+      src, offset: (w + 1) * slice, length: w + 1 === t - 1 ? bytes - (w + 1) * slice : slice,
+      control: control.buffer, times: times.buffer, index: w + 1,
+    },
+  }));
+  const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
+  const errors: unknown[] = [];
+  for (const w of workers) w.on('error', (e) => errors.push(e));
+  await Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => {
+    w.once('message', () => resolve());
+    w.once('error', reject);
+  })));
+  const first = Buffer.from(src, 0, slice);
+  const pass = (): number => {
+    Atomics.store(control, 1, 0);
+    Atomics.add(control, 0, 1);
+    Atomics.notify(control, 0);
+    const t0 = process.hrtime.bigint();
+    if (first.indexOf(0) !== -1) throw new Error('unexpected zero byte');
+    times[0] = Number(process.hrtime.bigint() - t0) / 1e9;
+    for (let done; (done = Atomics.load(control, 1)) < workers.length;) {
+      if (errors.length) throw new Error(`read probe: a worker failed: ${String(errors[0])}`);
+      Atomics.wait(control, 1, done, 1000);
+    }
+    return bytes / Math.max(...times) / 1e9;
+  };
+  pass();  // page faults, worker wake-up
+  const samples: number[] = [];
+  return {
+    samples,
+    measure() {
+      const best = Math.max(pass(), pass(), pass());
+      samples.push(best);
+      return best;
+    },
+    async close() {
+      Atomics.store(control, 0, -1);
+      Atomics.notify(control, 0);
+      await Promise.all(exited);
+    },
   };
 }
 

@@ -3,7 +3,7 @@
 // is, and without the PyTorch comparison (--no-torch), which needs Python and torch.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { timeAlternating } from '../../src/bench/harness.js';
+import { openReadProbe, timeAlternating } from '../../src/bench/harness.js';
 import { assertPositive, cli as run } from './run_cli.js';
 
 test('timeAlternating calls its functions in turn, warm-up rounds first, and stops at the runs asked for', () => {
@@ -15,6 +15,26 @@ test('timeAlternating calls its functions in turn, warm-up rounds first, and sto
   for (const t of timings) assert.ok(t.medianMs >= 0 && t.minMs <= t.medianMs);
   assert.equal(ratios.length, 3);
   ratios.forEach((row, i) => assert.ok(Object.is(row[i], 1) || Number.isNaN(row[i]), `ratios[${i}][${i}] = ${row[i]}`));
+});
+
+test('timeAlternating runs `between` before every timed round and after the last, never in the warm-up', () => {
+  const calls: string[] = [];
+  timeAlternating([() => calls.push('a'), () => calls.push('b')], { warmup: 1, minRuns: 3, minSeconds: 0 }, () => calls.push('|'));
+  assert.equal(calls.join(''), 'ab|ab|ab|ab|');
+});
+
+test('openReadProbe measures the read bandwidth synchronously, as often as asked, and closes its workers', async () => {
+  const probe = await openReadProbe(8 * 1024 * 1024, 2);
+  try {
+    const first = probe.measure();
+    assertPositive(first, 'measure()');
+    probe.measure();
+    assert.equal(probe.samples.length, 2);
+    assert.equal(probe.samples[0], first);
+    for (const s of probe.samples) assertPositive(s, 'samples');
+  } finally {
+    await probe.close();
+  }
 });
 
 test('bench --engine --quick --json reports finite positive tokens/s for training and decoding', () => {
@@ -46,13 +66,13 @@ test('bench --engine --quick --json reports finite positive tokens/s for trainin
     // tokens/s is B·T over the median step, so the two must agree.
     assert.ok(Math.abs(c.train.tokensPerS * c.train.medianMs / 1000 - c.batch * c.seq) < 1e-6 * c.batch * c.seq, at('train.tokensPerS'));
     for (const precision of ['decode', 'decodeBf16']) {
-      for (const key of ['medianMs', 'minMs', 'runs', 'tokensPerS', 'newTokens', 'promptTokens', 'weightGBs', 'fractionOfRead', 'prefillMs', 'batch'])
+      for (const key of ['medianMs', 'minMs', 'runs', 'tokensPerS', 'newTokens', 'promptTokens', 'weightGBs', 'fractionOfRead', 'readBesideGBs', 'fractionOfReadBeside', 'prefillMs', 'batch'])
         assertPositive(c[precision][key], at(`${precision}.${key}`));
       // The steps' rate is undefined (NaN, null in JSON) only when the whole call was not
       // slower than its prefill: possible for the quick run's tiny model on a busy machine.
       const d = c[precision];
-      if (d.stepWeightGBs === null) assert.ok(d.medianMs <= d.prefillMs && d.stepFractionOfRead === null, at(`${precision}.stepWeightGBs`));
-      else for (const key of ['stepWeightGBs', 'stepFractionOfRead']) assertPositive(d[key], at(`${precision}.${key}`));
+      if (d.stepWeightGBs === null) assert.ok(d.medianMs <= d.prefillMs && d.stepFractionOfRead === null && d.stepFractionOfReadBeside === null, at(`${precision}.stepWeightGBs`));
+      else for (const key of ['stepWeightGBs', 'stepFractionOfRead', 'stepFractionOfReadBeside']) assertPositive(d[key], at(`${precision}.${key}`));
       assert.equal(c[precision].newTokens, c[precision].batch * c.maxNewTokens, at(`${precision}.newTokens`));
     }
     assertPositive(c.bf16Speedup, at('bf16Speedup'));

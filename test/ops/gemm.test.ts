@@ -105,7 +105,9 @@ describe(`gemm on ${TEST_DEVICE}`, () => {
     // sampler's log-probs equal sequenceLogprobs' only if these agree bit for bit.
     const r = rng('gemm few rows');
     const big = 150;
-    for (const [k, alpha, beta, n] of [[520, 1, 0, 45], [300, -0.5, 1, 67], [17, 2, 0.75, 16], [256, 1, 0, 9], [1, 1, 0, 3], [4100, 1, 0, 40]] as const) {
+    for (const [k, alpha, beta, n] of [[520, 1, 0, 45], [300, -0.5, 1, 67], [17, 2, 0.75, 16], [256, 1, 0, 9], [1, 1, 0, 3], [4100, 1, 0, 40],
+      // over 64 KB of panels: the pool's chunks, to the panel (5 panels) and in triples (63)
+      [520, 1, 0, 80], [300, 1, 0.5, 1001]] as const) {
       for (const transA of [false, true]) {
         const a = transA ? stored(r, k, big, 0) : stored(r, big, k, 0);
         const b = stored(r, n, k, 3);
