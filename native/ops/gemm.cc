@@ -570,11 +570,16 @@ void fold_panel_block(const float* acc, float* c, int64_t ldc, int rows, int col
 const float* pack_x_groups(const GemmArgs& g) {
   const int64_t m = g.m, k = g.k, groups = ceil_div(m, 8);
   float* xp = packed_a_scratch.get(static_cast<size_t>(groups * k * 8));
-  for (int64_t grp = 0; grp < groups; ++grp)
-    for (int64_t kk = 0; kk < k; ++kk) {
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    int64_t kk = 0;
+    // Whole groups of rows 8 k at a time (this runs on the calling thread while the pool waits)
+    if (!g.trans_a && grp * 8 + 8 <= m)
+      for (; kk + 8 <= k; kk += 8) transpose8x8(g.a + grp * 8 * g.lda + kk, g.lda, xp + (grp * k + kk) * 8, 8);
+    for (; kk < k; ++kk) {
       float* dst = xp + (grp * k + kk) * 8;
       for (int64_t r = 0; r < 8; ++r) dst[r] = grp * 8 + r < m ? *op_a_at(g, grp * 8 + r, kk) : 0.0f;
     }
+  }
   return xp;
 }
 
