@@ -469,7 +469,7 @@ void gemm_few_rows(const GemmArgs& g) {
 // 8 rows × 2 panels = 16 independent chains, half an FMA per weight read, so streaming W is
 // the bound, not the FMA pipes. Per element the tile path's arithmetic exactly (below).
 #ifndef LGRPO_PANEL_AHEAD
-#define LGRPO_PANEL_AHEAD 1024  // floats ahead in a panel (64 k steps, 4 KB)
+#define LGRPO_PANEL_AHEAD 768  // floats ahead in a panel (48 k steps, 3 KB)
 #endif
 #ifndef LGRPO_PANEL_HINT
 #define LGRPO_PANEL_HINT _MM_HINT_T0

@@ -186,7 +186,7 @@ LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_rows(const uint32_t* 
 // which keep more of memory busy than one) and x's pair of each row broadcast as 32 bits,
 // shared by the Q panels — the lanes of dot_rows with the same operands, so the same bits.
 #ifndef LGRPO_BF16_PANEL_AHEAD
-#define LGRPO_BF16_PANEL_AHEAD 512  // 32-bit lanes ahead in each panel (2 KB)
+#define LGRPO_BF16_PANEL_AHEAD 768  // 32-bit lanes ahead in each panel (3 KB)
 #endif
 #ifndef LGRPO_PANEL_HINT
 #define LGRPO_PANEL_HINT _MM_HINT_T0
