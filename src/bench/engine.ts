@@ -800,6 +800,13 @@ export function formatEngineReport(report: EngineBenchReport): string {
     // 0.84 s for the small step), which would make every ratio meaningless.
     if (!first.blasCore)
       lines.push(`! PyTorch's BLAS is not OpenBLAS (${first.blasLibraries.join(', ') || 'none found'}): if it is the reference BLAS, its times are no baseline; on Debian: apt-get install libopenblas0-openmp`);
+    // With both libopenblas0-pthread and -openmp installed, Debian's alternatives can point
+    // libopenblas.so.0 at one and libblas.so.3 at the other: PyTorch then loads two OpenBLAS
+    // builds whose thread pools compete (seen here: its 0.5B decode at 10.8 tokens/s against 34.9).
+    const builds = new Set(first.blasLibraries.map((p) => /openblas-(pthread|openmp|serial)/.exec(p)?.[1]).filter((b) => b));
+    if (builds.size > 1)
+      lines.push(`! PyTorch loaded ${builds.size} OpenBLAS builds (${[...builds].join(', ')}: ${first.blasLibraries.join(', ')}), whose thread pools compete: its times are no baseline; ` +
+        'on Debian point libopenblas.so.0 and libblas.so.3 at one (update-alternatives --config libopenblas.so.0-x86_64-linux-gnu)');
   } else if (t.available) lines.push(`PyTorch: ${t.version} (${t.python}) found, but no configuration produced a comparison`);
   else lines.push(`PyTorch: ${t.reason}`);
   lines.push('');
