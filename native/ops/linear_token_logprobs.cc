@@ -142,6 +142,49 @@ inline void micro_kernel(int64_t kc, const A& a, const float* b, int64_t ldb, fl
 }
 #endif
 
+#if LGRPO_X86_DISPATCH
+// Two micro-tiles at once on the AVX-512 path: C rows 0..5 from a0, rows 6..11 from a1, 16
+// columns in one zmm each, 12 accumulators. Each element is the same FMA chain over k as
+// micro_kernel's (loaded from C when accumulating), so the same bits at twice the width.
+template <class A>
+LGRPO_TARGET_AVX512 __attribute__((noinline)) void micro_kernel_pair_avx512(int64_t kc, const A& a0, const A& a1,
+                                                                            const float* b, int64_t ldb, float* c,
+                                                                            int64_t ldc, bool accumulate) {
+  __m512 acc[2 * MR];
+  for (int i = 0; i < 2 * MR; ++i) acc[i] = accumulate ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 bk = _mm512_loadu_ps(b + k * ldb);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a0.at(i, k)), bk, acc[i]);
+      acc[MR + i] = _mm512_fmadd_ps(_mm512_set1_ps(a1.at(i, k)), bk, acc[MR + i]);
+    }
+  }
+  for (int i = 0; i < 2 * MR; ++i) _mm512_storeu_ps(c + i * ldc, acc[i]);
+}
+#endif
+
+// Whether micro-tiles ir and ir + MR, both whole (their rows < rows_end, NR columns), can go
+// through micro_kernel_pair_avx512.
+inline bool pair_of_tiles(int64_t ir, int64_t rows_end, int64_t nc) {
+#if LGRPO_X86_DISPATCH
+  return nc == NR && ir + 2 * MR <= rows_end && simd_avx512();
+#else
+  (void)ir, (void)rows_end, (void)nc;
+  return false;
+#endif
+}
+
+template <class A>
+inline void micro_kernel_pair(int64_t kc, const A& a0, const A& a1, const float* b, int64_t ldb, float* c,
+                              int64_t ldc, bool accumulate) {
+#if LGRPO_X86_DISPATCH
+  micro_kernel_pair_avx512(kc, a0, a1, b, ldb, c, ldc, accumulate);
+#else
+  (void)kc, (void)a0, (void)a1, (void)b, (void)ldb, (void)c, (void)ldc, (void)accumulate;
+#endif
+}
+
 // A micro-tile whose C block may be cut short (mr < 6 rows or nc < 16 columns): the
 // kernel then writes a local tile and only the valid part reaches C. The A rows and B
 // columns beyond the cut must still be readable (callers clamp or pad them).
@@ -267,9 +310,18 @@ void logits_tile(const float* w, int64_t ws, int64_t nv, const float* hpack, int
     const int64_t kc = std::min(KC, d - pc);
     for (int64_t jr = 0; jr < panels; ++jr) {
       const float* b = hpack + jr * NR * d + pc * NR;
+      // ct has rows up to a multiple of MR past nv (copies of row nv − 1)
+      const int64_t tile_rows = round_up(nv, MR);
       for (int64_t ir = 0; ir < nv; ir += MR) {
         RowsA a;
         for (int i = 0; i < MR; ++i) a.r[i] = w + std::min<int64_t>(ir + i, nv - 1) * ws + pc;
+        if (pair_of_tiles(ir, tile_rows, NR)) {
+          RowsA a1;
+          for (int i = 0; i < MR; ++i) a1.r[i] = w + std::min<int64_t>(ir + MR + i, nv - 1) * ws + pc;
+          micro_kernel_pair(kc, a, a1, b, NR, ct + ir * ldc + jr * NR, ldc, pc > 0);
+          ir += MR;
+          continue;
+        }
         micro_kernel(kc, a, b, NR, ct + ir * ldc + jr * NR, ldc, pc > 0);
       }
     }
@@ -602,6 +654,13 @@ void add_grad_weight(const float* D, int64_t ldc, int64_t nv, int64_t nr, const 
       for (int64_t ir = 0; ir < nv; ir += MR) {
         RowsA A;
         for (int i = 0; i < MR; ++i) A.r[i] = D + std::min<int64_t>(ir + i, nv - 1) * ldc + pc;
+        if (pair_of_tiles(ir, nv, std::min<int64_t>(NR, d - jr))) {
+          RowsA A1;
+          for (int i = 0; i < MR; ++i) A1.r[i] = D + (ir + MR + i) * ldc + pc;
+          micro_kernel_pair(kc, A, A1, b, dpad, gw + ir * d + jr, d, true);
+          ir += MR;
+          continue;
+        }
         edge_tile(kc, A, b, dpad, gw + ir * d + jr, d, std::min<int64_t>(MR, nv - ir), std::min<int64_t>(NR, d - jr),
                   true);
       }
@@ -621,6 +680,11 @@ void add_grad_hidden(const float* D, int64_t ldc, int64_t nv, int64_t nr, const 
     const float* b = wnat + jr;
     for (int64_t ir = 0; ir < nr; ir += MR) {
       const PackedA A{dpack + (ir / MR) * MR * nv};
+      if (pair_of_tiles(ir, nr, std::min<int64_t>(NR, d - jr))) {
+        micro_kernel_pair(nv, A, PackedA{dpack + (ir / MR + 1) * MR * nv}, b, dpad, gh + ir * d + jr, d, true);
+        ir += MR;
+        continue;
+      }
       edge_tile(nv, A, b, dpad, gh + ir * d + jr, d, std::min<int64_t>(MR, nr - ir), std::min<int64_t>(NR, d - jr), true);
     }
   }

@@ -9,7 +9,7 @@ import { buildInfo } from '../../src/index.js';
 import { ON_GPU } from '../helpers.js';
 import { threadCases } from './threads_child.js';
 
-function inChild(threads: number, simd?: string): { simd: string; cases: Record<string, string> } {
+function inChild(threads: number, simd?: string): { simd: string; cases: Record<string, string>; simdCases: Record<string, string> } {
   const child = fileURLToPath(new URL('./threads_child.js', import.meta.url));
   const env: NodeJS.ProcessEnv = { ...process.env, LGRPO_NUM_THREADS: String(threads) };
   if (simd === undefined) delete env.LGRPO_SIMD;
@@ -40,6 +40,7 @@ describe('gemm and optimiser leaves: bits independent of the thread count', { sk
       return;
     }
     assert.deepEqual(best.cases, avx2.cases, `${best.simd} differs from avx2+fma`);
+    assert.deepEqual(best.simdCases, avx2.simdCases, `${best.simd} differs from avx2+fma`);
   });
 
   it('rejects an unknown LGRPO_SIMD with an error naming it', () => {

@@ -7,6 +7,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { adamwStep, gradSumSquares } from '../../src/ops/adamw.js';
 import { gemm, gemmBf16Weights } from '../../src/ops/gemm.js';
+import { linearTokenLogprobs, linearTokenLogprobsBackward } from '../../src/ops/linear_token_logprobs.js';
 import { fromFloat32Array } from '../../src/dtype.js';
 import { Tensor } from '../../src/tensor.js';
 import { buildInfo, grpoLoss } from '../../src/index.js';
@@ -81,6 +82,24 @@ function sumSquaresCase(): string {
   return digest(new Float64Array([gradSumSquares(new Rng(7).normals(1_000_003))]));
 }
 
+// The fused LM head forward and backward: V = 397 (vocabulary tiles of 192, 192 and 13: pairs
+// of micro-tiles on the AVX-512 path and single ones), d = 70 (a column tile cut short), 301
+// rows. Its gradHidden sums one partial per thread, so it is compared across SIMD paths at
+// one thread count only.
+function lmHeadCase(): string {
+  const r = new Rng(2468);
+  const n = 301, d = 70, v = 397;
+  const hidden = Tensor.from(r.normals(n * d), [n, d]), weight = Tensor.from(Float32Array.from(r.normals(v * d), (x) => 0.2 * x), [v, d]);
+  const targets = Tensor.from(Int32Array.from({ length: n }, (_, i) => (i * 131) % v), [n]);
+  const fwd = linearTokenLogprobs(hidden, weight, targets);
+  const grads = linearTokenLogprobsBackward(hidden, weight, targets, fwd.lse, Tensor.from(r.normals(n), [n]));
+  return digest(...[fwd.logprobs, fwd.lse, grads.gradHidden, grads.gradWeight].map((t) => t.data as Float32Array));
+}
+
+export function simdCases(): Record<string, string> {
+  return { 'linearTokenLogprobs forward + backward': lmHeadCase() };
+}
+
 export function threadCases(): Record<string, string> {
   return {
     'gemm NN': gemmCase(false, false), 'gemm NT': gemmCase(false, true),
@@ -93,4 +112,4 @@ export function threadCases(): Record<string, string> {
 }
 
 if (process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url)))
-  console.log(JSON.stringify({ simd: buildInfo().simd, cases: threadCases() }));
+  console.log(JSON.stringify({ simd: buildInfo().simd, cases: threadCases(), simdCases: simdCases() }));
