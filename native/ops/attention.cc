@@ -280,6 +280,44 @@ int64_t attention_forward_cpu(const AttentionForwardArgs& a) {
 // Query positions go in panels: each position's p and ds are kept for the panel, then
 // every key's dk and dv rows take the panel's terms in that same order, in registers
 // (rather than a load and store of the row per term). The panel size changes no bit.
+#if LGRPO_AVX2
+namespace {
+// What key j's dk/dv rows sum over a panel of query positions t (attention_backward_cpu):
+// p and ds at [(t − t0)·panel_stride + g·T] (offset to key j), q and dO of the key's group of
+// G heads at t·q_stride + g·hd.
+struct KeyTerms {
+  const float *p, *ds, *q, *dout;
+  int64_t panel_stride, q_stride, t0, T, G, hd;
+  float scale;
+};
+
+// dk[i, i + 8S) += Σ_t Σ_g scale·ds·q and dv[i, i + 8S) += Σ_t Σ_g p·dO, t in [t_begin, t_end).
+template <int S>
+inline void accumulate_key(const KeyTerms& k, int64_t t_begin, int64_t t_end, int64_t i, float* dk, float* dv) {
+  __m256 ak[S], av[S];
+  for (int s = 0; s < S; ++s) {
+    ak[s] = _mm256_loadu_ps(dk + i + 8 * s);
+    av[s] = _mm256_loadu_ps(dv + i + 8 * s);
+  }
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const float *pt = k.p + (t - k.t0) * k.panel_stride, *dst = k.ds + (t - k.t0) * k.panel_stride;
+    const float *q = k.q + t * k.q_stride + i, *dout = k.dout + t * k.q_stride + i;
+    for (int64_t g = 0; g < k.G; ++g) {
+      const __m256 wk = _mm256_set1_ps(k.scale * dst[g * k.T]), wv = _mm256_set1_ps(pt[g * k.T]);
+      for (int s = 0; s < S; ++s) {
+        ak[s] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(q + g * k.hd + 8 * s), ak[s]);
+        av[s] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(dout + g * k.hd + 8 * s), av[s]);
+      }
+    }
+  }
+  for (int s = 0; s < S; ++s) {
+    _mm256_storeu_ps(dk + i + 8 * s, ak[s]);
+    _mm256_storeu_ps(dv + i + 8 * s, av[s]);
+  }
+}
+}  // namespace
+#endif
+
 void attention_backward_cpu(const AttentionBackwardArgs& a) {
   check_lengths(a.lengths, a.batch, a.seq, "the sequence length");
   const int64_t B = a.batch, T = a.seq, Hq = a.q_heads, Hkv = a.kv_heads, hd = a.head_dim;
@@ -339,19 +377,14 @@ void attention_backward_cpu(const AttentionBackwardArgs& a) {
           float* dv = dvb + j * kv_stride;
           int64_t i = 0;
 #if LGRPO_AVX2
-          for (; i + 8 <= hd; i += 8) {
-            __m256 ak = _mm256_loadu_ps(dk + i), av = _mm256_loadu_ps(dv + i);
-            for (int64_t t = t_begin; t < t_end; ++t) {
-              const float *pt = p.data() + (t - t0) * G * T + j, *dst = ds.data() + (t - t0) * G * T + j;
-              const float *q = a.q + first + t * q_stride + i, *dout = a.dout + first + t * q_stride + i;
-              for (int64_t g = 0; g < G; ++g) {
-                ak = _mm256_fmadd_ps(_mm256_set1_ps(a.scale * dst[g * T]), _mm256_loadu_ps(q + g * hd), ak);
-                av = _mm256_fmadd_ps(_mm256_set1_ps(pt[g * T]), _mm256_loadu_ps(dout + g * hd), av);
-              }
-            }
-            _mm256_storeu_ps(dk + i, ak);
-            _mm256_storeu_ps(dv + i, av);
-          }
+          // Up to four 8-float slices of the head at once: eight FMA chains in flight (one
+          // slice at a time, two chains, waited on the FMA latency), each element's chain
+          // over (t, g) in the same order.
+          const KeyTerms terms{p.data() + j, ds.data() + j, a.q + first, a.dout + first, G * T, q_stride, t0, T, G, hd, a.scale};
+          for (; i + 32 <= hd; i += 32) accumulate_key<4>(terms, t_begin, t_end, i, dk, dv);
+          if (i + 24 <= hd) accumulate_key<3>(terms, t_begin, t_end, i, dk, dv), i += 24;
+          else if (i + 16 <= hd) accumulate_key<2>(terms, t_begin, t_end, i, dk, dv), i += 16;
+          else if (i + 8 <= hd) accumulate_key<1>(terms, t_begin, t_end, i, dk, dv), i += 8;
 #endif
           for (; i < hd; ++i) {
             float ak = dk[i], av = dv[i];

@@ -19,6 +19,10 @@ function cases(r: Rng): Case[] {
   // Sizes that exercise the vector paths: 4-key groups with tails, 8-wide exp chunks, hd with a tail.
   out.push({ B: 2, T: 33, Hq: 4, Hkv: 2, hd: 64, lengths: [33, 20] });
   out.push({ B: 2, T: 9, Hq: 2, Hkv: 1, hd: 70, lengths: [1, 9] });
+  // The key gradients' 8-float slices taken four, three, two and one at a time, and a tail.
+  out.push({ B: 1, T: 6, Hq: 2, Hkv: 1, hd: 56, lengths: [6] });
+  out.push({ B: 2, T: 5, Hq: 3, Hkv: 3, hd: 50, lengths: [4, 5] });
+  out.push({ B: 1, T: 4, Hq: 2, Hkv: 2, hd: 8, lengths: [4] });
   return out;
 }
 
