@@ -610,10 +610,8 @@ void gemm_few_rows_panels(const GemmArgs& g) { few_rows_panel_range(g, pack_x_gr
 
 // The pool's version: x packed once, then the chunks of panel_chunks claimed as
 // the threads come (a panel's bits do not depend on which thread makes it, or on its neighbours).
-void gemm_few_rows_panels_parallel(const GemmArgs& g) {
+void gemm_few_rows_panels_parallel(const GemmArgs& g, const PanelChunks& chunks) {
   const float* xp = pack_x_groups(g);
-  const int64_t panels = ceil_div(g.n, NR);
-  const PanelChunks chunks = panel_chunks(panels, 4 * NR * g.k, num_threads());
   parallel_chunks(chunks.count, [&](int64_t c) { few_rows_panel_range(g, xp, chunks.begin(c), chunks.begin(c + 1)); });
 }
 #endif
@@ -702,13 +700,16 @@ void gemm_f32(const GemmArgs& g) {
   if (g.trans_b && g.m <= kFewRowsMax) {
     // Streaming W is the whole cost: split its rows (C's columns) evenly — whole panels, or
     // 8 rows of W in place — once there is enough of it to pay for waking the pool.
+    if (g.b_panels && g.k > 0 && g.alpha != 0.0f) {
+      const PanelChunks chunks = panel_chunks(ceil_div(g.n, NR), 4 * NR * g.k, num_threads());
+      if (chunks.count > 1) {
+        gemm_few_rows_panels_parallel(g, chunks);
+        return;
+      }
+    }
     const int64_t unit = g.b_panels ? NR : 8;
     const double bytes = 4.0 * static_cast<double>(ceil_div(g.n, unit) * unit) * static_cast<double>(std::max<int64_t>(g.k, 0));
     const int64_t parts = std::min<int64_t>({num_threads(), ceil_div(g.n, unit), std::max<int64_t>(1, static_cast<int64_t>(bytes / 262144))});
-    if (g.b_panels && g.k > 0 && g.alpha != 0.0f && panel_chunks(ceil_div(g.n, NR), 4 * NR * g.k, num_threads()).count > 1) {
-      gemm_few_rows_panels_parallel(g);
-      return;
-    }
     for_column_parts(g.n, unit, parts, [&](int64_t j0, int64_t j1) { gemm_f32_serial(columns(g, j0, j1)); });
     return;
   }

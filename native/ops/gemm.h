@@ -98,7 +98,7 @@ inline int64_t panel_floats(int64_t n, int64_t k) { return (n + kPanelWidth - 1)
 void pack_panels_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, float* panels);
 // Weights per chunk a thread claims (parallel_chunks) in the few-row panel GEMMs, f32 and
 // bf16: long enough that each thread's stream stays sequential for a while (128 KB chunks
-// were 5% slower on f32). In whole panels, a multiple of kPanelStreams of them (below).
+// were 5% slower on f32). panel_chunks (below) sizes a matrix's chunks near it.
 constexpr int64_t kPanelChunkBytes = 512 * 1024;
 
 // Few-row dot products over panels: for r < rows (≤ 8) and the q < count (1 to

@@ -306,12 +306,11 @@ void logits_tile(const float* w, int64_t ws, int64_t nv, const float* hpack, int
   }
 #endif
   const int64_t depth = std::max<int64_t>(d, 1);  // d = 0 still runs once, writing zeros
+  const int64_t tile_rows = round_up(nv, MR);  // ct's rows: past nv, copies of row nv − 1
   for (int64_t pc = 0; pc < depth; pc += KC) {
     const int64_t kc = std::min(KC, d - pc);
     for (int64_t jr = 0; jr < panels; ++jr) {
       const float* b = hpack + jr * NR * d + pc * NR;
-      // ct has rows up to a multiple of MR past nv (copies of row nv − 1)
-      const int64_t tile_rows = round_up(nv, MR);
       for (int64_t ir = 0; ir < nv; ir += MR) {
         RowsA a;
         for (int i = 0; i < MR; ++i) a.r[i] = w + std::min<int64_t>(ir + i, nv - 1) * ws + pc;

@@ -38,13 +38,11 @@ __attribute__((target("avx512f"), noinline)) static unsigned long long read_once
   return _mm512_reduce_add_epi64(_mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_xor_si512(c, d)));
 }
 
-// GB/s of one read of `bytes` from p, half on each of two threads.
-static double read_speed(const char* p, size_t bytes);
-
 static double seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// GB/s of one read of `bytes` from p, half on each of two threads.
 static volatile unsigned long long read_sink;
 static double read_speed(const char* p, size_t bytes) {
   const size_t half = bytes / 2 / 256 * 256;
@@ -94,11 +92,10 @@ int main(int argc, char** argv) {
       std::sort(v.begin(), v.end());
       return v.empty() ? 0.0 : v[v.size() / 2];
     };
-    std::vector<double> sa = ta, sb = tb, sr = ratio;
-    for (auto* v : {&sa, &sb, &sr}) std::sort(v->begin(), v->end());
+    for (auto* v : {&ta, &tb, &ratio}) std::sort(v->begin(), v->end());
     std::printf("%s step: A %.1f ms (%.1f GB/s) | B %.1f ms (%.1f GB/s) | time A/B median %.3f (quartiles %.3f, %.3f)\n",
-                bf16 ? "bf16" : "f32 ", sa[pairs / 2] * 1e3, bytes / sa[pairs / 2] / 1e9, sb[pairs / 2] * 1e3,
-                bytes / sb[pairs / 2] / 1e9, sr[pairs / 2], sr[pairs / 4], sr[3 * pairs / 4]);
+                bf16 ? "bf16" : "f32 ", ta[pairs / 2] * 1e3, bytes / ta[pairs / 2] / 1e9, tb[pairs / 2] * 1e3,
+                bytes / tb[pairs / 2] / 1e9, ratio[pairs / 2], ratio[pairs / 4], ratio[3 * pairs / 4]);
     for (int fast = 0; fast < 2; ++fast)
       if (!moment_ratio[fast].empty())
         std::printf("     %s moments (%zu pairs): time A/B median %.3f; A at %.2f of the read after the pair, B at %.2f\n",

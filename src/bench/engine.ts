@@ -416,7 +416,7 @@ export function grpoStepInputs(B: number, T: number, V: number) {
   };
 }
 
-export function trainStep(policy: Policy, c: EngineCase): TrainSetup {
+function trainStep(policy: Policy, c: EngineCase): TrainSetup {
   const B = c.batch, T = c.seq, N = B * T, V = policy.config.vocabSize;
   const inputs = grpoStepInputs(B, T, V);
   const idsT = Tensor.from(inputs.ids, [B, T]);

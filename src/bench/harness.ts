@@ -262,29 +262,25 @@ export interface Ceiling {
   flopNote: string;
 }
 
-// Each worker streams over its own slice of one shared buffer, `reps` times, and
-// reports its own elapsed time. memchr for a byte that is absent reads every byte.
-const WORKER_SOURCE = `
+// Each worker copies its own slice of one shared buffer into the other, `reps` times, and
+// reports its own elapsed time. (The parallel read is a ReadProbe's, below.)
+const COPY_WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { src, dst, offset, length, reps, kind } = workerData;
-const a = Buffer.from(src, offset, length);
-const b = dst ? new Uint8Array(dst, offset, length) : null;
+const { src, dst, offset, length, reps } = workerData;
+const a = new Uint8Array(src, offset, length), b = new Uint8Array(dst, offset, length);
 parentPort.on('message', () => {
   const t0 = process.hrtime.bigint();
-  for (let r = 0; r < reps; r++) {
-    if (kind === 'read') { if (a.indexOf(0) !== -1) throw new Error('unexpected zero byte'); }
-    else b.set(a);
-  }
+  for (let r = 0; r < reps; r++) b.set(a);
   parentPort.postMessage(Number(process.hrtime.bigint() - t0) / 1e9);
 });
 `;
 
-async function parallelStream(kind: 'read' | 'copy', src: SharedArrayBuffer, dst: SharedArrayBuffer | null, threads: number, reps: number): Promise<number> {
+async function parallelCopy(src: SharedArrayBuffer, dst: SharedArrayBuffer, threads: number, reps: number): Promise<number> {
   const bytes = src.byteLength;
   const slice = Math.floor(bytes / threads / 4096) * 4096;
-  const workers = Array.from({ length: threads }, (_, i) => new Worker(WORKER_SOURCE, {
+  const workers = Array.from({ length: threads }, (_, i) => new Worker(COPY_WORKER_SOURCE, {
     eval: true,
-    workerData: { src, dst, offset: i * slice, length: i === threads - 1 ? bytes - i * slice : slice, reps, kind },
+    workerData: { src, dst, offset: i * slice, length: i === threads - 1 ? bytes - i * slice : slice, reps },
   }));
   try {
     const round = () => Promise.all(workers.map((w) => new Promise<number>((resolve, reject) => {
@@ -295,7 +291,7 @@ async function parallelStream(kind: 'read' | 'copy', src: SharedArrayBuffer, dst
     await round();  // warm-up: page faults, worker start-up
     let best = Infinity;
     for (let i = 0; i < 3; i++) best = Math.min(best, Math.max(...(await round())));
-    return (bytes * reps * (kind === 'copy' ? 2 : 1)) / best / 1e9;
+    return (bytes * reps * 2) / best / 1e9;
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
@@ -328,8 +324,16 @@ export async function measureCeiling(bytes = 256 * 1024 * 1024, threads = buildI
   const readOne = oneThreadStream('read', src, dst, reps);
   const copyOne = oneThreadStream('copy', src, dst, reps);
   const t = Math.max(1, threads);
-  const readPar = t > 1 ? await parallelStream('read', src, null, t, reps) : readOne;
-  const copyPar = t > 1 ? await parallelStream('copy', src, dst, t, reps) : copyOne;
+  let readPar = readOne;
+  if (t > 1) {
+    const probe = await openReadProbe({ buffer: src, threads: t, reps });
+    try {
+      readPar = probe.measure();
+    } finally {
+      await probe.close();
+    }
+  }
+  const copyPar = t > 1 ? await parallelCopy(src, dst, t, reps) : copyOne;
   return {
     readGBs: Math.max(readOne, readPar),
     readGBsOneThread: readOne,
@@ -344,12 +348,13 @@ export async function measureCeiling(bytes = 256 * 1024 * 1024, threads = buildI
 }
 
 /**
- * The read bandwidth of the moment, measured between timed calls: on a host whose memory
- * speed drifts (45 to 82 GB/s within minutes on this project's VMs), a kernel's share of a
- * ceiling measured minutes earlier says more about the drift than about the kernel. The same
- * method as measureCeiling's read (memchr over `bytes`, one slice per thread), but
- * synchronous, so that it can run between the calls of timeAlternating: the calling thread
- * reads the first slice while workers, woken through Atomics, read the others.
+ * Streaming read bandwidth, measured synchronously, so that it can run between the calls of
+ * timeAlternating: on a host whose memory speed drifts (45 to 82 GB/s within minutes on this
+ * project's VMs), a kernel's share of a ceiling measured minutes earlier says more about the
+ * drift than about the kernel. memchr over the buffer (for a byte that is absent it reads
+ * every byte), one slice per thread, `reps` times per pass: the calling thread reads the
+ * first slice while workers, woken through Atomics, read the others. measureCeiling's
+ * parallel read is one measure() of a probe over its buffer.
  */
 export interface ReadProbe {
   /** GB/s now: the best of 3 passes; also appended to samples */
@@ -360,7 +365,7 @@ export interface ReadProbe {
 
 const PROBE_WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { src, offset, length, control, times, index } = workerData;
+const { src, offset, length, reps, control, times, index } = workerData;
 const a = Buffer.from(src, offset, length);
 const c = new Int32Array(control), t = new Float64Array(times);
 parentPort.postMessage('ready');
@@ -369,24 +374,35 @@ for (let seen = 0; ;) {
   seen = Atomics.load(c, 0);
   if (seen < 0) break;
   const t0 = process.hrtime.bigint();
-  if (a.indexOf(0) !== -1) throw new Error('unexpected zero byte');
+  for (let r = 0; r < reps; r++) if (a.indexOf(0) !== -1) throw new Error('unexpected zero byte');
   t[index] = Number(process.hrtime.bigint() - t0) / 1e9;
   Atomics.add(c, 1, 1);  // c[1]: workers done with this pass
   Atomics.notify(c, 1);
 }
 `;
 
-export async function openReadProbe(bytes = 256 * 1024 * 1024, threads = buildInfo().threads): Promise<ReadProbe> {
-  const src = new SharedArrayBuffer(bytes);
-  new Uint8Array(src).fill(1);
-  const t = Math.max(1, threads);
+export interface ReadProbeOptions {
+  /** the buffer to read, every byte nonzero; default: a new one of `bytes` (default 256 MB) */
+  buffer?: SharedArrayBuffer;
+  bytes?: number;
+  /** default: the kernel threads */
+  threads?: number;
+  /** reads of the buffer per pass; default 1 */
+  reps?: number;
+}
+
+export async function openReadProbe(options: ReadProbeOptions = {}): Promise<ReadProbe> {
+  const src = options.buffer ?? new SharedArrayBuffer(options.bytes ?? 256 * 1024 * 1024);
+  if (!options.buffer) new Uint8Array(src).fill(1);
+  const bytes = src.byteLength, reps = options.reps ?? 1;
+  const t = Math.max(1, options.threads ?? buildInfo().threads);
   const slice = Math.floor(bytes / t / 4096) * 4096;
   const control = new Int32Array(new SharedArrayBuffer(8));
   const times = new Float64Array(new SharedArrayBuffer(8 * t));
   const workers = Array.from({ length: t - 1 }, (_, w) => new Worker(PROBE_WORKER_SOURCE, {
     eval: true,
     workerData: {
-      src, offset: (w + 1) * slice, length: w + 1 === t - 1 ? bytes - (w + 1) * slice : slice,
+      src, offset: (w + 1) * slice, length: w + 1 === t - 1 ? bytes - (w + 1) * slice : slice, reps,
       control: control.buffer, times: times.buffer, index: w + 1,
     },
   }));
@@ -403,13 +419,13 @@ export async function openReadProbe(bytes = 256 * 1024 * 1024, threads = buildIn
     Atomics.add(control, 0, 1);
     Atomics.notify(control, 0);
     const t0 = process.hrtime.bigint();
-    if (first.indexOf(0) !== -1) throw new Error('unexpected zero byte');
+    for (let r = 0; r < reps; r++) if (first.indexOf(0) !== -1) throw new Error('unexpected zero byte');
     times[0] = Number(process.hrtime.bigint() - t0) / 1e9;
     for (let done; (done = Atomics.load(control, 1)) < workers.length;) {
       if (errors.length) throw new Error(`read probe: a worker failed: ${String(errors[0])}`);
       Atomics.wait(control, 1, done, 1000);
     }
-    return bytes / Math.max(...times) / 1e9;
+    return (bytes * reps) / Math.max(...times) / 1e9;
   };
   pass();  // page faults, worker wake-up
   const samples: number[] = [];

@@ -24,7 +24,7 @@ test('timeAlternating runs `between` before every timed round and after the last
 });
 
 test('openReadProbe measures the read bandwidth synchronously, as often as asked, and closes its workers', async () => {
-  const probe = await openReadProbe(8 * 1024 * 1024, 2);
+  const probe = await openReadProbe({ bytes: 8 * 1024 * 1024, threads: 2 });
   try {
     const first = probe.measure();
     assertPositive(first, 'measure()');
