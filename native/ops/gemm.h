@@ -96,10 +96,15 @@ inline void gemm_f32_serial(bool trans_a, bool trans_b, int64_t m, int64_t n, in
 constexpr int64_t kPanelWidth = 16;
 inline int64_t panel_floats(int64_t n, int64_t k) { return (n + kPanelWidth - 1) / kPanelWidth * kPanelWidth * k; }
 void pack_panels_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, float* panels);
-// Weights per chunk a thread claims (parallel_chunks) in the few-row panel GEMMs, f32 and
-// bf16: long enough that each thread's stream stays sequential for a while (128 KB chunks
-// were 5% slower on f32). panel_chunks (below) sizes a matrix's chunks near it.
+// Weights per chunk a thread claims (parallel_chunks) in the few-row f32 panel GEMM: long
+// enough that each thread's stream stays sequential for a while (128 KB chunks were 5% slower
+// on f32). panel_chunks (below) sizes a matrix's chunks near it.
 constexpr int64_t kPanelChunkBytes = 512 * 1024;
+// The bf16 GEMM's chunks (a quarter as many per matrix as f32's): at moments when the host's
+// memory read fast, chunks of 2 MB streamed bf16 4% faster than 512 KB (and were neutral when
+// it read slow); f32 gained 3% at fast moments but lost 3–4% at slow ones, so it keeps
+// 512 KB (scripts/decode-gemm-ab, same buffers).
+constexpr int64_t kBf16PanelChunkBytes = 2048 * 1024;
 
 // Few-row dot products over panels: for r < rows (≤ 8) and the q < count (1 to
 // kPanelStreams) panels at w + q·panel_stride,
@@ -112,7 +117,7 @@ constexpr int64_t kPanelChunkBytes = 512 * 1024;
 // three a further 11.5% in bf16 and 1% in f32 (scripts/decode-gemm-ab, same buffers).
 constexpr int kPanelStreams = 3;
 // How a few-row panel GEMM's panels split into the chunks its threads claim
-// (parallel_chunks): a multiple of the thread count of chunks, near kPanelChunkBytes each and
+// (parallel_chunks): a multiple of the thread count of chunks, near chunk_bytes each and
 // equal in size, so that the threads finish together. (Chunks of a fixed size left one thread
 // streaming the last chunk of each matrix alone while the other waited, and matrices under
 // 256 KB ran on one thread.) Where a matrix has several triples of panels per chunk, chunks
@@ -126,10 +131,11 @@ struct PanelChunks {
   // chunk c: panels [begin(c), begin(c + 1))
   int64_t begin(int64_t c) const { return std::min(panels, (panels + unit - 1) / unit * c / count * unit); }
 };
-inline PanelChunks panel_chunks(int64_t panels, int64_t panel_bytes, int64_t threads) {
+inline PanelChunks panel_chunks(int64_t panels, int64_t panel_bytes, int64_t threads,
+                                int64_t chunk_bytes = kPanelChunkBytes) {
   const int64_t bytes = panels * std::max<int64_t>(panel_bytes, 1);
   if (threads <= 1 || panels <= 1 || bytes < kPanelParallelBytes) return {1, panels, 1};
-  const int64_t rounds = (bytes + threads * kPanelChunkBytes - 1) / (threads * kPanelChunkBytes);
+  const int64_t rounds = (bytes + threads * chunk_bytes - 1) / (threads * chunk_bytes);
   const int64_t count = std::min(panels, rounds * threads);
   return {count, panels, panels >= 4 * kPanelStreams * count ? kPanelStreams : 1};
 }

@@ -256,7 +256,7 @@ void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64
       }
     });
   };
-  const PanelChunks chunks = panel_chunks(panels, 64 * pairs, num_threads());
+  const PanelChunks chunks = panel_chunks(panels, 64 * pairs, num_threads(), kBf16PanelChunkBytes);
   if (chunks.count == 1) {
     run(0, panels);
     return;
