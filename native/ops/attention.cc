@@ -5,16 +5,17 @@
 //             then dq (owned by the row), dk and dv (owned by this (b, kv head) item, so
 //             no two threads ever add into the same gradient and the sum order is fixed).
 //   decode    attend_rows against the cache, the same routine as the forward.
-// Fast second: q·k dot products four keys at a time (independent FMA chains, one shared
-// q load), weighted sums four rows at a time, key blocks shared by all query heads of a
-// group while they sit in L1; forward work items pair early and late query blocks so
-// they cost the same under the causal mask.
+// Fast second: q·k dot products four keys and two query heads at a time (eight independent
+// FMA chains), weighted sums of up to four query heads at a time over each key's row, key
+// blocks shared by all query heads of a group while they sit in L1; forward work items pair
+// early and late query blocks so they cost the same under the causal mask.
 //
 // Determinism and decode == forward rest on two properties of the helpers below:
-//   - a key's score has the same bits whichever group of four it is computed in
-//     (each lane's arithmetic depends only on its own key), and
+//   - a key's score has the same bits whichever group of four keys, and whichever pair of
+//     query heads, it is computed in (each lane's arithmetic depends only on its own key
+//     and head), and
 //   - weighted sums add their terms in key order with one fused multiply-add per term,
-//     whether four rows or one are handled per step.
+//     whether four heads or one are handled per step.
 // So every output row has one value, whatever the blocking, the thread count or the
 // path (prefill or decode) that computed it.
 #include "attention.h"
@@ -76,6 +77,48 @@ inline __m128 dot4(const float* q, const float* k0, const float* k1, const float
 }
 #endif
 
+#if LGRPO_AVX2
+// dot4 for two query rows at once (eight FMA chains in flight where dot4 has four): each
+// (row, key)'s lanes, reduction and tail exactly as dot4's, so the same bits.
+inline void dot4x2(const float* qa, const float* qb, const float* k0, const float* k1, const float* k2, const float* k3,
+                   int64_t hd, __m128* ra, __m128* rb) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  int64_t i = 0;
+  for (; i + 8 <= hd; i += 8) {
+    const __m256 x0 = _mm256_loadu_ps(k0 + i), x1 = _mm256_loadu_ps(k1 + i);
+    const __m256 x2 = _mm256_loadu_ps(k2 + i), x3 = _mm256_loadu_ps(k3 + i);
+    const __m256 qva = _mm256_loadu_ps(qa + i), qvb = _mm256_loadu_ps(qb + i);
+    a0 = _mm256_fmadd_ps(qva, x0, a0);
+    a1 = _mm256_fmadd_ps(qva, x1, a1);
+    a2 = _mm256_fmadd_ps(qva, x2, a2);
+    a3 = _mm256_fmadd_ps(qva, x3, a3);
+    b0 = _mm256_fmadd_ps(qvb, x0, b0);
+    b1 = _mm256_fmadd_ps(qvb, x1, b1);
+    b2 = _mm256_fmadd_ps(qvb, x2, b2);
+    b3 = _mm256_fmadd_ps(qvb, x3, b3);
+  }
+  const __m256 ta = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  const __m256 tb = _mm256_hadd_ps(_mm256_hadd_ps(b0, b1), _mm256_hadd_ps(b2, b3));
+  *ra = _mm_add_ps(_mm256_castps256_ps128(ta), _mm256_extractf128_ps(ta, 1));
+  *rb = _mm_add_ps(_mm256_castps256_ps128(tb), _mm256_extractf128_ps(tb, 1));
+  if (i < hd) {
+    alignas(16) float tail_a[4] = {0.0f, 0.0f, 0.0f, 0.0f}, tail_b[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (; i < hd; ++i) {
+      tail_a[0] = std::fma(qa[i], k0[i], tail_a[0]);
+      tail_a[1] = std::fma(qa[i], k1[i], tail_a[1]);
+      tail_a[2] = std::fma(qa[i], k2[i], tail_a[2]);
+      tail_a[3] = std::fma(qa[i], k3[i], tail_a[3]);
+      tail_b[0] = std::fma(qb[i], k0[i], tail_b[0]);
+      tail_b[1] = std::fma(qb[i], k1[i], tail_b[1]);
+      tail_b[2] = std::fma(qb[i], k2[i], tail_b[2]);
+      tail_b[3] = std::fma(qb[i], k3[i], tail_b[3]);
+    }
+    *ra = _mm_add_ps(*ra, _mm_load_ps(tail_a));
+    *rb = _mm_add_ps(*rb, _mm_load_ps(tail_b));
+  }
+}
+#endif
+
 // out[j] = scale · (x·rows_j) for j < n, rows_j at rows + j·stride.
 void dots_row(const float* x, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale, float* out) {
 #if LGRPO_AVX2
@@ -112,47 +155,6 @@ float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// y += w·x
-inline void axpy(float* y, float w, const float* x, int64_t n) {
-  int64_t i = 0;
-#if LGRPO_AVX2
-  const __m256 wv = _mm256_set1_ps(w);
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-#endif
-  for (; i < n; ++i) y[i] = std::fma(w, x[i], y[i]);
-}
-
-// acc += Σ_j w[j]·rows_j, one fused multiply-add per term in j order for every element.
-void accumulate_rows(float* acc, const float* w, const float* rows, int64_t stride, int64_t n, int64_t hd) {
-  int64_t j = 0;
-#if LGRPO_AVX2
-  for (; j + 4 <= n; j += 4) {
-    const float* x0 = rows + j * stride;
-    const float *x1 = x0 + stride, *x2 = x1 + stride, *x3 = x2 + stride;
-    const __m256 w0 = _mm256_set1_ps(w[j]), w1 = _mm256_set1_ps(w[j + 1]);
-    const __m256 w2 = _mm256_set1_ps(w[j + 2]), w3 = _mm256_set1_ps(w[j + 3]);
-    int64_t i = 0;
-    for (; i + 8 <= hd; i += 8) {
-      __m256 o = _mm256_loadu_ps(acc + i);
-      o = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), o);
-      o = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + i), o);
-      o = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x2 + i), o);
-      o = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x3 + i), o);
-      _mm256_storeu_ps(acc + i, o);
-    }
-    for (; i < hd; ++i) {
-      float o = acc[i];
-      o = std::fma(w[j], x0[i], o);
-      o = std::fma(w[j + 1], x1[i], o);
-      o = std::fma(w[j + 2], x2[i], o);
-      o = std::fma(w[j + 3], x3[i], o);
-      acc[i] = o;
-    }
-  }
-#endif
-  for (; j < n; ++j) axpy(acc, w[j], rows + j * stride, hd);
-}
-
 // x[j] ← e^(x[j] − shift) for j < n; returns Σ_j x[j].
 float exp_shifted(float* x, int64_t n, float shift) {
   int64_t j = 0;
@@ -175,9 +177,116 @@ float exp_shifted(float* x, int64_t n, float shift) {
 }
 
 bool all_finite(const float* x, int64_t n) {
-  float probe = 0.0f;  // x − x is 0 for finite x and NaN for NaN or ±Inf
-  for (int64_t i = 0; i < n; ++i) probe += x[i] - x[i];
+  float probe = 0.0f;  // x − x is 0 for finite x and NaN for NaN or ±Inf (in any order)
+  int64_t i = 0;
+#if LGRPO_AVX2
+  __m256 lanes = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    lanes = _mm256_add_ps(lanes, _mm256_sub_ps(v, v));
+  }
+  probe = hsum_avx2(lanes);
+#endif
+  for (; i < n; ++i) probe += x[i] - x[i];
   return probe == 0.0f;
+}
+
+// The largest of x[0..n) (n > 0) for the softmax shift; which of two equal-valued zeros
+// or which value beside a NaN it picks changes no output (a NaN score fails all_finite).
+float row_max(const float* x, int64_t n) {
+  float mx = -INFINITY;
+  int64_t i = 0;
+#if LGRPO_AVX2
+  if (n >= 8) {
+    __m256 lanes = _mm256_loadu_ps(x);
+    for (i = 8; i + 8 <= n; i += 8) lanes = _mm256_max_ps(lanes, _mm256_loadu_ps(x + i));
+    mx = hmax_avx2(lanes);
+  }
+#endif
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  return mx;
+}
+
+// dots_row for the G query rows of a group (q: G rows of hd floats, contiguous), into
+// out[g·ld + j]: two rows at a time, the same bits as dots_row row by row.
+void dots_rows(const float* q, int64_t G, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale,
+               float* out, int64_t ld) {
+  int64_t g = 0;
+#if LGRPO_AVX2
+  const __m128 sv = _mm_set1_ps(scale);
+  for (; g + 2 <= G; g += 2)
+    for (int64_t j = 0; j < n; j += 4) {
+      const float* k0 = rows + j * stride;
+      const float* k1 = j + 1 < n ? k0 + stride : k0;
+      const float* k2 = j + 2 < n ? k0 + 2 * stride : k0;
+      const float* k3 = j + 3 < n ? k0 + 3 * stride : k0;
+      __m128 ra, rb;
+      dot4x2(q + g * hd, q + (g + 1) * hd, k0, k1, k2, k3, hd, &ra, &rb);
+      alignas(16) float da[4], db[4];
+      _mm_store_ps(da, _mm_mul_ps(ra, sv));
+      _mm_store_ps(db, _mm_mul_ps(rb, sv));
+      for (int64_t m = 0; m < 4 && j + m < n; ++m) {
+        out[g * ld + j + m] = da[m];
+        out[(g + 1) * ld + j + m] = db[m];
+      }
+    }
+#endif
+  for (; g < G; ++g) dots_row(q + g * hd, rows, stride, n, hd, scale, out + g * ld);
+}
+
+#if LGRPO_AVX2
+// acc[h·hd + i, 16 floats from i) += Σ_j w[h·ws + j]·rows_j for H rows of acc at once, one
+// FMA per term in j order for every element (2H chains in flight).
+template <int H>
+inline void accumulate_slice16(float* acc, int64_t hd, const float* w, int64_t ws, const float* rows, int64_t stride,
+                               int64_t n, int64_t i) {
+  __m256 lo[H], hi[H];
+  for (int h = 0; h < H; ++h) {
+    lo[h] = _mm256_loadu_ps(acc + h * hd + i);
+    hi[h] = _mm256_loadu_ps(acc + h * hd + i + 8);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const float* x = rows + j * stride + i;
+    const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+    for (int h = 0; h < H; ++h) {
+      const __m256 wv = _mm256_broadcast_ss(w + h * ws + j);
+      lo[h] = _mm256_fmadd_ps(wv, x0, lo[h]);
+      hi[h] = _mm256_fmadd_ps(wv, x1, hi[h]);
+    }
+  }
+  for (int h = 0; h < H; ++h) {
+    _mm256_storeu_ps(acc + h * hd + i, lo[h]);
+    _mm256_storeu_ps(acc + h * hd + i + 8, hi[h]);
+  }
+}
+#endif
+
+// acc[g·hd + i] += Σ_j w[g·ws + j]·rows_j[i] for the G rows of a group (acc: G rows of hd
+// floats, contiguous), one fused multiply-add per term in j order for every element, so each
+// row's bits are what it gets alone (G = 1); up to four rows at a time share each load of
+// rows_j, eight FMA chains in flight.
+void accumulate_rows_group(float* acc, int64_t G, const float* w, int64_t ws, const float* rows, int64_t stride,
+                           int64_t n, int64_t hd) {
+  int64_t i = 0;
+#if LGRPO_AVX2
+  for (; i + 16 <= hd; i += 16) {
+    int64_t g = 0;
+    for (; g + 4 <= G; g += 4) accumulate_slice16<4>(acc + g * hd, hd, w + g * ws, ws, rows, stride, n, i);
+    switch (G - g) {
+      case 3: accumulate_slice16<3>(acc + g * hd, hd, w + g * ws, ws, rows, stride, n, i); break;
+      case 2: accumulate_slice16<2>(acc + g * hd, hd, w + g * ws, ws, rows, stride, n, i); break;
+      case 1: accumulate_slice16<1>(acc + g * hd, hd, w + g * ws, ws, rows, stride, n, i); break;
+      default: break;
+    }
+  }
+#endif
+  if (i == hd) return;
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t j = 0; j < n; ++j) {
+      const float wj = w[g * ws + j];
+      const float* x = rows + j * stride;
+      for (int64_t e = i; e < hd; ++e) acc[g * hd + e] = std::fma(wj, x[e], acc[g * hd + e]);
+    }
 }
 
 // The G query rows of one kv head at one position (q: G rows of hd floats, contiguous, as
@@ -194,26 +303,21 @@ LGRPO_NOINLINE void attend_rows(const float* q, int64_t G, const float* k, const
     for (int64_t g = 0; g < G; ++g) lse[g * lse_stride] = 0.0f;
     return;
   }
-  for (int64_t j = 0; j < n; j += kKeyBlock) {
-    const int64_t m = std::min(kKeyBlock, n - j);
-    for (int64_t g = 0; g < G; ++g) dots_row(q + g * hd, k + j * stride, stride, m, hd, scale, scores + g * n + j);
-  }
+  for (int64_t j = 0; j < n; j += kKeyBlock)
+    dots_rows(q, G, k + j * stride, stride, std::min(kKeyBlock, n - j), hd, scale, scores + j, n);
   float inv_small[64];
   std::vector<float> inv_large(G > 64 ? static_cast<size_t>(G) : 0);
   float* inv = G > 64 ? inv_large.data() : inv_small;
   for (int64_t g = 0; g < G; ++g) {
     float* s = scores + g * n;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[j]);
+    const float mx = row_max(s, n);
     const bool finite = all_finite(s, n);
     const float sum = exp_shifted(s, n, mx);
     inv[g] = 1.0f / sum;
     lse[g * lse_stride] = finite ? mx + std::log(sum) : NAN;
   }
-  for (int64_t j = 0; j < n; j += kKeyBlock) {
-    const int64_t m = std::min(kKeyBlock, n - j);
-    for (int64_t g = 0; g < G; ++g) accumulate_rows(out + g * hd, scores + g * n + j, v + j * stride, stride, m, hd);
-  }
+  for (int64_t j = 0; j < n; j += kKeyBlock)
+    accumulate_rows_group(out, G, scores + j, n, v + j * stride, stride, std::min(kKeyBlock, n - j), hd);
   for (int64_t g = 0; g < G; ++g)
     for (int64_t i = 0; i < hd; ++i) out[g * hd + i] *= inv[g];
 }
@@ -351,10 +455,8 @@ void attention_backward_cpu(const AttentionBackwardArgs& a) {
           float* dst = ds.data() + (t - t0) * G * T;
           for (int64_t j = 0; j < n; j += kKeyBlock) {
             const int64_t m = std::min(kKeyBlock, n - j);
-            for (int64_t g = 0; g < G; ++g) {
-              dots_row(q + g * hd, kb + j * kv_stride, kv_stride, m, hd, a.scale, pt + g * T + j);
-              dots_row(dout + g * hd, vb + j * kv_stride, kv_stride, m, hd, 1.0f, dst + g * T + j);
-            }
+            dots_rows(q, G, kb + j * kv_stride, kv_stride, m, hd, a.scale, pt + j, T);
+            dots_rows(dout, G, vb + j * kv_stride, kv_stride, m, hd, 1.0f, dst + j, T);
           }
           for (int64_t g = 0; g < G; ++g) {
             float *pg = pt + g * T, *dsg = dst + g * T;
@@ -364,8 +466,7 @@ void attention_backward_cpu(const AttentionBackwardArgs& a) {
           }
           for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
             const int64_t m = std::min(kKeyBlock, n - j0);
-            for (int64_t g = 0; g < G; ++g)
-              accumulate_rows(dq + g * hd, dst + g * T + j0, kb + j0 * kv_stride, kv_stride, m, hd);
+            accumulate_rows_group(dq, G, dst + j0, T, kb + j0 * kv_stride, kv_stride, m, hd);
           }
           for (int64_t i = 0; i < G * hd; ++i) dq[i] *= a.scale;
         }

@@ -23,6 +23,19 @@ function cases(r: Rng): Case[] {
   out.push({ B: 1, T: 6, Hq: 2, Hkv: 1, hd: 56, lengths: [6] });
   out.push({ B: 2, T: 5, Hq: 3, Hkv: 3, hd: 50, lengths: [4, 5] });
   out.push({ B: 1, T: 4, Hq: 2, Hkv: 2, hd: 8, lengths: [4] });
+  // Query groups taken two and four heads at a time with a head left over (Qwen2.5-0.5B's
+  // 14/2), and weighted sums with a tail past the 16-float slices.
+  out.push({ B: 2, T: 9, Hq: 14, Hkv: 2, hd: 64, lengths: [9, 5] });
+  out.push({ B: 1, T: 7, Hq: 5, Hkv: 1, hd: 24, lengths: [7] });
+  return out;
+}
+
+/** k or v [B, T, Hkv, hd] with each kv head repeated G times: [B, T, Hkv·G, hd]. */
+function repeatHeads(x: Float32Array, c: AttentionDims, G: number): Float32Array {
+  const out = new Float32Array(x.length * G);
+  for (let bt = 0; bt < c.B * c.T; bt++)
+    for (let h = 0; h < c.Hkv * G; h++)
+      out.set(x.subarray((bt * c.Hkv + Math.floor(h / G)) * c.hd, (bt * c.Hkv + Math.floor(h / G) + 1) * c.hd), (bt * c.Hkv * G + h) * c.hd);
   return out;
 }
 
@@ -70,6 +83,25 @@ describe('attention (engine leaf, CPU)', () => {
       // Padded rows are exactly 0 in both (the reference leaves them 0).
       assertClose(out.data as Float32Array, ref.out, { atol: 5e-6, rtol: 1e-5 }, `out ${label(c)}`);
       assertClose(lse.data as Float32Array, ref.lse, { atol: 5e-6, rtol: 1e-5 }, `lse ${label(c)}`);
+    }
+  });
+
+  it('a group of query heads gives each head the bits it gets alone (its kv head repeated, one query head per kv head)', () => {
+    const r = rng('attention groups');
+    for (const c of [
+      { B: 2, T: 19, Hq: 14, Hkv: 2, hd: 64, lengths: [19, 11] },
+      { B: 1, T: 6, Hq: 3, Hkv: 1, hd: 70, lengths: [6] },
+      { B: 2, T: 5, Hq: 10, Hkv: 2, hd: 24, lengths: [5, 3] },
+    ] as Case[]) {
+      const x = inputs(r, c), G = c.Hq / c.Hkv;
+      const alone = { ...c, Hkv: c.Hq };
+      const k1 = Tensor.from(repeatHeads(x.k.data as Float32Array, c, G), [c.B, c.T, c.Hq, c.hd]);
+      const v1 = Tensor.from(repeatHeads(x.v.data as Float32Array, c, G), [c.B, c.T, c.Hq, c.hd]);
+      const grouped = attentionForward(x.q, x.k, x.v, x.lengths), single = attentionForward(x.q, k1, v1, x.lengths);
+      assert.deepEqual(grouped.out.data, single.out.data, `out ${label(c)} against ${label(alone)}`);
+      assert.deepEqual(grouped.lse.data, single.lse.data, `lse ${label(c)}`);
+      const q = Tensor.from(r.normals(c.B * c.Hq * c.hd), [c.B, c.Hq, c.hd]);
+      assert.deepEqual(attentionDecode(q, x.k, x.v, x.lengths).data, attentionDecode(q, k1, v1, x.lengths).data, `decode ${label(c)}`);
     }
   });
 
