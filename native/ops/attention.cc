@@ -419,6 +419,61 @@ inline void accumulate_key(const KeyTerms& k, int64_t t_begin, int64_t t_end, in
     _mm256_storeu_ps(dv + i + 8 * s, av[s]);
   }
 }
+
+#if LGRPO_X86_DISPATCH
+// accumulate_key for keys j and j + 1 at once (k's p and ds offset to key j), both over t in
+// [t_begin, t_end), S 16-float slices of the head from i in zmm: each q and dO load serves
+// both keys, 4S FMA chains in flight. Each element's chain over (t, g) is accumulate_key's,
+// so the bits are the AVX2 path's.
+template <int S>
+LGRPO_TARGET_AVX512 void accumulate_key_pair_avx512(const KeyTerms& k, int64_t t_begin, int64_t t_end, int64_t i,
+                                                    float* dk0, float* dv0, float* dk1, float* dv1) {
+  __m512 ak0[S], av0[S], ak1[S], av1[S];
+  for (int s = 0; s < S; ++s) {
+    ak0[s] = _mm512_loadu_ps(dk0 + i + 16 * s);
+    av0[s] = _mm512_loadu_ps(dv0 + i + 16 * s);
+    ak1[s] = _mm512_loadu_ps(dk1 + i + 16 * s);
+    av1[s] = _mm512_loadu_ps(dv1 + i + 16 * s);
+  }
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const float *pt = k.p + (t - k.t0) * k.panel_stride, *dst = k.ds + (t - k.t0) * k.panel_stride;
+    const float *q = k.q + t * k.q_stride + i, *dout = k.dout + t * k.q_stride + i;
+    for (int64_t g = 0; g < k.G; ++g) {
+      const __m512 wk0 = _mm512_set1_ps(k.scale * dst[g * k.T]), wk1 = _mm512_set1_ps(k.scale * dst[g * k.T + 1]);
+      const __m512 wv0 = _mm512_set1_ps(pt[g * k.T]), wv1 = _mm512_set1_ps(pt[g * k.T + 1]);
+      for (int s = 0; s < S; ++s) {
+        const __m512 qv = _mm512_loadu_ps(q + g * k.hd + 16 * s), ov = _mm512_loadu_ps(dout + g * k.hd + 16 * s);
+        ak0[s] = _mm512_fmadd_ps(wk0, qv, ak0[s]);
+        ak1[s] = _mm512_fmadd_ps(wk1, qv, ak1[s]);
+        av0[s] = _mm512_fmadd_ps(wv0, ov, av0[s]);
+        av1[s] = _mm512_fmadd_ps(wv1, ov, av1[s]);
+      }
+    }
+  }
+  for (int s = 0; s < S; ++s) {
+    _mm512_storeu_ps(dk0 + i + 16 * s, ak0[s]);
+    _mm512_storeu_ps(dv0 + i + 16 * s, av0[s]);
+    _mm512_storeu_ps(dk1 + i + 16 * s, ak1[s]);
+    _mm512_storeu_ps(dv1 + i + 16 * s, av1[s]);
+  }
+}
+
+// Keys j and j + 1 of a panel [t0, t_end): key j's term at t = j alone (when the panel holds
+// it), then both keys over the positions they share. Needs hd a multiple of 16.
+void accumulate_key_pair(const KeyTerms& k, int64_t j, int64_t t_end, float* dk0, float* dv0, float* dk1, float* dv1) {
+  const int64_t both = std::max(j + 1, k.t0);
+  if (std::max(j, k.t0) < both)
+    for (int64_t i = 0; i < k.hd; i += 16) accumulate_key<2>(k, j, both, i, dk0, dv0);
+  int64_t i = 0;
+  for (; i + 64 <= k.hd; i += 64) accumulate_key_pair_avx512<4>(k, both, t_end, i, dk0, dv0, dk1, dv1);
+  switch ((k.hd - i) / 16) {
+    case 3: accumulate_key_pair_avx512<3>(k, both, t_end, i, dk0, dv0, dk1, dv1); break;
+    case 2: accumulate_key_pair_avx512<2>(k, both, t_end, i, dk0, dv0, dk1, dv1); break;
+    case 1: accumulate_key_pair_avx512<1>(k, both, t_end, i, dk0, dv0, dk1, dv1); break;
+    default: break;
+  }
+}
+#endif
 }  // namespace
 #endif
 
@@ -427,6 +482,9 @@ void attention_backward_cpu(const AttentionBackwardArgs& a) {
   const int64_t B = a.batch, T = a.seq, Hq = a.q_heads, Hkv = a.kv_heads, hd = a.head_dim;
   const int64_t G = Hq / Hkv, kv_stride = Hkv * hd, q_stride = Hq * hd;
   const int64_t panel = std::min(std::max<int64_t>(T, 1), std::max<int64_t>(1, kPanelFloats / std::max<int64_t>(G * T, 1)));
+#if LGRPO_X86_DISPATCH
+  const bool pairs_avx512 = simd_avx512() && hd % 16 == 0;
+#endif
   parallel_for(Hkv * B, 1, [&](int64_t i0, int64_t i1) {
     // [position in panel][g][key j], stride T between heads.
     const size_t scratch = static_cast<size_t>(panel * G * std::max<int64_t>(T, 1));
@@ -477,6 +535,15 @@ void attention_backward_cpu(const AttentionBackwardArgs& a) {
           float* dk = dkb + j * kv_stride;
           float* dv = dvb + j * kv_stride;
           int64_t i = 0;
+#if LGRPO_X86_DISPATCH
+          // Two keys at a time in zmm where the head splits into 16-float slices.
+          if (pairs_avx512 && j + 1 < t_end) {
+            const KeyTerms terms{p.data() + j, ds.data() + j, a.q + first, a.dout + first, G * T, q_stride, t0, T, G, hd, a.scale};
+            accumulate_key_pair(terms, j, t_end, dk, dv, dk + kv_stride, dv + kv_stride);
+            ++j;
+            continue;
+          }
+#endif
 #if LGRPO_AVX2
           // Up to four 8-float slices of the head at once: eight FMA chains in flight (one
           // slice at a time, two chains, waited on the FMA latency), each element's chain

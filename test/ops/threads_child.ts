@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { adamwStep, gradSumSquares } from '../../src/ops/adamw.js';
+import { attentionBackward, attentionForward } from '../../src/ops/attention.js';
 import { gemm, gemmBf16Weights } from '../../src/ops/gemm.js';
 import { linearTokenLogprobs, linearTokenLogprobsBackward } from '../../src/ops/linear_token_logprobs.js';
 import { fromFloat32Array } from '../../src/dtype.js';
@@ -96,8 +97,25 @@ function lmHeadCase(): string {
   return digest(...[fwd.logprobs, fwd.lse, grads.gradHidden, grads.gradWeight].map((t) => t.data as Float32Array));
 }
 
+// Attention forward + backward at head sizes whose key gradients take 16-float slices four,
+// three, two and one at a time on the AVX-512 path (two keys per step there, one with AVX2).
+function attentionCase(): string {
+  const r = new Rng(1357);
+  const out: Float32Array[] = [];
+  for (const [Hq, Hkv, hd] of [[4, 2, 64], [6, 2, 48], [8, 2, 32], [2, 1, 16], [3, 1, 80]]) {
+    const B = 2, T = 37;
+    const q = Tensor.from(r.normals(B * T * Hq * hd), [B, T, Hq, hd]);
+    const k = Tensor.from(r.normals(B * T * Hkv * hd), [B, T, Hkv, hd]), v = Tensor.from(r.normals(B * T * Hkv * hd), [B, T, Hkv, hd]);
+    const lengths = Int32Array.from([37, 22]);
+    const f = attentionForward(q, k, v, lengths);
+    const g = attentionBackward(q, k, v, lengths, f.out, f.lse, Tensor.from(r.normals(B * T * Hq * hd), [B, T, Hq, hd]));
+    out.push(...[f.out, f.lse, g.dq, g.dk, g.dv].map((t) => t.data as Float32Array));
+  }
+  return digest(...out);
+}
+
 export function simdCases(): Record<string, string> {
-  return { 'linearTokenLogprobs forward + backward': lmHeadCase() };
+  return { 'linearTokenLogprobs forward + backward': lmHeadCase(), 'attention forward + backward': attentionCase() };
 }
 
 export function threadCases(): Record<string, string> {
