@@ -540,7 +540,7 @@ void attention_backward_cpu(const AttentionBackwardArgs& a) {
           if (pairs_avx512 && j + 1 < t_end) {
             const KeyTerms terms{p.data() + j, ds.data() + j, a.q + first, a.dout + first, G * T, q_stride, t0, T, G, hd, a.scale};
             accumulate_key_pair(terms, j, t_end, dk, dv, dk + kv_stride, dv + kv_stride);
-            ++j;
+            ++j;  // key j + 1 is done too
             continue;
           }
 #endif
