@@ -5,8 +5,8 @@
 //             then dq (owned by the row), dk and dv (owned by this (b, kv head) item, so
 //             no two threads ever add into the same gradient and the sum order is fixed).
 //   decode    attend_rows against the cache, the same routine as the forward.
-// Fast second: q·k dot products four keys and two query heads at a time (eight independent
-// FMA chains), weighted sums of up to four query heads at a time over each key's row, key
+// Fast second: q·k dot products four keys and two query heads at a time (dot4<2>, eight
+// independent FMA chains), weighted sums of up to four query heads at a time over each key's row, key
 // blocks shared by all query heads of a group while they sit in L1; forward work items pair
 // early and late query blocks so they cost the same under the causal mask.
 //
@@ -49,79 +49,49 @@ constexpr int64_t kQueryBlock = 16;
 constexpr int64_t kPanelFloats = int64_t(1) << 16;
 
 #if LGRPO_AVX2
-// q·k0 .. q·k3 in the four lanes of the result.
-inline __m128 dot4(const float* q, const float* k0, const float* k1, const float* k2, const float* k3, int64_t hd) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= hd; i += 8) {
-    const __m256 qv = _mm256_loadu_ps(q + i);
-    a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-    a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
-    a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
-    a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
-  }
-  // Same reduction tree for every lane: ((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)).
-  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-  __m128 r = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-  if (i < hd) {
-    alignas(16) float tail[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (; i < hd; ++i) {
-      tail[0] = std::fma(q[i], k0[i], tail[0]);
-      tail[1] = std::fma(q[i], k1[i], tail[1]);
-      tail[2] = std::fma(q[i], k2[i], tail[2]);
-      tail[3] = std::fma(q[i], k3[i], tail[3]);
-    }
-    r = _mm_add_ps(r, _mm_load_ps(tail));
-  }
-  return r;
-}
-#endif
-
-#if LGRPO_AVX2
-// dot4 for two query rows at once (eight FMA chains in flight where dot4 has four): each
-// (row, key)'s lanes, reduction and tail exactly as dot4's, so the same bits.
-inline void dot4x2(const float* qa, const float* qb, const float* k0, const float* k1, const float* k2, const float* k3,
-                   int64_t hd, __m128* ra, __m128* rb) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+// r[h] = q_h·k0 .. q_h·k3 in four lanes, for the H query rows q_h = q + h·hd (4H independent
+// FMA chains). Each (row, key)'s lanes, reduction tree and tail depend only on that row and
+// key, so a score has the same bits whatever H it is computed with.
+template <int H>
+inline void dot4(const float* q, const float* k0, const float* k1, const float* k2, const float* k3, int64_t hd,
+                 __m128* r) {
+  __m256 acc[H][4];
+  for (int h = 0; h < H; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= hd; i += 8) {
     const __m256 x0 = _mm256_loadu_ps(k0 + i), x1 = _mm256_loadu_ps(k1 + i);
     const __m256 x2 = _mm256_loadu_ps(k2 + i), x3 = _mm256_loadu_ps(k3 + i);
-    const __m256 qva = _mm256_loadu_ps(qa + i), qvb = _mm256_loadu_ps(qb + i);
-    a0 = _mm256_fmadd_ps(qva, x0, a0);
-    a1 = _mm256_fmadd_ps(qva, x1, a1);
-    a2 = _mm256_fmadd_ps(qva, x2, a2);
-    a3 = _mm256_fmadd_ps(qva, x3, a3);
-    b0 = _mm256_fmadd_ps(qvb, x0, b0);
-    b1 = _mm256_fmadd_ps(qvb, x1, b1);
-    b2 = _mm256_fmadd_ps(qvb, x2, b2);
-    b3 = _mm256_fmadd_ps(qvb, x3, b3);
-  }
-  const __m256 ta = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-  const __m256 tb = _mm256_hadd_ps(_mm256_hadd_ps(b0, b1), _mm256_hadd_ps(b2, b3));
-  *ra = _mm_add_ps(_mm256_castps256_ps128(ta), _mm256_extractf128_ps(ta, 1));
-  *rb = _mm_add_ps(_mm256_castps256_ps128(tb), _mm256_extractf128_ps(tb, 1));
-  if (i < hd) {
-    alignas(16) float tail_a[4] = {0.0f, 0.0f, 0.0f, 0.0f}, tail_b[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (; i < hd; ++i) {
-      tail_a[0] = std::fma(qa[i], k0[i], tail_a[0]);
-      tail_a[1] = std::fma(qa[i], k1[i], tail_a[1]);
-      tail_a[2] = std::fma(qa[i], k2[i], tail_a[2]);
-      tail_a[3] = std::fma(qa[i], k3[i], tail_a[3]);
-      tail_b[0] = std::fma(qb[i], k0[i], tail_b[0]);
-      tail_b[1] = std::fma(qb[i], k1[i], tail_b[1]);
-      tail_b[2] = std::fma(qb[i], k2[i], tail_b[2]);
-      tail_b[3] = std::fma(qb[i], k3[i], tail_b[3]);
+    for (int h = 0; h < H; ++h) {
+      const __m256 qv = _mm256_loadu_ps(q + h * hd + i);
+      acc[h][0] = _mm256_fmadd_ps(qv, x0, acc[h][0]);
+      acc[h][1] = _mm256_fmadd_ps(qv, x1, acc[h][1]);
+      acc[h][2] = _mm256_fmadd_ps(qv, x2, acc[h][2]);
+      acc[h][3] = _mm256_fmadd_ps(qv, x3, acc[h][3]);
     }
-    *ra = _mm_add_ps(*ra, _mm_load_ps(tail_a));
-    *rb = _mm_add_ps(*rb, _mm_load_ps(tail_b));
+  }
+  for (int h = 0; h < H; ++h) {
+    // Same reduction tree for every lane: ((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)).
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(acc[h][0], acc[h][1]), _mm256_hadd_ps(acc[h][2], acc[h][3]));
+    r[h] = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    if (i < hd) {
+      const float* qh = q + h * hd;
+      alignas(16) float tail[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int64_t e = i; e < hd; ++e) {
+        tail[0] = std::fma(qh[e], k0[e], tail[0]);
+        tail[1] = std::fma(qh[e], k1[e], tail[1]);
+        tail[2] = std::fma(qh[e], k2[e], tail[2]);
+        tail[3] = std::fma(qh[e], k3[e], tail[3]);
+      }
+      r[h] = _mm_add_ps(r[h], _mm_load_ps(tail));
+    }
   }
 }
-#endif
 
-// out[j] = scale · (x·rows_j) for j < n, rows_j at rows + j·stride.
-void dots_row(const float* x, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale, float* out) {
-#if LGRPO_AVX2
+// out[h·ld + j] = scale · (q_h·rows_j) for j < n and the H query rows q_h = q + h·hd, rows_j
+// at rows + j·stride, four keys at a time.
+template <int H>
+void dots_keys(const float* q, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale, float* out,
+               int64_t ld) {
   const __m128 sv = _mm_set1_ps(scale);
   for (int64_t j = 0; j < n; j += 4) {
     // A short last group repeats its first key; the extra lanes are discarded.
@@ -129,10 +99,21 @@ void dots_row(const float* x, const float* rows, int64_t stride, int64_t n, int6
     const float* k1 = j + 1 < n ? k0 + stride : k0;
     const float* k2 = j + 2 < n ? k0 + 2 * stride : k0;
     const float* k3 = j + 3 < n ? k0 + 3 * stride : k0;
-    alignas(16) float d[4];
-    _mm_store_ps(d, _mm_mul_ps(dot4(x, k0, k1, k2, k3, hd), sv));
-    for (int64_t m = 0; m < 4 && j + m < n; ++m) out[j + m] = d[m];
+    __m128 r[H];
+    dot4<H>(q, k0, k1, k2, k3, hd, r);
+    for (int h = 0; h < H; ++h) {
+      alignas(16) float d[4];
+      _mm_store_ps(d, _mm_mul_ps(r[h], sv));
+      for (int64_t m = 0; m < 4 && j + m < n; ++m) out[h * ld + j + m] = d[m];
+    }
   }
+}
+#endif
+
+// out[j] = scale · (x·rows_j) for j < n, rows_j at rows + j·stride.
+void dots_row(const float* x, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale, float* out) {
+#if LGRPO_AVX2
+  dots_keys<1>(x, rows, stride, n, hd, scale, out, 0);
 #else
   for (int64_t j = 0; j < n; ++j) {
     const float* r = rows + j * stride;
@@ -213,23 +194,7 @@ void dots_rows(const float* q, int64_t G, const float* rows, int64_t stride, int
                float* out, int64_t ld) {
   int64_t g = 0;
 #if LGRPO_AVX2
-  const __m128 sv = _mm_set1_ps(scale);
-  for (; g + 2 <= G; g += 2)
-    for (int64_t j = 0; j < n; j += 4) {
-      const float* k0 = rows + j * stride;
-      const float* k1 = j + 1 < n ? k0 + stride : k0;
-      const float* k2 = j + 2 < n ? k0 + 2 * stride : k0;
-      const float* k3 = j + 3 < n ? k0 + 3 * stride : k0;
-      __m128 ra, rb;
-      dot4x2(q + g * hd, q + (g + 1) * hd, k0, k1, k2, k3, hd, &ra, &rb);
-      alignas(16) float da[4], db[4];
-      _mm_store_ps(da, _mm_mul_ps(ra, sv));
-      _mm_store_ps(db, _mm_mul_ps(rb, sv));
-      for (int64_t m = 0; m < 4 && j + m < n; ++m) {
-        out[g * ld + j + m] = da[m];
-        out[(g + 1) * ld + j + m] = db[m];
-      }
-    }
+  for (; g + 2 <= G; g += 2) dots_keys<2>(q + g * hd, rows, stride, n, hd, scale, out + g * ld, ld);
 #endif
   for (; g < G; ++g) dots_row(q + g * hd, rows, stride, n, hd, scale, out + g * ld);
 }

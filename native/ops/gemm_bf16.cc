@@ -261,11 +261,8 @@ void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64
       }
     });
   };
+  // One chunk runs inline on the calling thread (parallel_chunks over one range).
   const PanelChunks chunks = panel_chunks(panels, 64 * pairs, num_threads(), kBf16PanelChunkBytes);
-  if (chunks.count == 1) {
-    run(0, panels);
-    return;
-  }
   parallel_chunks(chunks.count, [&](int64_t c) { run(chunks.begin(c), chunks.begin(c + 1)); });
 }
 
