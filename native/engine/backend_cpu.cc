@@ -154,21 +154,54 @@ uint64_t mix64(uint64_t x) {
 // e[i] = exp((x[i] − shift)·scale) in f32 (relative error < 2e-7, far below what
 // sampling can resolve); returns Σ e[i] in double, summed in a fixed order (eight
 // lane sums, then the lanes in order, then the tail) so the bits depend on n only.
+#if LGRPO_X86_DISPATCH
+// exp_weights' AVX2 loop, two of its 8-blocks per iteration: each lane's sum takes the same
+// terms in the same order (lo: lanes 0-3 of each 8-block, hi: lanes 4-7), so the same bits.
+LGRPO_TARGET_AVX512 int64_t exp_weights_avx512(const float* x, float* e, int64_t n, float shift, float scale,
+                                               double lanes[8]) {
+  const __m512 sh = _mm512_set1_ps(shift), sc = _mm512_set1_ps(scale);
+  __m512d acc = _mm512_setzero_pd();  // lanes 0-3: the AVX2 loop's lo, 4-7: its hi
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = exp_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), sh), sc));
+    _mm512_storeu_ps(e + i, v);
+    acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+  }
+  if (i + 8 <= n) {
+    const __m256 v = exp_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm512_castps512_ps256(sh)),
+                                            _mm512_castps512_ps256(sc)));
+    _mm256_storeu_ps(e + i, v);
+    acc = _mm512_add_pd(acc, _mm512_cvtps_pd(v));
+    i += 8;
+  }
+  _mm512_storeu_pd(lanes, acc);
+  return i;
+}
+#endif
+
 double exp_weights(const float* x, float* e, int64_t n, float shift, float scale) {
   int64_t i = 0;
   double z = 0.0;
 #if LGRPO_AVX2
-  const __m256 sh = _mm256_set1_ps(shift), sc = _mm256_set1_ps(scale);
-  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = exp_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh), sc));
-    _mm256_storeu_ps(e + i, v);
-    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
-  }
   alignas(32) double lanes[8];
-  _mm256_store_pd(lanes, lo);
-  _mm256_store_pd(lanes + 4, hi);
+#if LGRPO_X86_DISPATCH
+  if (simd_avx512()) {
+    i = exp_weights_avx512(x, e, n, shift, scale, lanes);
+  } else
+#endif
+  {
+    const __m256 sh = _mm256_set1_ps(shift), sc = _mm256_set1_ps(scale);
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = exp_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh), sc));
+      _mm256_storeu_ps(e + i, v);
+      lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+      hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    }
+    _mm256_store_pd(lanes, lo);
+    _mm256_store_pd(lanes + 4, hi);
+  }
   for (double l : lanes) z += l;
 #endif
   for (; i < n; ++i) {
@@ -178,12 +211,85 @@ double exp_weights(const float* x, float* e, int64_t n, float shift, float scale
   return z;
 }
 
+// The inverse CDF's running sum skips whole blocks of kScanBlock weights: a block's sum
+// is taken in a fixed order (eight lane sums over its 8-float groups, then the lanes
+// pairwise: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))), added to the running sum
+// unless that would pass the target; the block that would is walked weight by weight. A
+// weight-by-weight sum over the whole row was a chain of V dependent double additions,
+// most of the sampler's time at V = 151,936.
+constexpr int64_t kScanBlock = 64;
+
+[[maybe_unused]] double block_sum_portable(const float* e) {
+  double lane[8] = {};
+  for (int64_t g = 0; g < kScanBlock; g += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += static_cast<double>(e[g + l]);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+#if LGRPO_AVX2
+double block_sum_avx2(const float* e) {
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  for (int64_t g = 0; g < kScanBlock; g += 8) {
+    const __m256 v = _mm256_loadu_ps(e + g);
+    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+  }
+  alignas(32) double lane[8];
+  _mm256_store_pd(lane, lo);
+  _mm256_store_pd(lane + 4, hi);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+#endif
+
+// Inverse CDF in index order over the positive weights: the first i whose running sum
+// passes target, or the last positive weight if rounding keeps the sum at or below it.
+int64_t inverse_cdf(const float* e, int64_t V, double target, int64_t none_positive) {
+  double cum = 0.0;
+  int64_t i = 0;
+  for (; i + kScanBlock <= V; i += kScanBlock) {
+#if LGRPO_AVX2
+    const double s = block_sum_avx2(e + i);
+#else
+    const double s = block_sum_portable(e + i);
+#endif
+    if (cum + s > target) break;
+    cum += s;
+  }
+  for (; i < V; ++i) {
+    if (e[i] <= 0.0f) continue;
+    cum += e[i];
+    if (cum > target) return i;
+  }
+  int64_t last = V - 1;
+  while (last >= 0 && !(e[last] > 0.0f)) --last;
+  return last >= 0 ? last : none_positive;
+}
+
+#if LGRPO_X86_DISPATCH
+// row_max's vector loop, 16 lanes (a maximum, and a probe that is 0 or NaN: no order to keep).
+LGRPO_TARGET_AVX512 int64_t row_max_avx512(const float* x, int64_t n, float* mx, float* probe) {
+  __m512 vmax = _mm512_set1_ps(-INFINITY), vprobe = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    vmax = _mm512_max_ps(vmax, v);
+    vprobe = _mm512_add_ps(vprobe, _mm512_sub_ps(v, v));
+  }
+  *mx = _mm512_reduce_max_ps(vmax);
+  *probe = _mm512_reduce_add_ps(vprobe);
+  return i;
+}
+#endif
+
 // The largest value and the lowest index holding it; false if any value is NaN or ±Inf.
 bool row_max(const float* x, int64_t n, float* max_out, int64_t* arg_out) {
   int64_t i = 0;
   float mx = -INFINITY, probe = 0.0f;  // x − x is 0 for finite x, NaN otherwise
+#if LGRPO_X86_DISPATCH
+  if (simd_avx512()) i = row_max_avx512(x, n, &mx, &probe);
+#endif
 #if LGRPO_AVX2
-  __m256 vmax = _mm256_set1_ps(-INFINITY), vprobe = _mm256_setzero_ps();
+  __m256 vmax = _mm256_set1_ps(mx), vprobe = _mm256_set1_ps(probe);
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
     vmax = _mm256_max_ps(vmax, v);
@@ -282,15 +388,7 @@ bool sample_row(const float* x, int64_t V, const SampleArgs& a, int64_t row, Sam
   };
 
   if (!top_k && !top_p) {
-    const double target = u * z;
-    double cum = 0.0;
-    int64_t pick = arg;
-    for (int64_t i = 0; i < V; ++i) {
-      if (e[i] <= 0.0f) continue;
-      cum += e[i];
-      pick = i;
-      if (cum > target) break;
-    }
+    const int64_t pick = inverse_cdf(e, V, u * z, arg);
     if (lse) {
       *token = static_cast<int32_t>(pick);
       *logprob = static_cast<float>(static_cast<double>(x[pick]) - *lse);

@@ -12,6 +12,20 @@ function logSoftmaxAt(row: ArrayLike<number>, keep: number[], tau: number, at: n
   return row[at] / tau - lse;
 }
 
+/** The sampler's counter-based uniform in [0, 1): SplitMix64's finaliser over (seed, row key, step). */
+function counterUniform(seed: number, key: number, counter: number): number {
+  const M = (1n << 64n) - 1n;
+  const mix = (x: bigint) => {
+    x = ((x ^ (x >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
+    x = ((x ^ (x >> 27n)) * 0x94d049bb133111ebn) & M;
+    return x ^ (x >> 31n);
+  };
+  let h = mix((BigInt(seed) + 0x9e3779b97f4a7c15n) & M);
+  h = mix(h ^ ((BigInt(key) * 0xd1b54a32d192ed03n + 0x8cb92ba72f3d8dd7n) & M));
+  h = mix(h ^ ((BigInt(counter) * 0xaef17502108ef2d9n + 0x2545f4914f6cdd1dn) & M));
+  return Number(h >> 11n) * 2 ** -53;
+}
+
 /** Indices by decreasing logit, ties by lower index (the sampler's order). */
 const byLogit = (row: ArrayLike<number>) => Array.from(row, (_, i) => i).sort((a, b) => row[b] - row[a] || a - b);
 
@@ -42,6 +56,46 @@ describe('sampleRows (the engine sampler, CPU twin)', () => {
     }
     assert.ok(new Set(a.tokens).size > 1, 'draws vary across rows');
     assert.notDeepEqual(sampleRows(t, { ...opts, seed: 12 }).tokens, a.tokens);
+  });
+
+  it('full distribution: the inverse CDF of softmax(x / τ) at the counter uniform, in index order, over awkward V', () => {
+    // Independent float64 reference: e_i = exp((x_i − max)/τ), the first i whose running sum
+    // passes u·Σe (u from the counter generator, rewritten here). The sampler sums float32
+    // weights block by block, so a draw may differ only where u·Σe lies within rounding of a
+    // CDF step; any other difference is a wrong token.
+    const r = rng('sample full distribution');
+    const cases = [
+      { V: 151936, rows: 4, scale: 3, tau: 1 }, // the Qwen vocabulary: 2374 whole blocks of 64
+      { V: 4133, rows: 24, scale: 2, tau: 0.7 }, // whole blocks and a tail of 37
+      { V: 64 * 9, rows: 24, scale: 1, tau: 1.5 }, // whole blocks only
+      { V: 61, rows: 24, scale: 2, tau: 1 }, // less than one block
+      { V: 3001, rows: 24, scale: 40, tau: 1 }, // most weights underflow to 0
+    ];
+    for (const c of cases) {
+      const t = logits(r, c.rows, c.V, c.scale);
+      const seed = r.int(0, 1e9), step = r.int(0, 1000);
+      const rowKeys = Array.from({ length: c.rows }, () => r.int(0, 1e6));
+      const got = sampleRows(t, { temperature: c.tau, seed, step, rowKeys });
+      const x = t.data as Float32Array;
+      for (let i = 0; i < c.rows; i++) {
+        const row = x.subarray(i * c.V, (i + 1) * c.V);
+        const m = row.reduce((a, v) => Math.max(a, v), -Infinity);
+        const e = Array.from(row, (v) => Math.exp((v - m) / c.tau));
+        const z = e.reduce((a, v) => a + v, 0);
+        const target = counterUniform(seed, rowKeys[i], step) * z;
+        let cum = 0, want = -1, stepEdge = Infinity;
+        for (let j = 0; j < c.V; j++) {
+          if (e[j] <= 0) continue;
+          cum += e[j];
+          if (cum > target) { want = j; stepEdge = Math.min(cum - target, target - (cum - e[j])); break; }
+        }
+        const at = `V ${c.V}, row ${i}`;
+        if (got.tokens[i] !== want)
+          assert.ok(stepEdge < 1e-6 * z, `${at}: token ${got.tokens[i]}, the reference draws ${want} (u·Z ${stepEdge / z} of Z from a CDF step)`);
+        // log softmax(x/τ) at the token: (x_t − max)/τ − log Σe
+        assertClose(got.logprobs[i], (row[got.tokens[i]] - m) / c.tau - Math.log(z), { atol: 2e-5 }, `${at}: logprob`);
+      }
+    }
   });
 
   it('rejects non-finite logits naming the row, and bad options naming the option', () => {
