@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -63,7 +64,9 @@ int main(int argc, char** argv) {
   B_adopt(A_shared());
   std::free(w);
   const double weights = 493961216.0;
+  const char* only = std::getenv("DECODE_AB_ONLY");  // "f32" or "bf16": time that precision alone
   for (int bf16 = 0; bf16 < 2; ++bf16) {
+    if (only && std::string(only) != (bf16 ? "bf16" : "f32")) continue;
     void (*a)() = bf16 ? A_bf16 : A_f32;
     void (*b)() = bf16 ? B_bf16 : B_f32;
     a();
