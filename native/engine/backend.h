@@ -100,6 +100,13 @@ struct Backend {
   void (*to_bf16)(const float* src, uint16_t* dst, int64_t n);
   void (*gemm_bf16_weights)(const GemmBf16Args&);
 
+  // Decoding's products that share their input (q, k and v; gate and up): gemm /
+  // gemm_bf16_weights for each of args[0..count), the same bits, as one job where the
+  // backend can (the CPU: one pool join instead of one per product). Null where a backend
+  // has no such job (CUDA): the engine then calls gemm / gemm_bf16_weights for each.
+  void (*gemm_group)(const GemmArgs* args, int count);
+  void (*gemm_bf16_weights_group)(const GemmBf16Args* args, int count);
+
   // f32 rollouts: W [n, k] (row stride ldw) copied into 16-column panels (gemm.h), which
   // gemm reads with GemmArgs::b_panels and linear_token_logits with weight_panels — the
   // same bits as from W, one contiguous stream per panel. Null where a backend reads its

@@ -500,6 +500,8 @@ const Backend& cpu_backend() {
     b.linear_token_logits = linear_token_logits_cpu;
     b.to_bf16 = f32_to_bf16_cpu;
     b.gemm_bf16_weights = gemm_bf16_rollout_cpu;  // bf16 dot products where the CPU has them
+    b.gemm_group = gemm_f32_group;
+    b.gemm_bf16_weights_group = gemm_bf16_rollout_group_cpu;
 #if LGRPO_AVX2
     b.pack_panels = pack_panels_cpu;  // only the vector kernels stream panels faster than W
 #endif

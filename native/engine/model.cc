@@ -369,6 +369,54 @@ void Model::linear(const float* x, const float* w, const float* bias, int64_t ro
   if (bias) be_.add_bias(y, bias, rows, out);
 }
 
+void Model::linear_group(const float* x, int64_t rows, int64_t in, std::initializer_list<LinearOut> outs) {
+  constexpr int kMaxGroup = 4;
+  bool grouped = outs.size() > 1 && outs.size() <= kMaxGroup && !panels_.empty() &&
+                 (panels_bf16_ ? be_.gemm_bf16_weights_group != nullptr : be_.gemm_group != nullptr);
+  const void* panels[kMaxGroup] = {};
+  int count = 0;
+  for (const LinearOut& o : outs) {
+    if (!grouped) break;
+    const auto it = panels_.find(o.w);
+    grouped = it != panels_.end();
+    if (grouped) panels[count++] = it->second;
+  }
+  if (!grouped) {
+    for (const LinearOut& o : outs) linear(x, o.w, o.bias, rows, in, o.out, o.y);
+    return;
+  }
+  if (panels_bf16_) {
+    GemmBf16Args g[kMaxGroup];
+    count = 0;
+    for (const LinearOut& o : outs) {
+      GemmBf16Args& a = g[count];
+      a.x = x;
+      a.ldx = in;
+      a.w = static_cast<const uint16_t*>(panels[count]);
+      a.w_panels = true;
+      a.y = o.y;
+      a.ldy = o.out;
+      a.m = rows;
+      a.n = o.out;
+      a.k = in;
+      ++count;
+    }
+    be_.gemm_bf16_weights_group(g, count);
+  } else {
+    GemmArgs g[kMaxGroup];
+    count = 0;
+    for (const LinearOut& o : outs) {
+      g[count] = GemmArgs{false, true, rows, o.out, in, 1.0f, x, in, static_cast<const float*>(panels[count]), in, 0.0f,
+                          o.y, o.out};
+      g[count].b_panels = true;
+      ++count;
+    }
+    be_.gemm_group(g, count);
+  }
+  for (const LinearOut& o : outs)
+    if (o.bias) be_.add_bias(o.y, o.bias, rows, o.out);
+}
+
 // y = x·Wᵀ + b:  dx (=|+=) dy·W,  dW += dyᵀ·x,  db += Σ_rows dy.
 // dW sums over the token rows, which the GEMM restarts every kGemmKC of them: with a packed
 // batch it is one GEMM per K block of the padded layout (dw_blocks_), so each block sums the
@@ -392,9 +440,8 @@ void Model::embed(const float* params, const int32_t* ids_dev, int64_t rows, flo
 
 void Model::project_qkv(const LayerWeights& w, int64_t rows, LayerActs& a) {
   const int64_t D = cfg_.hidden;
-  linear(a.xn1, w.wq, w.bq, rows, D, cfg_.q_width(), a.q);
-  linear(a.xn1, w.wk, w.bk, rows, D, cfg_.kv_width(), a.k);
-  linear(a.xn1, w.wv, w.bv, rows, D, cfg_.kv_width(), a.v);
+  linear_group(a.xn1, rows, D,
+               {{w.wq, w.bq, cfg_.q_width(), a.q}, {w.wk, w.bk, cfg_.kv_width(), a.k}, {w.wv, w.bv, cfg_.kv_width(), a.v}});
 }
 
 void Model::attention_output(const LayerWeights& w, int64_t rows, const float* x_in, LayerActs& a, float* tmp) {
@@ -408,8 +455,7 @@ void Model::mlp(const LayerWeights& w, int64_t layer, int64_t rows, LayerActs& a
   const int64_t bad = be_.rms_norm_forward(
       RmsNormForwardArgs{a.res_mid, w.post_norm, rows, D, static_cast<float>(cfg_.rms_eps), a.xn2, a.rstd2});
   check_finite(packed ? padded_row(bad) : bad, "post_attention_layernorm", layer);
-  linear(a.xn2, w.wg, nullptr, rows, D, I, a.gate);
-  linear(a.xn2, w.wu, nullptr, rows, D, I, a.up);
+  linear_group(a.xn2, rows, D, {{w.wg, nullptr, I, a.gate}, {w.wu, nullptr, I, a.up}});
   // Elementwise with per-element bits independent of the array length, so a row gives
   // the same result in a batch, alone, or in decode.
   be_.swiglu_forward(SwigluForwardArgs{a.gate, a.up, rows * I, a.h});

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -183,6 +184,15 @@ class Model {
   void layer_backward(const LayerWeights& w, const LayerGrads& g, int64_t layer, const float* x_in, LayerActs& a,
                       float* d_res);
   void linear(const float* x, const float* w, const float* bias, int64_t rows, int64_t in, int64_t out, float* y);
+  // linear() for products of one input x [rows, in], the same bits; over rollout panels
+  // one backend job where the backend has it (gemm_group, gemm_bf16_weights_group).
+  struct LinearOut {
+    const float* w;
+    const float* bias;
+    int64_t out;
+    float* y;
+  };
+  void linear_group(const float* x, int64_t rows, int64_t in, std::initializer_list<LinearOut> outs);
   void linear_backward(const float* dy, const float* x, const float* w, int64_t rows, int64_t in, int64_t out,
                        float* dx, float beta_dx, float* dw, float* dbias);
   // Embedding and every layer over a [B, T] batch in the inference arena, leaving the last

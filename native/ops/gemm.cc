@@ -694,6 +694,28 @@ void gemm_f32_serial(const GemmArgs& g) {
   }
 }
 
+void gemm_f32_group(const GemmArgs* g, int count) {
+  bool one_job = count > 1;
+#if LGRPO_AVX2
+  for (int i = 0; i < count && one_job; ++i)
+    one_job = g[i].trans_b && g[i].b_panels && !g[i].trans_a && g[i].a == g[0].a && g[i].lda == g[0].lda &&
+              g[i].m == g[0].m && g[i].k == g[0].k && g[i].m > 0 && g[i].m <= kFewRowsMax && g[i].n > 0 &&
+              g[i].k > 0 && g[i].alpha != 0.0f;
+#else
+  one_job = false;
+#endif
+  if (!one_job) {
+    for (int i = 0; i < count; ++i) gemm_f32(g[i]);
+    return;
+  }
+#if LGRPO_AVX2
+  const float* xp = pack_x_groups(g[0]);
+  std::vector<PanelChunks> chunks;
+  for (int i = 0; i < count; ++i) chunks.push_back(panel_chunks(ceil_div(g[i].n, NR), 4 * NR * g[i].k, num_threads()));
+  parallel_panel_chunks(chunks, [&](int i, int64_t p0, int64_t p1) { few_rows_panel_range(g[i], xp, p0, p1); });
+#endif
+}
+
 void gemm_f32(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
 #if LGRPO_AVX2

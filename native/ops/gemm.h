@@ -15,6 +15,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "../parallel.h"
 
 namespace lgrpo {
 
@@ -47,6 +50,11 @@ void gemm_f32(const GemmArgs& args);
 // caller already parallelises (packing buffers are thread-local). Bit-identical to
 // gemm_f32 on the same sub-block.
 void gemm_f32_serial(const GemmArgs& args);
+
+// gemm_f32 for each of g[0..count), the same bits; few-row products over panels that share
+// op(A) (decoding's q, k and v; gate and up) run as one pool job, A packed once and their
+// panel chunks claimed as one list: one join instead of one per product.
+void gemm_f32_group(const GemmArgs* g, int count);
 
 // The CUDA twin, on args.device; asynchronous (errors surface at the next synchronising call).
 void gemm_f32_cuda(const GemmArgs& args);
@@ -138,6 +146,19 @@ inline PanelChunks panel_chunks(int64_t panels, int64_t panel_bytes, int64_t thr
   const int64_t rounds = (bytes + threads * chunk_bytes - 1) / (threads * chunk_bytes);
   const int64_t count = std::min(panels, rounds * threads);
   return {count, panels, panels >= 4 * kPanelStreams * count ? kPanelStreams : 1};
+}
+// range(i, p0, p1) for the chunks of several products (chunks[i] for product i) as one pool
+// job: their chunks one after another in one list the threads claim (parallel_chunks), so
+// that products sharing an input (decoding's q, k and v) cost one join, not one each.
+template <class Range>
+void parallel_panel_chunks(const std::vector<PanelChunks>& chunks, Range&& range) {
+  std::vector<int64_t> first{0};  // chunk c of the job is chunk c − first[i] of product i
+  for (const PanelChunks& c : chunks) first.push_back(first.back() + c.count);
+  parallel_chunks(first.back(), [&](int64_t c) {
+    const int i = static_cast<int>(std::upper_bound(first.begin(), first.end(), c) - first.begin()) - 1;
+    const int64_t own = c - first[i];
+    range(i, chunks[i].begin(own), chunks[i].begin(own + 1));
+  });
 }
 constexpr int kPanelAccStride = 16 * kPanelStreams;
 // step(i, count, part) for each step i of a range of `panels` panels: the step reads the

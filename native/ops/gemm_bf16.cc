@@ -225,45 +225,50 @@ LGRPO_TARGET_AVX512BF16 __attribute__((noinline)) void dot_panel(const uint32_t*
     for (int q = 0; q < Q; ++q) _mm512_storeu_ps(out + ldo * r + qo * q, acc[r][q]);
 }
 
-void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64_t pairs) {
-  const int64_t panels = (a.n + 15) / 16, panel_stride = pairs * 16;
+// Panels [p0, p1) of a.w_panels, kPanelStreams at a time, one from each part of the range
+// (gemm.h, for_panel_steps); two streams held bf16 at 49.9 GB/s where three reach 55.4, f32's rate.
+void panel_range(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64_t pairs, int64_t p0, int64_t p1) {
+  const int64_t panel_stride = pairs * 16;
   const uint32_t* wp = reinterpret_cast<const uint32_t*>(a.w);
-  // Panels [p0, p1) kPanelStreams at a time, one from each part of the range (gemm.h,
-  // for_panel_steps); two streams held bf16 at 49.9 GB/s where three reach 55.4, f32's rate.
-  auto run = [&](int64_t p0, int64_t p1) {
-    alignas(64) float out[8 * kPanelAccStride];
-    for_panel_steps(p1 - p0, [&](int64_t i, int count, int64_t part) {
-      const int64_t pa = p0 + i;
-      int64_t cols[kPanelStreams];
-      bool full = true;
-      for (int q = 0; q < count; ++q) {
-        cols[q] = std::min<int64_t>(16, a.n - 16 * (pa + q * part));
-        full = full && cols[q] == 16;
-      }
-      const uint32_t* w = wp + pa * panel_stride;
-      const int64_t qs = part * panel_stride;
-      for (int64_t g = 0; g < groups; ++g) {
-        // Whole blocks straight into y (a 0.5B decoding step has ~14,000); an edge block
-        // through out, then only the rows and columns y has.
-        const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
-        const bool whole = full && rows == 8;
-        float* dst = whole ? a.y + 8 * g * a.ldy + 16 * pa : out;
-        const int64_t ldo = whole ? a.ldy : kPanelAccStride, qo = whole ? 16 * part : 16;
-        static_assert(kPanelStreams == 3, "a kernel for each count of panels up to kPanelStreams");
-        if (count == 3) dot_panel<3>(xp + g * pairs * 8, pairs, w, qs, dst, ldo, qo);
-        else if (count == 2) dot_panel<2>(xp + g * pairs * 8, pairs, w, qs, dst, ldo, qo);
-        else dot_panel<1>(xp + g * pairs * 8, pairs, w, qs, dst, ldo, qo);
-        if (!whole)
-          for (int64_t r = 0; r < rows; ++r)
-            for (int q = 0; q < count; ++q)
-              std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * (pa + q * part), out + kPanelAccStride * r + 16 * q,
-                          sizeof(float) * cols[q]);
-      }
-    });
-  };
+  alignas(64) float out[8 * kPanelAccStride];
+  for_panel_steps(p1 - p0, [&](int64_t i, int count, int64_t part) {
+    const int64_t pa = p0 + i;
+    int64_t cols[kPanelStreams];
+    bool full = true;
+    for (int q = 0; q < count; ++q) {
+      cols[q] = std::min<int64_t>(16, a.n - 16 * (pa + q * part));
+      full = full && cols[q] == 16;
+    }
+    const uint32_t* w = wp + pa * panel_stride;
+    const int64_t qs = part * panel_stride;
+    for (int64_t g = 0; g < groups; ++g) {
+      // Whole blocks straight into y (a 0.5B decoding step has ~14,000); an edge block
+      // through out, then only the rows and columns y has.
+      const int64_t rows = std::min<int64_t>(8, a.m - 8 * g);
+      const bool whole = full && rows == 8;
+      float* dst = whole ? a.y + 8 * g * a.ldy + 16 * pa : out;
+      const int64_t ldo = whole ? a.ldy : kPanelAccStride, qo = whole ? 16 * part : 16;
+      static_assert(kPanelStreams == 3, "a kernel for each count of panels up to kPanelStreams");
+      if (count == 3) dot_panel<3>(xp + g * pairs * 8, pairs, w, qs, dst, ldo, qo);
+      else if (count == 2) dot_panel<2>(xp + g * pairs * 8, pairs, w, qs, dst, ldo, qo);
+      else dot_panel<1>(xp + g * pairs * 8, pairs, w, qs, dst, ldo, qo);
+      if (!whole)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int q = 0; q < count; ++q)
+            std::memcpy(a.y + (8 * g + r) * a.ldy + 16 * (pa + q * part), out + kPanelAccStride * r + 16 * q,
+                        sizeof(float) * cols[q]);
+    }
+  });
+}
+
+PanelChunks bf16_chunks(const GemmBf16Args& a, int64_t pairs) {
+  return panel_chunks((a.n + 15) / 16, 64 * pairs, num_threads(), kBf16PanelChunkBytes);
+}
+
+void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64_t pairs) {
   // One chunk runs inline on the calling thread (parallel_chunks over one range).
-  const PanelChunks chunks = panel_chunks(panels, 64 * pairs, num_threads(), kBf16PanelChunkBytes);
-  parallel_chunks(chunks.count, [&](int64_t c) { run(chunks.begin(c), chunks.begin(c + 1)); });
+  const PanelChunks chunks = bf16_chunks(a, pairs);
+  parallel_chunks(chunks.count, [&](int64_t c) { panel_range(a, xp, groups, pairs, chunks.begin(c), chunks.begin(c + 1)); });
 }
 
 // xp as above: each row converted whole with vector stores (store8_bf16 = f32_to_bf16 lane
@@ -426,6 +431,25 @@ void gemm_bf16_dot_cpu(const GemmBf16Args& a) {
 void gemm_bf16_rollout_cpu(const GemmBf16Args& a) {
   if (gemm_bf16_dot_available()) gemm_bf16_dot_cpu(a);
   else gemm_bf16_weights_cpu(a);
+}
+
+void gemm_bf16_rollout_group_cpu(const GemmBf16Args* a, int count) {
+  bool one_job = count > 1 && gemm_bf16_dot_available();
+  for (int i = 0; i < count && one_job; ++i)
+    one_job = a[i].w_panels && a[i].x == a[0].x && a[i].ldx == a[0].ldx && a[i].m == a[0].m && a[i].k == a[0].k &&
+              a[i].m > 0 && a[i].n > 0 && a[i].k > 0;
+  if (!one_job) {
+    for (int i = 0; i < count; ++i) gemm_bf16_rollout_cpu(a[i]);
+    return;
+  }
+#if LGRPO_X86_DISPATCH
+  const int64_t groups = (a[0].m + 7) / 8, pairs = bf16_panel_pairs(a[0].k);
+  uint32_t* xp = packed_x_scratch.get<uint32_t>(static_cast<size_t>(groups * pairs * 8));
+  pack_x_pairs(a[0], groups, pairs, xp);
+  std::vector<PanelChunks> chunks;
+  for (int i = 0; i < count; ++i) chunks.push_back(bf16_chunks(a[i], pairs));
+  parallel_panel_chunks(chunks, [&](int i, int64_t p0, int64_t p1) { panel_range(a[i], xp, groups, pairs, p0, p1); });
+#endif
 }
 
 }  // namespace lgrpo

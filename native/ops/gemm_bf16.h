@@ -62,6 +62,10 @@ void gemm_bf16_dot_cpu(const GemmBf16Args& a);
 // What bf16 rollouts run (the engine's CPU backend): the dot-product variant where the
 // chosen path has AVX512-BF16, otherwise gemm_bf16_weights_cpu.
 void gemm_bf16_rollout_cpu(const GemmBf16Args& a);
+// gemm_bf16_rollout_cpu for each of a[0..count), the same bits; products that share x (q,
+// k and v; gate and up) over panels on the AVX512-BF16 path run as one pool job, x packed
+// once and their chunks claimed as one list: one join instead of one per product.
+void gemm_bf16_rollout_group_cpu(const GemmBf16Args* a, int count);
 void gemm_bf16_weights_cuda(const GemmBf16Args& a);
 
 // dst[i] = f32_to_bf16(src[i]) (round to nearest even; NaN stays NaN), over the pool.
