@@ -6,12 +6,13 @@
 //             no two threads ever add into the same gradient and the sum order is fixed).
 //   decode    attend_rows against the cache, the same routine as the forward.
 // Fast second: q·k dot products four keys and two query heads at a time (dot4<2>, eight
-// independent FMA chains), weighted sums of up to four query heads at a time over each key's row, key
+// independent FMA chains; eight keys in the two halves of zmm registers on the AVX-512 path,
+// dot8), weighted sums of up to four query heads at a time over each key's row, key
 // blocks shared by all query heads of a group while they sit in L1; forward work items pair
 // early and late query blocks so they cost the same under the causal mask.
 //
 // Determinism and decode == forward rest on two properties of the helpers below:
-//   - a key's score has the same bits whichever group of four keys, and whichever pair of
+//   - a key's score has the same bits whichever group of four (or eight) keys, and whichever pair of
 //     query heads, it is computed in (each lane's arithmetic depends only on its own key
 //     and head), and
 //   - weighted sums add their terms in key order with one fused multiply-add per term,
@@ -27,6 +28,13 @@
 
 #include "../parallel.h"
 #include "../simd.h"
+
+// GCC 12 warns falsely inside its own AVX-512 intrinsics (their _mm512_undefined_*
+// pass-through operands) when they are inlined into target-attribute functions.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define LGRPO_NOINLINE __attribute__((noinline))
@@ -87,13 +95,77 @@ inline void dot4(const float* q, const float* k0, const float* k1, const float* 
   }
 }
 
+#if LGRPO_X86_DISPATCH
+// dot4<H> for eight keys: key m and key m + 4 share a zmm, one in each 256-bit half, and every
+// step below acts on the two halves as dot4's ymm step acts on one (its hadds are per 128-bit
+// lane; the last add pairs each half's two 128-bit lanes), so each key's score has dot4's bits.
+// Half the instructions per key: the scores are the reduction-heavy part of attention.
+LGRPO_TARGET_AVX512 inline __m512 hadd_lanes(__m512 a, __m512 b) {
+  return _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x88), _mm512_shuffle_ps(a, b, 0xDD));
+}
+
+template <int H>
+LGRPO_TARGET_AVX512 void dot8(const float* q, const float* const* k, int64_t hd, __m128* r /* [H][2] */) {
+  __m512 acc[H][4];
+  for (int h = 0; h < H; ++h) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= hd; i += 8) {
+    __m512 x[4];
+    for (int m = 0; m < 4; ++m)
+      x[m] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(k[m] + i)), _mm256_loadu_ps(k[m + 4] + i), 1);
+    for (int h = 0; h < H; ++h) {
+      const __m512 qv = _mm512_broadcast_f32x8(_mm256_loadu_ps(q + h * hd + i));
+      for (int m = 0; m < 4; ++m) acc[h][m] = _mm512_fmadd_ps(qv, x[m], acc[h][m]);
+    }
+  }
+  for (int h = 0; h < H; ++h) {
+    const __m512 t = hadd_lanes(hadd_lanes(acc[h][0], acc[h][1]), hadd_lanes(acc[h][2], acc[h][3]));
+    const __m512 sum = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
+    r[2 * h] = _mm512_castps512_ps128(sum);
+    r[2 * h + 1] = _mm512_extractf32x4_ps(sum, 2);
+    if (i < hd) {
+      const float* qh = q + h * hd;
+      for (int half = 0; half < 2; ++half) {
+        alignas(16) float tail[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int64_t e = i; e < hd; ++e)
+          for (int m = 0; m < 4; ++m) tail[m] = std::fma(qh[e], k[4 * half + m][e], tail[m]);
+        r[2 * h + half] = _mm_add_ps(r[2 * h + half], _mm_load_ps(tail));
+      }
+    }
+  }
+}
+
+// dots_keys' whole groups of eight keys through dot8; returns the keys done.
+template <int H>
+LGRPO_TARGET_AVX512 int64_t dots_keys8(const float* q, const float* rows, int64_t stride, int64_t n, int64_t hd,
+                                       float scale, float* out, int64_t ld) {
+  const __m128 sv = _mm_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const float* k[8];
+    for (int m = 0; m < 8; ++m) k[m] = rows + (j + m) * stride;
+    __m128 r[2 * H];
+    dot8<H>(q, k, hd, r);
+    for (int h = 0; h < H; ++h) {
+      _mm_storeu_ps(out + h * ld + j, _mm_mul_ps(r[2 * h], sv));
+      _mm_storeu_ps(out + h * ld + j + 4, _mm_mul_ps(r[2 * h + 1], sv));
+    }
+  }
+  return j;
+}
+#endif
+
 // out[h·ld + j] = scale · (q_h·rows_j) for j < n and the H query rows q_h = q + h·hd, rows_j
-// at rows + j·stride, four keys at a time.
+// at rows + j·stride, four keys at a time (eight on the AVX-512 path).
 template <int H>
 void dots_keys(const float* q, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale, float* out,
                int64_t ld) {
   const __m128 sv = _mm_set1_ps(scale);
-  for (int64_t j = 0; j < n; j += 4) {
+  int64_t j0 = 0;
+#if LGRPO_X86_DISPATCH
+  if (simd_avx512()) j0 = dots_keys8<H>(q, rows, stride, n, hd, scale, out, ld);
+#endif
+  for (int64_t j = j0; j < n; j += 4) {
     // A short last group repeats its first key; the extra lanes are discarded.
     const float* k0 = rows + j * stride;
     const float* k1 = j + 1 < n ? k0 + stride : k0;

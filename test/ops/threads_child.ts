@@ -98,11 +98,13 @@ function lmHeadCase(): string {
 }
 
 // Attention forward + backward at head sizes whose key gradients take 16-float slices four,
-// three, two and one at a time on the AVX-512 path (two keys per step there, one with AVX2).
+// three, two and one at a time on the AVX-512 path (two keys per step there, one with AVX2),
+// and one (20) whose scores end in a tail of four after the 8-float steps; 37 keys take
+// eight at a time on the AVX-512 path, then four.
 function attentionCase(): string {
   const r = new Rng(1357);
   const out: Float32Array[] = [];
-  for (const [Hq, Hkv, hd] of [[4, 2, 64], [6, 2, 48], [8, 2, 32], [2, 1, 16], [3, 1, 80]]) {
+  for (const [Hq, Hkv, hd] of [[4, 2, 64], [6, 2, 48], [8, 2, 32], [2, 1, 16], [3, 1, 80], [5, 1, 20]]) {
     const B = 2, T = 37;
     const q = Tensor.from(r.normals(B * T * Hq * hd), [B, T, Hq, hd]);
     const k = Tensor.from(r.normals(B * T * Hkv * hd), [B, T, Hkv, hd]), v = Tensor.from(r.normals(B * T * Hkv * hd), [B, T, Hkv, hd]);
