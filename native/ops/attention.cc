@@ -157,15 +157,15 @@ LGRPO_TARGET_AVX512 int64_t dots_keys8(const float* q, const float* rows, int64_
 
 // out[h·ld + j] = scale · (q_h·rows_j) for j < n and the H query rows q_h = q + h·hd, rows_j
 // at rows + j·stride, four keys at a time (eight on the AVX-512 path).
+// Keys from j0 on (the ones dots_keys8 left).
 template <int H>
 void dots_keys(const float* q, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale, float* out,
-               int64_t ld) {
+               int64_t ld, int64_t j0 = -1) {
   const __m128 sv = _mm_set1_ps(scale);
-  int64_t j0 = 0;
 #if LGRPO_X86_DISPATCH
-  if (simd_avx512()) j0 = dots_keys8<H>(q, rows, stride, n, hd, scale, out, ld);
+  if (j0 < 0 && simd_avx512()) j0 = dots_keys8<H>(q, rows, stride, n, hd, scale, out, ld);
 #endif
-  for (int64_t j = j0; j < n; j += 4) {
+  for (int64_t j = std::max<int64_t>(j0, 0); j < n; j += 4) {
     // A short last group repeats its first key; the extra lanes are discarded.
     const float* k0 = rows + j * stride;
     const float* k1 = j + 1 < n ? k0 + stride : k0;
@@ -265,6 +265,15 @@ float row_max(const float* x, int64_t n) {
 void dots_rows(const float* q, int64_t G, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale,
                float* out, int64_t ld) {
   int64_t g = 0;
+#if LGRPO_X86_DISPATCH
+  // Four heads per pass over the keys on the AVX-512 path (16 zmm chains, each key row loaded
+  // once for the four), the keys dot8 leaves two heads at a time (dot4<4> would spill ymm).
+  if (simd_avx512())
+    for (; g + 4 <= G; g += 4) {
+      const int64_t j0 = dots_keys8<4>(q + g * hd, rows, stride, n, hd, scale, out + g * ld, ld);
+      for (int64_t h = g; h < g + 4; h += 2) dots_keys<2>(q + h * hd, rows, stride, n, hd, scale, out + h * ld, ld, j0);
+    }
+#endif
 #if LGRPO_AVX2
   for (; g + 2 <= G; g += 2) dots_keys<2>(q + g * hd, rows, stride, n, hd, scale, out + g * ld, ld);
 #endif
