@@ -274,7 +274,17 @@ void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64
 // xp as above: each row converted whole with vector stores (store8_bf16 = f32_to_bf16 lane
 // for lane), then a group's 8 rows transposed 8 pairs at a time. This runs on the calling
 // thread before every GEMM, while the pool waits.
-void pack_x_pairs(const GemmBf16Args& a, int64_t groups, int64_t pairs, uint32_t* xp) {
+// store8_bf16's operations on 16 lanes: f32_to_bf16 lane for lane.
+LGRPO_TARGET_AVX512BF16 inline void store16_bf16(uint16_t* p, __m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(rounded));
+}
+
+LGRPO_TARGET_AVX512BF16 void pack_x_pairs(const GemmBf16Args& a, int64_t groups, int64_t pairs, uint32_t* xp) {
   thread_local std::vector<uint32_t> rows;  // a group's 8 rows in bf16 pairs, [8][pairs]
   rows.resize(static_cast<size_t>(8 * pairs));
   for (int64_t g = 0; g < groups; ++g) {
@@ -288,6 +298,7 @@ void pack_x_pairs(const GemmBf16Args& a, int64_t groups, int64_t pairs, uint32_t
       uint16_t* half = reinterpret_cast<uint16_t*>(row);
       const float* src = a.x + i * a.ldx;
       int64_t t = 0;
+      for (; t + 16 <= a.k; t += 16) store16_bf16(half + t, _mm512_loadu_ps(src + t));
       for (; t + 8 <= a.k; t += 8) store8_bf16(half + t, _mm256_loadu_ps(src + t));
       for (; t < a.k; ++t) half[t] = f32_to_bf16(src[t]);
       std::fill(half + a.k, half + 2 * pairs, uint16_t(0));

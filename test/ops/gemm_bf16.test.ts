@@ -117,6 +117,30 @@ describe('gemmBf16Weights with bf16 activations (AVX512-BF16 dot products)', { s
     }
   });
 
+  it('rounds x to nearest even at exact ties, as f32_to_bf16 does (the 16- and 8-float conversions, and the tail)', () => {
+    const r = rng('gemm bf16 dot ties');
+    for (const [m, n, k] of [[8, 16, 64], [3, 5, 40], [9, 17, 37]]) {
+      // Every x halfway between two bf16 values: the low 16 bits are 0x8000, the kept
+      // mantissa bits random (odd or even), so rounding up, or down, at ties is wrong half the time.
+      const bits = Uint32Array.from({ length: m * k }, () => ((r.int(0, 2) << 31) | (r.int(100, 150) << 23) | (r.int(0, 128) << 16) | 0x8000) >>> 0);
+      const x = new Float32Array(bits.buffer);
+      const w = fromFloat32Array(Float32Array.from({ length: n * k }, () => r.normal()), 'bf16');
+      const y = run(x, w, m, n, k, true);
+      const xr = fromFloat32Array(x, 'bf16');
+      const bound = (k + 1) * U * 1.01;
+      for (let i = 0; i < m; i++)
+        for (let j = 0; j < n; j++) {
+          let exact = 0, abs = 0;
+          for (let t = 0; t < k; t++) {
+            const p = bf16ToF32(xr[i * k + t]) * bf16ToF32(w[j * k + t]);
+            exact += p;
+            abs += Math.abs(p);
+          }
+          assert.ok(Math.abs(y[i * n + j] - exact) <= bound * abs, `m=${m} n=${n} k=${k} y[${i}][${j}] = ${y[i * n + j]}, float64 over round-to-nearest-even x ${exact}`);
+        }
+    }
+  });
+
   it('is deterministic, a row never depends on the other rows, and differs from f32 activations', () => {
     const r = rng('gemm bf16 dot rows');
     const m = 21, n = 45, k = 201;  // two row groups of 16, odd K
