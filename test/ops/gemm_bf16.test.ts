@@ -91,29 +91,34 @@ describe('gemmBf16Weights (bf16 weights, f32 activations)', { skip: ON_GPU ? 'th
 // arithmetic (x rounded to bf16, one vdpbf16ps chain per output), so its own bits, tested
 // against float64 on its own terms. The AVX2 path above is what every other CPU runs.
 const HAS_BF16_DOT = !ON_GPU && buildInfo().simd.includes('bf16');
+/**
+ * y (m × n) against the float64 product of bf16(x), rounded to nearest even as f32_to_bf16,
+ * and w: one chain of ⌈K/2⌉ steps, two rounded additions each (the bf16 products are exact in
+ * f32), every partial sum ≤ Σ|x̃·w|, so |error| ≤ (K + 1)·u·Σ|x̃·w|. Against the f32 x instead
+ * the error would be ~2^-9 relative: the reference must round x the same way.
+ */
+function assertBf16DotProduct(x: Float32Array, w: Uint16Array, y: Float32Array, m: number, n: number, k: number) {
+  const xr = fromFloat32Array(x, 'bf16');
+  const bound = (k + 1) * U * 1.01;
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let exact = 0, abs = 0;
+      for (let t = 0; t < k; t++) {
+        const p = bf16ToF32(xr[i * k + t]) * bf16ToF32(w[j * k + t]);
+        exact += p;
+        abs += Math.abs(p);
+      }
+      const got = y[i * n + j];
+      assert.ok(Math.abs(got - exact) <= bound * abs, `m=${m} n=${n} k=${k} y[${i}][${j}] = ${got}, float64 ${exact} (bound ${bound * abs})`);
+    }
+}
+
 describe('gemmBf16Weights with bf16 activations (AVX512-BF16 dot products)', { skip: HAS_BF16_DOT ? false : `needs the AVX512-BF16 path (simd is '${buildInfo().simd}'${ON_GPU ? ', device run' : ''})` }, () => {
   it('matches the float64 product of bf16(x) and w within the chain\'s rounding bound', () => {
     const r = rng('gemm bf16 dot');
     for (const [m, n, k] of [[1, 1, 1], [1, 7, 31], [2, 5, 32], [3, 13, 33], [8, 37, 64], [17, 4, 95], [16, 130, 300], [33, 25, 1001], [4, 3, 1000]]) {
       const { x, w } = operands(r, m, n, k);
-      const y = run(x, w, m, n, k, true);
-      const xr = fromFloat32Array(x, 'bf16');
-      // One chain of ⌈K/2⌉ steps, two rounded additions each (the bf16 products are exact
-      // in f32), every partial sum ≤ Σ|x̃·w|: |error| ≤ (K + 1)·u·Σ|x̃·w| (x̃ = bf16(x), round
-      // to nearest even). Against the f32 x instead the error would be ~2^-9 relative: the
-      // reference must round x the same way.
-      const bound = (k + 1) * U * 1.01;
-      for (let i = 0; i < m; i++)
-        for (let j = 0; j < n; j++) {
-          let exact = 0, abs = 0;
-          for (let t = 0; t < k; t++) {
-            const p = bf16ToF32(xr[i * k + t]) * bf16ToF32(w[j * k + t]);
-            exact += p;
-            abs += Math.abs(p);
-          }
-          const got = y[i * n + j];
-          assert.ok(Math.abs(got - exact) <= bound * abs, `m=${m} n=${n} k=${k} y[${i}][${j}] = ${got}, float64 ${exact} (bound ${bound * abs})`);
-        }
+      assertBf16DotProduct(x, w, run(x, w, m, n, k, true), m, n, k);
     }
   });
 
@@ -125,19 +130,7 @@ describe('gemmBf16Weights with bf16 activations (AVX512-BF16 dot products)', { s
       const bits = Uint32Array.from({ length: m * k }, () => ((r.int(0, 2) << 31) | (r.int(100, 150) << 23) | (r.int(0, 128) << 16) | 0x8000) >>> 0);
       const x = new Float32Array(bits.buffer);
       const w = fromFloat32Array(Float32Array.from({ length: n * k }, () => r.normal()), 'bf16');
-      const y = run(x, w, m, n, k, true);
-      const xr = fromFloat32Array(x, 'bf16');
-      const bound = (k + 1) * U * 1.01;
-      for (let i = 0; i < m; i++)
-        for (let j = 0; j < n; j++) {
-          let exact = 0, abs = 0;
-          for (let t = 0; t < k; t++) {
-            const p = bf16ToF32(xr[i * k + t]) * bf16ToF32(w[j * k + t]);
-            exact += p;
-            abs += Math.abs(p);
-          }
-          assert.ok(Math.abs(y[i * n + j] - exact) <= bound * abs, `m=${m} n=${n} k=${k} y[${i}][${j}] = ${y[i * n + j]}, float64 over round-to-nearest-even x ${exact}`);
-        }
+      assertBf16DotProduct(x, w, run(x, w, m, n, k, true), m, n, k);
     }
   });
 
