@@ -158,16 +158,14 @@ uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// e[i] = exp((x[i] − shift)·scale) in f32 (relative error < 2e-7, far below what
-// sampling can resolve); returns Σ e[i] in double, summed in a fixed order (eight
-// lane sums, then the lanes in order, then the tail) so the bits depend on n only.
 #if LGRPO_X86_DISPATCH
 // exp_weights' AVX2 loop, two of its 8-blocks per iteration: each lane's sum takes the same
 // terms in the same order (lo: lanes 0-3 of each 8-block, hi: lanes 4-7), so the same bits.
+// Returns the elements done; the AVX2 loop takes the rest.
 LGRPO_TARGET_AVX512 int64_t exp_weights_avx512(const float* x, float* e, int64_t n, float shift, float scale,
-                                               double lanes[8]) {
+                                               __m256d* lo, __m256d* hi) {
   const __m512 sh = _mm512_set1_ps(shift), sc = _mm512_set1_ps(scale);
-  __m512d acc = _mm512_setzero_pd();  // lanes 0-3: the AVX2 loop's lo, 4-7: its hi
+  __m512d acc = _mm512_insertf64x4(_mm512_castpd256_pd512(*lo), *hi, 1);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512 v = exp_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), sh), sc));
@@ -175,40 +173,33 @@ LGRPO_TARGET_AVX512 int64_t exp_weights_avx512(const float* x, float* e, int64_t
     acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
     acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
   }
-  if (i + 8 <= n) {
-    const __m256 v = exp_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm512_castps512_ps256(sh)),
-                                            _mm512_castps512_ps256(sc)));
-    _mm256_storeu_ps(e + i, v);
-    acc = _mm512_add_pd(acc, _mm512_cvtps_pd(v));
-    i += 8;
-  }
-  _mm512_storeu_pd(lanes, acc);
+  *lo = _mm512_castpd512_pd256(acc);
+  *hi = _mm512_extractf64x4_pd(acc, 1);
   return i;
 }
 #endif
 
+// e[i] = exp((x[i] − shift)·scale) in f32 (relative error < 2e-7, far below what
+// sampling can resolve); returns Σ e[i] in double, summed in a fixed order (eight
+// lane sums, then the lanes in order, then the tail) so the bits depend on n only.
 double exp_weights(const float* x, float* e, int64_t n, float shift, float scale) {
   int64_t i = 0;
   double z = 0.0;
 #if LGRPO_AVX2
-  alignas(32) double lanes[8];
+  const __m256 sh = _mm256_set1_ps(shift), sc = _mm256_set1_ps(scale);
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
 #if LGRPO_X86_DISPATCH
-  if (simd_avx512()) {
-    i = exp_weights_avx512(x, e, n, shift, scale, lanes);
-  } else
+  if (simd_avx512()) i = exp_weights_avx512(x, e, n, shift, scale, &lo, &hi);
 #endif
-  {
-    const __m256 sh = _mm256_set1_ps(shift), sc = _mm256_set1_ps(scale);
-    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
-    for (; i + 8 <= n; i += 8) {
-      const __m256 v = exp_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh), sc));
-      _mm256_storeu_ps(e + i, v);
-      lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-      hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
-    }
-    _mm256_store_pd(lanes, lo);
-    _mm256_store_pd(lanes + 4, hi);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = exp_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh), sc));
+    _mm256_storeu_ps(e + i, v);
+    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
   }
+  alignas(32) double lanes[8];
+  _mm256_store_pd(lanes, lo);
+  _mm256_store_pd(lanes + 4, hi);
   for (double l : lanes) z += l;
 #endif
   for (; i < n; ++i) {
@@ -226,27 +217,23 @@ double exp_weights(const float* x, float* e, int64_t n, float shift, float scale
 // most of the sampler's time at V = 151,936.
 constexpr int64_t kScanBlock = 64;
 
-[[maybe_unused]] double block_sum_portable(const float* e) {
-  double lane[8] = {};
-  for (int64_t g = 0; g < kScanBlock; g += 8)
-    for (int l = 0; l < 8; ++l) lane[l] += static_cast<double>(e[g + l]);
-  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-}
-
+double block_sum(const float* e) {
+  alignas(32) double lane[8] = {};
 #if LGRPO_AVX2
-double block_sum_avx2(const float* e) {
   __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
   for (int64_t g = 0; g < kScanBlock; g += 8) {
     const __m256 v = _mm256_loadu_ps(e + g);
     lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
     hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
   }
-  alignas(32) double lane[8];
   _mm256_store_pd(lane, lo);
   _mm256_store_pd(lane + 4, hi);
+#else
+  for (int64_t g = 0; g < kScanBlock; g += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += static_cast<double>(e[g + l]);
+#endif
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
-#endif
 
 // Inverse CDF in index order over the positive weights: the first i whose running sum
 // passes target, or the last positive weight if rounding keeps the sum at or below it.
@@ -254,11 +241,7 @@ int64_t inverse_cdf(const float* e, int64_t V, double target, int64_t none_posit
   double cum = 0.0;
   int64_t i = 0;
   for (; i + kScanBlock <= V; i += kScanBlock) {
-#if LGRPO_AVX2
-    const double s = block_sum_avx2(e + i);
-#else
-    const double s = block_sum_portable(e + i);
-#endif
+    const double s = block_sum(e + i);
     if (cum + s > target) break;
     cum += s;
   }

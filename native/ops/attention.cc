@@ -156,8 +156,8 @@ LGRPO_TARGET_AVX512 int64_t dots_keys8(const float* q, const float* rows, int64_
 #endif
 
 // out[h·ld + j] = scale · (q_h·rows_j) for j < n and the H query rows q_h = q + h·hd, rows_j
-// at rows + j·stride, four keys at a time (eight on the AVX-512 path).
-// Keys from j0 on (the ones dots_keys8 left).
+// at rows + j·stride, four keys at a time (eight on the AVX-512 path); from key j0 on when
+// j0 >= 0 (the caller ran dots_keys8 on the keys before it).
 template <int H>
 void dots_keys(const float* q, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale, float* out,
                int64_t ld, int64_t j0 = -1) {
@@ -282,7 +282,7 @@ float row_max(const float* x, int64_t n) {
 }
 
 // dots_row for the G query rows of a group (q: G rows of hd floats, contiguous), into
-// out[g·ld + j]: two rows at a time, the same bits as dots_row row by row.
+// out[g·ld + j]: four or two rows at a time, the same bits as dots_row row by row.
 void dots_rows(const float* q, int64_t G, const float* rows, int64_t stride, int64_t n, int64_t hd, float scale,
                float* out, int64_t ld) {
   int64_t g = 0;

@@ -608,11 +608,16 @@ void few_rows_panel_range(const GemmArgs& g, const float* xp, int64_t p_begin, i
 
 void gemm_few_rows_panels(const GemmArgs& g) { few_rows_panel_range(g, pack_x_groups(g), 0, ceil_div(g.n, NR)); }
 
-// The pool's version: x packed once, then the chunks of panel_chunks claimed as
-// the threads come (a panel's bits do not depend on which thread makes it, or on its neighbours).
-void gemm_few_rows_panels_parallel(const GemmArgs& g, const PanelChunks& chunks) {
-  const float* xp = pack_x_groups(g);
-  parallel_chunks(chunks.count, [&](int64_t c) { few_rows_panel_range(g, xp, chunks.begin(c), chunks.begin(c + 1)); });
+PanelChunks few_rows_chunks(const GemmArgs& g) { return panel_chunks(ceil_div(g.n, NR), 4 * NR * g.k, num_threads()); }
+
+// The pool's version, for one product or several sharing op(A): A packed once, then the
+// products' chunks claimed as the threads come (a panel's bits do not depend on which
+// thread makes it, or on its neighbours).
+void gemm_few_rows_panels_parallel(const GemmArgs* g, int count) {
+  const float* xp = pack_x_groups(g[0]);
+  std::vector<PanelChunks> chunks;
+  for (int i = 0; i < count; ++i) chunks.push_back(few_rows_chunks(g[i]));
+  parallel_panel_chunks(chunks, [&](int i, int64_t p0, int64_t p1) { few_rows_panel_range(g[i], xp, p0, p1); });
 }
 #endif
 
@@ -709,10 +714,7 @@ void gemm_f32_group(const GemmArgs* g, int count) {
     return;
   }
 #if LGRPO_AVX2
-  const float* xp = pack_x_groups(g[0]);
-  std::vector<PanelChunks> chunks;
-  for (int i = 0; i < count; ++i) chunks.push_back(panel_chunks(ceil_div(g[i].n, NR), 4 * NR * g[i].k, num_threads()));
-  parallel_panel_chunks(chunks, [&](int i, int64_t p0, int64_t p1) { few_rows_panel_range(g[i], xp, p0, p1); });
+  gemm_few_rows_panels_parallel(g, count);
 #endif
 }
 
@@ -723,9 +725,8 @@ void gemm_f32(const GemmArgs& g) {
     // Streaming W is the whole cost: split its rows (C's columns) evenly — whole panels, or
     // 8 rows of W in place — once there is enough of it to pay for waking the pool.
     if (g.b_panels && g.k > 0 && g.alpha != 0.0f) {
-      const PanelChunks chunks = panel_chunks(ceil_div(g.n, NR), 4 * NR * g.k, num_threads());
-      if (chunks.count > 1) {
-        gemm_few_rows_panels_parallel(g, chunks);
+      if (few_rows_chunks(g).count > 1) {
+        gemm_few_rows_panels_parallel(&g, 1);
         return;
       }
     }

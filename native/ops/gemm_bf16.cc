@@ -261,29 +261,9 @@ void panel_range(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int6
   });
 }
 
-PanelChunks bf16_chunks(const GemmBf16Args& a, int64_t pairs) {
-  return panel_chunks((a.n + 15) / 16, 64 * pairs, num_threads(), kBf16PanelChunkBytes);
-}
-
-void dot_panels(const GemmBf16Args& a, const uint32_t* xp, int64_t groups, int64_t pairs) {
-  // One chunk runs inline on the calling thread (parallel_chunks over one range).
-  const PanelChunks chunks = bf16_chunks(a, pairs);
-  parallel_chunks(chunks.count, [&](int64_t c) { panel_range(a, xp, groups, pairs, chunks.begin(c), chunks.begin(c + 1)); });
-}
-
-// xp as above: each row converted whole with vector stores (store8_bf16 = f32_to_bf16 lane
-// for lane), then a group's 8 rows transposed 8 pairs at a time. This runs on the calling
-// thread before every GEMM, while the pool waits.
-// store8_bf16's operations on 16 lanes: f32_to_bf16 lane for lane.
-LGRPO_TARGET_AVX512BF16 inline void store16_bf16(uint16_t* p, __m512 v) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
-  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40)));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(rounded));
-}
-
+// xp as above: each row converted whole with vector stores (store16_bf16 / store8_bf16 =
+// f32_to_bf16 lane for lane), then a group's 8 rows transposed 8 pairs at a time. This runs
+// on the calling thread before every GEMM, while the pool waits.
 LGRPO_TARGET_AVX512BF16 void pack_x_pairs(const GemmBf16Args& a, int64_t groups, int64_t pairs, uint32_t* xp) {
   thread_local std::vector<uint32_t> rows;  // a group's 8 rows in bf16 pairs, [8][pairs]
   rows.resize(static_cast<size_t>(8 * pairs));
@@ -310,6 +290,19 @@ LGRPO_TARGET_AVX512BF16 void pack_x_pairs(const GemmBf16Args& a, int64_t groups,
     for (; t < pairs; ++t)
       for (int r = 0; r < 8; ++r) out[t * 8 + r] = rows[static_cast<size_t>(r * pairs + t)];
   }
+}
+
+// a[0..count) over panels, products sharing x (a[0]'s x, m and k): x packed once, then the
+// products' chunks claimed as the threads come, one list for all of them (one chunk in all
+// runs inline on the calling thread).
+void dot_panels(const GemmBf16Args* a, int count) {
+  const int64_t groups = (a[0].m + 7) / 8, pairs = bf16_panel_pairs(a[0].k);
+  uint32_t* xp = packed_x_scratch.get<uint32_t>(static_cast<size_t>(groups * pairs * 8));
+  pack_x_pairs(a[0], groups, pairs, xp);
+  std::vector<PanelChunks> chunks;
+  for (int i = 0; i < count; ++i)
+    chunks.push_back(panel_chunks((a[i].n + 15) / 16, 64 * pairs, num_threads(), kBf16PanelChunkBytes));
+  parallel_panel_chunks(chunks, [&](int i, int64_t p0, int64_t p1) { panel_range(a[i], xp, groups, pairs, p0, p1); });
 }
 #endif
 
@@ -410,13 +403,13 @@ void gemm_bf16_dot_cpu(const GemmBf16Args& a) {
     for (int64_t i = 0; i < a.m; ++i) std::fill(a.y + i * a.ldy, a.y + i * a.ldy + a.n, 0.0f);
     return;
   }
+  if (a.w_panels) {
+    dot_panels(&a, 1);
+    return;
+  }
   const int64_t groups = (a.m + 7) / 8, pairs = bf16_panel_pairs(a.k);
   uint32_t* xp = packed_x_scratch.get<uint32_t>(static_cast<size_t>(groups * pairs * 8));
   pack_x_pairs(a, groups, pairs, xp);
-  if (a.w_panels) {
-    dot_panels(a, xp, groups, pairs);
-    return;
-  }
   const int64_t blocks = (a.n + kDotJ - 1) / kDotJ;
   // Enough blocks per range that waking a thread pays (~256 KB of weights).
   const int64_t grain = std::max<int64_t>(1, 131072 / std::max<int64_t>(1, a.k * kDotJ));
@@ -454,12 +447,7 @@ void gemm_bf16_rollout_group_cpu(const GemmBf16Args* a, int count) {
     return;
   }
 #if LGRPO_X86_DISPATCH
-  const int64_t groups = (a[0].m + 7) / 8, pairs = bf16_panel_pairs(a[0].k);
-  uint32_t* xp = packed_x_scratch.get<uint32_t>(static_cast<size_t>(groups * pairs * 8));
-  pack_x_pairs(a[0], groups, pairs, xp);
-  std::vector<PanelChunks> chunks;
-  for (int i = 0; i < count; ++i) chunks.push_back(bf16_chunks(a[i], pairs));
-  parallel_panel_chunks(chunks, [&](int i, int64_t p0, int64_t p1) { panel_range(a[i], xp, groups, pairs, p0, p1); });
+  dot_panels(a, count);
 #endif
 }
 
