@@ -7,7 +7,7 @@ export { groupAdvantages, type AdvantageMode, type GroupAdvantagesOptions, type 
 export { tokenLogprobs, tokenLogprobsBackward, type TokenLogprobsOptions, type TokenLogprobsResult, type TokenLogprobsBackwardOptions, type GradOut } from './ops/token_logprobs.js';
 export { lambdaWeights, type LambdaWeightsOptions, type LambdaWeightsResult } from './ops/lambda_weights.js';
 export { grpoLoss, grpoLossWeights, AGGREGATIONS, type Aggregation, type GrpoLossInput, type GrpoLossResult, type GrpoLossStats, type GrpoLossWeights, type GrpoLossWeightsOptions } from './ops/grpo_loss.js';
-export { linearTokenLogprobs, linearTokenLogprobsBackward, type LinearTokenLogprobsOptions, type LinearTokenLogprobsResult, type LinearTokenLogprobsBackwardOptions, type LinearTokenLogprobsGradients } from './ops/linear_token_logprobs.js';
+export { linearTokenLogprobs, linearTokenLogprobsBackward, SavedLogits, type LinearTokenLogprobsOptions, type LinearTokenLogprobsResult, type LinearTokenLogprobsBackwardOptions, type LinearTokenLogprobsGradients } from './ops/linear_token_logprobs.js';
 export { Policy, type PolicyOptions, type RandomPolicyOptions, type ParameterInfo, type Batch, type ForwardResult, type BackwardOptions, type GenerateOptions, type GenerateResult, type SequenceLogprobsOptions, type SaveOptions, type PolicyStats } from './engine/policy.js';
 export type { TensorLike } from './ops/validate.js';
 export { AdamW, NonFiniteGradError, defaultNoDecay, type AdamWOptions, type AdamWHyperparameters, type AdamWStepResult, type AdamWState, type AdamWMoments, type NamedBuffers, type ParamBuffer } from './engine/adamw.js';

@@ -1,8 +1,8 @@
 // linearTokenLogprobs(hidden [N,d], weight [V,d] (same dtype: f32|bf16|f16), targets i32[N],
-//                     {temperature, entropy})
-//   → {logprobs f32[N], entropy? f32[N], lse f32[N]}
+//                     {temperature, entropy, saveLogits})
+//   → {logprobs f32[N], entropy? f32[N], lse f32[N], savedLogits? f32[...] (CPU only)}
 // linearTokenLogprobsBackward(hidden, weight, targets, lse f32[N], gradLogprobs f32[N],
-//                             {gradEntropy? f32[N], entropy? f32[N], temperature})
+//                             {gradEntropy? f32[N], entropy? f32[N], temperature, savedLogits?})
 //   → {gradHidden f32[N,d], gradWeight f32[V,d]}
 #include <cmath>
 #include <vector>
@@ -94,6 +94,12 @@ Napi::Value linear_token_logprobs(const Napi::CallbackInfo& info) {
   }
   out.Set("lse", allocate_tensor(env, {a.rows}, DType::F32, device, &data));
   a.lse = static_cast<float*>(data);
+  // The CUDA twin always recomputes (device memory is the scarcer one): no savedLogits.
+  if (bool_option(opts, "saveLogits", false) && !device.is_cuda() && a.rows > 0) {
+    out.Set("savedLogits",
+            allocate_tensor(env, {linear_saved_logits_floats(a.rows, a.vocab)}, DType::F32, device, &data));
+    a.saved_logits = static_cast<float*>(data);
+  }
 
   if (device.is_cuda()) {
     a.device = device.index;
@@ -187,6 +193,15 @@ Napi::Value linear_token_logprobs_backward(const Napi::CallbackInfo& info) {
     a.entropy = row_vector(unpack_tensor(opts.Get("entropy"), "entropy"), "entropy", o);
   }
   if (o.rows > 0 && o.vocab == 0) throw Error("targets: weight has no rows, so no target can be valid", Error::Range);
+  if (has_option(opts, "savedLogits")) {
+    const TensorRef saved = unpack_tensor(opts.Get("savedLogits"), "savedLogits");
+    expect_dtype(saved, {DType::F32}, "savedLogits");
+    expect_shape(saved, {linear_saved_logits_floats(o.rows, o.vocab)}, "savedLogits");
+    if (o.hidden.device.is_cuda() || saved.device.is_cuda())
+      throw Error("savedLogits: the CPU twin's; pass none with CUDA tensors (their backward recomputes the logits)",
+                  Error::Type);
+    a.saved_logits = static_cast<const float*>(saved.data);
+  }
 
   const Device device = o.hidden.device;
   // Rows whose f32 lse lost precision get it back from the forward before the gradients.

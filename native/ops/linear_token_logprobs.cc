@@ -58,6 +58,11 @@ constexpr int kBadHidden = 1, kBadWeight = 2;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+// Where the tile of row chunk n0 (ldc padded rows) and vocabulary rows from v0 lies in
+// saved_logits: each chunk holds round_up(V, MR) vocabulary rows of ldc, the tiles in
+// order. The rounding leaves room for the GEMM's whole micro-tiles in the last tile.
+int64_t saved_tile_offset(int64_t V, int64_t n0, int64_t v0, int64_t ldc) { return n0 * round_up(V, MR) + v0 * ldc; }
+
 // 64-byte aligned f32 scratch, freed on scope exit (exceptions included).
 class Scratch {
  public:
@@ -453,6 +458,7 @@ void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& p
     const int64_t b0 = plan.shard_begin(shard), b1 = plan.shard_begin(shard + 1);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t v0 = blk * VC, nv = std::min(VC, V - v0);
+      float* tile = a.saved_logits ? a.saved_logits + saved_tile_offset(V, n0, v0, ldc) : ct.get();
       const float* w;
       bool computed = false;
       if constexpr (T == DType::F32) {
@@ -461,11 +467,11 @@ void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& p
         if (a.weight_panels) {
           // The panels hold W's values, so a non-finite weight shows in every logit of its
           // vocabulary row: W itself is scanned only then (for the error naming it).
-          logits_panels(a.weight_panels + v0 * d, nv, hpack.get(), panels, nr, d, ct.get(), ldc);
+          logits_panels(a.weight_panels + v0 * d, nv, hpack.get(), panels, nr, d, tile, ldc);
           computed = true;
           bool finite = true;
           for (int64_t v = 0; v < nv && finite; ++v)
-            for (int64_t n = 0; n < nr; ++n) finite = finite && std::isfinite(ct.get()[v * ldc + n]);
+            for (int64_t n = 0; n < nr; ++n) finite = finite && std::isfinite(tile[v * ldc + n]);
           if (!finite && poison_f32(w, nv * d) != 0.0f) bad |= kBadWeight;
         }
 #endif
@@ -474,18 +480,18 @@ void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& p
         if (convert_span<T>(a.weight, v0 * d, nv * d, wconv.get()) != 0.0f) bad |= kBadWeight;
         w = wconv.get();
       }
-      if (!computed) logits_tile(w, d, nv, hpack.get(), panels, d, ct.get(), ldc, nr);
-      scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
-      fold_tile<kEntropy>(ct.get(), ldc, nv, ldc, st, blk == b0);
+      if (!computed) logits_tile(w, d, nv, hpack.get(), panels, d, tile, ldc, nr);
+      scale_tile(tile, ldc, nv, ldc, inv_tau);
+      fold_tile<kEntropy>(tile, ldc, nv, ldc, st, blk == b0);
       if (a.targets)
         for (int64_t n = 0; n < nr; ++n) {
           const int64_t y = a.targets[n0 + n];
-          if (y >= v0 && y < v0 + nv) target_logit[n0 + n] = ct.get()[(y - v0) * ldc + n];
+          if (y >= v0 && y < v0 + nv) target_logit[n0 + n] = tile[(y - v0) * ldc + n];
         }
       if (logits_out)
         for (int64_t n = 0; n < nr; ++n) {
           float* dst = logits_out + (n0 + n) * V + v0;
-          for (int64_t v = 0; v < nv; ++v) dst[v] = ct.get()[v * ldc + n];
+          for (int64_t v = 0; v < nv; ++v) dst[v] = tile[v * ldc + n];
         }
     }
     float* m = m_all + shard * N + n0;
@@ -569,23 +575,26 @@ struct ChunkRows {
   int32_t* y;
 };
 
-// ct (logits already divided by τ) → dlogits in place, with d = (x − lse) − δ = log p:
+// x (logits already divided by τ) → dlogits in ct (x itself, or the forward's saved tile
+// read into the scratch tile), with d = (x − lse) − δ = log p:
 //   ∂L/∂x_v = g(1[v=y] − p_v) − e p_v (x_v − Σ p x),  then / τ,
 // where x_v − Σ p x = d_v + H never subtracts two lse-sized numbers. δ is 0 except on
 // rows whose lse was recomputed, so other rows' d is x − lse, as before. Returns the
 // first column whose d exceeds kLinearLseSlack (a probability above 1: the lse is not
 // this row's), or -1.
 template <bool kEntropy>
-int64_t dlogits_tile(float* ct, int64_t ldc, int64_t nv, int64_t v0, const ChunkRows& r, float inv_tau) {
+int64_t dlogits_tile(const float* xt, float* ct, int64_t ldc, int64_t nv, int64_t v0, const ChunkRows& r,
+                     float inv_tau) {
   int64_t first_bad = -1;
   for (int64_t v = 0; v < nv; ++v) {
+    const float* xv = xt + v * ldc;
     float* c = ct + v * ldc;
     int64_t n = 0;
 #if LGRPO_AVX2
     const __m256 scale = _mm256_set1_ps(inv_tau), slack = _mm256_set1_ps(kLinearLseSlack);
     const __m256i vid = _mm256_set1_epi32(static_cast<int32_t>(v0 + v));
     for (; n + 8 <= ldc; n += 8) {
-      const __m256 x = _mm256_loadu_ps(c + n);
+      const __m256 x = _mm256_loadu_ps(xv + n);
       const __m256 d = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_loadu_ps(r.lse + n)), _mm256_loadu_ps(r.shift + n));
       const int above = _mm256_movemask_ps(_mm256_cmp_ps(d, slack, _CMP_GT_OQ));
       if (above != 0 && (first_bad < 0 || n + __builtin_ctz(above) < first_bad)) first_bad = n + __builtin_ctz(above);
@@ -601,7 +610,7 @@ int64_t dlogits_tile(float* ct, int64_t ldc, int64_t nv, int64_t v0, const Chunk
     }
 #endif
     for (; n < ldc; ++n) {
-      const float x = c[n];
+      const float x = xv[n];
       const float d = (x - r.lse[n]) - r.shift[n];
       if (d > kLinearLseSlack && (first_bad < 0 || n < first_bad)) first_bad = n;
       const float p = std::exp(d);
@@ -715,11 +724,16 @@ void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin
       const int64_t v0 = blk * VC, nv = std::min(VC, V - v0);
       if (convert_weight_rows<T>(a.weight, v0, nv, d, dpad, wnat.get()) != 0.0f) bad |= kBadWeight;
 
-      // Same GEMM, blocking and operands as the forward: the recomputed logits are
-      // bit-identical to the ones the forward's lse came from.
-      logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct.get(), ldc);
-      scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
-      const int64_t below = dlogits_tile<kEntropy>(ct.get(), ldc, nv, v0, cr, inv_tau);
+      const float* x = ct.get();
+      if (a.saved_logits) {
+        x = a.saved_logits + saved_tile_offset(V, n0, v0, ldc);
+      } else {
+        // Same GEMM, blocking and operands as the forward: the recomputed logits are
+        // bit-identical to the ones the forward's lse came from.
+        logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct.get(), ldc);
+        scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
+      }
+      const int64_t below = dlogits_tile<kEntropy>(x, ct.get(), ldc, nv, v0, cr, inv_tau);
       if (below >= 0 && below < nr && (lse_below_row < 0 || n0 + below < lse_below_row)) lse_below_row = n0 + below;
       add_grad_weight(ct.get(), ldc, nv, nr, hnat.get(), dpad, d, 0, ceil_div(d, NR), a.grad_weight + v0 * d);
       add_grad_hidden(ct.get(), ldc, nv, nr, wnat.get(), dpad, d, dpack.get(), gh + n0 * d);
@@ -760,9 +774,14 @@ void backward_one_tile(const LinearTokenLogprobsBackwardArgs& a, std::atomic<int
       std::fill(a.grad_hidden + n0 * d, a.grad_hidden + (n0 + nr) * d, 0.0f);
       if (pack_hidden<T>(a.hidden, d, n0, nr, hpack.get(), row.get(), hnat, dpad) != 0.0f) bad |= kBadHidden;
       load_chunk_rows<kEntropy>(a, n0, nr, cr);
-      logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct, ldc);
-      scale_tile(ct, ldc, nv, ldc, inv_tau);
-      const int64_t below = dlogits_tile<kEntropy>(ct, ldc, nv, 0, cr, inv_tau);
+      const float* x = ct;
+      if (a.saved_logits) {
+        x = a.saved_logits + saved_tile_offset(V, n0, 0, ldc);
+      } else {
+        logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct, ldc);
+        scale_tile(ct, ldc, nv, ldc, inv_tau);
+      }
+      const int64_t below = dlogits_tile<kEntropy>(x, ct, ldc, nv, 0, cr, inv_tau);
       if (below >= 0 && below < nr) below_of[static_cast<size_t>(c)] = n0 + below;
       add_grad_hidden(ct, ldc, nv, nr, wnat.get(), dpad, d, dpack.get(), a.grad_hidden + n0 * d);
     }
@@ -824,6 +843,12 @@ void backward_typed(const LinearTokenLogprobsBackwardArgs& a) {
 }
 
 }  // namespace
+
+int64_t linear_saved_logits_floats(int64_t rows, int64_t vocab) {
+  if (rows == 0) return 0;
+  const int64_t n0_last = (rows - 1) / RC * RC;
+  return saved_tile_offset(vocab, n0_last, round_up(vocab, MR), round_up(rows - n0_last, NR));
+}
 
 Error lse_below_error(int64_t row) {
   return Error("lse: row " + std::to_string(row) +

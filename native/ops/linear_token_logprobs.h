@@ -1,8 +1,9 @@
 // Fused-linear token log-prob: logits = hidden · weightᵀ computed tile by tile and
 // folded into per-row running (max, sum, Σe^x·x, target logit), so the rows×vocab
 // logits never exist in memory (spec §1, fused-linear form). Peak extra memory is
-// O(rows + tile). CPU twin: linear_token_logprobs.cc; CUDA twin:
-// kernels/linear_token_logprobs.cu.
+// O(rows + tile), unless the caller asks the CPU twin to keep the logits for the backward
+// (saved_logits: 4·rows·vocab bytes, and the backward runs two GEMMs instead of three).
+// CPU twin: linear_token_logprobs.cc; CUDA twin: kernels/linear_token_logprobs.cu.
 #pragma once
 
 #include "../common.h"
@@ -27,6 +28,10 @@ struct LinearTokenLogprobsForwardArgs {
   // read instead of weight for the dot products (rollouts stream them contiguously); the
   // same bits. weight is still read if a logit comes out non-finite, to name the culprit.
   const float* weight_panels = nullptr;
+  // CPU twin, optional: [linear_saved_logits_floats(rows, vocab)] out, the scaled logits in
+  // the tiles the backward walks, so that it reads them instead of recomputing them (the
+  // same values: the backward's GEMM is this one). Every other output is unchanged.
+  float* saved_logits = nullptr;
 };
 
 struct LinearTokenLogprobsBackwardArgs {
@@ -45,6 +50,9 @@ struct LinearTokenLogprobsBackwardArgs {
   float temperature;
   float* grad_hidden;          // [rows, dim] out (f32), overwritten
   float* grad_weight;          // [vocab, dim] out (f32), overwritten
+  // CPU twin, optional: the forward's saved_logits for these very inputs and temperature,
+  // read in place of the logits GEMM; the gradients come out bit for bit the same
+  const float* saved_logits = nullptr;
   int device = 0;            // CUDA twin: the device every pointer lives on (CPU twin: unused)
 };
 
@@ -56,6 +64,10 @@ constexpr float kLinearLseSlack = 1e-3f;
 
 // The twins' error for an lse below its row's log-sum-exp (a probability above 1).
 Error lse_below_error(int64_t row);
+
+// Floats of saved_logits for rows × vocab: every row chunk's tiles, the vocabulary rounded up
+// to the micro-tile (the GEMM writes whole micro-tiles) and the rows to 16-row panels.
+int64_t linear_saved_logits_floats(int64_t rows, int64_t vocab);
 
 void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a);
 void linear_token_logprobs_backward_cpu(const LinearTokenLogprobsBackwardArgs& a);

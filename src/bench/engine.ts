@@ -25,6 +25,7 @@ import { Policy } from '../engine/policy.js';
 import { gemm, measurePeakFlops } from '../ops/gemm.js';
 import { grpoLoss } from '../ops/grpo_loss.js';
 import { linearTokenLogprobs, linearTokenLogprobsBackward } from '../ops/linear_token_logprobs.js';
+import { savesLogits } from '../train/token_pass.js';
 import { Tensor } from '../tensor.js';
 import { describeMachine, measureCeiling, fillUniform, formatBytes, median, openReadProbe, randomInts, timeAlternating, timeIt, type Ceiling, type Machine, type Timing, type TimingOptions } from './harness.js';
 
@@ -126,9 +127,9 @@ export interface FlopCount {
 /**
  * Model FLOPs of one training step over B full rows of T tokens (the usual "6 · N · tokens
  * plus attention"). Not counted: the embedding lookup (no multiply), norms, RoPE, SwiGLU,
- * softmax, biases, the loss, AdamW, and the LM-head logits that linearTokenLogprobsBackward
- * recomputes instead of storing (a further 2 · V · D per token): work the implementation
- * chooses to do does not make the model bigger.
+ * softmax, biases, the loss, AdamW, and the LM-head logits linearTokenLogprobsBackward
+ * recomputes when the forward did not keep them (a further 2 · V · D per token): work the
+ * implementation chooses to do does not make the model bigger.
  */
 export function trainingFlops(cfg: ModelConfig, batch: number, seq: number): FlopCount {
   const D = cfg.hiddenSize, I = cfg.intermediateSize, L = cfg.numHiddenLayers;
@@ -435,6 +436,8 @@ function trainStep(policy: Policy, c: EngineCase): TrainSetup {
   const oldT = Tensor.from(old, [B, T]);
 
   const adamw = new AdamW(policy.parameters(), policy.gradients(), OPTIMIZER);
+  // As the trainer's passes do: the LM head keeps its logits for the backward when they fit.
+  const saveLogits = savesLogits(policy.device, N, V);
   const phases: TrainSetup['phases'] = {
     zeroGradMs: [], forwardMs: [], lmHeadLogprobsMs: [], lossMs: [], lmHeadBackwardMs: [], backwardMs: [], adamwMs: [],
   };
@@ -446,12 +449,13 @@ function trainStep(policy: Policy, c: EngineCase): TrainSetup {
       const t1 = nowMs();
       const { hidden } = policy.forward({ ids: idsT });
       const t2 = nowMs();
-      const out = linearTokenLogprobs(hidden, head, targetsT);
+      const out = linearTokenLogprobs(hidden, head, targetsT, { saveLogits });
       const t3 = nowMs();
       const logprobs = Tensor.from(dataOf(out.logprobs), [B, T]);
       const loss = grpoLoss({ logprobs, oldLogprobs: oldT, advantages, mask, groupIds, aggregation: 'grpo' });
       const t4 = nowMs();
-      const g = linearTokenLogprobsBackward(hidden, head, targetsT, out.lse, Tensor.from(dataOf(loss.gradLogprobs), [N]));
+      const g = linearTokenLogprobsBackward(hidden, head, targetsT, out.lse, Tensor.from(dataOf(loss.gradLogprobs), [N]), { saved: out.saved });
+      out.saved?.dispose();
       const t5 = nowMs();
       policy.backward(g.gradHidden, { gradLmHead: g.gradWeight });
       const t6 = nowMs();
@@ -871,7 +875,8 @@ export function formatEngineReport(report: EngineBenchReport): string {
   lines.push('What is counted:');
   lines.push('- GFLOP/step = 6 · (weights of every layer projection + the LM head) · B·T, plus causal attention 6 · L · B · H · hd · T(T+1)');
   lines.push('  (QKᵀ and PV over the keys each query sees, ×3 for forward + backward). Not counted: embedding lookup, norms, RoPE, SwiGLU,');
-  lines.push('  softmax, loss, AdamW, and the LM-head logits linearTokenLogprobsBackward recomputes rather than store (another 2·V·D per token).');
+  lines.push('  softmax, loss, AdamW, and the LM-head logits linearTokenLogprobsBackward recomputes when they were not kept (another 2·V·D');
+  lines.push('  per token; the step keeps them, as the trainer does, when 4·N·V bytes ≤ 512 MiB).');
   lines.push('- The step times everything from zeroGrad to the end of AdamW.step; the torch step: zero_grad, forward, full logits + log_softmax');
   lines.push('  gather, the same clipped GRPO loss, backward, clip_grad_norm_, AdamW (no decay on biases and norms), same threads.');
   lines.push('- weights GB/s (decoding): linear weights (projections + LM head) × bytes per weight × new tokens per row ÷ time: each pass');

@@ -1,11 +1,13 @@
 // linearTokenLogprobs: the LM head and the token log-prob in one pass (spec §1,
 // fused-linear form). logits = hidden · weightᵀ / τ are formed tile by tile and never
 // held whole, so memory stays O(N + tile) instead of the N × V logits (2.5 GB at
-// N = 4096, V = 151936). Native twins: native/ops/linear_token_logprobs.cc (CPU),
+// N = 4096, V = 151936). A caller with the memory to spare can ask the CPU forward to keep
+// them ({saveLogits: true}, 4·N·V bytes) and hand them to the backward ({saved}), which then
+// runs two GEMMs instead of three, with the same bits. Native twins: native/ops/linear_token_logprobs.cc (CPU),
 // kernels/linear_token_logprobs.cu (CUDA).
 import type { FloatDType } from '../dtype.js';
 import { addon } from '../native.js';
-import type { Tensor } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 import {
   boolOption, checkFinite, checkIdRange, enumOption, isTensor, numberOption, optionsArg, output, sameDevice, temperatureOption, tensorArg,
   type Out, type TensorLike,
@@ -20,6 +22,46 @@ export interface LinearTokenLogprobsOptions {
   entropy?: boolean;
   /** format of plain Uint16Array inputs: 'bf16' or 'f16' */
   dtype?: FloatDType;
+  /**
+   * keep the scaled logits (4·N·V bytes) for linearTokenLogprobsBackward, which then reads
+   * them instead of recomputing them: the result's `saved`. CPU tensors only (on CUDA the
+   * backward always recomputes and `saved` is absent); default false
+   */
+  saveLogits?: boolean;
+}
+
+/**
+ * The logits a CPU forward kept ({saveLogits: true}), bound to that call's hidden, weight,
+ * targets and temperature: pass it to linearTokenLogprobsBackward with those same inputs,
+ * unchanged since (as PyTorch's saved tensors, a weight updated in between makes it stale).
+ * dispose() frees it at once rather than at garbage collection.
+ */
+export class SavedLogits {
+  readonly #logits: Tensor;
+  constructor(
+    logits: Tensor,
+    readonly hidden: unknown,
+    readonly weight: unknown,
+    readonly targets: unknown,
+    readonly temperature: number,
+  ) {
+    this.#logits = logits;
+  }
+  /** Bytes held. */
+  get bytes(): number {
+    return this.#logits.disposed ? 0 : this.#logits.numel * 4;
+  }
+  get disposed(): boolean {
+    return this.#logits.disposed;
+  }
+  /** @internal the backward's operand */
+  tensor(): Tensor {
+    if (this.#logits.disposed) throw new TypeError('saved: these saved logits were disposed; run the forward again');
+    return this.#logits;
+  }
+  dispose(): void {
+    this.#logits.dispose();
+  }
 }
 
 export interface LinearTokenLogprobsResult<T> {
@@ -29,6 +71,8 @@ export interface LinearTokenLogprobsResult<T> {
   entropy?: Out<T>;
   /** log-sum-exp of the scaled logits per row, f32: the backward needs it */
   lse: Out<T>;
+  /** the logits kept for the backward (only with {saveLogits: true} on CPU tensors) */
+  saved?: SavedLogits;
 }
 
 export interface LinearTokenLogprobsBackwardOptions {
@@ -40,6 +84,8 @@ export interface LinearTokenLogprobsBackwardOptions {
   temperature?: number;
   /** format of plain Uint16Array inputs: 'bf16' or 'f16' */
   dtype?: FloatDType;
+  /** the forward's `saved` for these same inputs: read instead of recomputing the logits */
+  saved?: SavedLogits;
 }
 
 export interface LinearTokenLogprobsGradients<T> {
@@ -99,17 +145,32 @@ export function linearTokenLogprobs<T extends TensorLike>(
   const o = operands(hidden, weight, targets, float16Of(opts.dtype));
   const temperature = temperatureOption(opts.temperature);
   const entropy = boolOption(opts.entropy, 'entropy', false);
-  const native = addon().linearTokenLogprobs(o.hidden, o.weight, o.targets, { temperature, entropy });
+  const saveLogits = boolOption(opts.saveLogits, 'saveLogits', false);
+  const native = addon().linearTokenLogprobs(o.hidden, o.weight, o.targets, { temperature, entropy, saveLogits });
   const asTensor = isTensor(hidden);
   const result: Record<string, unknown> = { logprobs: output(native.logprobs, asTensor), lse: output(native.lse, asTensor) };
   if (entropy) result.entropy = output(native.entropy, asTensor);
+  if (native.savedLogits !== undefined)
+    result.saved = new SavedLogits(Tensor.fromNative(native.savedLogits), hidden, weight, targets, temperature);
   return result as unknown as LinearTokenLogprobsResult<T>;
+}
+
+// The saved logits are only valid for the very inputs of the forward that kept them.
+function savedLogitsOf(saved: unknown, hidden: unknown, weight: unknown, targets: unknown, temperature: number): Tensor {
+  if (!(saved instanceof SavedLogits))
+    throw new TypeError('saved: expected the `saved` result of linearTokenLogprobs(..., {saveLogits: true})');
+  const differs = saved.hidden !== hidden ? 'hidden' : saved.weight !== weight ? 'weight' : saved.targets !== targets ? 'targets' : undefined;
+  if (differs !== undefined)
+    throw new TypeError(`saved: kept for another ${differs}; pass the forward's own hidden, weight and targets, or no saved`);
+  if (saved.temperature !== temperature)
+    throw new RangeError(`saved: kept at temperature ${saved.temperature}, not ${temperature}`);
+  return saved.tensor();
 }
 
 /**
  * Gradients of L through linearTokenLogprobs, given ∂L/∂logprobs (and optionally
- * ∂L/∂entropy): recomputes the logits tile by tile. Both gradients are f32 and include
- * the 1/τ factor.
+ * ∂L/∂entropy): recomputes the logits tile by tile, or reads the forward's `saved` ones.
+ * Both gradients are f32 and include the 1/τ factor.
  */
 export function linearTokenLogprobsBackward<T extends TensorLike>(
   hidden: T,
@@ -126,6 +187,8 @@ export function linearTokenLogprobsBackward<T extends TensorLike>(
   const g = tensorArg(gradLogprobs, 'gradLogprobs', ['f32'], [rows]);
   const named: Record<string, Tensor> = { lse: lseT, gradLogprobs: g };
   const nativeOpts: Record<string, unknown> = { temperature: temperatureOption(opts.temperature) };
+  if (opts.saved !== undefined)
+    nativeOpts.savedLogits = savedLogitsOf(opts.saved, hidden, weight, targets, nativeOpts.temperature as number);
   if (opts.gradEntropy !== undefined) {
     if (opts.entropy === undefined)
       throw new TypeError('entropy: required with gradEntropy (pass the entropy output of linearTokenLogprobs(..., {entropy: true}))');

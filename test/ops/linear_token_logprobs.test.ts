@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import {
-  Tensor, buildInfo, fromFloat32Array, linearTokenLogprobs, linearTokenLogprobsBackward, toFloat32Array,
+  SavedLogits, Tensor, buildInfo, fromFloat32Array, linearTokenLogprobs, linearTokenLogprobsBackward, toFloat32Array,
 } from '../../src/index.js';
 import { addon } from '../../src/native.js';
 import {
@@ -378,6 +378,71 @@ describe(`linearTokenLogprobs on ${TEST_DEVICE}`, () => {
             if (!Object.is(got[o][i], want[o][i])) assert.fail(`τ=${temperature} rows=${m}: output ${o} row ${i} = ${got[o][i]}, ${want[o][i]} among 40 rows`);
       }
     }
+  });
+
+  // The forward's kept logits stand in for the backward's recomputed ones: the same bits
+  // wherever the tiling is awkward (one tile, few rows, a ragged last row chunk and
+  // vocabulary tile, d past one K block), for bf16, τ ≠ 1, entropy, and rows whose large
+  // |lse| the backward rechecks. On CUDA the forward keeps none and the backward recomputes.
+  it('backward from the forward\'s saved logits gives the recomputing backward\'s bits', () => {
+    const r = rng('linearTokenLogprobs saved');
+    const shapes: [number, number, number][] = [[1, 1, 1], [3, 7, 13], [13, 97, 70], [17, 193, 8], [300, 401, 19], [40, 1201, 300], [530, 500, 33]];
+    let compared = 0;
+    for (const [rows, vocab, dim] of shapes) {
+      for (const [temperature, dtype, entropy, scale] of [[1, undefined, false, 2], [0.7, 'bf16', true, 2], [0.5, undefined, true, 400]] as const) {
+        const label = `N=${rows} V=${vocab} d=${dim} τ=${temperature} ${dtype ?? 'f32'}${entropy ? ' entropy' : ''} scale ${scale}`;
+        const plain = randomCase(r, rows, vocab, dim, temperature, scale);
+        const c = dtype ? rounded(plain, dtype).c : plain;
+        const x = inputs(c, dtype);
+        const opts = { temperature, entropy, dtype };
+        const kept = linearTokenLogprobs(x.hidden, x.weight, x.targets, { ...opts, saveLogits: true });
+        const plainOut = linearTokenLogprobs(x.hidden, x.weight, x.targets, opts);
+        for (const key of (entropy ? ['logprobs', 'lse', 'entropy'] : ['logprobs', 'lse']) as ('logprobs' | 'lse' | 'entropy')[])
+          assert.ok(bits(values(kept[key]!)).equals(bits(values(plainOut[key]!))), `${key} changed by saveLogits: ${label}`);
+        if (ON_GPU) {
+          assert.equal(kept.saved, undefined, 'the CUDA forward keeps no logits');
+          continue;
+        }
+        assert.ok(kept.saved instanceof SavedLogits, `saved: ${label}`);
+        assert.ok(kept.saved.bytes >= 4 * rows * vocab, `saved.bytes ${kept.saved.bytes} < 4·N·V: ${label}`);
+        const g = onDevice(r.normals(rows)), e = onDevice(r.normals(rows));
+        const back = (saved?: SavedLogits) => linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, kept.lse, g, {
+          temperature, dtype, saved, ...(entropy ? { gradEntropy: e, entropy: kept.entropy } : {}),
+        });
+        const want = back(), got = back(kept.saved);
+        assert.ok(bits(values(got.gradHidden)).equals(bits(values(want.gradHidden))), `gradHidden: ${label}`);
+        assert.ok(bits(values(got.gradWeight)).equals(bits(values(want.gradWeight))), `gradWeight: ${label}`);
+        // And the backward did read them: logits lowered by 1 move every gradient with a target.
+        const logits = kept.saved.tensor().data as Float32Array;
+        for (let i = 0; i < logits.length; i++) logits[i] -= 1;
+        const moved = values(back(kept.saved).gradWeight), before = values(want.gradWeight);
+        assert.ok(moved.some((v, i) => v !== before[i]), `the saved logits were not read: ${label}`);
+        kept.saved.dispose();
+        assert.equal(kept.saved.bytes, 0);
+        compared++;
+      }
+    }
+    if (!ON_GPU) assert.equal(compared, shapes.length * 3);
+  });
+
+  it('backward refuses saved logits kept for other inputs or disposed, naming saved', { skip: ON_GPU ? 'the CPU twin keeps logits' : false }, () => {
+    const r = rng('linearTokenLogprobs saved');
+    const c = randomCase(r, 20, 300, 16, 0.9);
+    const x = inputs(c), y = inputs(c);
+    const f = linearTokenLogprobs(x.hidden, x.weight, x.targets, { temperature: 0.9, saveLogits: true });
+    const g = onDevice(r.normals(c.rows));
+    const back = (o: ReturnType<typeof inputs>, options: object) => linearTokenLogprobsBackward(o.hidden, o.weight, o.targets, f.lse, g, options);
+    throwsNaming(() => back(y, { temperature: 0.9, saved: f.saved }), TypeError, 'saved', /another hidden/);
+    throwsNaming(() => back({ ...x, weight: y.weight }, { temperature: 0.9, saved: f.saved }), TypeError, 'saved', /another weight/);
+    throwsNaming(() => back(x, { temperature: 1, saved: f.saved }), RangeError, 'saved', /temperature 0\.9/);
+    throwsNaming(() => back(x, { temperature: 0.9, saved: {} }), TypeError, 'saved', /saveLogits/);
+    // The native boundary checks the size on its own.
+    throwsNaming(() => addon().linearTokenLogprobsBackward(x.hidden, x.weight, x.targets, f.lse, g, { temperature: 0.9, savedLogits: Tensor.from(new Float32Array(5)) }), RangeError, 'savedLogits');
+    f.saved!.dispose();
+    throwsNaming(() => back(x, { temperature: 0.9, saved: f.saved }), TypeError, 'saved', /disposed/);
+    // No rows: nothing to keep.
+    const none = inputs(randomCase(r, 0, 30, 4));
+    assert.equal(linearTokenLogprobs(none.hidden, none.weight, none.targets, { saveLogits: true }).saved, undefined);
   });
 
   it('gives the same bits on every run', () => {
