@@ -16,13 +16,6 @@
 #include "backend.h"
 #include "../ops/rows.h"
 
-// GCC 12 warns falsely inside its own AVX-512 intrinsics (their _mm512_undefined_*
-// pass-through operands) when they are inlined into target-attribute functions.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-
 namespace lgrpo {
 namespace {
 

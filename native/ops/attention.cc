@@ -29,13 +29,6 @@
 #include "../parallel.h"
 #include "../simd.h"
 
-// GCC 12 warns falsely inside its own AVX-512 intrinsics (their _mm512_undefined_*
-// pass-through operands) when they are inlined into target-attribute functions.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-
 #if defined(__GNUC__) || defined(__clang__)
 #define LGRPO_NOINLINE __attribute__((noinline))
 #else

@@ -20,13 +20,6 @@
 #include "../scratch.h"
 #include "../simd.h"
 
-// GCC 12 warns falsely inside its own AVX-512 intrinsics (their _mm512_undefined_*
-// pass-through operands) when they are inlined into target-attribute functions.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-
 namespace lgrpo {
 namespace {
 

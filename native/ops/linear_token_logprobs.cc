@@ -59,9 +59,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // Where the tile of row chunk n0 (ldc padded rows) and vocabulary rows from v0 lies in
-// saved_logits: each chunk holds round_up(V, MR) vocabulary rows of ldc, the tiles in
-// order. The rounding leaves room for the GEMM's whole micro-tiles in the last tile.
-int64_t saved_tile_offset(int64_t V, int64_t n0, int64_t v0, int64_t ldc) { return n0 * round_up(V, MR) + v0 * ldc; }
+// saved_logits: each chunk holds its V vocabulary rows of ldc, the tiles in order.
+int64_t saved_tile_offset(int64_t V, int64_t n0, int64_t v0, int64_t ldc) { return n0 * V + v0 * ldc; }
 
 // 64-byte aligned f32 scratch, freed on scope exit (exceptions included).
 class Scratch {
@@ -363,6 +362,19 @@ void logits_panels(const float* wpan, int64_t nv, const float* hpack, int64_t pa
 // ---------------------------------------------------------------------------------
 // Forward.
 
+// Copies a logit tile (n floats, from the cache-resident scratch tile) to saved_logits with
+// stores that bypass the cache: the backward reads it much later, and writing it in place
+// (the GEMM's output in saved_logits) read each line from memory before writing it, 5 ms
+// per step of the small config's LM head. dst is 64-byte aligned and n a multiple of 16
+// (tiles of 16-row panels in a 64-byte aligned buffer).
+void save_tile(const float* src, int64_t n, float* dst) {
+  int64_t i = 0;
+#if LGRPO_AVX2
+  for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+#endif
+  std::copy(src + i, src + n, dst + i);
+}
+
 // Running statistics of one chunk's rows over one shard (width = padded chunk rows).
 struct ChunkStats {
   float *m, *s, *u;      // running
@@ -381,10 +393,12 @@ void scale_tile(float* ct, int64_t ldc, int64_t nv, int64_t width, float inv_tau
 // Folds one scaled logit tile (nv vocabulary rows × width hidden rows) into the
 // running statistics. Columns past the chunk's rows hold zeros and are folded
 // harmlessly; the caller ignores them.
-template <bool kEntropy>
-void fold_tile(const float* ct, int64_t ldc, int64_t nv, int64_t width, const ChunkStats& st, bool first) {
-  int64_t n = 0;
 #if LGRPO_AVX2
+// fold_tile's vector part over columns [0, width) (a multiple of 8): the tile's max per
+// column (and the running one's), its sums relative to that, Σ e^z·z with entropy.
+template <bool kEntropy>
+void fold_columns_avx2(const float* ct, int64_t ldc, int64_t nv, int64_t width, const ChunkStats& st, bool first) {
+  int64_t n;
   for (n = 0; n + 8 <= width; n += 8) _mm256_storeu_ps(st.tm + n, _mm256_set1_ps(-INFINITY));
   for (int64_t v = 0; v < nv; ++v)
     for (n = 0; n + 8 <= width; n += 8)
@@ -403,6 +417,46 @@ void fold_tile(const float* ct, int64_t ldc, int64_t nv, int64_t width, const Ch
       _mm256_storeu_ps(st.ts + n, _mm256_add_ps(_mm256_loadu_ps(st.ts + n), e));
       if (kEntropy) _mm256_storeu_ps(st.tu + n, _mm256_fmadd_ps(e, z, _mm256_loadu_ps(st.tu + n)));
     }
+}
+
+#if LGRPO_X86_DISPATCH
+// fold_columns_avx2's operations 16 columns at a time (width a multiple of 16): the same bits.
+template <bool kEntropy>
+LGRPO_TARGET_AVX512 void fold_columns_avx512(const float* ct, int64_t ldc, int64_t nv, int64_t width,
+                                             const ChunkStats& st, bool first) {
+  for (int64_t n = 0; n < width; n += 16) _mm512_storeu_ps(st.tm + n, _mm512_set1_ps(-INFINITY));
+  for (int64_t v = 0; v < nv; ++v)
+    for (int64_t n = 0; n < width; n += 16)
+      _mm512_storeu_ps(st.tm + n, _mm512_max_ps(_mm512_loadu_ps(st.tm + n), _mm512_loadu_ps(ct + v * ldc + n)));
+  for (int64_t n = 0; n < width; n += 16) {
+    const __m512 tm = _mm512_loadu_ps(st.tm + n);
+    _mm512_storeu_ps(st.tm + n, first ? tm : _mm512_max_ps(tm, _mm512_loadu_ps(st.m + n)));
+    _mm512_storeu_ps(st.ts + n, _mm512_setzero_ps());
+    if (kEntropy) _mm512_storeu_ps(st.tu + n, _mm512_setzero_ps());
+  }
+  for (int64_t v = 0; v < nv; ++v)
+    for (int64_t n = 0; n < width; n += 16) {
+      const __m512 z = _mm512_sub_ps(_mm512_loadu_ps(ct + v * ldc + n), _mm512_loadu_ps(st.tm + n));
+      const __m512 e = exp_avx512(z);
+      _mm512_storeu_ps(st.ts + n, _mm512_add_ps(_mm512_loadu_ps(st.ts + n), e));
+      if (kEntropy) _mm512_storeu_ps(st.tu + n, _mm512_fmadd_ps(e, z, _mm512_loadu_ps(st.tu + n)));
+    }
+}
+#endif
+#endif
+
+// Folds one scaled logit tile (nv vocabulary rows × width hidden rows) into the
+// running statistics. Columns past the chunk's rows hold zeros and are folded
+// harmlessly; the caller ignores them.
+template <bool kEntropy>
+void fold_tile(const float* ct, int64_t ldc, int64_t nv, int64_t width, const ChunkStats& st, bool first) {
+  int64_t n = 0;
+#if LGRPO_AVX2
+#if LGRPO_X86_DISPATCH
+  if (width % 16 == 0 && simd_avx512()) fold_columns_avx512<kEntropy>(ct, ldc, nv, width, st, first);
+  else
+#endif
+    fold_columns_avx2<kEntropy>(ct, ldc, nv, width, st, first);
   n = width - width % 8;  // width is a multiple of 16: nothing is left
 #endif
   for (int64_t i = n; i < width; ++i) st.tm[i] = -INFINITY;
@@ -458,7 +512,7 @@ void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& p
     const int64_t b0 = plan.shard_begin(shard), b1 = plan.shard_begin(shard + 1);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t v0 = blk * VC, nv = std::min(VC, V - v0);
-      float* tile = a.saved_logits ? a.saved_logits + saved_tile_offset(V, n0, v0, ldc) : ct.get();
+      float* tile = ct.get();
       const float* w;
       bool computed = false;
       if constexpr (T == DType::F32) {
@@ -483,6 +537,7 @@ void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& p
       if (!computed) logits_tile(w, d, nv, hpack.get(), panels, d, tile, ldc, nr);
       scale_tile(tile, ldc, nv, ldc, inv_tau);
       fold_tile<kEntropy>(tile, ldc, nv, ldc, st, blk == b0);
+      if (a.saved_logits) save_tile(tile, nv * ldc, a.saved_logits + saved_tile_offset(V, n0, v0, ldc));
       if (a.targets)
         for (int64_t n = 0; n < nr; ++n) {
           const int64_t y = a.targets[n0 + n];
@@ -496,6 +551,9 @@ void forward_items(const LinearTokenLogprobsForwardArgs& a, const ForwardPlan& p
     }
     float* m = m_all + shard * N + n0;
     std::copy(st.m, st.m + nr, m);
+#if LGRPO_AVX2
+    if (a.saved_logits) _mm_sfence();  // save_tile's stores, before the job's join publishes them
+#endif
     std::copy(st.s, st.s + nr, s_all + shard * N + n0);
     if (kEntropy) std::copy(st.u, st.u + nr, u_all + shard * N + n0);
   }
@@ -582,10 +640,42 @@ struct ChunkRows {
 // rows whose lse was recomputed, so other rows' d is x − lse, as before. Returns the
 // first column whose d exceeds kLinearLseSlack (a probability above 1: the lse is not
 // this row's), or -1.
+#if LGRPO_X86_DISPATCH
+// dlogits_tile's row v (vocabulary id vid) over columns [0, ldc) (a multiple of 16), the AVX2
+// loop's operations 16 lanes at a time: the same bits. first_bad as there.
+template <bool kEntropy>
+LGRPO_TARGET_AVX512 void dlogits_row_avx512(const float* xv, float* c, int64_t ldc, int32_t vid, const ChunkRows& r,
+                                            float inv_tau, int64_t& first_bad) {
+  const __m512 scale = _mm512_set1_ps(inv_tau), slack = _mm512_set1_ps(kLinearLseSlack);
+  const __m512i id = _mm512_set1_epi32(vid);
+  for (int64_t n = 0; n < ldc; n += 16) {
+    const __m512 x = _mm512_loadu_ps(xv + n);
+    const __m512 d = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_loadu_ps(r.lse + n)), _mm512_loadu_ps(r.shift + n));
+    const __mmask16 above = _mm512_cmp_ps_mask(d, slack, _CMP_GT_OQ);
+    if (above != 0 && (first_bad < 0 || n + __builtin_ctz(above) < first_bad)) first_bad = n + __builtin_ctz(above);
+    const __m512 p = exp_avx512(d);
+    const __m512 g = _mm512_loadu_ps(r.g + n);
+    __m512 coef = g;
+    if (kEntropy) coef = _mm512_fmadd_ps(_mm512_loadu_ps(r.e + n), _mm512_add_ps(d, _mm512_loadu_ps(r.h + n)), coef);
+    const __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(r.y + n), id);
+    const __m512 grad = _mm512_sub_ps(_mm512_maskz_mov_ps(hit, g), _mm512_mul_ps(p, coef));
+    _mm512_storeu_ps(c + n, _mm512_mul_ps(grad, scale));
+  }
+}
+#endif
+
 template <bool kEntropy>
 int64_t dlogits_tile(const float* xt, float* ct, int64_t ldc, int64_t nv, int64_t v0, const ChunkRows& r,
                      float inv_tau) {
   int64_t first_bad = -1;
+#if LGRPO_X86_DISPATCH
+  if (ldc % 16 == 0 && simd_avx512()) {
+    for (int64_t v = 0; v < nv; ++v)
+      dlogits_row_avx512<kEntropy>(xt + v * ldc, ct + v * ldc, ldc, static_cast<int32_t>(v0 + v), r, inv_tau,
+                                   first_bad);
+    return first_bad;
+  }
+#endif
   for (int64_t v = 0; v < nv; ++v) {
     const float* xv = xt + v * ldc;
     float* c = ct + v * ldc;
@@ -847,7 +937,7 @@ void backward_typed(const LinearTokenLogprobsBackwardArgs& a) {
 int64_t linear_saved_logits_floats(int64_t rows, int64_t vocab) {
   if (rows == 0) return 0;
   const int64_t n0_last = (rows - 1) / RC * RC;
-  return saved_tile_offset(vocab, n0_last, round_up(vocab, MR), round_up(rows - n0_last, NR));
+  return saved_tile_offset(vocab, n0_last, vocab, round_up(rows - n0_last, NR));
 }
 
 Error lse_below_error(int64_t row) {

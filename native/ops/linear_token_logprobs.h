@@ -65,8 +65,8 @@ constexpr float kLinearLseSlack = 1e-3f;
 // The twins' error for an lse below its row's log-sum-exp (a probability above 1).
 Error lse_below_error(int64_t row);
 
-// Floats of saved_logits for rows × vocab: every row chunk's tiles, the vocabulary rounded up
-// to the micro-tile (the GEMM writes whole micro-tiles) and the rows to 16-row panels.
+// Floats of saved_logits for rows × vocab: every row chunk's tiles, its rows rounded up to
+// 16-row panels.
 int64_t linear_saved_logits_floats(int64_t rows, int64_t vocab);
 
 void linear_token_logprobs_forward_cpu(const LinearTokenLogprobsForwardArgs& a);
