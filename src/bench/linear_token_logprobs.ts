@@ -87,6 +87,32 @@ export const linearTokenLogprobsBench: KernelBench = {
             'naive check compares ∂h on the naive rows only',
           ],
         });
+        if (onCpu) {
+          // The same backward from logits the forward kept ({saveLogits}): two GEMMs, not three.
+          ctx.log(`linearTokenLogprobs backward from saved logits [N=${Nb} V=${V} d=${d}] (${formatBytes(Nb * V * 4)} kept)...`);
+          const kept = linearTokenLogprobs(hb, weight, tb, { saveLogits: true });
+          try {
+            const saved = timeOnce(() => linearTokenLogprobsBackward(hb, weight, tb, kept.lse, gb, { saved: kept.saved }));
+            let st: Timing = saved.timing;
+            const same = maxAbsDiff(hostData(saved.result.gradHidden as Tensor), gradHidden, Nb * d) === 0;
+            disposeAll(saved.result);
+            if (ctx.quick) st = timeIt(() => linearTokenLogprobsBackward(hb, weight, tb, kept.lse, gb, { saved: kept.saved }), ctx.timing(), disposeAll);
+            const sflops = 4 * Nb * V * d;
+            ctx.record({
+              kernel: 'linearTokenLogprobs', variant: `backward f32 from saved logits${Nb < N ? ` (reduced N=${Nb})` : ''}`, size: `N=${Nb} V=${V} d=${d}`,
+              dims: { N: Nb, V, d }, device: ctx.device,
+              ...st, flops: sflops, gflopPerS: sflops / (st.medianMs / 1000) / 1e9,
+              notes: [
+                `GFLOP/s counts 4·N·V·d (∂h and ∂W; the logits read from the forward's ${formatBytes(Nb * V * 4)}); ` +
+                  `${(bt.medianMs / st.medianMs).toFixed(2)}× the recomputing backward above; gradHidden ${same ? 'bit for bit' : 'DIFFERS from'} the recomputing backward's`,
+              ],
+            });
+          } finally {
+            kept.saved?.dispose();
+            (kept.lse as Tensor).dispose();
+            (kept.logprobs as Tensor).dispose();
+          }
+        }
       } finally {
         hb.dispose(); tb.dispose(); lb.dispose(); gb.dispose();
       }

@@ -38,14 +38,15 @@ export interface LinearTokenLogprobsOptions {
  */
 export class SavedLogits {
   readonly #logits: Tensor;
-  constructor(
-    logits: Tensor,
-    readonly hidden: unknown,
-    readonly weight: unknown,
-    readonly targets: unknown,
-    readonly temperature: number,
-  ) {
+  // The forward's own arguments, compared by identity (kept private so that nothing that
+  // walks a result's fields, such as a dispose-everything helper, reaches the inputs).
+  readonly #inputs: readonly [unknown, unknown, unknown];
+  /** The temperature the logits were divided by. */
+  readonly temperature: number;
+  constructor(logits: Tensor, hidden: unknown, weight: unknown, targets: unknown, temperature: number) {
     this.#logits = logits;
+    this.#inputs = [hidden, weight, targets];
+    this.temperature = temperature;
   }
   /** Bytes held. */
   get bytes(): number {
@@ -53,6 +54,11 @@ export class SavedLogits {
   }
   get disposed(): boolean {
     return this.#logits.disposed;
+  }
+  /** @internal which of hidden, weight and targets is not the forward's own, if any */
+  differingInput(hidden: unknown, weight: unknown, targets: unknown): 'hidden' | 'weight' | 'targets' | undefined {
+    const [h, w, t] = this.#inputs;
+    return h !== hidden ? 'hidden' : w !== weight ? 'weight' : t !== targets ? 'targets' : undefined;
   }
   /** @internal the backward's operand */
   tensor(): Tensor {
@@ -159,7 +165,7 @@ export function linearTokenLogprobs<T extends TensorLike>(
 function savedLogitsOf(saved: unknown, hidden: unknown, weight: unknown, targets: unknown, temperature: number): Tensor {
   if (!(saved instanceof SavedLogits))
     throw new TypeError('saved: expected the `saved` result of linearTokenLogprobs(..., {saveLogits: true})');
-  const differs = saved.hidden !== hidden ? 'hidden' : saved.weight !== weight ? 'weight' : saved.targets !== targets ? 'targets' : undefined;
+  const differs = saved.differingInput(hidden, weight, targets);
   if (differs !== undefined)
     throw new TypeError(`saved: kept for another ${differs}; pass the forward's own hidden, weight and targets, or no saved`);
   if (saved.temperature !== temperature)
