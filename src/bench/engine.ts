@@ -27,7 +27,7 @@ import { grpoLoss } from '../ops/grpo_loss.js';
 import { linearTokenLogprobs, linearTokenLogprobsBackward } from '../ops/linear_token_logprobs.js';
 import { savesLogits } from '../train/token_pass.js';
 import { Tensor } from '../tensor.js';
-import { describeMachine, measureCeiling, fillUniform, formatBytes, median, openReadProbe, randomInts, timeAlternating, timeIt, type Ceiling, type Machine, type Timing, type TimingOptions } from './harness.js';
+import { describeMachine, measureCeiling, fillUniform, formatBytes, median, openReadProbe, randomInts, stealMeter, timeAlternating, timeIt, type Ceiling, type Machine, type Timing, type TimingOptions } from './harness.js';
 
 // ---------------------------------------------------------------------------------
 // Configurations
@@ -260,6 +260,10 @@ export interface EngineCaseResult {
   };
   train: EngineTrainResult;
   decode: EngineDecodeResult;
+  /** the share of CPU time the hypervisor stole while the training steps, the decode calls and
+   * the PyTorch baseline ran (/proc/stat; undefined off Linux): above a percent or so, the
+   * machine was not quiet */
+  steal?: { train?: number; decode?: number; torch?: number };
   /** the same decoding with generate({precision: 'bf16'}): weights read from a bf16 copy */
   decodeBf16: EngineDecodeResult;
   /** bf16 decoding's speed over f32's: the median over rounds (the two calls alternate) of
@@ -569,10 +573,12 @@ async function runCase(
   let bf16Speedup = NaN;
   let train: EngineTrainResult, decode: EngineDecodeResult, decodeBf16: EngineDecodeResult, gemmRows: Omit<EngineGemmRow, 'fractionOfPeak'>[];
   let trainingArenaBytes: number, inferenceArenaBytes: number;
+  const steal: NonNullable<EngineCaseResult['steal']> = {};
   try {
     const flops = trainingFlops(cfg, c.batch, c.seq);
     log(`${c.name}: training step B=${c.batch} T=${c.seq} (${c.trainTiming.warmup} warm-up, then ≥ ${c.trainTiming.minRuns} runs), ${(flops.total / 1e9).toFixed(1)} GFLOP per step...`);
     const setup = trainStep(policy, c);
+    const trainSteal = stealMeter();
     let loss = NaN;
     let runs = 0;
     let t: Timing;
@@ -588,6 +594,7 @@ async function runCase(
     } finally {
       setup.dispose();  // the AdamW moments: as large as the model twice over
     }
+    steal.train = trainSteal.fraction();
     const skip = c.trainTiming.warmup;
     const phases = Object.fromEntries(Object.entries(setup.phases).map(([k, v]) => [k, median(v.slice(skip))])) as EngineTrainResult['phases'];
     trainingArenaBytes = policy.stats().trainingBytes;
@@ -611,6 +618,7 @@ async function runCase(
       for (const lp of out.logprobs) for (const x of lp) if (!Number.isFinite(x)) throw new Error(`generate: a sampled token has log-prob ${x}`);
     });
     const probe = await openReadProbe();
+    const decodeSteal = stealMeter();
     let whole: ReturnType<typeof timeAlternating>, prefill: ReturnType<typeof timeAlternating>;
     try {
       whole = timeAlternating(calls(c.maxNewTokens), c.decodeTiming, () => probe.measure());
@@ -618,6 +626,9 @@ async function runCase(
     } finally {
       await probe.close();
     }
+    steal.decode = decodeSteal.fraction();
+    const pctOf = (x: number | undefined) => (x === undefined ? 'not known' : `${(100 * x).toFixed(2)}%`);
+    log(`${c.name}: CPU time stolen by the hypervisor: ${pctOf(steal.train)} during the training steps, ${pctOf(steal.decode)} during the decode calls`);
     const readBesideGBs = median(probe.samples);
     log(`${c.name}: read beside the decode calls ${readBesideGBs.toFixed(1)} GB/s (median of ${probe.samples.length}, ` +
       `${Math.min(...probe.samples).toFixed(1)}–${Math.max(...probe.samples).toFixed(1)})`);
@@ -660,7 +671,7 @@ async function runCase(
     },
     batch: c.batch, seq: c.seq, promptLength: c.promptLength, maxNewTokens: c.maxNewTokens,
     memory: { modelStateBytes: stateBytes, trainingArenaBytes, inferenceArenaBytes, peakRssBytes },
-    train, decode, decodeBf16, bf16Speedup,
+    train, decode, decodeBf16, bf16Speedup, steal,
     gemm: gemmRows.map((r) => ({ ...r, fractionOfPeak: NaN })),
   };
 
@@ -670,7 +681,9 @@ async function runCase(
   } else {
     log(`${c.name}: PyTorch baseline (${torch.python}, torch ${torch.version})...`);
     try {
+      const torchSteal = stealMeter();
       const r = await runTorch(torch.python!, torchSpec(c, cfg, threads), log, 300_000);
+      steal.torch = torchSteal.fraction();
       if (!(r.train?.tokensPerS > 0) || !(r.decode?.tokensPerS > 0)) throw new Error('bench-torch.py reported no rates');
       result.torch = r;
       result.ratio = { train: train.tokensPerS / r.train.tokensPerS, decode: decode.tokensPerS / r.decode.tokensPerS };
@@ -795,6 +808,9 @@ export function formatEngineReport(report: EngineBenchReport): string {
     (Math.max(m.loadAverageAtStart[0], report.loadAverageAtEnd[0]) >= 0.5 * m.logicalCpus ? ' (other processes were busy: timings are pessimistic and noisy)' : ''));
   lines.push(`FMA ceiling: ${report.peakGflops.toFixed(1)} GFLOP/s (samples ${report.peakGflopsSamples.map((s) => s.toFixed(0)).join(', ')})`);
   lines.push(`         ${report.flopNote}`);
+  const stolen = (x: number | undefined) => (x === undefined ? '?' : `${(100 * x).toFixed(2)}%`);
+  if (report.cases.some((c) => c.steal?.train !== undefined))
+    lines.push(`CPU time stolen by the hypervisor (train / decode / PyTorch): ${report.cases.map((c) => `${c.name} ${stolen(c.steal?.train)} / ${stolen(c.steal?.decode)} / ${stolen(c.steal?.torch)}`).join('; ')}`);
   const t = report.torch;
   const first = report.cases.find((c) => c.torch)?.torch;
   if (t.available && first) {

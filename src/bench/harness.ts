@@ -391,6 +391,32 @@ export interface ReadProbeOptions {
   reps?: number;
 }
 
+/**
+ * The share of CPU time the hypervisor gave to other guests (steal) from now until
+ * fraction() is called, from /proc/stat; undefined where that file is absent (not Linux)
+ * or no CPU time passed. A VM's vCPU that is stolen stalls the thread on it, and every
+ * join on that thread: timings taken under steal say nothing about the code.
+ */
+export function stealMeter(): { fraction(): number | undefined } {
+  const read = (): { steal: number; total: number } | undefined => {
+    try {
+      const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).slice(1, 9).map(Number);
+      if (fields.length < 8 || fields.some((x) => !Number.isFinite(x))) return undefined;
+      return { steal: fields[7], total: fields.reduce((a, b) => a + b, 0) };
+    } catch {
+      return undefined;
+    }
+  };
+  const start = read();
+  return {
+    fraction() {
+      const end = read();
+      if (!start || !end || end.total <= start.total) return undefined;
+      return (end.steal - start.steal) / (end.total - start.total);
+    },
+  };
+}
+
 export async function openReadProbe(options: ReadProbeOptions = {}): Promise<ReadProbe> {
   const src = options.buffer ?? new SharedArrayBuffer(options.bytes ?? 256 * 1024 * 1024);
   if (!options.buffer) new Uint8Array(src).fill(1);
