@@ -92,9 +92,11 @@ export const linearTokenLogprobsBench: KernelBench = {
           ctx.log(`linearTokenLogprobs backward from saved logits [N=${Nb} V=${V} d=${d}] (${formatBytes(Nb * V * 4)} kept)...`);
           const kept = linearTokenLogprobs(hb, weight, tb, { saveLogits: true });
           try {
-            const saved = timeOnce(() => linearTokenLogprobsBackward(hb, weight, tb, kept.lse, gb, { saved: kept.saved }));
+            const measured = peakRssGrowth(() => timeOnce(() => linearTokenLogprobsBackward(hb, weight, tb, kept.lse, gb, { saved: kept.saved })));
+            const saved = measured.result;
             let st: Timing = saved.timing;
-            const same = maxAbsDiff(hostData(saved.result.gradHidden as Tensor), gradHidden, Nb * d) === 0;
+            const savedGradHidden = hostData(saved.result.gradHidden as Tensor);
+            const same = maxAbsDiff(savedGradHidden, gradHidden, Nb * d) === 0;
             disposeAll(saved.result);
             if (ctx.quick) st = timeIt(() => linearTokenLogprobsBackward(hb, weight, tb, kept.lse, gb, { saved: kept.saved }), ctx.timing(), disposeAll);
             const sflops = 4 * Nb * V * d;
@@ -102,6 +104,10 @@ export const linearTokenLogprobsBench: KernelBench = {
               kernel: 'linearTokenLogprobs', variant: `backward f32 from saved logits${Nb < N ? ` (reduced N=${Nb})` : ''}`, size: `N=${Nb} V=${V} d=${d}`,
               dims: { N: Nb, V, d }, device: ctx.device,
               ...st, flops: sflops, gflopPerS: sflops / (st.medianMs / 1000) / 1e9,
+              // The naive backward above computes these same gradients.
+              naive: { medianMs: naiveBMs, rowsTimed: Rb, totalRows: Nb, speedup: naiveBMs / st.medianMs, maxAbsDiff: maxAbsDiff(savedGradHidden, naiveGrad.gradHidden, Rb * d) },
+              // The kept logits were allocated before the call: the growth is the call's own.
+              peakRssGrowth: { ...measured.growth, logitsBytes: Nb * V * 4 },
               notes: [
                 `GFLOP/s counts 4·N·V·d (∂h and ∂W; the logits read from the forward's ${formatBytes(Nb * V * 4)}); ` +
                   `${(bt.medianMs / st.medianMs).toFixed(2)}× the recomputing backward above; gradHidden ${same ? 'bit for bit' : 'DIFFERS from'} the recomputing backward's`,
