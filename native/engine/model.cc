@@ -359,7 +359,9 @@ void Model::linear(const float* x, const float* w, const float* bias, int64_t ro
       be_.gemm_bf16_weights(g);
     } else {
       GemmArgs g{false, true, rows, out, in, 1.0f, x, in, w, in, 0.0f, y, out};
-      if (panels != panels_.end()) {
+      if (panels != panels_.end() && panels_pending_.erase(w) > 0) {
+        g.panels_out = static_cast<float*>(const_cast<void*>(panels->second));
+      } else if (panels != panels_.end()) {
         g.b = static_cast<const float*>(panels->second);
         g.b_panels = true;
       }
@@ -378,7 +380,7 @@ void Model::linear_group(const float* x, int64_t rows, int64_t in, std::initiali
   for (const LinearOut& o : outs) {
     if (!grouped) break;
     const auto it = panels_.find(o.w);
-    grouped = it != panels_.end();
+    grouped = it != panels_.end() && panels_pending_.count(o.w) == 0;
     if (grouped) panels[count++] = it->second;
   }
   if (!grouped) {
@@ -903,7 +905,10 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
   // the bf16 copy where the backend has them.
   struct PanelScope {
     Model& m;
-    ~PanelScope() { m.panels_.clear(); }
+    ~PanelScope() {
+      m.panels_.clear();
+      m.panels_pending_.clear();
+    }
   } panel_scope{*this};
   const bool panels_bf16 = bf16 && be_.pack_panels_bf16;
   if (panels_bf16 || (!bf16 && be_.pack_panels)) {
@@ -926,9 +931,13 @@ GenerateOutput Model::generate(const float* params, const int32_t* ids, const in
     for (const Matrix& mx : matrices) total += bytes_of(mx);
     reserve(rollout_copy_, total);
     char* at = static_cast<char*>(rollout_copy_.base);
+    const float* head_w = lm_head(params);
     for (const Matrix& mx : matrices) {
+      // f32: the layers' panels are written by their first product (linear(), the prefill's);
+      // the LM head's first product has a few rows, which read W in place, so it is copied now.
       if (panels_bf16) be_.pack_panels_bf16(mx.w, mx.k, mx.n, mx.k, reinterpret_cast<uint16_t*>(at));
-      else be_.pack_panels(mx.w, mx.k, mx.n, mx.k, reinterpret_cast<float*>(at));
+      else if (mx.w == head_w) be_.pack_panels(mx.w, mx.k, mx.n, mx.k, reinterpret_cast<float*>(at));
+      else panels_pending_.insert(mx.w);
       panels_[mx.w] = at;
       at += bytes_of(mx);
     }

@@ -24,6 +24,7 @@
 #include <initializer_list>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "backend.h"
@@ -261,6 +262,9 @@ class Model {
   // linear() and the LM head read them (bf16 panels when panels_bf16_).
   std::unordered_map<const float*, const void*> panels_;
   bool panels_bf16_ = false;
+  // f32 panels not written yet: the first product with the matrix (the prefill's) writes them
+  // as it reads W (GemmArgs::panels_out), instead of a copy pass over every matrix up front.
+  std::unordered_set<const float*> panels_pending_;
 
   // RoPE cos/sin table [rope_positions_, head_dim/2], grown on demand.
   float *rope_cos_ = nullptr, *rope_sin_ = nullptr;

@@ -22,6 +22,7 @@
 #include <new>
 #include <vector>
 
+#include "../common.h"
 #include "../parallel.h"
 #include "../scratch.h"
 #include "../simd.h"
@@ -314,7 +315,7 @@ void gemm_small_m(const GemmArgs& g) {
   const int mr = kern.mr;
   const int64_t a_block = ceil_div(m, mr) * mr * KC;
   float* pa = packed_a_scratch.get(static_cast<size_t>(a_block * ceil_div(k, KC)));
-  float* pb = g.b_panels ? nullptr : packed_b_scratch.get(static_cast<size_t>(KC * NR));
+  float* pb = g.b_panels || g.panels_out ? nullptr : packed_b_scratch.get(static_cast<size_t>(KC * NR));
   for (int64_t pc = 0; pc < k; pc += KC)
     pack_a(g.trans_a, op_a_at(g, 0, pc), g.lda, m, std::min(KC, k - pc), pa + pc / KC * a_block, mr);
   for (int64_t jr = 0; jr < n; jr += NR) {
@@ -323,8 +324,13 @@ void gemm_small_m(const GemmArgs& g) {
       const int64_t kc = std::min(KC, k - pc);
       const float beta = pc == 0 ? g.beta : 1.0f;
       const float* sliver = pb;
-      if (g.b_panels) sliver = g.b + jr * k + pc * NR;
-      else pack_b_sliver(true, op_b_at(g, pc, jr), g.ldb, cols, kc, pb);
+      if (g.b_panels) {
+        sliver = g.b + jr * k + pc * NR;
+      } else {
+        float* dst = g.panels_out ? g.panels_out + jr * k + pc * NR : pb;
+        pack_b_sliver(true, op_b_at(g, pc, jr), g.ldb, cols, kc, dst);
+        sliver = dst;
+      }
       const float* pa_block = pa + pc / KC * a_block;
       for (int64_t ir = 0; ir < m; ir += mr) {
         const int rows = static_cast<int>(std::min<int64_t>(mr, m - ir));
@@ -628,6 +634,7 @@ GemmArgs columns(const GemmArgs& g, int64_t j0, int64_t j1) {
   s.n = j1 - j0;
   s.b = g.b_panels ? g.b + j0 * g.k : g.trans_b ? g.b + j0 * g.ldb : g.b + j0;
   s.c = g.c + j0;
+  if (g.panels_out) s.panels_out = g.panels_out + j0 * g.k;
   return s;
 }
 
@@ -672,7 +679,7 @@ void gemm_f32_serial(const GemmArgs& g) {
   const Kernel kern = pick_kernel(m);
   const int mr = kern.mr;
   float* pa = packed_a_scratch.get(static_cast<size_t>(std::min(MC, ceil_div(m, mr) * mr) * KC));
-  float* pb = g.b_panels ? nullptr : packed_b_scratch.get(static_cast<size_t>(KC * std::min(NC, ceil_div(n, NR) * NR)));
+  float* pb = g.b_panels || g.panels_out ? nullptr : packed_b_scratch.get(static_cast<size_t>(KC * std::min(NC, ceil_div(n, NR) * NR)));
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
     for (int64_t pc = 0; pc < k; pc += KC) {
@@ -683,9 +690,10 @@ void gemm_f32_serial(const GemmArgs& g) {
         pack_a(g.trans_a, op_a_at(g, ic, pc), g.lda, mc, kc, pa, mr);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int cols = static_cast<int>(std::min<int64_t>(NR, nc - jr));
-          const float* sliver = g.b_panels ? g.b + (jc + jr) * k + pc * NR : pb + jr * kc;
+          float* own = g.panels_out ? g.panels_out + (jc + jr) * k + pc * NR : pb + jr * kc;
+          const float* sliver = g.b_panels ? g.b + (jc + jr) * k + pc * NR : own;
           // Packed on first use (ic == 0), so it is still in L1 for that pass.
-          if (ic == 0 && !g.b_panels) pack_b_sliver(g.trans_b, op_b_at(g, pc, jc + jr), g.ldb, cols, kc, pb + jr * kc);
+          if (ic == 0 && !g.b_panels) pack_b_sliver(g.trans_b, op_b_at(g, pc, jc + jr), g.ldb, cols, kc, own);
           for (int64_t ir = 0; ir < mc; ir += mr) {
             const int rows = static_cast<int>(std::min<int64_t>(mr, mc - ir));
             float* tile = g.c + (ic + ir) * g.ldc + jc + jr;
@@ -720,6 +728,23 @@ void gemm_f32_group(const GemmArgs* g, int count) {
 
 void gemm_f32(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0) return;
+  if (g.panels_out) {
+    if (!g.trans_b) throw Error("gemm: panels_out needs trans_b (W stored [N, K])", Error::Type);
+    // The paths that never pack W (few rows read it in place; nothing to multiply): the
+    // panels first, then the product from them.
+    bool packs = g.k > 0 && g.alpha != 0.0f;
+#if LGRPO_AVX2
+    packs = packs && g.m > kFewRowsMax;
+#endif
+    if (!packs) {
+      pack_panels_cpu(g.b, g.ldb, g.n, std::max<int64_t>(g.k, 0), g.panels_out);
+      GemmArgs p = g;
+      p.b = g.panels_out;
+      p.b_panels = true;
+      p.panels_out = nullptr;
+      return gemm_f32(p);
+    }
+  }
 #if LGRPO_AVX2
   if (g.trans_b && g.m <= kFewRowsMax) {
     // Streaming W is the whole cost: split its rows (C's columns) evenly — whole panels, or
@@ -751,6 +776,7 @@ void gemm_f32(const GemmArgs& g) {
   for (int64_t t = 1; t <= max_threads; ++t) {
     for (int64_t tm = 1; tm <= t; ++tm) {
       if (t % tm) continue;
+      if (tm > 1 && g.panels_out) continue;  // each sliver packed by one thread: split columns only
       const int64_t tn = t / tm;
       if (tm > tiles_m || tn > tiles_n) continue;
       const double mt = static_cast<double>(ceil_div(tiles_m, tm) * mr);

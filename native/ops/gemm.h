@@ -37,6 +37,11 @@ struct GemmArgs {
   // CPU twin only: b holds W = op(B)ᵀ [N, K] (trans_b must be set, ldb is ignored) already
   // copied into 16-column panels by pack_panels_cpu; the same bits as from W itself.
   bool b_panels = false;
+  // CPU twin only (gemm_f32), with trans_b and b = W [N, K] in place: also copies W into these
+  // panels (pack_panels_cpu's layout, panel_floats(n, k) floats) as the product reads it, so
+  // that a generate call's prefill makes the decoding steps' panels with its own read of W
+  // instead of a copy pass before it. C is unchanged (the slivers are the ones it would pack).
+  float* panels_out = nullptr;
 };
 
 // Blocking of K: the one blocking parameter the bits depend on (see above).
