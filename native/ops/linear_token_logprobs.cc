@@ -257,8 +257,8 @@ float poison_f32(const float* p, int64_t n) {
   return poison;
 }
 
-// Packs hidden rows [n0, n0 + nr) as Hᵀ in 16-row panels: hpack[(p·d + k)·16 + r] =
-// h[n0 + 16p + r][k], zero for rows past nr. With hnat, also writes the rows in natural
+// Packs hidden rows [n0, n0 + nr) as Hᵀ in 16-row panels (unless hpack is null): hpack[(p·d
+// + k)·16 + r] = h[n0 + 16p + r][k], zero for rows past nr. With hnat, also writes the rows in natural
 // layout with stride dpad (columns d..dpad zero), the B operand of dW += dlogits · H.
 template <DType T>
 float pack_hidden(const void* hidden, int64_t d, int64_t n0, int64_t nr, float* hpack, float* row,
@@ -266,17 +266,18 @@ float pack_hidden(const void* hidden, int64_t d, int64_t n0, int64_t nr, float* 
   const int64_t panels = ceil_div(nr, NR);
   float poison = 0.0f;
   for (int64_t p = 0; p < panels; ++p) {
-    float* panel = hpack + p * NR * d;
+    float* panel = hpack ? hpack + p * NR * d : nullptr;
     for (int r = 0; r < NR; ++r) {
       const int64_t n = p * NR + r;
       if (n < nr) {
         poison += convert_span<T>(hidden, (n0 + n) * d, d, row);
-        for (int64_t k = 0; k < d; ++k) panel[k * NR + r] = row[k];
+        if (hpack)
+          for (int64_t k = 0; k < d; ++k) panel[k * NR + r] = row[k];
         if (hnat) {
           std::copy(row, row + d, hnat + n * dpad);
           std::fill(hnat + n * dpad + d, hnat + (n + 1) * dpad, 0.0f);
         }
-      } else {
+      } else if (hpack) {
         for (int64_t k = 0; k < d; ++k) panel[k * NR + r] = 0.0f;
       }
     }
@@ -787,6 +788,16 @@ void add_grad_hidden(const float* D, int64_t ldc, int64_t nv, int64_t nr, const 
   }
 }
 
+// A backward tile's scaled logits: the forward's saved tile, or recomputed into ct with the
+// forward's GEMM, blocking and operands, so bit-identical to the ones its lse came from.
+const float* backward_logits(const LinearTokenLogprobsBackwardArgs& a, const float* wnat, int64_t dpad, int64_t nv,
+                             const float* hpack, int64_t panels, int64_t n0, int64_t v0, int64_t ldc, float* ct) {
+  if (a.saved_logits) return a.saved_logits + saved_tile_offset(a.vocab, n0, v0, ldc);
+  logits_tile(wnat, dpad, nv, hpack, panels, a.dim, ct, ldc);
+  scale_tile(ct, ldc, nv, ldc, 1.0f / a.temperature);
+  return ct;
+}
+
 template <DType T, bool kEntropy>
 void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin, int64_t blk_end, float* gh,
                      std::atomic<int>& bad, int64_t& lse_below_row) {
@@ -806,22 +817,15 @@ void backward_worker(const LinearTokenLogprobsBackwardArgs& a, int64_t blk_begin
   for (int64_t n0 = 0; n0 < N; n0 += RC) {
     const int64_t nr = std::min(RC, N - n0);
     const int64_t panels = ceil_div(nr, NR), ldc = panels * NR;
-    if (pack_hidden<T>(a.hidden, d, n0, nr, hpack.get(), row.get(), hnat.get(), dpad) != 0.0f) bad |= kBadHidden;
+    float* hp = a.saved_logits ? nullptr : hpack.get();  // only the logits GEMM reads it
+    if (pack_hidden<T>(a.hidden, d, n0, nr, hp, row.get(), hnat.get(), dpad) != 0.0f) bad |= kBadHidden;
     load_chunk_rows<kEntropy>(a, n0, nr, cr);
 
     for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
       const int64_t v0 = blk * VC, nv = std::min(VC, V - v0);
       if (convert_weight_rows<T>(a.weight, v0, nv, d, dpad, wnat.get()) != 0.0f) bad |= kBadWeight;
 
-      const float* x = ct.get();
-      if (a.saved_logits) {
-        x = a.saved_logits + saved_tile_offset(V, n0, v0, ldc);
-      } else {
-        // Same GEMM, blocking and operands as the forward: the recomputed logits are
-        // bit-identical to the ones the forward's lse came from.
-        logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct.get(), ldc);
-        scale_tile(ct.get(), ldc, nv, ldc, inv_tau);
-      }
+      const float* x = backward_logits(a, wnat.get(), dpad, nv, hpack.get(), panels, n0, v0, ldc, ct.get());
       const int64_t below = dlogits_tile<kEntropy>(x, ct.get(), ldc, nv, v0, cr, inv_tau);
       if (below >= 0 && below < nr && (lse_below_row < 0 || n0 + below < lse_below_row)) lse_below_row = n0 + below;
       add_grad_weight(ct.get(), ldc, nv, nr, hnat.get(), dpad, d, 0, ceil_div(d, NR), a.grad_weight + v0 * d);
@@ -861,15 +865,10 @@ void backward_one_tile(const LinearTokenLogprobsBackwardArgs& a, std::atomic<int
       float* hnat = hall.get() + c * RC * dpad;
       float* ct = dall.get() + c * VC * RC;
       std::fill(a.grad_hidden + n0 * d, a.grad_hidden + (n0 + nr) * d, 0.0f);
-      if (pack_hidden<T>(a.hidden, d, n0, nr, hpack.get(), row.get(), hnat, dpad) != 0.0f) bad |= kBadHidden;
+      float* hp = a.saved_logits ? nullptr : hpack.get();  // only the logits GEMM reads it
+      if (pack_hidden<T>(a.hidden, d, n0, nr, hp, row.get(), hnat, dpad) != 0.0f) bad |= kBadHidden;
       load_chunk_rows<kEntropy>(a, n0, nr, cr);
-      const float* x = ct;
-      if (a.saved_logits) {
-        x = a.saved_logits + saved_tile_offset(V, n0, 0, ldc);
-      } else {
-        logits_tile(wnat.get(), dpad, nv, hpack.get(), panels, d, ct, ldc);
-        scale_tile(ct, ldc, nv, ldc, inv_tau);
-      }
+      const float* x = backward_logits(a, wnat.get(), dpad, nv, hpack.get(), panels, n0, 0, ldc, ct);
       const int64_t below = dlogits_tile<kEntropy>(x, ct, ldc, nv, 0, cr, inv_tau);
       if (below >= 0 && below < nr) below_of[static_cast<size_t>(c)] = n0 + below;
       add_grad_hidden(ct, ldc, nv, nr, wnat.get(), dpad, d, dpack.get(), a.grad_hidden + n0 * d);

@@ -627,8 +627,7 @@ async function runCase(
       await probe.close();
     }
     steal.decode = decodeSteal.fraction();
-    const pctOf = (x: number | undefined) => (x === undefined ? 'not known' : `${(100 * x).toFixed(2)}%`);
-    log(`${c.name}: CPU time stolen by the hypervisor: ${pctOf(steal.train)} during the training steps, ${pctOf(steal.decode)} during the decode calls`);
+    log(`${c.name}: CPU time stolen by the hypervisor: ${stealText(steal.train)} during the training steps, ${stealText(steal.decode)} during the decode calls`);
     const readBesideGBs = median(probe.samples);
     log(`${c.name}: read beside the decode calls ${readBesideGBs.toFixed(1)} GB/s (median of ${probe.samples.length}, ` +
       `${Math.min(...probe.samples).toFixed(1)}–${Math.max(...probe.samples).toFixed(1)})`);
@@ -795,6 +794,7 @@ function table(header: string[], rows: string[][], leftColumns = 1): string[] {
   return [fmt(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(fmt)];
 }
 
+const stealText = (x: number | undefined) => (x === undefined ? 'not known' : `${(100 * x).toFixed(2)}%`);
 const ms = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toPrecision(2));
 const rate = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
@@ -808,9 +808,8 @@ export function formatEngineReport(report: EngineBenchReport): string {
     (Math.max(m.loadAverageAtStart[0], report.loadAverageAtEnd[0]) >= 0.5 * m.logicalCpus ? ' (other processes were busy: timings are pessimistic and noisy)' : ''));
   lines.push(`FMA ceiling: ${report.peakGflops.toFixed(1)} GFLOP/s (samples ${report.peakGflopsSamples.map((s) => s.toFixed(0)).join(', ')})`);
   lines.push(`         ${report.flopNote}`);
-  const stolen = (x: number | undefined) => (x === undefined ? '?' : `${(100 * x).toFixed(2)}%`);
   if (report.cases.some((c) => c.steal?.train !== undefined))
-    lines.push(`CPU time stolen by the hypervisor (train / decode / PyTorch): ${report.cases.map((c) => `${c.name} ${stolen(c.steal?.train)} / ${stolen(c.steal?.decode)} / ${stolen(c.steal?.torch)}`).join('; ')}`);
+    lines.push(`CPU time stolen by the hypervisor (train / decode / PyTorch): ${report.cases.map((c) => `${c.name} ${stealText(c.steal?.train)} / ${stealText(c.steal?.decode)} / ${stealText(c.steal?.torch)}`).join('; ')}`);
   const t = report.torch;
   const first = report.cases.find((c) => c.torch)?.torch;
   if (t.available && first) {
