@@ -125,13 +125,10 @@ inline __m256 load8_f16(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-// The 8×8 block of 32-bit lanes at src (row stride ld) transposed into dst (row stride ds):
-// dst[k·ds + r] = src[r·ld + k]. Streaming (dst 32-byte aligned, ds a multiple of 8) for
-// copies far bigger than any cache and read only later: no read-for-ownership of each line.
-template <bool Streaming = false>
-inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ds) {
-  __m256 r[8], t[8], u[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld);
+// r[0..8) (eight rows of eight lanes) transposed in place: lane k of row i moves to lane i
+// of row k.
+inline void transpose8x8_regs(__m256* r) {
+  __m256 t[8], u[8];
   for (int i = 0; i < 8; i += 2) {
     t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
     t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
@@ -143,15 +140,41 @@ inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ds) {
     u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
   }
   for (int i = 0; i < 4; ++i) {
-    const __m256 lo = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20), hi = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-    if (Streaming) {
-      _mm256_stream_ps(dst + i * ds, lo);
-      _mm256_stream_ps(dst + (i + 4) * ds, hi);
-    } else {
-      _mm256_storeu_ps(dst + i * ds, lo);
-      _mm256_storeu_ps(dst + (i + 4) * ds, hi);
-    }
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
   }
+}
+
+// The 8×8 block of 32-bit lanes at src (row stride ld) transposed into dst (row stride ds):
+// dst[k·ds + r] = src[r·ld + k]. Streaming (dst 32-byte aligned, ds a multiple of 8) for
+// copies far bigger than any cache and read only later: no read-for-ownership of each line.
+template <bool Streaming = false>
+inline void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ds) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld);
+  transpose8x8_regs(r);
+  for (int i = 0; i < 8; ++i) {
+    if (Streaming)
+      _mm256_stream_ps(dst + i * ds, r[i]);
+    else
+      _mm256_storeu_ps(dst + i * ds, r[i]);
+  }
+}
+
+// transpose8x8 with rows given by pointers: dst[k·ds + r] = rows[r][col + k] ...
+inline void transpose8x8_from_rows(const float* const* rows, int64_t col, float* dst, int64_t ds) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(rows[i] + col);
+  transpose8x8_regs(r);
+  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + i * ds, r[i]);
+}
+
+// ... and its inverse: rows[r][col + k] = src[k·ld + r].
+inline void transpose8x8_to_rows(const float* src, int64_t ld, float* const* rows, int64_t col) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld);
+  transpose8x8_regs(r);
+  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(rows[i] + col, r[i]);
 }
 #endif
 

@@ -11,14 +11,15 @@
 // recomputes the probabilities from q, k and lse (flash-attention style), so training
 // memory is O(B·H·T), not O(B·H·T²).
 //
-// Threads: the forward splits (kv head, row, pair of query blocks) items, the decode (row,
+// Threads: the forward splits (kv head, row, pair of query tiles) items, the decode (row,
 // kv head) items; the backward splits (row, kv head) items because each owns its dk/dv
 // rows outright (no float atomics, fixed sum order), so it uses at most B·Hkv threads.
 // Results are the same bits for any thread count.
 //
-// Decode reproduces the forward exactly: both run the same row routine, whose score for
-// a key never depends on which other keys are present, so attention_decode over a cache
-// holding tokens 0..t gives the very bits of attention_forward's row t.
+// Decode reproduces the forward exactly: both run the same tile kernel, whose result for
+// a query row never depends on the other rows of its tile or on keys past its own, so
+// attention_decode over a cache holding tokens 0..t gives the very bits of
+// attention_forward's row t.
 #pragma once
 
 #include "../common.h"

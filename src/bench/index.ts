@@ -11,7 +11,7 @@ import {
 
 // linearTokenLogprobs runs first: its peak-memory figure comes from the process's RSS
 // high-water mark, which the multi-GB logits of tokenLogprobs would otherwise mask.
-export const KERNELS = ['linearTokenLogprobs', 'tokenLogprobs', 'grpoLoss', 'groupAdvantages', 'lambdaWeights', 'gemm'] as const;
+export const KERNELS = ['linearTokenLogprobs', 'tokenLogprobs', 'grpoLoss', 'groupAdvantages', 'lambdaWeights', 'gemm', 'attention'] as const;
 export type KernelName = (typeof KERNELS)[number];
 
 const loaders: Record<KernelName, () => Promise<KernelBench>> = {
@@ -21,6 +21,7 @@ const loaders: Record<KernelName, () => Promise<KernelBench>> = {
   groupAdvantages: async () => (await import('./group_advantages.js')).groupAdvantagesBench,
   lambdaWeights: async () => (await import('./lambda_weights.js')).lambdaWeightsBench,
   gemm: async () => (await import('./gemm.js')).gemmBench,
+  attention: async () => (await import('./attention.js')).attentionBench,
 };
 
 export interface BenchOptions {

@@ -234,3 +234,62 @@ export function naiveGemm(
     }
   return c;
 }
+
+/**
+ * Causal grouped-query attention of batch row 0 (q [B, T, Hq, hd], k and v [B, T, Hkv, hd],
+ * every position valid): out [T, Hq, hd] and lse [Hq, T] of that row, a materialised row of
+ * scores per query.
+ */
+export function naiveAttention(
+  q: Float32Array, k: Float32Array, v: Float32Array, T: number, Hq: number, Hkv: number, hd: number, scale: number,
+): { out: Float64Array; lse: Float64Array } {
+  const G = Hq / Hkv;
+  const out = new Float64Array(T * Hq * hd), lse = new Float64Array(Hq * T), s = new Float64Array(T);
+  for (let t = 0; t < T; t++)
+    for (let h = 0; h < Hq; h++) {
+      const kvh = Math.floor(h / G);
+      let max = -Infinity;
+      for (let j = 0; j <= t; j++) {
+        let dot = 0;
+        for (let d = 0; d < hd; d++) dot += q[(t * Hq + h) * hd + d] * k[(j * Hkv + kvh) * hd + d];
+        s[j] = dot * scale;
+        if (s[j] > max) max = s[j];
+      }
+      let z = 0;
+      for (let j = 0; j <= t; j++) z += (s[j] = Math.exp(s[j] - max));
+      for (let j = 0; j <= t; j++)
+        for (let d = 0; d < hd; d++) out[(t * Hq + h) * hd + d] += (s[j] / z) * v[(j * Hkv + kvh) * hd + d];
+      lse[h * T + t] = max + Math.log(z);
+    }
+  return { out, lse };
+}
+
+/** Gradients of naiveAttention's row-0 output against dout (batch row 0: [T, Hq, hd]). */
+export function naiveAttentionBackward(
+  q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array, T: number, Hq: number, Hkv: number, hd: number, scale: number,
+): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const G = Hq / Hkv;
+  const { out, lse } = naiveAttention(q, k, v, T, Hq, Hkv, hd, scale);
+  const dq = new Float64Array(T * Hq * hd), dk = new Float64Array(T * Hkv * hd), dv = new Float64Array(T * Hkv * hd);
+  for (let t = 0; t < T; t++)
+    for (let h = 0; h < Hq; h++) {
+      const kvh = Math.floor(h / G), row = (t * Hq + h) * hd;
+      let dOo = 0;
+      for (let d = 0; d < hd; d++) dOo += dout[row + d] * out[row + d];
+      for (let j = 0; j <= t; j++) {
+        const kv = (j * Hkv + kvh) * hd;
+        let s = 0, dp = 0;
+        for (let d = 0; d < hd; d++) {
+          s += q[row + d] * k[kv + d];
+          dp += dout[row + d] * v[kv + d];
+        }
+        const p = Math.exp(s * scale - lse[h * T + t]), ds = p * (dp - dOo);
+        for (let d = 0; d < hd; d++) {
+          dv[kv + d] += p * dout[row + d];
+          dq[row + d] += scale * ds * k[kv + d];
+          dk[kv + d] += scale * ds * q[row + d];
+        }
+      }
+    }
+  return { dq, dk, dv };
+}

@@ -24,7 +24,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON on stdout (progress stays on stderr)' })
       .option('only', {
         type: 'string',
-        describe: 'comma-separated kernels: linearTokenLogprobs, tokenLogprobs, grpoLoss, groupAdvantages, lambdaWeights, gemm; ' +
+        describe: 'comma-separated kernels: linearTokenLogprobs, tokenLogprobs, grpoLoss, groupAdvantages, lambdaWeights, gemm, attention; ' +
           'with --engine, configurations: small, qwen2.5-0.5b (--quick: small-quick, qwen-shape-quick); on cuda:N qwen2.5-0.5b, qwen2.5-1.5b (--quick: qwen-shape-quick)',
       })
       .option('engine', {

@@ -88,9 +88,9 @@ test('bench --quick --json reports every kernel with finite positive numbers', (
     assertPositive(report.ceiling[key], `ceiling.${key}`);
 
   const kernels = new Set(report.results.map((x: { kernel: string }) => x.kernel));
-  // gemm is an engine leaf with no CUDA twin yet: the CUDA bench times the five kernels.
-  const expected = ['gemm', 'groupAdvantages', 'grpoLoss', 'lambdaWeights', 'linearTokenLogprobs', 'tokenLogprobs'];
-  assert.deepEqual([...kernels].sort(), ON_GPU ? expected.filter((k) => k !== 'gemm') : expected);
+  // gemm and attention are engine leaves benchmarked on the CPU only: the CUDA bench times the five kernels.
+  const expected = ['attention', 'gemm', 'groupAdvantages', 'grpoLoss', 'lambdaWeights', 'linearTokenLogprobs', 'tokenLogprobs'];
+  assert.deepEqual([...kernels].sort(), ON_GPU ? expected.filter((k) => k !== 'gemm' && k !== 'attention') : expected);
   for (const res of report.results) {
     const label = `${res.kernel} ${res.variant}`;
     for (const key of ['medianMs', 'minMs', 'runs']) assertPositive(res[key], `${label}.${key}`);
