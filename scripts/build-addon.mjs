@@ -6,6 +6,7 @@
 //
 //   LGRPO_BUILD=cmake|gyp   force one build system
 //   LGRPO_BUILD=emu         the CUDA twins on an emulated cuda:0 (tests only), in build-emu/
+//   LGRPO_BUILD=scalar      the scalar paths only, no -mavx2, CPU only (tests only), in build-scalar/
 //   LGRPO_CUDA=0            cmake-js build without CUDA even when nvcc exists
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -28,10 +29,11 @@ function hasCmake() {
   return result.status === 0;
 }
 
-function buildWithCmake({ emulated = false } = {}) {
+function buildWithCmake({ emulated = false, scalar = false } = {}) {
   const cli = require.resolve('cmake-js/bin/cmake-js');
-  const args = [cli, 'compile', '--out', emulated ? 'build-emu' : 'build-cmake'];
+  const args = [cli, 'compile', '--out', emulated ? 'build-emu' : scalar ? 'build-scalar' : 'build-cmake'];
   if (emulated) args.push('--CDLGRPO_CUDA_EMU=ON', `--CDLGRPO_NODE=${process.execPath}`);
+  if (scalar) args.push('--CDLGRPO_PORTABLE_SCALAR=ON', '--CDLGRPO_CUDA=OFF');
   if (process.env.CMAKE_CUDA_ARCHITECTURES) args.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.CMAKE_CUDA_ARCHITECTURES}`);
   return run(process.execPath, args);
 }
@@ -55,6 +57,7 @@ let ok;
 if (forced === 'gyp') ok = buildWithGyp();
 else if (forced === 'cmake') ok = buildWithCmake();
 else if (forced === 'emu') ok = buildWithCmake({ emulated: true });
+else if (forced === 'scalar') ok = buildWithCmake({ scalar: true });
 else if (hasCmake()) ok = buildWithCmake() || (console.warn('lgrpo-native: cmake-js failed, trying node-gyp'), buildWithGyp());
 else ok = buildWithGyp();
 if (!ok) {

@@ -1,7 +1,7 @@
 // Loads the compiled addon. Builds live side by side: cmake-js writes build-cmake/,
-// node-gyp writes build/, the emulated-CUDA test build build-emu/. LGRPO_ADDON=
-// cmake|gyp|emu|<path> picks one; otherwise the cmake-js build (which may include
-// CUDA) is preferred.
+// node-gyp writes build/, the emulated-CUDA test build build-emu/, the scalar test build
+// (no AVX2: what a CPU without it runs) build-scalar/. LGRPO_ADDON=cmake|gyp|emu|scalar|<path>
+// picks one; otherwise the cmake-js build (which may include CUDA) is preferred.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
@@ -26,6 +26,7 @@ function candidatePaths(root: string): string[] {
   if (choice === 'cmake') return [cmake];
   if (choice === 'gyp') return [gyp];
   if (choice === 'emu') return [join(root, 'build-emu', 'Release', 'lgrpo_native.node')];
+  if (choice === 'scalar') return [join(root, 'build-scalar', 'Release', 'lgrpo_native.node')];
   if (choice) return [resolve(choice)];
   return [cmake, gyp];
 }

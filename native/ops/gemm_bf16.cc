@@ -120,7 +120,7 @@ LGRPO_TARGET_AVX512 void group_avx512(const float* xp, int64_t k, const float* x
 void run_group(const GemmBf16Args& a, const float* xp, int64_t kfull, int64_t j0, int jn) {
   const uint16_t* w[JB];
   for (int j = 0; j < JB; ++j) w[j] = a.w + std::min<int64_t>(j0 + j, j0 + jn - 1) * a.ldw;
-  int64_t i = 0;
+  [[maybe_unused]] int64_t i = 0;  // unused in a scalar build
 #if LGRPO_X86_DISPATCH
   if (simd_avx512()) {
     for (; i + 4 <= a.m; i += 4)
@@ -342,7 +342,7 @@ void pack_panels_bf16_cpu(const float* w, int64_t ldw, int64_t n, int64_t k, uin
   const int64_t count = (n + 15) / 16, pairs = bf16_panel_pairs(k);
   if (count == 0 || pairs == 0) return;
   parallel_for(count, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, pairs * 16)), [&](int64_t p0, int64_t p1) {
-    alignas(32) uint16_t block[16 * 16];  // 16 rows × 16 k = 16 rows × 8 pairs
+    [[maybe_unused]] alignas(32) uint16_t block[16 * 16];  // 16 rows × 16 k = 16 rows × 8 pairs (AVX2 path)
     for (int64_t p = p0; p < p1; ++p) {
       uint32_t* dst = reinterpret_cast<uint32_t*>(panels) + p * pairs * 16;
       const int64_t rows = std::min<int64_t>(16, n - 16 * p);
