@@ -805,7 +805,9 @@ export function formatEngineReport(report: EngineBenchReport): string {
   lines.push(`lgrpo-native ${m.build.version} engine bench${report.quick ? ' (--quick: CI-sized configurations)' : ''}`);
   lines.push(`machine: ${m.cpu}, ${m.logicalCpus} logical CPUs [${m.cpuFlags.join(' ')}], ${formatBytes(m.memoryBytes)} RAM, node ${m.node}`);
   lines.push(`addon:   simd ${m.build.simd}, ${report.threads} kernel thread(s); load average ${m.loadAverageAtStart[0].toFixed(2)} at the start, ${report.loadAverageAtEnd[0].toFixed(2)} at the end` +
-    (Math.max(m.loadAverageAtStart[0], report.loadAverageAtEnd[0]) >= 0.5 * m.logicalCpus ? ' (other processes were busy: timings are pessimistic and noisy)' : ''));
+    // The end's average counts the bench's own kernel threads: busy means more than those.
+    (m.loadAverageAtStart[0] >= 0.5 * m.logicalCpus || report.loadAverageAtEnd[0] >= report.threads + 0.5 * m.logicalCpus
+      ? ' (other processes were busy: timings are pessimistic and noisy)' : ''));
   lines.push(`FMA ceiling: ${report.peakGflops.toFixed(1)} GFLOP/s (samples ${report.peakGflopsSamples.map((s) => s.toFixed(0)).join(', ')})`);
   lines.push(`         ${report.flopNote}`);
   if (report.cases.some((c) => c.steal?.train !== undefined))
