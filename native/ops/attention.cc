@@ -159,6 +159,81 @@ int64_t scratch_floats(int64_t T, int64_t hd) {
   return attention_lanes::tile_scratch_floats<BaseLanes>(T, hd);
 }
 
+#if LGRPO_AVX2
+// The decode of one query row q against keys/values 0..n-1 (row stride `stride`), for groups
+// of one or two heads per kv head, where a tile would leave six or seven of its eight lanes
+// empty. Keys go in lanes for the scores (8 keys at a time, their rows transposed 8×8) and
+// head elements in lanes for the weighted sum, but every value is the tile kernel's per-lane
+// chain (attention_tiles.h, top): each score one FMA per element in order from 0, then
+// · scale; the same exp; the sum in key order; each output element one FMA per key in order,
+// then · (1/sum); so the bits are attend_tile's. s: scratch of n + 8 floats. Returns whether
+// every score and output is finite (the tile kernel's lse test).
+bool decode_one_row(const float* q, const float* k, const float* v, int64_t stride, int64_t n, int64_t hd, float scale,
+                    float* s, float* out) {
+  alignas(32) float kt[64];
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d + 8 <= hd; d += 8) {
+      transpose8x8(k + j * stride + d, stride, kt, 8);  // kt[e·8 + key] = k_{j+key}[d + e]
+      for (int e = 0; e < 8; ++e) acc = _mm256_fmadd_ps(_mm256_set1_ps(q[d + e]), _mm256_load_ps(kt + 8 * e), acc);
+    }
+    for (; d < hd; ++d) {
+      for (int key = 0; key < 8; ++key) kt[key] = k[(j + key) * stride + d];
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), _mm256_load_ps(kt), acc);
+    }
+    _mm256_storeu_ps(s + j, _mm256_mul_ps(acc, _mm256_set1_ps(scale)));
+  }
+  for (; j < n; ++j) {
+    float acc = 0.0f;
+    for (int64_t d = 0; d < hd; ++d) acc = std::fma(q[d], k[j * stride + d], acc);
+    s[j] = acc * scale;
+  }
+  float mx = -INFINITY, probe = 0.0f;
+  for (j = 0; j < n; ++j) {
+    probe += s[j] - s[j];
+    mx = std::max(mx, s[j]);
+  }
+  for (j = n; j < (n + 7) / 8 * 8; ++j) s[j] = -INFINITY;  // exp gives 0 past the keys
+  const __m256 m = _mm256_set1_ps(mx);
+  for (j = 0; j < n; j += 8) _mm256_storeu_ps(s + j, exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), m)));
+  float sum = 0.0f;
+  for (j = 0; j < n; ++j) sum += s[j];
+  const float inv = 1.0f / sum;
+  int64_t d = 0;
+  for (; d + 32 <= hd; d += 32) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (j = 0; j < n; ++j) {
+      const __m256 w = _mm256_set1_ps(s[j]);
+      const float* x = v + j * stride + d;
+      a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x), a0);
+      a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + 8), a1);
+      a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + 16), a2);
+      a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + 24), a3);
+    }
+    const __m256 iv = _mm256_set1_ps(inv);
+    _mm256_storeu_ps(out + d, _mm256_mul_ps(a0, iv));
+    _mm256_storeu_ps(out + d + 8, _mm256_mul_ps(a1, iv));
+    _mm256_storeu_ps(out + d + 16, _mm256_mul_ps(a2, iv));
+    _mm256_storeu_ps(out + d + 24, _mm256_mul_ps(a3, iv));
+  }
+  for (; d + 8 <= hd; d += 8) {
+    __m256 a = _mm256_setzero_ps();
+    for (j = 0; j < n; ++j) a = _mm256_fmadd_ps(_mm256_set1_ps(s[j]), _mm256_loadu_ps(v + j * stride + d), a);
+    _mm256_storeu_ps(out + d, _mm256_mul_ps(a, _mm256_set1_ps(inv)));
+  }
+  for (; d < hd; ++d) {
+    float a = 0.0f;
+    for (j = 0; j < n; ++j) a = std::fma(s[j], v[j * stride + d], a);
+    out[d] = a * inv;
+  }
+  bool finite = probe == 0.0f && std::isfinite(mx + std::log(sum));
+  for (d = 0; d < hd; ++d) finite = finite && std::isfinite(out[d]);
+  return finite;
+}
+#endif
+
 }  // namespace
 
 int64_t attention_forward_cpu(const AttentionForwardArgs& a) {
@@ -224,7 +299,7 @@ int64_t attention_decode_cpu(const AttentionDecodeArgs& a) {
   const int64_t B = a.batch, T = a.max_seq, Hq = a.q_heads, Hkv = a.kv_heads, hd = a.head_dim;
   const int64_t G = Hq / Hkv;
   // Groups of up to eight heads take eight lanes on the AVX-512 path too (the same bits:
-  // see the top), not half-empty tiles of 16.
+  // see the top), not half-empty tiles of 16; groups of one or two, decode_one_row.
   const bool wide = use_avx512() && G > BaseLanes::L;
   const int64_t L = wide ? 16 : BaseLanes::L;
   int64_t first_bad = -1;
@@ -234,6 +309,23 @@ int64_t attention_decode_cpu(const AttentionDecodeArgs& a) {
     int64_t mine = -1;
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t b = item % B, kvh = item / B;
+#if LGRPO_AVX2
+      if (G <= 2) {
+        const int64_t len = a.lengths[b];
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t row = b * Hq + kvh * G + g;
+          float* out = a.out + row * hd;
+          if (len == 0) {
+            std::fill(out, out + hd, 0.0f);
+            continue;
+          }
+          const bool finite = decode_one_row(a.q + row * hd, a.k_cache + (b * T * Hkv + kvh) * hd,
+                                             a.v_cache + (b * T * Hkv + kvh) * hd, Hkv * hd, len, hd, a.scale, scratch.data(), out);
+          if (!finite && (mine < 0 || row < mine)) mine = row;
+        }
+        continue;
+      }
+#endif
       for (int64_t g0 = 0; g0 < G; g0 += L) {
         int64_t bad;
 #if LGRPO_X86_DISPATCH
