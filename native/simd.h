@@ -22,9 +22,23 @@
 // (Avx512Bf16, rollout precision bf16: gemm_bf16_dot_cpu) have their own rounding.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && LGRPO_AVX2
 #define LGRPO_X86_DISPATCH 1
-#define LGRPO_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define LGRPO_AVX512_FEATURES "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"
+#define LGRPO_TARGET_AVX512 __attribute__((target(LGRPO_AVX512_FEATURES)))
 #define LGRPO_TARGET_AVX512BF16 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
+// Every function defined between these two gets LGRPO_TARGET_AVX512: for code written once
+// over a vector type and included again for AVX-512 (attention_tiles.h), where a template
+// cannot take the attribute per instantiation.
+#define LGRPO_PRAGMA_TEXT(...) _Pragma(#__VA_ARGS__)
+#define LGRPO_PRAGMA(...) LGRPO_PRAGMA_TEXT(__VA_ARGS__)
+#if defined(__clang__)
+#define LGRPO_BEGIN_AVX512_REGION \
+  LGRPO_PRAGMA(clang attribute push(__attribute__((target(LGRPO_AVX512_FEATURES))), apply_to = function))
+#define LGRPO_END_AVX512_REGION _Pragma("clang attribute pop")
+#else
+#define LGRPO_BEGIN_AVX512_REGION _Pragma("GCC push_options") LGRPO_PRAGMA(GCC target(LGRPO_AVX512_FEATURES))
+#define LGRPO_END_AVX512_REGION _Pragma("GCC pop_options")
+#endif
 // GCC 12 warns falsely inside its own AVX-512 intrinsics (their _mm512_undefined_*
 // pass-through operands) when they are inlined into target-attribute functions: silenced
 // in every file that includes this one (the files with AVX-512 variants all do).

@@ -19,14 +19,15 @@
 //             late one so items cost the same under the causal mask.
 //   backward  work items (row b, kv head): an item owns its dk and dv outright (no float
 //             atomics), summed over its tiles' rows in position-then-head order.
-//   decode    work items (row b, kv head), the forward's tile kernel on the cache.
+//   decode    work items (row b, kv head), the forward's tile kernel on the cache; with one
+//             or two query heads per kv head, decode_one_row (the same bits, lanes filled).
 #include "attention.h"
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <mutex>
 #include <type_traits>
-#include <vector>
 
 #include "../parallel.h"
 #include "../simd.h"
@@ -81,13 +82,7 @@ struct Avx2Lanes {
 
 #if LGRPO_X86_DISPATCH
 // The same kernels compiled for AVX-512: 16 lanes, the same operations per lane.
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
-#endif
+LGRPO_BEGIN_AVX512_REGION
 namespace attention_lanes_avx512 {
 
 struct Avx512Lanes {
@@ -112,11 +107,7 @@ struct Avx512Lanes {
 #include "attention_tiles.h"
 
 }  // namespace attention_lanes_avx512
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+LGRPO_END_AVX512_REGION
 #endif
 
 namespace {
@@ -149,14 +140,26 @@ bool use_avx512() {
 #endif
 }
 
-// Lanes per tile on this process's path.
-int64_t tile_lanes() { return use_avx512() ? 16 : BaseLanes::L; }
-
-int64_t scratch_floats(int64_t T, int64_t hd) {
 #if LGRPO_X86_DISPATCH
-  if (use_avx512()) return attention_lanes_avx512::tile_scratch_floats<attention_lanes_avx512::Avx512Lanes>(T, hd);
+using WideLanes = attention_lanes_avx512::Avx512Lanes;
 #endif
-  return attention_lanes::tile_scratch_floats<BaseLanes>(T, hd);
+
+// Lanes per forward or backward tile on this process's path.
+int64_t tile_lanes() {
+#if LGRPO_X86_DISPATCH
+  if (use_avx512()) return WideLanes::L;
+#endif
+  return BaseLanes::L;
+}
+
+// A thread's scratch for one call (TileScratch; uninitialised: a zeroed vector cost a memset
+// of the backward's buffers on every decoding step's every layer).
+std::unique_ptr<float[]> tile_scratch(int64_t T, int64_t hd, bool backward) {
+  int64_t floats = attention_lanes::TileScratch<BaseLanes>::floats(T, hd, backward);
+#if LGRPO_X86_DISPATCH
+  if (use_avx512()) floats = attention_lanes_avx512::TileScratch<WideLanes>::floats(T, hd, backward);
+#endif
+  return std::unique_ptr<float[]>(new float[static_cast<size_t>(floats)]);
 }
 
 #if LGRPO_AVX2
@@ -244,7 +247,7 @@ int64_t attention_forward_cpu(const AttentionForwardArgs& a) {
   int64_t first_bad = -1;
   std::mutex bad_mutex;
   parallel_for(Hkv * B * pairs, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scratch(static_cast<size_t>(scratch_floats(T, hd)));
+    const std::unique_ptr<float[]> scratch = tile_scratch(T, hd, false);
     int64_t mine = -1;
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t pair = item % pairs, b = (item / pairs) % B, kvh = item / pairs / B, len = a.lengths[b];
@@ -261,11 +264,11 @@ int64_t attention_forward_cpu(const AttentionForwardArgs& a) {
       int64_t bad;
 #if LGRPO_X86_DISPATCH
       if (use_avx512())
-        bad = attention_lanes_avx512::forward_tiles<attention_lanes_avx512::Avx512Lanes>(a, b, kvh, tiles, count,
-                                                                                           scratch.data());
+        bad = attention_lanes_avx512::forward_tiles<WideLanes>(a, b, kvh, tiles, count,
+                                                                                           scratch.get());
       else
 #endif
-        bad = attention_lanes::forward_tiles<BaseLanes>(a, b, kvh, tiles, count, scratch.data());
+        bad = attention_lanes::forward_tiles<BaseLanes>(a, b, kvh, tiles, count, scratch.get());
       if (bad >= 0 && (mine < 0 || bad < mine)) mine = bad;
     }
     keep_first(bad_mutex, first_bad, mine);
@@ -280,16 +283,16 @@ void attention_backward_cpu(const AttentionBackwardArgs& a) {
   check_lengths(a.lengths, a.batch, a.seq, "the sequence length");
   const int64_t B = a.batch, T = a.seq, Hkv = a.kv_heads, hd = a.head_dim;
   parallel_for(Hkv * B, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scratch(static_cast<size_t>(scratch_floats(T, hd)));
+    const std::unique_ptr<float[]> scratch = tile_scratch(T, hd, true);
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t b = item % B, kvh = item / B;
 #if LGRPO_X86_DISPATCH
       if (use_avx512()) {
-        attention_lanes_avx512::backward_item<attention_lanes_avx512::Avx512Lanes>(a, b, kvh, scratch.data());
+        attention_lanes_avx512::backward_item<WideLanes>(a, b, kvh, scratch.get());
         continue;
       }
 #endif
-      attention_lanes::backward_item<BaseLanes>(a, b, kvh, scratch.data());
+      attention_lanes::backward_item<BaseLanes>(a, b, kvh, scratch.get());
     }
   });
 }
@@ -301,11 +304,11 @@ int64_t attention_decode_cpu(const AttentionDecodeArgs& a) {
   // Groups of up to eight heads take eight lanes on the AVX-512 path too (the same bits:
   // see the top), not half-empty tiles of 16; groups of one or two, decode_one_row.
   const bool wide = use_avx512() && G > BaseLanes::L;
-  const int64_t L = wide ? 16 : BaseLanes::L;
+  const int64_t L = wide ? tile_lanes() : BaseLanes::L;
   int64_t first_bad = -1;
   std::mutex bad_mutex;
   parallel_for(Hkv * B, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scratch(static_cast<size_t>(scratch_floats(T, hd)));
+    const std::unique_ptr<float[]> scratch = tile_scratch(T, hd, false);
     int64_t mine = -1;
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t b = item % B, kvh = item / B;
@@ -320,7 +323,7 @@ int64_t attention_decode_cpu(const AttentionDecodeArgs& a) {
             continue;
           }
           const bool finite = decode_one_row(a.q + row * hd, a.k_cache + (b * T * Hkv + kvh) * hd,
-                                             a.v_cache + (b * T * Hkv + kvh) * hd, Hkv * hd, len, hd, a.scale, scratch.data(), out);
+                                             a.v_cache + (b * T * Hkv + kvh) * hd, Hkv * hd, len, hd, a.scale, scratch.get(), out);
           if (!finite && (mine < 0 || row < mine)) mine = row;
         }
         continue;
@@ -330,10 +333,10 @@ int64_t attention_decode_cpu(const AttentionDecodeArgs& a) {
         int64_t bad;
 #if LGRPO_X86_DISPATCH
         if (wide)
-          bad = attention_lanes_avx512::decode_tile<attention_lanes_avx512::Avx512Lanes>(a, b, kvh, g0, scratch.data());
+          bad = attention_lanes_avx512::decode_tile<WideLanes>(a, b, kvh, g0, scratch.get());
         else
 #endif
-          bad = attention_lanes::decode_tile<BaseLanes>(a, b, kvh, g0, scratch.data());
+          bad = attention_lanes::decode_tile<BaseLanes>(a, b, kvh, g0, scratch.get());
         if (bad >= 0 && (mine < 0 || bad < mine)) mine = bad;
       }
     }

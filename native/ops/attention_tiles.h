@@ -245,16 +245,21 @@ inline void lane_key_grads(const float* pt, const float* dst, int64_t ld, const 
 
 // ---- Drivers: one work item each, over the tiles of one (row b, kv head). -------------
 
-// Per-thread scratch of the drivers below, carved from one buffer of tile_scratch_floats.
+// Per-thread scratch of the drivers below, carved from one buffer of floats(T, hd, backward)
+// floats (the forward and decode use the part up to p's end). Nothing in it is read before
+// it is written but zeros, which the constructor fills.
 template <class X>
 struct TileScratch {
   static constexpr int L = X::L;
   int64_t keys;                 // keys rounded up to whole lanes, and 8 more (keys_to_rows' blocks)
   float *zeros, *sink;          // [hd]: the row of a lane without one; where its output goes
   float *qt, *dot, *ot;         // [hd·L] queries, dO (backward) and outputs or dq, as lanes
-  float *p, *ds, *pt, *dst;     // [keys·L] per key as lanes, then per row (backward)
+  float *p, *ds, *pt, *dst;     // [keys·L] per key as lanes, then per row (ds, pt, dst: backward)
   float *dkt, *dvt;             // [hd·keys] dk and dv, keys as columns (backward)
-  static int64_t floats(int64_t T, int64_t hd) { return 2 * hd + 3 * hd * L + 4 * rounded(T) * L + 2 * hd * rounded(T); }
+  static int64_t floats(int64_t T, int64_t hd, bool backward) {
+    const int64_t forward = 2 * hd + 3 * hd * L + rounded(T) * L;
+    return backward ? forward + 3 * rounded(T) * L + 2 * hd * rounded(T) : forward;
+  }
   static int64_t rounded(int64_t T) { return (std::max<int64_t>(T, 1) + L - 1) / L * L + 8; }
   TileScratch(float* base, int64_t T, int64_t hd) : keys(rounded(T)) {
     zeros = base, sink = zeros + hd, qt = sink + hd, dot = qt + hd * L, ot = dot + hd * L;
@@ -264,13 +269,8 @@ struct TileScratch {
   }
 };
 
-template <class X>
-inline int64_t tile_scratch_floats(int64_t T, int64_t hd) {
-  return TileScratch<X>::floats(T, hd);
-}
-
-// The forward's tiles `first` and `second` (-1: none) of (b, kv head); returns the first
-// non-finite row (in [B, Hq, T] order) or -1.
+// The forward's tiles tiles[0..count) of (b, kv head) (tile i: rows [i·L, i·L + L) of its
+// len·G rows, position-major); returns the first non-finite row (in [B, Hq, T] order) or -1.
 template <class X>
 int64_t forward_tiles(const AttentionForwardArgs& a, int64_t b, int64_t kvh, const int64_t* tiles, int count,
                       float* scratch) {

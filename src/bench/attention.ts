@@ -7,7 +7,7 @@
 import { attentionBackward, attentionForward } from '../ops/attention.js';
 import { measurePeakFlops } from '../ops/gemm.js';
 import { Tensor } from '../tensor.js';
-import { fillUniform, maxAbsDiff, timeIt, type BenchContext, type KernelBench } from './harness.js';
+import { disposeAll, fillUniform, maxAbsDiff, timeIt, type BenchContext, type BenchResult, type KernelBench } from './harness.js';
 import { naiveAttention, naiveAttentionBackward } from './naive.js';
 
 interface AttentionShape {
@@ -39,7 +39,7 @@ export const attentionBench: KernelBench = {
     }
     ctx.log('attention: measuring the FMA ceiling...');
     let peak = Math.max(measurePeakFlops(0.25), measurePeakFlops(0.25));
-    const pending: Parameters<BenchContext['record']>[0][] = [];
+    const pending: BenchResult[] = [];
     for (const s of ctx.quick ? SHAPES_QUICK : SHAPES) {
       const size = `B=${s.B} T=${s.T} Hq=${s.Hq} Hkv=${s.Hkv} hd=${s.hd}`;
       const dims = { B: s.B, T: s.T, Hq: s.Hq, Hkv: s.Hkv, hd: s.hd };
@@ -56,13 +56,9 @@ export const attentionBench: KernelBench = {
 
       ctx.log(`attention forward ${size}...`);
       const fwd = attentionForward(Q, K, V, lengths);
-      const tf = timeIt(() => {
-        const r = attentionForward(Q, K, V, lengths);
-        r.out.dispose();
-        r.lse.dispose();
-      }, ctx.timing({ warmup: 1, minRuns: 5, minSeconds: 1 }));
-      const nf = timeIt(() => naiveAttention(q0, k0, v0, s.T, s.Hq, s.Hkv, s.hd, scale), naiveTiming);
-      const ref = naiveAttention(q0, k0, v0, s.T, s.Hq, s.Hkv, s.hd, scale);
+      const tf = timeIt(() => attentionForward(Q, K, V, lengths), ctx.timing({ warmup: 1, minRuns: 5, minSeconds: 1 }), disposeAll);
+      let ref!: ReturnType<typeof naiveAttention>;  // the last timed run's output
+      const nf = timeIt(() => naiveAttention(q0, k0, v0, s.T, s.Hq, s.Hkv, s.hd, scale), naiveTiming, (r) => (ref = r));
       const outData = fwd.out.data as Float32Array;
       const fwdFlops = 2 * triangleFlops(s);
       pending.push({
@@ -76,23 +72,16 @@ export const attentionBench: KernelBench = {
       });
 
       ctx.log(`attention backward ${size}...`);
-      const tb = timeIt(() => {
-        const g = attentionBackward(Q, K, V, lengths, fwd.out, fwd.lse, dO);
-        g.dq.dispose();
-        g.dk.dispose();
-        g.dv.dispose();
-      }, ctx.timing({ warmup: 1, minRuns: 5, minSeconds: 1 }));
-      const nb = timeIt(() => naiveAttentionBackward(q0, k0, v0, d0, s.T, s.Hq, s.Hkv, s.hd, scale), naiveTiming);
-      const refGrad = naiveAttentionBackward(q0, k0, v0, d0, s.T, s.Hq, s.Hkv, s.hd, scale);
+      const tb = timeIt(() => attentionBackward(Q, K, V, lengths, fwd.out, fwd.lse, dO), ctx.timing({ warmup: 1, minRuns: 5, minSeconds: 1 }), disposeAll);
+      let refGrad!: ReturnType<typeof naiveAttentionBackward>;
+      const nb = timeIt(() => naiveAttentionBackward(q0, k0, v0, d0, s.T, s.Hq, s.Hkv, s.hd, scale), naiveTiming, (r) => (refGrad = r));
       const g = attentionBackward(Q, K, V, lengths, fwd.out, fwd.lse, dO);
       const diff = Math.max(
         maxAbsDiff(g.dq.data as Float32Array, refGrad.dq, refGrad.dq.length),
         maxAbsDiff(g.dk.data as Float32Array, refGrad.dk, refGrad.dk.length),
         maxAbsDiff(g.dv.data as Float32Array, refGrad.dv, refGrad.dv.length),
       );
-      g.dq.dispose();
-      g.dk.dispose();
-      g.dv.dispose();
+      disposeAll(g);
       // QKᵀ again, dO·Vᵀ, dS·K, dSᵀ·Q and Pᵀ·dO: five products of the triangle.
       const bwdFlops = 5 * triangleFlops(s);
       pending.push({
@@ -103,8 +92,7 @@ export const attentionBench: KernelBench = {
         },
         notes: [`${s.name}; recomputes the probabilities from lse (5 × ${triangleFlops(s).toExponential(2)} flops)`],
       });
-      fwd.out.dispose();
-      fwd.lse.dispose();
+      disposeAll(fwd);
       for (const t of [Q, K, V, dO]) t.dispose();
     }
     // The ceiling again after the shapes, the best kept (as the gemm bench does).
